@@ -1,0 +1,204 @@
+//! The in-memory reference store.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::{
+    BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, ObjectStore,
+    Snapshot, StoreError, StoreResult, StoreSnapshot, check_commit, check_key,
+    check_writable_state_key, list_range, log_key,
+};
+
+/// An in-memory store implementing every tier; the reference the other backends are
+/// tested against. Cloning shares the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<StoreSnapshot>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store holding exactly `snapshot`.
+    pub fn from_snapshot(snapshot: StoreSnapshot) -> Self {
+        Self {
+            inner: Arc::new(RwLock::new(snapshot)),
+        }
+    }
+
+    fn read(&self) -> StoreResult<RwLockReadGuard<'_, StoreSnapshot>> {
+        self.inner
+            .read()
+            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+    }
+
+    fn write(&self) -> StoreResult<RwLockWriteGuard<'_, StoreSnapshot>> {
+        self.inner
+            .write()
+            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+    }
+}
+
+/// Applies a commit to an in-memory map of states; shared by [`MemoryStore`] and any
+/// other backend that keeps its object tier in a `BTreeMap`.
+pub fn apply_commit(
+    states: &mut BTreeMap<String, Vec<u8>>,
+    commit: &Commit,
+) -> StoreResult<CommitOutcome> {
+    check_commit(commit)?;
+    let failed: Vec<CasFailure> = commit
+        .ops
+        .iter()
+        .filter(|op| states.get(&op.key).map(Vec::as_slice) != op.expected.as_deref())
+        .map(|op| CasFailure {
+            key: op.key.clone(),
+            current: states.get(&op.key).cloned(),
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Ok(CommitOutcome::Conflict(failed));
+    }
+    for op in &commit.ops {
+        match &op.new {
+            Some(v) => states.insert(op.key.clone(), v.clone()),
+            None => states.remove(&op.key),
+        };
+    }
+    let first_seq = append_log(states, &commit.log)?;
+    Ok(CommitOutcome::Applied { first_seq })
+}
+
+fn append_log(
+    states: &mut BTreeMap<String, Vec<u8>>,
+    entries: &[Vec<u8>],
+) -> StoreResult<Option<u64>> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let head = match states.get(LOG_HEAD_KEY) {
+        None => 0,
+        Some(v) => parse_head(v)?,
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        states.insert(log_key(head + 1 + i as u64), entry.clone());
+    }
+    let new_head = head + entries.len() as u64;
+    states.insert(LOG_HEAD_KEY.to_owned(), new_head.to_string().into_bytes());
+    Ok(Some(head + 1))
+}
+
+/// Parses the value stored under [`LOG_HEAD_KEY`].
+pub fn parse_head(value: &[u8]) -> StoreResult<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            key: LOG_HEAD_KEY.to_owned(),
+            reason: "log head is not a decimal number".to_owned(),
+        })
+}
+
+impl KeyValueStore for MemoryStore {
+    fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        check_key(key)?;
+        Ok(self.read()?.kv.get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        check_key(key)?;
+        self.write()?.kv.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> StoreResult<()> {
+        check_key(key)?;
+        self.write()?.kv.remove(key);
+        Ok(())
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        Ok(list_range(&self.read()?.kv, prefix, start_after, limit))
+    }
+}
+
+impl BlobStore for MemoryStore {
+    fn get_blob(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        check_key(key)?;
+        Ok(self.read()?.blobs.get(key).cloned())
+    }
+
+    fn put_blob(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
+        check_key(key)?;
+        self.write()?.blobs.insert(key.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn delete_blob(&self, key: &str) -> StoreResult<()> {
+        check_key(key)?;
+        self.write()?.blobs.remove(key);
+        Ok(())
+    }
+
+    fn list_blobs(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        Ok(list_range(&self.read()?.blobs, prefix, start_after, limit))
+    }
+}
+
+impl ObjectStore for MemoryStore {
+    fn get_state(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        check_key(key)?;
+        Ok(self.read()?.states.get(key).cloned())
+    }
+
+    fn put_state(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> StoreResult<bool> {
+        check_writable_state_key(key)?;
+        let mut guard = self.write()?;
+        if guard.states.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        guard.states.insert(key.to_owned(), new.to_vec());
+        Ok(true)
+    }
+
+    fn list_states(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        Ok(list_range(&self.read()?.states, prefix, start_after, limit))
+    }
+
+    fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
+        apply_commit(&mut self.write()?.states, commit)
+    }
+}
+
+impl Snapshot for MemoryStore {
+    fn snapshot(&self) -> StoreResult<StoreSnapshot> {
+        Ok(self.read()?.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_store_passes_the_conformance_suite() {
+        crate::conformance::run_sync_suite(MemoryStore::new);
+    }
+}
