@@ -105,20 +105,24 @@ impl FromStr for FihHash {
 }
 hex_serde!(FihHash);
 
-/// An author: an Ed25519 public key, written as 64 lowercase hex digits.
+/// An author: an Ed25519 public key, written as 64 lowercase hex digits. Holds the
+/// compressed key bytes (checked to decode when parsed); the curve point is computed
+/// only when a signature is verified.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct AuthorKey(ed25519_dalek::VerifyingKey);
+pub struct AuthorKey([u8; 32]);
 
 impl AuthorKey {
     /// The 32 key bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        &self.0
     }
 
     /// Checks `sig` over `hash` (strict verification: no malleable or small-order forms).
     pub fn verify(&self, hash: &FihHash, sig: &Signature) -> bool {
-        let msg = signed_message(hash);
-        self.0.verify_strict(&msg, &sig.0).is_ok()
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        key.verify_strict(&signed_message(hash), &sig.0).is_ok()
     }
 }
 
@@ -153,7 +157,7 @@ impl FromStr for AuthorKey {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let bytes = parse_hex::<32>("an author key", s)?;
         ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-            .map(Self)
+            .map(|_| Self(bytes))
             .map_err(|_| ParseError::BadKey(s.to_owned()))
     }
 }
@@ -206,7 +210,7 @@ impl SigningKey {
 
     /// The public half: the author key records name.
     pub fn author(&self) -> AuthorKey {
-        AuthorKey(self.0.verifying_key())
+        AuthorKey(self.0.verifying_key().to_bytes())
     }
 
     /// Signs a hash.

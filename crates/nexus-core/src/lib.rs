@@ -14,10 +14,17 @@
 
 pub mod canonical;
 pub mod crypto;
+pub mod lifecycle;
 pub mod record;
+pub mod storage;
 
 pub use crypto::{AuthorKey, FihHash, Signature, SigningKey};
+pub use lifecycle::{CoreError, CoreResult, IntentState};
 pub use record::{
     Action, ActionContent, Content, Effect, Fact, Hint, HintSource, Intent, Kind, Limits, Record,
     Resolves, Selector, Signed, Topic, TopicGlob, ValidationError,
+};
+pub use storage::{
+    ActiveHint, Applied, ColdStorage, CompositeColdStorage, FlushCapable, FlushReport,
+    IntentListing, Lease, LogEntry, Page, Submitted, TimeRange,
 };

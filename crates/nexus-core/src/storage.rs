@@ -1,0 +1,994 @@
+//! `CompositeColdStorage`: the three tiers bound into FIH persistence, the Intent
+//! lifecycle, queries and the flush cursor.
+//!
+//! # Key layout
+//!
+//! | tier | key | value |
+//! |---|---|---|
+//! | KV | `r/{hash}` | the record's wire JSON (immutable, written before its commit) |
+//! | KV | `x/t/{kind}/{topic}/@{time:016}/{hash}` | empty: topic index (write-once, after commit) |
+//! | KV | `x/m/{kind}/{time:016}/{hash}` | empty: time index (write-once, after commit) |
+//! | Object | `rec/{hash}` | the record's kind: present iff the record is committed |
+//! | Object | `intent/{hash}` | the Intent's [`IntentState`] |
+//! | Object | `hints/active` | the active Hints (JSON array, ordered by hash) |
+//! | Object | `flush/cursor` | the last commit log entry archived by [`FlushCapable::flush`] |
+//! | Object | `log/…` | the commit log ([`LogEntry`] JSON, numbered by the store) |
+//! | Blob | `archive/facts/{from:020}-{to:020}.jsonl` | Facts committed in log entries `from..=to` |
+//!
+//! # Commit order
+//!
+//! Every mutating operation reads what it needs, then writes in the design's order:
+//! the immutable record first (idempotent, content-addressed: harmless if the commit
+//! then fails, and invisible, because a record counts only once `rec/{hash}` is
+//! committed), then **one** [`ObjectStore::commit`] carrying every compare-and-swap
+//! and the log entry (the commit point), then the write-once index entries. Index
+//! entries lost after a commit are rewritten by the next [`FlushCapable::flush`] that
+//! passes over their log entry.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use nexus_store::{
+    BlobStore, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, ObjectStore, log_key,
+    parse_head,
+};
+
+use crate::crypto::FihHash;
+use crate::lifecycle::{CoreError, CoreResult, IntentState, check_holder, claim_transition};
+use crate::record::{
+    Action, ActionContent, Content, Effect, Hint, Intent, Kind, Limits, Record, Topic,
+};
+
+/// Most Hints that may be active at once.
+pub const MAX_ACTIVE_HINTS: usize = 1_000;
+/// Most index keys one query page examines before it returns (with a cursor).
+pub const MAX_SCAN: usize = 1_000;
+
+/// Storage keys (see the module docs).
+pub mod keys {
+    use crate::crypto::FihHash;
+    use crate::record::{Kind, Topic};
+
+    /// Active Hints.
+    pub const HINTS: &str = "hints/active";
+    /// Flush cursor.
+    pub const FLUSH_CURSOR: &str = "flush/cursor";
+    /// Prefix of committed-record markers.
+    pub const COMMITTED_PREFIX: &str = "rec/";
+    /// Prefix of Intent states.
+    pub const INTENT_PREFIX: &str = "intent/";
+    /// Prefix of every index entry (written after the commit).
+    pub const INDEX_PREFIX: &str = "x/";
+
+    /// KV key of a record's content.
+    pub fn record(h: &FihHash) -> String {
+        format!("r/{h}")
+    }
+    /// Object key marking a record committed.
+    pub fn committed(h: &FihHash) -> String {
+        format!("{COMMITTED_PREFIX}{h}")
+    }
+    /// Object key of an Intent's state.
+    pub fn intent(h: &FihHash) -> String {
+        format!("{INTENT_PREFIX}{h}")
+    }
+    /// Prefix of the topic index for records of `kind` under `topic` (subtopics included).
+    pub fn topic_prefix(kind: Kind, topic: &Topic) -> String {
+        format!("x/t/{kind}/{topic}/")
+    }
+    /// Topic index entry.
+    pub fn topic_index(kind: Kind, topic: &Topic, time: u64, h: &FihHash) -> String {
+        format!("x/t/{kind}/{topic}/@{time:016}/{h}")
+    }
+    /// Prefix of the time index for records of `kind`.
+    pub fn time_prefix(kind: Kind) -> String {
+        format!("x/m/{kind}/")
+    }
+    /// Time index entry.
+    pub fn time_index(kind: Kind, time: u64, h: &FihHash) -> String {
+        format!("x/m/{kind}/{time:016}/{h}")
+    }
+    /// Blob key of a Fact archive covering log entries `from..=to`.
+    pub fn archive(from: u64, to: u64) -> String {
+        format!("archive/facts/{from:020}-{to:020}.jsonl")
+    }
+    /// Whether a KV key is written after the commit (an index entry) rather than before.
+    pub fn is_after_commit(key: &str) -> bool {
+        key.starts_with(INDEX_PREFIX)
+    }
+    /// Reads `(time, hash)` back from an index key.
+    pub fn parse_index(key: &str) -> Option<(u64, FihHash)> {
+        let (rest, hash) = key.rsplit_once('/')?;
+        let (_, time) = rest.rsplit_once('/')?;
+        let time = time.strip_prefix('@').unwrap_or(time);
+        Some((time.parse().ok()?, hash.parse().ok()?))
+    }
+}
+
+/// One entry of the commit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum LogEntry {
+    /// A record was committed.
+    Record {
+        /// Its hash.
+        hash: FihHash,
+        /// Its kind.
+        kind: Kind,
+        /// Host time of the commit, ms.
+        at: u64,
+    },
+    /// A signed lifecycle action was applied.
+    Action {
+        /// The action's wire JSON (verifiable on its own).
+        action: Value,
+        /// Host time of the commit, ms.
+        at: u64,
+    },
+}
+
+/// A half-open time window `[since, until)` in ms; `None` leaves a side open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Inclusive lower bound.
+    pub since: Option<u64>,
+    /// Exclusive upper bound.
+    pub until: Option<u64>,
+}
+
+impl TimeRange {
+    /// Whether `t` lies in the window.
+    pub fn contains(&self, t: u64) -> bool {
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+    }
+}
+
+/// One page of a query: record hashes, and a cursor to continue from if there may be more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Matching records, in index order.
+    pub items: Vec<FihHash>,
+    /// Pass as `after` to continue; `None` when the query is exhausted.
+    pub next: Option<String>,
+}
+
+/// What [`CompositeColdStorage::submit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The record.
+    pub hash: FihHash,
+    /// Its kind.
+    pub kind: Kind,
+    /// True when the record was already committed (nothing changed).
+    pub duplicate: bool,
+    /// The commit log sequence number of this commit (`None` for a duplicate, or when
+    /// the store numbers entries only at flush time, as a session buffer does).
+    pub seq: Option<u64>,
+}
+
+/// The result of a successful claim, takeover or renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The Intent.
+    pub intent: FihHash,
+    /// The fencing token to present when renewing or resolving.
+    pub token: u64,
+    /// End of the lease, ms.
+    pub lease_until: u64,
+    /// True when the claim took the Intent over from a lapsed holder.
+    pub takeover: bool,
+}
+
+/// What an applied action did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// A claim, takeover or renewal.
+    Leased(Lease),
+    /// A withdrawal.
+    Withdrawn(FihHash),
+}
+
+/// A Hint in force, with its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveHint {
+    /// The Hint record's hash.
+    pub hash: FihHash,
+    /// The Hint.
+    pub hint: Hint,
+}
+
+/// An Intent in a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentListing {
+    /// The Intent record.
+    pub record: Record,
+    /// Its state.
+    pub state: IntentState,
+    /// Sum of the active priority Hints that select it.
+    pub priority: i64,
+}
+
+/// What one [`FlushCapable::flush`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// First log entry covered (0 when there was nothing to flush).
+    pub from: u64,
+    /// Last log entry covered; the new cursor.
+    pub to: u64,
+    /// Facts archived.
+    pub facts: usize,
+    /// Blob key of the archive, if one was written.
+    pub archive: Option<String>,
+    /// Index entries (re)written.
+    pub indexed: usize,
+}
+
+/// FIH persistence over the tiers: records by hash, queries through write-once index
+/// entries, and the commit log.
+pub trait ColdStorage {
+    /// A committed record.
+    fn get_record(&self, hash: &FihHash) -> CoreResult<Option<Record>>;
+    /// Records of `kind` under `topic` (subtopics included) with a time in `range`.
+    fn by_topic(
+        &self,
+        kind: Kind,
+        topic: &Topic,
+        range: TimeRange,
+        after: Option<&str>,
+        limit: usize,
+    ) -> CoreResult<Page>;
+    /// Records of `kind` with a time in `range`, oldest first.
+    fn by_time(
+        &self,
+        kind: Kind,
+        range: TimeRange,
+        after: Option<&str>,
+        limit: usize,
+    ) -> CoreResult<Page>;
+    /// Commit log entries from sequence number `from`, at most `limit`.
+    fn log_entries(&self, from: u64, limit: usize) -> CoreResult<Vec<(u64, LogEntry)>>;
+}
+
+/// Archives committed Facts to the blob tier and advances the flush cursor.
+pub trait FlushCapable {
+    /// Archives the log entries after the cursor (at most `max_entries`) as one
+    /// JSON-lines blob of their Facts, rewrites their index entries, and moves the
+    /// cursor by compare-and-swap.
+    fn flush(&self, max_entries: usize) -> CoreResult<FlushReport>;
+    /// The last flushed log entry (0: none).
+    fn flush_cursor(&self) -> CoreResult<u64>;
+}
+
+/// Binds a [`KeyValueStore`], a [`BlobStore`] and an [`ObjectStore`] into neXus
+/// storage (design §4). All operations are deterministic given the stores' contents,
+/// the arguments and `now`.
+#[derive(Debug, Clone)]
+pub struct CompositeColdStorage<K, B, O> {
+    kv: K,
+    blobs: B,
+    objects: O,
+    limits: Limits,
+}
+
+impl<S: Clone> CompositeColdStorage<S, S, S> {
+    /// Uses one store for all three tiers.
+    pub fn unified(store: S, limits: Limits) -> Self {
+        Self {
+            kv: store.clone(),
+            blobs: store.clone(),
+            objects: store,
+            limits,
+        }
+    }
+}
+
+impl<K, B, O> CompositeColdStorage<K, B, O>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    /// Binds the tiers.
+    pub fn new(kv: K, blobs: B, objects: O, limits: Limits) -> Self {
+        Self {
+            kv,
+            blobs,
+            objects,
+            limits,
+        }
+    }
+
+    /// The limits records and actions are checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The key-value tier.
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+
+    /// The blob tier.
+    pub fn blobs(&self) -> &B {
+        &self.blobs
+    }
+
+    /// The object tier.
+    pub fn objects(&self) -> &O {
+        &self.objects
+    }
+
+    /// The kind of a committed record, `None` if not committed.
+    pub fn committed_kind(&self, h: &FihHash) -> CoreResult<Option<Kind>> {
+        let key = keys::committed(h);
+        self.objects
+            .get_state(&key)?
+            .map(|v| parse_kind(&key, &v))
+            .transpose()
+    }
+
+    /// The state of an Intent (`None`: no such Intent).
+    pub fn intent_state(&self, h: &FihHash) -> CoreResult<Option<IntentState>> {
+        let key = keys::intent(h);
+        Ok(self
+            .objects
+            .get_state(&key)?
+            .map(|v| IntentState::decode(&key, &v))
+            .transpose()?)
+    }
+
+    /// Resolves a hex id or unambiguous prefix of at least 8 hex digits to a
+    /// committed record's hash.
+    pub fn resolve_id(&self, id: &str) -> CoreResult<FihHash> {
+        if let Ok(h) = id.parse::<FihHash>() {
+            return match self.committed_kind(&h)? {
+                Some(_) => Ok(h),
+                None => Err(CoreError::UnknownRecord(h)),
+            };
+        }
+        if id.len() < 8
+            || id.len() > 64
+            || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(CoreError::Invalid(crate::ValidationError::Malformed(
+                format!("record id must be 8 to 64 lowercase hex digits, got {id:?}"),
+            )));
+        }
+        let prefix = format!("{}{id}", keys::COMMITTED_PREFIX);
+        let found = self.objects.list_states(&prefix, None, 2)?;
+        match found.as_slice() {
+            [one] => one[keys::COMMITTED_PREFIX.len()..]
+                .parse()
+                .map_err(|_| CoreError::Store(corrupt(one, "bad committed-record key"))),
+            [] => Err(CoreError::UnknownRecord(pad_prefix(id))),
+            _ => Err(CoreError::AmbiguousId(id.to_owned())),
+        }
+    }
+
+    fn load_record(&self, h: &FihHash) -> CoreResult<Record> {
+        let key = keys::record(h);
+        let bytes = self.kv.get(&key)?.ok_or_else(|| {
+            CoreError::Store(corrupt(&key, "committed record content is missing"))
+        })?;
+        decode_stored_record(&key, &bytes, &self.limits)
+    }
+
+    fn load_intent(&self, h: &FihHash) -> CoreResult<Intent> {
+        match self.load_record(h)?.content() {
+            Content::Intent(i) => Ok(i.clone()),
+            other => Err(CoreError::WrongKind {
+                hash: *h,
+                actual: other.kind(),
+                expected: Kind::Intent,
+            }),
+        }
+    }
+
+    /// The Hints in force at `now`, ordered by hash.
+    pub fn active_hints(&self, now: u64) -> CoreResult<Vec<ActiveHint>> {
+        Ok(self
+            .stored_hints()?
+            .into_iter()
+            .filter(|h| h.hint.active_at(now))
+            .collect())
+    }
+
+    fn stored_hints(&self) -> CoreResult<Vec<ActiveHint>> {
+        match self.objects.get_state(keys::HINTS)? {
+            None => Ok(vec![]),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| CoreError::Store(corrupt(keys::HINTS, &e.to_string()))),
+        }
+    }
+
+    /// Fails with [`CoreError::Inadmissible`] when an active deny Hint selects the
+    /// Intent and no active allow Hint does.
+    pub fn check_admissible(&self, intent: &Intent, now: u64) -> CoreResult<()> {
+        admissibility(&self.active_hints(now)?, intent)
+    }
+
+    /// Sum of the active priority Hints selecting `intent`.
+    pub fn priority_of(hints: &[ActiveHint], intent: &Intent) -> i64 {
+        hints
+            .iter()
+            .filter(|h| h.hint.selector.selects(intent))
+            .filter_map(|h| match h.hint.effect {
+                Effect::Priority(p) => Some(p),
+                _ => None,
+            })
+            .fold(0i64, i64::saturating_add)
+    }
+
+    /// Validates and commits a record: its links must be committed; an Intent must be
+    /// admissible and starts `available`; a Fact with `resolves` must come from the
+    /// holder of a live claim with that fencing token and resolves the Intent in the
+    /// same commit; a Hint becomes active. Submitting a committed record again changes
+    /// nothing and reports `duplicate`.
+    pub fn submit(&self, rec: &Record, now: u64) -> CoreResult<Submitted> {
+        let h = rec.hash();
+        let kind = rec.content().kind();
+        if self.committed_kind(&h)?.is_some() {
+            return Ok(Submitted {
+                hash: h,
+                kind,
+                duplicate: true,
+                seq: None,
+            });
+        }
+        let links = rec.content().links();
+        let link_keys: Vec<String> = links.iter().map(keys::committed).collect();
+        let refs: Vec<&str> = link_keys.iter().map(String::as_str).collect();
+        let kinds = self.objects.get_states(&refs)?;
+        // Check every link before reporting, so that a session sees all its misses.
+        let mut link_kinds = Vec::with_capacity(links.len());
+        for ((link, key), found) in links.iter().zip(&link_keys).zip(kinds) {
+            match found {
+                None => return Err(CoreError::UnknownParent(*link)),
+                Some(v) => link_kinds.push((*link, parse_kind(key, &v)?)),
+            }
+        }
+        let mut ops = vec![CasOp {
+            key: keys::committed(&h),
+            expected: None,
+            new: Some(kind.as_str().as_bytes().to_vec()),
+        }];
+        match rec.content() {
+            Content::Intent(intent) => {
+                for (link, k) in &link_kinds {
+                    require_kind(*link, *k, &[Kind::Fact, Kind::Intent])?;
+                }
+                self.check_admissible(intent, now)?;
+                ops.push(CasOp {
+                    key: keys::intent(&h),
+                    expected: None,
+                    new: Some(IntentState::Available { token: 0 }.encode()),
+                });
+            }
+            Content::Fact(fact) => {
+                for (link, k) in &link_kinds {
+                    let resolved = fact.resolves.as_ref().is_some_and(|r| r.intent == *link);
+                    if resolved {
+                        require_kind(*link, *k, &[Kind::Intent])?;
+                    } else {
+                        require_kind(*link, *k, &[Kind::Fact, Kind::Intent])?;
+                    }
+                }
+                if let Some(r) = &fact.resolves {
+                    let key = keys::intent(&r.intent);
+                    let current = self
+                        .objects
+                        .get_state(&key)?
+                        .ok_or_else(|| CoreError::Store(corrupt(&key, "intent has no state")))?;
+                    let state = IntentState::decode(&key, &current)?;
+                    check_holder(&state, &fact.author, r.token, now)?;
+                    ops.push(CasOp {
+                        key,
+                        expected: Some(current),
+                        new: Some(
+                            IntentState::Resolved {
+                                fact: h,
+                                by: fact.author,
+                                token: r.token,
+                            }
+                            .encode(),
+                        ),
+                    });
+                }
+            }
+            Content::Hint(hint) => {
+                for (link, k) in &link_kinds {
+                    require_kind(*link, *k, &[Kind::Fact])?;
+                }
+                let current = self.objects.get_state(keys::HINTS)?;
+                let mut hints = self.stored_hints()?;
+                hints.retain(|a| a.hint.active_at(now));
+                if hint.active_at(now) {
+                    if hints.len() >= MAX_ACTIVE_HINTS {
+                        return Err(CoreError::TooManyHints(hints.len()));
+                    }
+                    let at = hints.partition_point(|a| a.hash < h);
+                    hints.insert(
+                        at,
+                        ActiveHint {
+                            hash: h,
+                            hint: hint.clone(),
+                        },
+                    );
+                }
+                ops.push(CasOp {
+                    key: keys::HINTS.to_owned(),
+                    expected: current,
+                    new: Some(serde_json::to_vec(&hints).unwrap_or_default()),
+                });
+            }
+        }
+        let entry = LogEntry::Record {
+            hash: h,
+            kind,
+            at: now,
+        };
+        self.kv.set(&keys::record(&h), &rec.to_json())?;
+        let seq = self.commit(ops, &entry)?;
+        self.write_indexes(rec)?;
+        Ok(Submitted {
+            hash: h,
+            kind,
+            duplicate: false,
+            seq,
+        })
+    }
+
+    /// Applies a signed claim, renewal or withdrawal.
+    pub fn act(&self, action: &Action, now: u64) -> CoreResult<Applied> {
+        let content = action.content();
+        let time = content.time();
+        if time.abs_diff(now) > self.limits.max_clock_skew_ms {
+            return Err(CoreError::ClockSkew {
+                time,
+                now,
+                max_skew_ms: self.limits.max_clock_skew_ms,
+            });
+        }
+        let intent_hash = *content.intent();
+        let key = keys::intent(&intent_hash);
+        let Some(current) = self.objects.get_state(&key)? else {
+            return Err(match self.committed_kind(&intent_hash)? {
+                None => CoreError::UnknownRecord(intent_hash),
+                Some(actual) => CoreError::WrongKind {
+                    hash: intent_hash,
+                    actual,
+                    expected: Kind::Intent,
+                },
+            });
+        };
+        let state = IntentState::decode(&key, &current)?;
+        let (next, applied) = match content {
+            ActionContent::Claim {
+                lease_ms, author, ..
+            } => {
+                self.check_lease(*lease_ms)?;
+                let next = claim_transition(&state, *author, *lease_ms, now)?;
+                self.check_admissible(&self.load_intent(&intent_hash)?, now)?;
+                let lease = Lease {
+                    intent: intent_hash,
+                    token: next.token(),
+                    lease_until: now.saturating_add(*lease_ms),
+                    takeover: matches!(state, IntentState::Claimed { .. }),
+                };
+                (next, Applied::Leased(lease))
+            }
+            ActionContent::Renew {
+                token,
+                lease_ms,
+                author,
+                ..
+            } => {
+                self.check_lease(*lease_ms)?;
+                check_holder(&state, author, *token, now)?;
+                let lease_until = now.saturating_add(*lease_ms);
+                let next = IntentState::Claimed {
+                    holder: *author,
+                    lease_until,
+                    token: *token,
+                };
+                let lease = Lease {
+                    intent: intent_hash,
+                    token: *token,
+                    lease_until,
+                    takeover: false,
+                };
+                (next, Applied::Leased(lease))
+            }
+            ActionContent::Withdraw { author, .. } => {
+                let proposer = self.load_intent(&intent_hash)?.author;
+                if proposer != *author {
+                    return Err(CoreError::NotProposer { proposer });
+                }
+                let next = match &state {
+                    IntentState::Resolved { fact, .. } => {
+                        return Err(CoreError::AlreadyResolved { fact: *fact });
+                    }
+                    IntentState::Withdrawn { .. } => return Err(CoreError::Withdrawn),
+                    other => IntentState::Withdrawn {
+                        token: other.token(),
+                    },
+                };
+                (next, Applied::Withdrawn(intent_hash))
+            }
+        };
+        let ops = vec![CasOp {
+            key,
+            expected: Some(current),
+            new: Some(next.encode()),
+        }];
+        let entry = LogEntry::Action {
+            action: action.to_value(),
+            at: now,
+        };
+        self.commit(ops, &entry)?;
+        Ok(applied)
+    }
+
+    fn check_lease(&self, lease_ms: u64) -> CoreResult<()> {
+        let (min, max) = (self.limits.min_lease_ms, self.limits.max_lease_ms);
+        if !(min..=max).contains(&lease_ms) {
+            return Err(CoreError::LeaseOutOfRange {
+                requested: lease_ms,
+                min,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn commit(&self, ops: Vec<CasOp>, entry: &LogEntry) -> CoreResult<Option<u64>> {
+        let log = vec![serde_json::to_vec(entry).unwrap_or_default()];
+        match self.objects.commit(&Commit { ops, log })? {
+            CommitOutcome::Applied { first_seq } => Ok(first_seq),
+            CommitOutcome::Conflict(failed) => Err(CoreError::Conflict {
+                keys: failed.into_iter().map(|f| f.key).collect(),
+            }),
+            // CommitOutcome is non-exhaustive: anything else is not an applied commit.
+            _ => Err(CoreError::Conflict { keys: vec![] }),
+        }
+    }
+
+    /// Writes the index entries of a committed record; returns how many.
+    fn write_indexes(&self, rec: &Record) -> CoreResult<usize> {
+        let h = rec.hash();
+        let c = rec.content();
+        let mut n = 0;
+        if let Some(topic) = c.topic() {
+            self.kv
+                .set(&keys::topic_index(c.kind(), topic, c.time(), &h), b"")?;
+            n += 1;
+        }
+        self.kv
+            .set(&keys::time_index(c.kind(), c.time(), &h), b"")?;
+        Ok(n + 1)
+    }
+
+    /// Intents under `topic` (all if `None`) in state `state` (any if `None`), with
+    /// their priority; available ones first by priority (highest first), then by time
+    /// and hash. Examines at most `scan` Intents (in key order).
+    pub fn list_intents(
+        &self,
+        state: Option<&str>,
+        topic: Option<&Topic>,
+        now: u64,
+        scan: usize,
+    ) -> CoreResult<Vec<IntentListing>> {
+        let state_keys = self.objects.list_states(keys::INTENT_PREFIX, None, scan)?;
+        let refs: Vec<&str> = state_keys.iter().map(String::as_str).collect();
+        let states = self.objects.get_states(&refs)?;
+        let hashes: Vec<FihHash> = state_keys
+            .iter()
+            .filter_map(|k| k[keys::INTENT_PREFIX.len()..].parse().ok())
+            .collect();
+        let rec_keys: Vec<String> = hashes.iter().map(keys::record).collect();
+        let rec_refs: Vec<&str> = rec_keys.iter().map(String::as_str).collect();
+        let records = self.kv.get_many(&rec_refs)?;
+        let hints = self.active_hints(now)?;
+        let mut out = Vec::new();
+        for ((key, st), (rk, rec)) in state_keys
+            .iter()
+            .zip(states)
+            .zip(rec_keys.iter().zip(records))
+        {
+            let (Some(st), Some(rec)) = (st, rec) else {
+                continue;
+            };
+            let st = IntentState::decode(key, &st)?;
+            if state.is_some_and(|want| {
+                let name = if want == "available" && st.claimable_at(now) {
+                    "available"
+                } else {
+                    st.name()
+                };
+                name != want
+            }) {
+                continue;
+            }
+            let record = decode_stored_record(rk, &rec, &self.limits)?;
+            let Content::Intent(intent) = record.content() else {
+                continue;
+            };
+            if topic.is_some_and(|t| !intent.topic.starts_with(t)) {
+                continue;
+            }
+            let priority = Self::priority_of(&hints, intent);
+            out.push(IntentListing {
+                record,
+                state: st,
+                priority,
+            });
+        }
+        out.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.record.content().time().cmp(&b.record.content().time()))
+                .then(a.record.hash().cmp(&b.record.hash()))
+        });
+        Ok(out)
+    }
+
+    fn scan_index(
+        &self,
+        prefix: &str,
+        range: TimeRange,
+        after: Option<&str>,
+        limit: usize,
+    ) -> CoreResult<Page> {
+        let mut items = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        let mut scanned = 0;
+        loop {
+            let want = (MAX_SCAN - scanned).min(256);
+            let batch = self.kv.list(prefix, cursor.as_deref(), want)?;
+            let exhausted = batch.len() < want;
+            for key in batch {
+                scanned += 1;
+                cursor = Some(key.clone());
+                if let Some((t, h)) = keys::parse_index(&key)
+                    && range.contains(t)
+                {
+                    items.push(h);
+                    if items.len() == limit {
+                        return Ok(Page {
+                            items,
+                            next: cursor,
+                        });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Page { items, next: None });
+            }
+            if scanned >= MAX_SCAN {
+                return Ok(Page {
+                    items,
+                    next: cursor,
+                });
+            }
+        }
+    }
+
+    /// Rewrites the index entries of the records committed in log entries
+    /// `from..=to`; returns how many were written. Idempotent.
+    pub fn repair_indexes(&self, entries: &[(u64, LogEntry)]) -> CoreResult<usize> {
+        let mut n = 0;
+        for (_, entry) in entries {
+            if let LogEntry::Record { hash, .. } = entry {
+                n += self.write_indexes(&self.load_record(hash)?)?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn log_head(&self) -> CoreResult<u64> {
+        Ok(match self.objects.get_state(LOG_HEAD_KEY)? {
+            None => 0,
+            Some(v) => parse_head(&v)?,
+        })
+    }
+}
+
+fn admissibility(hints: &[ActiveHint], intent: &Intent) -> CoreResult<()> {
+    let selecting = || hints.iter().filter(|h| h.hint.selector.selects(intent));
+    if selecting().any(|h| h.hint.effect == Effect::Allow) {
+        return Ok(());
+    }
+    match selecting().find(|h| h.hint.effect == Effect::Deny) {
+        Some(deny) => Err(CoreError::Inadmissible {
+            hint: deny.hash,
+            reason: deny.hint.reason.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn require_kind(link: FihHash, actual: Kind, allowed: &[Kind]) -> CoreResult<()> {
+    if allowed.contains(&actual) {
+        Ok(())
+    } else {
+        Err(CoreError::WrongKind {
+            hash: link,
+            actual,
+            expected: allowed[0],
+        })
+    }
+}
+
+fn parse_kind(key: &str, v: &[u8]) -> CoreResult<Kind> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| CoreError::Store(corrupt(key, "not a record kind")))
+}
+
+fn corrupt(key: &str, reason: &str) -> nexus_store::StoreError {
+    nexus_store::StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn pad_prefix(id: &str) -> FihHash {
+    let mut padded = id.to_owned();
+    while padded.len() < 64 {
+        padded.push('0');
+    }
+    padded.parse().unwrap_or(FihHash([0; 32]))
+}
+
+/// Reads a record back from the KV tier, re-verifying its hash and signature: a
+/// damaged or forged stored value is reported as corrupt, never served.
+pub fn decode_stored_record(key: &str, bytes: &[u8], limits: &Limits) -> CoreResult<Record> {
+    Record::from_json(bytes, limits).map_err(|e| CoreError::Store(corrupt(key, &e.to_string())))
+}
+
+impl<K, B, O> ColdStorage for CompositeColdStorage<K, B, O>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    fn get_record(&self, hash: &FihHash) -> CoreResult<Option<Record>> {
+        if self.committed_kind(hash)?.is_none() {
+            return Ok(None);
+        }
+        self.load_record(hash).map(Some)
+    }
+
+    fn by_topic(
+        &self,
+        kind: Kind,
+        topic: &Topic,
+        range: TimeRange,
+        after: Option<&str>,
+        limit: usize,
+    ) -> CoreResult<Page> {
+        self.scan_index(&keys::topic_prefix(kind, topic), range, after, limit)
+    }
+
+    fn by_time(
+        &self,
+        kind: Kind,
+        range: TimeRange,
+        after: Option<&str>,
+        limit: usize,
+    ) -> CoreResult<Page> {
+        let prefix = keys::time_prefix(kind);
+        // Start at `since` directly: the time index is ordered by time.
+        let start = match (after, range.since) {
+            (Some(a), _) => Some(a.to_owned()),
+            (None, Some(since)) if since > 0 => Some(format!("{prefix}{:016}", since - 1)),
+            _ => None,
+        };
+        let mut page = self.scan_index(&prefix, range, start.as_deref(), limit)?;
+        // Past `until` nothing more can match.
+        if let (Some(until), Some(next)) = (range.until, &page.next)
+            && keys::parse_index(next).is_some_and(|(t, _)| t + 1 >= until)
+        {
+            page.next = None;
+        }
+        Ok(page)
+    }
+
+    fn log_entries(&self, from: u64, limit: usize) -> CoreResult<Vec<(u64, LogEntry)>> {
+        let head = self.log_head()?;
+        let from = from.max(1);
+        if from > head || limit == 0 {
+            return Ok(vec![]);
+        }
+        let to = head.min(from.saturating_add(limit as u64 - 1));
+        let keys: Vec<String> = (from..=to).map(log_key).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let values = self.objects.get_states(&refs)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for ((seq, key), v) in (from..=to).zip(&keys).zip(values) {
+            let v =
+                v.ok_or_else(|| CoreError::Store(corrupt(key, "log entry missing below head")))?;
+            let entry = serde_json::from_slice(&v)
+                .map_err(|e| CoreError::Store(corrupt(key, &e.to_string())))?;
+            out.push((seq, entry));
+        }
+        Ok(out)
+    }
+}
+
+impl<K, B, O> FlushCapable for CompositeColdStorage<K, B, O>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    fn flush(&self, max_entries: usize) -> CoreResult<FlushReport> {
+        let current = self.objects.get_state(keys::FLUSH_CURSOR)?;
+        let cursor = match &current {
+            None => 0,
+            Some(v) => parse_head(v)?,
+        };
+        let entries = self.log_entries(cursor + 1, max_entries)?;
+        let Some((to, _)) = entries.last() else {
+            return Ok(FlushReport {
+                from: 0,
+                to: cursor,
+                ..FlushReport::default()
+            });
+        };
+        let (from, to) = (cursor + 1, *to);
+        let fact_hashes: Vec<FihHash> = entries
+            .iter()
+            .filter_map(|(_, e)| match e {
+                LogEntry::Record {
+                    hash,
+                    kind: Kind::Fact,
+                    ..
+                } => Some(*hash),
+                _ => None,
+            })
+            .collect();
+        let mut archive = None;
+        if !fact_hashes.is_empty() {
+            let rec_keys: Vec<String> = fact_hashes.iter().map(keys::record).collect();
+            let refs: Vec<&str> = rec_keys.iter().map(String::as_str).collect();
+            let mut lines = Vec::new();
+            for (key, v) in rec_keys.iter().zip(self.kv.get_many(&refs)?) {
+                let v =
+                    v.ok_or_else(|| CoreError::Store(corrupt(key, "committed fact missing")))?;
+                lines.extend_from_slice(&v);
+                lines.push(b'\n');
+            }
+            let name = keys::archive(from, to);
+            self.blobs.put_blob(&name, &lines)?;
+            archive = Some(name);
+        }
+        let indexed = self.repair_indexes(&entries)?;
+        let ops = vec![CasOp {
+            key: keys::FLUSH_CURSOR.to_owned(),
+            expected: current,
+            new: Some(to.to_string().into_bytes()),
+        }];
+        match self.objects.commit(&Commit { ops, log: vec![] })? {
+            CommitOutcome::Applied { .. } => Ok(FlushReport {
+                from,
+                to,
+                facts: fact_hashes.len(),
+                archive,
+                indexed,
+            }),
+            CommitOutcome::Conflict(failed) => Err(CoreError::Conflict {
+                keys: failed.into_iter().map(|f| f.key).collect(),
+            }),
+            _ => Err(CoreError::Conflict { keys: vec![] }),
+        }
+    }
+
+    fn flush_cursor(&self) -> CoreResult<u64> {
+        Ok(match self.objects.get_state(keys::FLUSH_CURSOR)? {
+            None => 0,
+            Some(v) => parse_head(&v)?,
+        })
+    }
+}

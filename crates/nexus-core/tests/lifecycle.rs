@@ -1,0 +1,416 @@
+//! The Intent lifecycle, admissibility, queries and flush on the in-memory store.
+
+mod common;
+
+use common::*;
+use nexus_core::storage::keys;
+use nexus_core::*;
+use nexus_store::{KeyValueStore, Snapshot};
+use serde_json::json;
+
+#[test]
+fn propose_claim_renew_resolve() {
+    let (_, s) = mem();
+    let (alice, bob) = (key(1), key(2));
+    let i = intent(&alice, "chem/nacl", body(1), vec![], T0);
+    let sub = s.submit(&i, T0).expect("propose");
+    assert!(!sub.duplicate);
+    assert_eq!(sub.seq, Some(1));
+    assert_eq!(
+        s.intent_state(&i.hash()).expect("state"),
+        Some(IntentState::Available { token: 0 })
+    );
+
+    let lease = leased(
+        s.act(&claim(&bob, i.hash(), 10_000, T0), T0)
+            .expect("claim"),
+    );
+    assert_eq!(
+        (lease.token, lease.lease_until, lease.takeover),
+        (1, T0 + 10_000, false)
+    );
+
+    let renewed = leased(
+        s.act(&renew(&bob, i.hash(), 1, 20_000, T0 + 5_000), T0 + 5_000)
+            .expect("renew"),
+    );
+    assert_eq!(renewed.lease_until, T0 + 25_000);
+
+    let f = fact(
+        &bob,
+        "chem/nacl",
+        json!({"ok": true}),
+        vec![i.hash()],
+        Some((i.hash(), 1)),
+        T0 + 6_000,
+    );
+    s.submit(&f, T0 + 6_000).expect("resolve");
+    assert_eq!(
+        s.intent_state(&i.hash()).expect("state"),
+        Some(IntentState::Resolved {
+            fact: f.hash(),
+            by: bob.author(),
+            token: 1
+        })
+    );
+    assert!(matches!(
+        s.act(&claim(&alice, i.hash(), 10_000, T0 + 7_000), T0 + 7_000),
+        Err(CoreError::AlreadyResolved { .. })
+    ));
+    let log = s.log_entries(1, 100).expect("log");
+    assert_eq!(log.len(), 4, "propose, claim, renew, resolve");
+    assert!(
+        matches!(&log[3].1, LogEntry::Record { hash, kind: Kind::Fact, .. } if *hash == f.hash())
+    );
+    assert_eq!(s.get_record(&f.hash()).expect("get"), Some(f));
+}
+
+#[test]
+fn claims_conflict_then_take_over_after_the_lease_with_a_new_token() {
+    let (_, s) = mem();
+    let (alice, bob, carol) = (key(1), key(2), key(3));
+    let i = intent(&alice, "t", body(1), vec![], T0);
+    s.submit(&i, T0).expect("propose");
+    leased(s.act(&claim(&bob, i.hash(), 1_000, T0), T0).expect("claim"));
+    match s.act(&claim(&carol, i.hash(), 1_000, T0 + 999), T0 + 999) {
+        Err(CoreError::AlreadyClaimed {
+            holder,
+            lease_until,
+            token,
+        }) => {
+            assert_eq!((holder, lease_until, token), (bob.author(), T0 + 1_000, 1));
+        }
+        other => panic!("expected AlreadyClaimed, got {other:?}"),
+    }
+    let take = leased(
+        s.act(&claim(&carol, i.hash(), 1_000, T0 + 1_000), T0 + 1_000)
+            .expect("takeover"),
+    );
+    assert_eq!((take.token, take.takeover), (2, true));
+
+    // Bob was paused past his lease: renewal and resolution both fail.
+    assert!(matches!(
+        s.act(&renew(&bob, i.hash(), 1, 1_000, T0 + 1_001), T0 + 1_001),
+        Err(CoreError::NotHolder { .. })
+    ));
+    let stale = fact(&bob, "t", body(2), vec![], Some((i.hash(), 1)), T0 + 1_001);
+    let before = s.objects().snapshot().expect("snapshot");
+    assert!(matches!(
+        s.submit(&stale, T0 + 1_001),
+        Err(CoreError::NotHolder { .. })
+    ));
+    assert_eq!(
+        s.objects().snapshot().expect("snapshot").states,
+        before.states
+    );
+    // Carol with a wrong token is fenced too.
+    let wrong = fact(
+        &carol,
+        "t",
+        body(3),
+        vec![],
+        Some((i.hash(), 1)),
+        T0 + 1_002,
+    );
+    assert!(matches!(
+        s.submit(&wrong, T0 + 1_002),
+        Err(CoreError::StaleToken {
+            presented: 1,
+            current: 2
+        })
+    ));
+    // And after her lease lapses she cannot resolve either.
+    let late = fact(
+        &carol,
+        "t",
+        body(4),
+        vec![],
+        Some((i.hash(), 2)),
+        T0 + 2_000,
+    );
+    assert!(matches!(
+        s.submit(&late, T0 + 2_000),
+        Err(CoreError::LeaseExpired { .. })
+    ));
+}
+
+#[test]
+fn leases_and_clock_skew_are_bounded() {
+    let (_, s) = mem();
+    let a = key(1);
+    let i = intent(&a, "t", body(1), vec![], T0);
+    s.submit(&i, T0).expect("propose");
+    assert!(matches!(
+        s.act(&claim(&a, i.hash(), 10, T0), T0),
+        Err(CoreError::LeaseOutOfRange { .. })
+    ));
+    assert!(matches!(
+        s.act(&claim(&a, i.hash(), 3_600_001, T0), T0),
+        Err(CoreError::LeaseOutOfRange { .. })
+    ));
+    assert!(matches!(
+        s.act(&claim(&a, i.hash(), 5_000, T0), T0 + 300_001),
+        Err(CoreError::ClockSkew { .. })
+    ));
+}
+
+#[test]
+fn only_the_proposer_withdraws_and_withdrawn_intents_cannot_be_claimed() {
+    let (_, s) = mem();
+    let (alice, bob) = (key(1), key(2));
+    let i = intent(&alice, "t", body(1), vec![], T0);
+    s.submit(&i, T0).expect("propose");
+    assert!(matches!(
+        s.act(&withdraw(&bob, i.hash(), T0), T0),
+        Err(CoreError::NotProposer { .. })
+    ));
+    s.act(&withdraw(&alice, i.hash(), T0), T0)
+        .expect("withdraw");
+    assert!(matches!(
+        s.act(&claim(&bob, i.hash(), 5_000, T0), T0),
+        Err(CoreError::Withdrawn)
+    ));
+    assert!(matches!(
+        s.act(&withdraw(&alice, i.hash(), T0), T0),
+        Err(CoreError::Withdrawn)
+    ));
+}
+
+#[test]
+fn unknown_parents_and_wrong_kinds_store_nothing() {
+    let (store, s) = mem();
+    let a = key(1);
+    let ghost = FihHash::of_canonical(b"ghost");
+    let before = store.snapshot().expect("snapshot");
+    let orphan = fact(&a, "t", body(1), vec![ghost], None, T0);
+    assert!(matches!(s.submit(&orphan, T0), Err(CoreError::UnknownParent(p)) if p == ghost));
+    let bad = fact(&a, "t", body(1), vec![], Some((ghost, 1)), T0);
+    assert!(matches!(
+        s.submit(&bad, T0),
+        Err(CoreError::UnknownParent(_))
+    ));
+    assert_eq!(store.snapshot().expect("snapshot"), before);
+
+    // A fact can't resolve a fact; claiming a fact is a kind error.
+    let f = fact(&a, "t", body(1), vec![], None, T0);
+    s.submit(&f, T0).expect("fact");
+    let r = fact(&a, "t", body(2), vec![], Some((f.hash(), 1)), T0);
+    assert!(matches!(s.submit(&r, T0), Err(CoreError::WrongKind { .. })));
+    assert!(matches!(
+        s.act(&claim(&a, f.hash(), 5_000, T0), T0),
+        Err(CoreError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        s.act(&claim(&a, ghost, 5_000, T0), T0),
+        Err(CoreError::UnknownRecord(_))
+    ));
+}
+
+#[test]
+fn duplicates_change_nothing() {
+    let (store, s) = mem();
+    let a = key(1);
+    let i = intent(&a, "t", body(1), vec![], T0);
+    s.submit(&i, T0).expect("first");
+    let before = store.snapshot().expect("snapshot");
+    let again = s.submit(&i, T0 + 1).expect("again");
+    assert!(again.duplicate);
+    assert_eq!(store.snapshot().expect("snapshot"), before);
+}
+
+#[test]
+fn deny_hints_refuse_proposals_and_claims_allow_hints_override() {
+    let (_, s) = mem();
+    let (a, gov) = (key(1), key(9));
+    let open = intent(&a, "chem/x", body(1), vec![], T0);
+    s.submit(&open, T0).expect("propose before the hint");
+    let deny = hint(
+        &gov,
+        topic_selector("chem/**"),
+        Effect::Deny,
+        "budget exhausted",
+        Some(T0 + 10_000),
+    );
+    s.submit(&deny, T0).expect("hint");
+
+    let blocked = intent(&a, "chem/y", body(2), vec![], T0);
+    match s.submit(&blocked, T0 + 1) {
+        Err(CoreError::Inadmissible { hint, reason }) => {
+            assert_eq!(hint, deny.hash());
+            assert_eq!(reason, "budget exhausted");
+        }
+        other => panic!("expected Inadmissible, got {other:?}"),
+    }
+    assert!(matches!(
+        s.act(&claim(&a, open.hash(), 5_000, T0 + 1), T0 + 1),
+        Err(CoreError::Inadmissible { .. })
+    ));
+    // Other topics are unaffected.
+    s.submit(&intent(&a, "bio/y", body(2), vec![], T0), T0 + 1)
+        .expect("other topic");
+    // An allow Hint selecting by body makes an exception.
+    let allow = hint(
+        &gov,
+        Selector {
+            topic: None,
+            body: json!({"n": 2}).as_object().cloned(),
+        },
+        Effect::Allow,
+        "approved",
+        None,
+    );
+    s.submit(&allow, T0 + 2).expect("allow");
+    s.submit(&blocked, T0 + 3).expect("allowed by exception");
+    // After expiry the deny no longer applies.
+    leased(
+        s.act(&claim(&a, open.hash(), 5_000, T0 + 10_000), T0 + 10_000)
+            .expect("claim after expiry"),
+    );
+    assert_eq!(s.active_hints(T0 + 10_000).expect("hints").len(), 1);
+}
+
+#[test]
+fn priority_hints_order_the_available_listing() {
+    let (_, s) = mem();
+    let (a, gov) = (key(1), key(9));
+    let low = intent(&a, "t/low", body(1), vec![], T0);
+    let high = intent(&a, "t/high", body(2), vec![], T0 + 1);
+    let taken = intent(&a, "t/high", body(3), vec![], T0 + 2);
+    for r in [&low, &high, &taken] {
+        s.submit(r, T0).expect("propose");
+    }
+    s.submit(
+        &hint(
+            &gov,
+            topic_selector("t/high"),
+            Effect::Priority(5),
+            "focus",
+            None,
+        ),
+        T0,
+    )
+    .expect("hint");
+    leased(
+        s.act(&claim(&a, taken.hash(), 5_000, T0), T0)
+            .expect("claim"),
+    );
+    let listed = s
+        .list_intents(Some("available"), None, T0, 100)
+        .expect("list");
+    let hashes: Vec<FihHash> = listed.iter().map(|l| l.record.hash()).collect();
+    assert_eq!(hashes, vec![high.hash(), low.hash()]);
+    assert_eq!(listed[0].priority, 5);
+    // Once the claim lapses it is available again.
+    let later = s
+        .list_intents(Some("available"), None, T0 + 5_000, 100)
+        .expect("list");
+    assert_eq!(later.len(), 3);
+    let claimed = s
+        .list_intents(Some("claimed"), None, T0, 100)
+        .expect("list");
+    assert_eq!(claimed.len(), 1);
+    let by_topic = s
+        .list_intents(None, Some(&topic("t/low")), T0, 100)
+        .expect("list");
+    assert_eq!(by_topic.len(), 1);
+}
+
+#[test]
+fn ids_resolve_by_unambiguous_prefix() {
+    let (_, s) = mem();
+    let a = key(1);
+    let i = intent(&a, "t", body(1), vec![], T0);
+    s.submit(&i, T0).expect("propose");
+    let hex = i.hash().to_string();
+    assert_eq!(s.resolve_id(&hex[..8]).expect("prefix"), i.hash());
+    assert_eq!(s.resolve_id(&hex).expect("full"), i.hash());
+    assert!(matches!(
+        s.resolve_id(&hex[..7]),
+        Err(CoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.resolve_id("00000000"),
+        Err(CoreError::UnknownRecord(_))
+    ));
+}
+
+#[test]
+fn topic_and_time_queries_page_through_the_indexes() {
+    let (_, s) = mem();
+    let a = key(1);
+    let mut facts = vec![];
+    for n in 0..10 {
+        let t = if n % 2 == 0 { "lab/a" } else { "lab/a/sub" };
+        let f = fact(&a, t, body(n), vec![], None, T0 + n as u64);
+        s.submit(&f, T0).expect("fact");
+        facts.push(f);
+    }
+    s.submit(&fact(&a, "lab/ab", body(99), vec![], None, T0), T0)
+        .expect("sibling topic");
+    let all = s
+        .by_topic(Kind::Fact, &topic("lab/a"), TimeRange::default(), None, 100)
+        .expect("query");
+    assert_eq!(
+        all.items.len(),
+        10,
+        "subtopics included, sibling lab/ab excluded"
+    );
+    assert_eq!(all.next, None);
+
+    let window = TimeRange {
+        since: Some(T0 + 2),
+        until: Some(T0 + 6),
+    };
+    let mut got = vec![];
+    let mut after = None;
+    loop {
+        let page = s
+            .by_time(Kind::Fact, window, after.as_deref(), 2)
+            .expect("page");
+        got.extend(page.items);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let want: Vec<FihHash> = facts[2..6].iter().map(|f| f.hash()).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn flush_archives_facts_moves_the_cursor_and_repairs_lost_indexes() {
+    let (store, s) = mem();
+    let a = key(1);
+    let f1 = fact(&a, "t", body(1), vec![], None, T0);
+    let i = intent(&a, "t", body(2), vec![], T0);
+    let f2 = fact(&a, "t", body(3), vec![], None, T0 + 1);
+    for r in [&f1, &i, &f2] {
+        s.submit(r, T0).expect("submit");
+    }
+    // Simulate index entries lost after their commit.
+    let lost = keys::topic_index(Kind::Fact, &topic("t"), T0 + 1, &f2.hash());
+    store.delete(&lost).expect("delete");
+    assert_eq!(store.get(&lost).expect("get"), None);
+
+    let report = s.flush(100).expect("flush");
+    assert_eq!((report.from, report.to, report.facts), (1, 3, 2));
+    assert_eq!(s.flush_cursor().expect("cursor"), 3);
+    let name = report.archive.expect("archive");
+    let blob = nexus_store::BlobStore::get_blob(&store, &name)
+        .expect("blob")
+        .expect("present");
+    let lines: Vec<Record> = blob
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| Record::from_json(l, &Limits::default()).expect("verifies"))
+        .collect();
+    assert_eq!(lines, vec![f1, f2]);
+    assert_eq!(
+        store.get(&lost).expect("get"),
+        Some(vec![]),
+        "index repaired"
+    );
+
+    let again = s.flush(100).expect("flush");
+    assert_eq!((again.from, again.to, again.archive), (0, 3, None));
+}
