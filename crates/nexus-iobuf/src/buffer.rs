@@ -448,6 +448,10 @@ impl IoBufferObject {
     /// value (`None` if known absent, or if never hydrated) and setting the final value
     /// (`None`: delete); then the queued log entries in order. Ops are sorted by key.
     ///
+    /// Only changed keys carry an expectation: a state the session merely read is not
+    /// re-checked at the commit point. A job whose writes must be fenced by a state
+    /// should change that state (as a claim or a fencing token does).
+    ///
     /// The drained changes and log entries become part of the hydrated view (the
     /// session assumes the commit will be flushed); after a failed flush, start a new
     /// session rather than reusing this one.
