@@ -105,6 +105,46 @@ pub mod keys {
     }
 }
 
+/// The keys an operation will read: hosts hydrate them before the first execution
+/// so that a session usually completes in one round.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadSet {
+    /// Key-value tier keys.
+    pub kv: Vec<String>,
+    /// Object tier keys.
+    pub states: Vec<String>,
+}
+
+impl ReadSet {
+    /// What [`CompositeColdStorage::submit`] reads for `rec`.
+    pub fn for_record(rec: &Record) -> Self {
+        let mut states = vec![keys::committed(&rec.hash())];
+        states.extend(rec.content().links().iter().map(keys::committed));
+        match rec.content() {
+            Content::Fact(f) => {
+                if let Some(r) = &f.resolves {
+                    states.push(keys::intent(&r.intent));
+                }
+            }
+            Content::Intent(_) | Content::Hint(_) => states.push(keys::HINTS.to_owned()),
+        }
+        Self { kv: vec![], states }
+    }
+
+    /// What [`CompositeColdStorage::act`] reads for `action`.
+    pub fn for_action(action: &Action) -> Self {
+        let h = action.content().intent();
+        let kv = match action.content() {
+            ActionContent::Renew { .. } => vec![],
+            _ => vec![keys::record(h)],
+        };
+        Self {
+            kv,
+            states: vec![keys::intent(h), keys::committed(h), keys::HINTS.to_owned()],
+        }
+    }
+}
+
 /// One entry of the commit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -373,17 +413,6 @@ where
         decode_stored_record(&key, &bytes, &self.limits)
     }
 
-    fn load_intent(&self, h: &FihHash) -> CoreResult<Intent> {
-        match self.load_record(h)?.content() {
-            Content::Intent(i) => Ok(i.clone()),
-            other => Err(CoreError::WrongKind {
-                hash: *h,
-                actual: other.kind(),
-                expected: Kind::Intent,
-            }),
-        }
-    }
-
     /// The Hints in force at `now`, ordered by hash.
     pub fn active_hints(&self, now: u64) -> CoreResult<Vec<ActiveHint>> {
         Ok(self
@@ -394,17 +423,13 @@ where
     }
 
     fn stored_hints(&self) -> CoreResult<Vec<ActiveHint>> {
-        match self.objects.get_state(keys::HINTS)? {
-            None => Ok(vec![]),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| CoreError::Store(corrupt(keys::HINTS, &e.to_string()))),
-        }
+        decode_hints(self.objects.get_state(keys::HINTS)?.as_deref())
     }
 
     /// Fails with [`CoreError::Inadmissible`] when an active deny Hint selects the
     /// Intent and no active allow Hint does.
     pub fn check_admissible(&self, intent: &Intent, now: u64) -> CoreResult<()> {
-        admissibility(&self.active_hints(now)?, intent)
+        admissibility(&self.stored_hints()?, intent, now)
     }
 
     /// Sum of the active priority Hints selecting `intent`.
@@ -427,7 +452,17 @@ where
     pub fn submit(&self, rec: &Record, now: u64) -> CoreResult<Submitted> {
         let h = rec.hash();
         let kind = rec.content().kind();
-        if self.committed_kind(&h)?.is_some() {
+        // One batched read of every state the submission depends on, so that a
+        // session over unhydrated buffers learns its whole read set in one round.
+        let reads = ReadSet::for_record(rec);
+        let refs: Vec<&str> = reads.states.iter().map(String::as_str).collect();
+        let mut states: std::collections::HashMap<&str, Option<Vec<u8>>> = refs
+            .iter()
+            .copied()
+            .zip(self.objects.get_states(&refs)?)
+            .collect();
+        let mut take = |key: &str| states.get_mut(key).and_then(Option::take);
+        if take(&keys::committed(&h)).is_some() {
             return Ok(Submitted {
                 hash: h,
                 kind,
@@ -436,17 +471,16 @@ where
             });
         }
         let links = rec.content().links();
-        let link_keys: Vec<String> = links.iter().map(keys::committed).collect();
-        let refs: Vec<&str> = link_keys.iter().map(String::as_str).collect();
-        let kinds = self.objects.get_states(&refs)?;
-        // Check every link before reporting, so that a session sees all its misses.
         let mut link_kinds = Vec::with_capacity(links.len());
-        for ((link, key), found) in links.iter().zip(&link_keys).zip(kinds) {
-            match found {
+        for link in &links {
+            let key = keys::committed(link);
+            match take(&key) {
                 None => return Err(CoreError::UnknownParent(*link)),
-                Some(v) => link_kinds.push((*link, parse_kind(key, &v)?)),
+                Some(v) => link_kinds.push((*link, parse_kind(&key, &v)?)),
             }
         }
+        let hints_value = take(keys::HINTS);
+        let hints = decode_hints(hints_value.as_deref())?;
         let mut ops = vec![CasOp {
             key: keys::committed(&h),
             expected: None,
@@ -457,7 +491,7 @@ where
                 for (link, k) in &link_kinds {
                     require_kind(*link, *k, &[Kind::Fact, Kind::Intent])?;
                 }
-                self.check_admissible(intent, now)?;
+                admissibility(&hints, intent, now)?;
                 ops.push(CasOp {
                     key: keys::intent(&h),
                     expected: None,
@@ -475,9 +509,7 @@ where
                 }
                 if let Some(r) = &fact.resolves {
                     let key = keys::intent(&r.intent);
-                    let current = self
-                        .objects
-                        .get_state(&key)?
+                    let current = take(&key)
                         .ok_or_else(|| CoreError::Store(corrupt(&key, "intent has no state")))?;
                     let state = IntentState::decode(&key, &current)?;
                     check_holder(&state, &fact.author, r.token, now)?;
@@ -499,8 +531,7 @@ where
                 for (link, k) in &link_kinds {
                     require_kind(*link, *k, &[Kind::Fact])?;
                 }
-                let current = self.objects.get_state(keys::HINTS)?;
-                let mut hints = self.stored_hints()?;
+                let mut hints = hints;
                 hints.retain(|a| a.hint.active_at(now));
                 if hint.active_at(now) {
                     if hints.len() >= MAX_ACTIVE_HINTS {
@@ -517,7 +548,7 @@ where
                 }
                 ops.push(CasOp {
                     key: keys::HINTS.to_owned(),
-                    expected: current,
+                    expected: hints_value,
                     new: Some(serde_json::to_vec(&hints).unwrap_or_default()),
                 });
             }
@@ -551,15 +582,40 @@ where
         }
         let intent_hash = *content.intent();
         let key = keys::intent(&intent_hash);
-        let Some(current) = self.objects.get_state(&key)? else {
-            return Err(match self.committed_kind(&intent_hash)? {
+        let committed_key = keys::committed(&intent_hash);
+        let [current, committed, hints_value]: [Option<Vec<u8>>; 3] = self
+            .objects
+            .get_states(&[&key, &committed_key, keys::HINTS])?
+            .try_into()
+            .map_err(|_| CoreError::Store(corrupt(&key, "bulk read returned a wrong count")))?;
+        // The Intent's record is needed to check admissibility or the proposer.
+        let record = match content {
+            ActionContent::Renew { .. } => None,
+            _ => self.kv.get(&keys::record(&intent_hash))?,
+        };
+        let Some(current) = current else {
+            return Err(match committed {
                 None => CoreError::UnknownRecord(intent_hash),
-                Some(actual) => CoreError::WrongKind {
+                Some(v) => CoreError::WrongKind {
                     hash: intent_hash,
-                    actual,
+                    actual: parse_kind(&committed_key, &v)?,
                     expected: Kind::Intent,
                 },
             });
+        };
+        let load_intent = || -> CoreResult<Intent> {
+            let rkey = keys::record(&intent_hash);
+            let bytes = record.as_deref().ok_or_else(|| {
+                CoreError::Store(corrupt(&rkey, "committed record content is missing"))
+            })?;
+            match decode_stored_record(&rkey, bytes, &self.limits)?.content() {
+                Content::Intent(i) => Ok(i.clone()),
+                other => Err(CoreError::WrongKind {
+                    hash: intent_hash,
+                    actual: other.kind(),
+                    expected: Kind::Intent,
+                }),
+            }
         };
         let state = IntentState::decode(&key, &current)?;
         let (next, applied) = match content {
@@ -568,7 +624,7 @@ where
             } => {
                 self.check_lease(*lease_ms)?;
                 let next = claim_transition(&state, *author, *lease_ms, now)?;
-                self.check_admissible(&self.load_intent(&intent_hash)?, now)?;
+                admissibility(&decode_hints(hints_value.as_deref())?, &load_intent()?, now)?;
                 let lease = Lease {
                     intent: intent_hash,
                     token: next.token(),
@@ -600,7 +656,7 @@ where
                 (next, Applied::Leased(lease))
             }
             ActionContent::Withdraw { author, .. } => {
-                let proposer = self.load_intent(&intent_hash)?.author;
+                let proposer = load_intent()?.author;
                 if proposer != *author {
                     return Err(CoreError::NotProposer { proposer });
                 }
@@ -773,14 +829,34 @@ where
         }
     }
 
-    /// Rewrites the index entries of the records committed in log entries
-    /// `from..=to`; returns how many were written. Idempotent.
+    /// Loads the records committed in `entries` (one bulk read), in log order.
+    fn load_logged_records(&self, entries: &[(u64, LogEntry)]) -> CoreResult<Vec<Record>> {
+        let rec_keys: Vec<String> = entries
+            .iter()
+            .filter_map(|(_, e)| match e {
+                LogEntry::Record { hash, .. } => Some(keys::record(hash)),
+                LogEntry::Action { .. } => None,
+            })
+            .collect();
+        let refs: Vec<&str> = rec_keys.iter().map(String::as_str).collect();
+        let values = self.kv.get_many(&refs)?;
+        rec_keys
+            .iter()
+            .zip(values)
+            .map(|(key, v)| {
+                let v =
+                    v.ok_or_else(|| CoreError::Store(corrupt(key, "committed record missing")))?;
+                decode_stored_record(key, &v, &self.limits)
+            })
+            .collect()
+    }
+
+    /// Rewrites the index entries of the records committed in `entries`; returns how
+    /// many were written. Idempotent.
     pub fn repair_indexes(&self, entries: &[(u64, LogEntry)]) -> CoreResult<usize> {
         let mut n = 0;
-        for (_, entry) in entries {
-            if let LogEntry::Record { hash, .. } = entry {
-                n += self.write_indexes(&self.load_record(hash)?)?;
-            }
+        for rec in self.load_logged_records(entries)? {
+            n += self.write_indexes(&rec)?;
         }
         Ok(n)
     }
@@ -793,8 +869,12 @@ where
     }
 }
 
-fn admissibility(hints: &[ActiveHint], intent: &Intent) -> CoreResult<()> {
-    let selecting = || hints.iter().filter(|h| h.hint.selector.selects(intent));
+fn admissibility(hints: &[ActiveHint], intent: &Intent, now: u64) -> CoreResult<()> {
+    let selecting = || {
+        hints
+            .iter()
+            .filter(|h| h.hint.active_at(now) && h.hint.selector.selects(intent))
+    };
     if selecting().any(|h| h.hint.effect == Effect::Allow) {
         return Ok(());
     }
@@ -804,6 +884,14 @@ fn admissibility(hints: &[ActiveHint], intent: &Intent) -> CoreResult<()> {
             reason: deny.hint.reason.clone(),
         }),
         None => Ok(()),
+    }
+}
+
+fn decode_hints(value: Option<&[u8]>) -> CoreResult<Vec<ActiveHint>> {
+    match value {
+        None => Ok(vec![]),
+        Some(bytes) => serde_json::from_slice(bytes)
+            .map_err(|e| CoreError::Store(corrupt(keys::HINTS, &e.to_string()))),
     }
 }
 
@@ -938,33 +1026,24 @@ where
             });
         };
         let (from, to) = (cursor + 1, *to);
-        let fact_hashes: Vec<FihHash> = entries
-            .iter()
-            .filter_map(|(_, e)| match e {
-                LogEntry::Record {
-                    hash,
-                    kind: Kind::Fact,
-                    ..
-                } => Some(*hash),
-                _ => None,
-            })
-            .collect();
+        let records = self.load_logged_records(&entries)?;
+        let mut lines = Vec::new();
+        let mut facts = 0;
+        for rec in records.iter().filter(|r| r.content().kind() == Kind::Fact) {
+            lines.extend_from_slice(&rec.to_json());
+            lines.push(b'\n');
+            facts += 1;
+        }
         let mut archive = None;
-        if !fact_hashes.is_empty() {
-            let rec_keys: Vec<String> = fact_hashes.iter().map(keys::record).collect();
-            let refs: Vec<&str> = rec_keys.iter().map(String::as_str).collect();
-            let mut lines = Vec::new();
-            for (key, v) in rec_keys.iter().zip(self.kv.get_many(&refs)?) {
-                let v =
-                    v.ok_or_else(|| CoreError::Store(corrupt(key, "committed fact missing")))?;
-                lines.extend_from_slice(&v);
-                lines.push(b'\n');
-            }
+        if facts > 0 {
             let name = keys::archive(from, to);
             self.blobs.put_blob(&name, &lines)?;
             archive = Some(name);
         }
-        let indexed = self.repair_indexes(&entries)?;
+        let mut indexed = 0;
+        for rec in &records {
+            indexed += self.write_indexes(rec)?;
+        }
         let ops = vec![CasOp {
             key: keys::FLUSH_CURSOR.to_owned(),
             expected: current,
@@ -974,7 +1053,7 @@ where
             CommitOutcome::Applied { .. } => Ok(FlushReport {
                 from,
                 to,
-                facts: fact_hashes.len(),
+                facts,
                 archive,
                 indexed,
             }),

@@ -430,8 +430,10 @@ impl BlobStore for IoBufferBlob {
 ///   the log entries.
 /// * **Log entries appended in a session are not readable until drained**: reads of
 ///   [`nexus_store::LOG_PREFIX`] keys and [`LOG_HEAD_KEY`] show the hydrated log. The
-///   `first_seq` a commit reports is predicted from the hydrated [`LOG_HEAD_KEY`] (read,
-///   so a miss if not hydrated) plus the entries already queued; it is exact when no
+///   `first_seq` a commit reports is predicted from the hydrated [`LOG_HEAD_KEY`] plus
+///   the entries already queued, and is `None` when the head was not hydrated (the head
+///   is peeked, never recorded as a miss: the store numbers the entries at flush time,
+///   so the prediction is not worth an extra round); it is exact when no
 ///   other writer appends to the log between hydration and flush (a sequential
 ///   [`crate::SessionServer`] or a Durable Object running its own sessions), and
 ///   [`crate::FlushReport::first_seq`] gives the number the store actually assigned.
@@ -542,14 +544,13 @@ impl ObjectStore for IoBufferObject {
         if !failed.is_empty() {
             return Ok(CommitOutcome::Conflict(failed));
         }
-        let first_seq = if commit.log.is_empty() {
-            None
-        } else {
-            let head = match tier.read(LOG_HEAD_KEY) {
-                None => 0,
-                Some(v) => parse_head(&v)?,
-            };
-            Some(head + 1 + tier.pending_log.len() as u64)
+        // The store numbers log entries when the commit is flushed; predict the first
+        // number only if the head was hydrated. Reading the head here would record a
+        // miss, costing every logging session an extra round for a mere prediction.
+        let first_seq = match (commit.log.is_empty(), tier.base.get(LOG_HEAD_KEY)) {
+            (true, _) | (false, None) => None,
+            (false, Some(None)) => Some(1 + tier.pending_log.len() as u64),
+            (false, Some(Some(v))) => Some(parse_head(v)? + 1 + tier.pending_log.len() as u64),
         };
         for op in &commit.ops {
             tier.write(&op.key, op.new.clone());

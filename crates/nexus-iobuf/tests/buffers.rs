@@ -279,18 +279,29 @@ fn commit_in_memory_is_all_or_nothing() {
 }
 
 #[test]
-fn a_commit_with_log_entries_reads_the_log_head() {
+fn a_commit_with_log_entries_predicts_its_sequence_only_from_a_hydrated_head() {
     let obj = IoBufferObject::new();
     let c = Commit {
         ops: vec![],
         log: vec![b("e")],
     };
-    // Unknown head: a miss, answered as an empty log.
+    // Unknown head: no prediction, and no miss (the store numbers entries at flush).
     assert_eq!(
         obj.commit(&c).unwrap(),
-        CommitOutcome::Applied { first_seq: Some(1) }
+        CommitOutcome::Applied { first_seq: None }
     );
-    assert_eq!(obj.misses(), vec![s(LOG_HEAD_KEY)]);
+    assert!(obj.misses().is_empty());
+    // A hydrated head gives a prediction that counts entries already queued.
+    obj.rollback();
+    obj.hydrate(LOG_HEAD_KEY, Some(b("4")));
+    assert_eq!(
+        obj.commit(&c).unwrap(),
+        CommitOutcome::Applied { first_seq: Some(5) }
+    );
+    assert_eq!(
+        obj.commit(&c).unwrap(),
+        CommitOutcome::Applied { first_seq: Some(6) }
+    );
     // A corrupt head is reported and nothing is queued.
     obj.rollback();
     obj.hydrate(LOG_HEAD_KEY, Some(b("not a number")));
