@@ -300,7 +300,7 @@ def hashes(value, what: str) -> list:
 
 
 def present(d: dict, key: str) -> bool:
-    """Optional members: absent and null mean the same (left out of the hash)."""
+    """Optional members: absent or null (null is then refused as not normal)."""
     return d.get(key) is not None
 
 
@@ -420,6 +420,10 @@ def check_wire(record, ty: str):
         canonical = canon_bytes(normal_content(content, ty)).decode()
         computed = fih_hash(canonical.encode())
         content_error = None
+        # One wire form per hash: what was sent, canonicalised, must be what is hashed
+        # (no null for an absent member, `parents`/`source.facts` present, no extras).
+        if canon_bytes(content).decode() != canonical:
+            content_error = "malformed"
     except Refused as e:
         canonical = computed = None
         content_error = e.code

@@ -469,7 +469,7 @@ impl fmt::Display for Kind {
 
 /// A signed lifecycle action on an Intent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ActionContent {
     /// Take the Intent (or take it over after its lease lapsed).
     Claim {
@@ -898,6 +898,15 @@ impl<C: Signable> Signed<C> {
         limits: &Limits,
     ) -> Result<Self, ValidationError> {
         let computed = hash_content(&content, limits)?;
+        Self::check(content, computed, hash, sig)
+    }
+
+    fn check(
+        content: C,
+        computed: FihHash,
+        hash: FihHash,
+        sig: Signature,
+    ) -> Result<Self, ValidationError> {
         if computed != hash {
             return Err(ValidationError::HashMismatch {
                 stated: hash,
@@ -938,9 +947,24 @@ impl<C: Signable> Signed<C> {
         };
         let hash: FihHash = take("hash")?.parse().map_err(malformed)?;
         let sig: Signature = take("sig")?.parse().map_err(malformed)?;
-        let content: C = serde_json::from_value(Value::Object(map))
-            .map_err(|e| ValidationError::Malformed(e.to_string()))?;
-        Self::verify(content, hash, sig, limits)
+        let wire = Value::Object(map);
+        // One wire form per hash: the canonical encoding of what was sent must be the
+        // very bytes that are hashed. This refuses `null` for an absent optional
+        // member, a missing `parents`, and any member the record type does not have,
+        // so nothing can ride along unhashed and every client can hash what it sees.
+        let wire_bytes = canonical::to_vec(&wire).ok();
+        let content: C =
+            serde_json::from_value(wire).map_err(|e| ValidationError::Malformed(e.to_string()))?;
+        let bytes = canonical_bytes(&content, limits)?;
+        if wire_bytes.as_deref() != Some(bytes.as_slice()) {
+            return Err(ValidationError::Malformed(
+                "not in normal form: optional members must be left out rather than null, \
+                 `parents` (and a Hint source's `facts`) must be present, and no other \
+                 members are allowed"
+                    .into(),
+            ));
+        }
+        Self::check(content, FihHash::of_canonical(&bytes), hash, sig)
     }
 
     /// The wire form as JSON.

@@ -497,26 +497,44 @@ fn record_cases() -> Vec<RecordCase> {
         ),
     ];
 
-    // Non-normal wire forms the Rust code accepts: the hash is over the normal form.
+    // Non-normal wire forms are refused: one wire form per hash.
+    let mut w = sign_action(withdraw.clone(), &alice);
+    w["token"] = json!(1);
+    out.push(noted(
+        rc("action_unknown_field", "action", w, Some(1), "malformed"),
+        "a member the action kind does not have is refused, not dropped unhashed",
+    ));
     let mut w = s(&fact_min, &alice);
     w.as_object_mut().expect("obj").remove("parents");
     out.push(noted(
-        rc("fact_wire_without_parents", "record", w, Some(1), "valid"),
-        "absent `parents` means []: hashed as if \"parents\":[] were present",
+        rc(
+            "fact_wire_without_parents",
+            "record",
+            w,
+            Some(1),
+            "malformed",
+        ),
+        "`parents` must be present (as [] when empty): the wire form must be the hashed form",
     ));
     let mut w = s(&fact_min, &alice);
     w["resolves"] = Value::Null;
     out.push(noted(
-        rc("fact_wire_resolves_null", "record", w, Some(1), "valid"),
-        "a null optional member is treated as absent and left out of the hash",
+        rc("fact_wire_resolves_null", "record", w, Some(1), "malformed"),
+        "an absent optional member must be left out, not written as null",
     ));
     let mut w = s(&hint_deny, &gov);
     w["expires"] = Value::Null;
     w["source"] = Value::Null;
     w["selector"]["body"] = Value::Null;
     out.push(noted(
-        rc("hint_wire_null_optionals", "record", w, Some(3), "valid"),
-        "null expires / source / selector.body are treated as absent",
+        rc(
+            "hint_wire_null_optionals",
+            "record",
+            w,
+            Some(3),
+            "malformed",
+        ),
+        "null expires / source / selector.body are refused: leave them out",
     ));
     let mut w = s(&hint_priority_neg, &gov);
     w["source"].as_object_mut().expect("obj").remove("facts");
@@ -526,9 +544,9 @@ fn record_cases() -> Vec<RecordCase> {
             "record",
             w,
             Some(3),
-            "valid",
+            "malformed",
         ),
-        "absent `source.facts` means []",
+        "`source.facts` must be present (as [] when empty)",
     ));
 
     // Signature failures.
@@ -1025,12 +1043,8 @@ fn coverage_is_sufficient() {
     assert_eq!(names.len(), n, "vector names are unique");
 }
 
-/// `ActionContent` is an internally tagged enum without `deny_unknown_fields`, so an
-/// unknown member rides along unhashed on a claim, renewal or withdrawal, unlike on a
-/// record. Ignored until nexus-core refuses it; then add the vector
-/// `claim_unknown_field` (intent "malformed") to `record_cases`.
+/// An unknown member must not ride along unhashed on a claim, renewal or withdrawal.
 #[test]
-#[ignore = "nexus-core accepts unknown members in actions"]
 fn action_unknown_fields_are_refused() {
     let bob = key(2);
     let claim = ActionContent::Claim {
