@@ -28,3 +28,8 @@ pub use storage::{
     ActiveHint, Applied, ColdStorage, CompositeColdStorage, FlushCapable, FlushReport,
     IntentListing, Lease, LogEntry, Page, Submitted, TimeRange,
 };
+
+/// The README's examples, compiled and run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
