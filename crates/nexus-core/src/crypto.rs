@@ -74,6 +74,11 @@ impl FihHash {
         Self(*h.finalize().as_bytes())
     }
 
+    /// The 32 hash bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Lowercase hex form.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -108,7 +113,7 @@ hex_serde!(FihHash);
 /// An author: an Ed25519 public key, written as 64 lowercase hex digits. Holds the
 /// compressed key bytes (checked to decode when parsed); the curve point is computed
 /// only when a signature is verified.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AuthorKey([u8; 32]);
 
 impl AuthorKey {
@@ -123,22 +128,6 @@ impl AuthorKey {
             return false;
         };
         key.verify_strict(&signed_message(hash), &sig.0).is_ok()
-    }
-}
-
-impl PartialOrd for AuthorKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for AuthorKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_bytes().cmp(other.as_bytes())
-    }
-}
-impl std::hash::Hash for AuthorKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state)
     }
 }
 

@@ -111,6 +111,9 @@ pub enum CoreError {
     /// No committed record has this hash.
     #[error("no record {0}")]
     UnknownRecord(FihHash),
+    /// No committed record's id starts with this prefix.
+    #[error("no record with id prefix {0:?}")]
+    UnknownPrefix(String),
     /// A short id matches several records.
     #[error("id prefix {0:?} is ambiguous")]
     AmbiguousId(String),
@@ -230,6 +233,7 @@ impl CoreError {
                 _ => "invalid_record",
             },
             CoreError::UnknownRecord(_) => "not_found",
+            CoreError::UnknownPrefix(_) => "not_found",
             CoreError::AmbiguousId(_) => "ambiguous_id",
             CoreError::UnknownParent(_) => "unknown_parent",
             CoreError::WrongKind { .. } => "wrong_kind",

@@ -550,11 +550,9 @@ impl<'a> Obj<'a> {
     fn str(&mut self, k: &'static str, v: &str) {
         write_str(self.key(k), v);
     }
-    fn display(&mut self, k: &'static str, v: &impl fmt::Display) {
-        let out = self.key(k);
-        out.push(b'"');
-        out.extend_from_slice(v.to_string().as_bytes());
-        out.push(b'"');
+    /// A 32-byte value (hash or key) as a lowercase hex string.
+    fn hex32(&mut self, k: &'static str, v: &[u8; 32]) {
+        push_hex32(self.key(k), v);
     }
     fn int(&mut self, k: &'static str, field: &'static str, v: u64) -> Result<(), ValidationError> {
         write_i53(self.key(k), check_u53(field, v)?);
@@ -567,14 +565,23 @@ impl<'a> Obj<'a> {
             if i > 0 {
                 out.push(b',');
             }
-            out.push(b'"');
-            out.extend_from_slice(h.to_string().as_bytes());
-            out.push(b'"');
+            push_hex32(out, &h.0);
         }
         out.push(b']');
     }
     fn end(self) {
         self.out.push(b'}');
+    }
+}
+
+/// Appends `"` + 64 lowercase hex digits + `"` without allocating.
+fn push_hex32(out: &mut Vec<u8>, v: &[u8; 32]) {
+    let mut buf = [0u8; 64];
+    // Cannot fail: the buffer is exactly twice the input.
+    if hex::encode_to_slice(v, &mut buf).is_ok() {
+        out.push(b'"');
+        out.extend_from_slice(&buf);
+        out.push(b'"');
     }
 }
 
@@ -629,13 +636,13 @@ impl Signable for Content {
         match self {
             Content::Fact(f) => {
                 check_parents(&f.parents, limits)?;
-                o.display("author", &f.author);
+                o.hex32("author", f.author.as_bytes());
                 write_body(o.key("body"), "body", &f.body, limits)?;
                 o.str("kind", "fact");
                 o.hashes("parents", &f.parents);
                 if let Some(r) = &f.resolves {
                     let mut inner = Obj::new(o.key("resolves"));
-                    inner.display("intent", &r.intent);
+                    inner.hex32("intent", r.intent.as_bytes());
                     inner.int("token", "resolves.token", r.token)?;
                     inner.end();
                 }
@@ -644,7 +651,7 @@ impl Signable for Content {
             }
             Content::Intent(i) => {
                 check_parents(&i.parents, limits)?;
-                o.display("author", &i.author);
+                o.hex32("author", i.author.as_bytes());
                 write_body(o.key("body"), "body", &i.body, limits)?;
                 o.str("kind", "intent");
                 o.hashes("parents", &i.parents);
@@ -658,7 +665,7 @@ impl Signable for Content {
                         limit: limits.max_reason_bytes,
                     });
                 }
-                o.display("author", &h.author);
+                o.hex32("author", h.author.as_bytes());
                 let out = o.key("effect");
                 match h.effect {
                     Effect::Deny => write_str(out, "deny"),
@@ -694,7 +701,7 @@ impl Signable for Content {
                     check_parents(&src.facts, limits)?;
                     let mut s = Obj::new(o.key("source"));
                     if let Some(c) = &src.contract {
-                        s.display("contract", c);
+                        s.hex32("contract", c.as_bytes());
                     }
                     s.hashes("facts", &src.facts);
                     if let Some(r) = &src.rule {
@@ -779,8 +786,8 @@ impl Signable for ActionContent {
                 author,
                 time,
             } => {
-                o.display("author", author);
-                o.display("intent", intent);
+                o.hex32("author", author.as_bytes());
+                o.hex32("intent", intent.as_bytes());
                 o.str("kind", "claim");
                 o.int("lease_ms", "lease_ms", *lease_ms)?;
                 o.int("time", "time", *time)?;
@@ -792,8 +799,8 @@ impl Signable for ActionContent {
                 author,
                 time,
             } => {
-                o.display("author", author);
-                o.display("intent", intent);
+                o.hex32("author", author.as_bytes());
+                o.hex32("intent", intent.as_bytes());
                 o.str("kind", "renew");
                 o.int("lease_ms", "lease_ms", *lease_ms)?;
                 o.int("time", "time", *time)?;
@@ -804,8 +811,8 @@ impl Signable for ActionContent {
                 author,
                 time,
             } => {
-                o.display("author", author);
-                o.display("intent", intent);
+                o.hex32("author", author.as_bytes());
+                o.hex32("intent", intent.as_bytes());
                 o.str("kind", "withdraw");
                 o.int("time", "time", *time)?;
             }

@@ -400,7 +400,7 @@ where
             [one] => one[keys::COMMITTED_PREFIX.len()..]
                 .parse()
                 .map_err(|_| CoreError::Store(corrupt(one, "bad committed-record key"))),
-            [] => Err(CoreError::UnknownRecord(pad_prefix(id))),
+            [] => Err(CoreError::UnknownPrefix(id.to_owned())),
             _ => Err(CoreError::AmbiguousId(id.to_owned())),
         }
     }
@@ -919,14 +919,6 @@ fn corrupt(key: &str, reason: &str) -> nexus_store::StoreError {
         key: key.to_owned(),
         reason: reason.to_owned(),
     }
-}
-
-fn pad_prefix(id: &str) -> FihHash {
-    let mut padded = id.to_owned();
-    while padded.len() < 64 {
-        padded.push('0');
-    }
-    padded.parse().unwrap_or(FihHash([0; 32]))
 }
 
 /// Reads a record back from the KV tier, re-verifying its hash and signature: a

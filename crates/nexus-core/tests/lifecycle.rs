@@ -330,7 +330,7 @@ fn ids_resolve_by_unambiguous_prefix() {
     ));
     assert!(matches!(
         s.resolve_id("00000000"),
-        Err(CoreError::UnknownRecord(_))
+        Err(CoreError::UnknownPrefix(_))
     ));
 }
 
