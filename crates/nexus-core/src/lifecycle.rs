@@ -67,6 +67,15 @@ impl IntentState {
         }
     }
 
+    /// The state as agents see it at `now`: a claim whose lease lapsed is `available`
+    /// (anyone may take it over), otherwise [`name`](Self::name).
+    pub fn effective_name(&self, now: u64) -> &'static str {
+        match self {
+            IntentState::Claimed { lease_until, .. } if *lease_until <= now => "available",
+            other => other.name(),
+        }
+    }
+
     /// The fencing token of the latest claim.
     pub fn token(&self) -> u64 {
         match self {

@@ -724,7 +724,8 @@ where
         Ok(n + 1)
     }
 
-    /// Intents under `topic` (all if `None`) in state `state` (any if `None`), with
+    /// Intents under `topic` (all if `None`) in state `state` (any if `None`; a claim
+    /// whose lease lapsed counts as `available`, see [`IntentState::effective_name`]), with
     /// their priority; available ones first by priority (highest first), then by time
     /// and hash. Examines at most `scan` Intents (in key order).
     pub fn list_intents(
@@ -755,14 +756,7 @@ where
                 continue;
             };
             let st = IntentState::decode(key, &st)?;
-            if state.is_some_and(|want| {
-                let name = if want == "available" && st.claimable_at(now) {
-                    "available"
-                } else {
-                    st.name()
-                };
-                name != want
-            }) {
+            if state.is_some_and(|want| st.effective_name(now) != want) {
                 continue;
             }
             let record = decode_stored_record(rk, &rec, &self.limits)?;

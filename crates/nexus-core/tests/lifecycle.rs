@@ -305,6 +305,13 @@ fn priority_hints_order_the_available_listing() {
         .list_intents(Some("available"), None, T0 + 5_000, 100)
         .expect("list");
     assert_eq!(later.len(), 3);
+    let lapsed = s
+        .list_intents(Some("claimed"), None, T0 + 5_000, 100)
+        .expect("list");
+    assert!(
+        lapsed.is_empty(),
+        "a lapsed claim is listed as available only"
+    );
     let claimed = s
         .list_intents(Some("claimed"), None, T0, 100)
         .expect("list");
