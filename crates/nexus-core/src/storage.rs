@@ -699,7 +699,12 @@ where
 
     fn commit(&self, ops: Vec<CasOp>, entry: &LogEntry) -> CoreResult<Option<u64>> {
         let log = vec![serde_json::to_vec(entry).unwrap_or_default()];
-        match self.objects.commit(&Commit { ops, log })? {
+        self.commit_raw(&Commit { ops, log })
+    }
+
+    /// The commit point: applies `commit` or reports the lost race.
+    fn commit_raw(&self, commit: &Commit) -> CoreResult<Option<u64>> {
+        match self.objects.commit(commit)? {
             CommitOutcome::Applied { first_seq } => Ok(first_seq),
             CommitOutcome::Conflict(failed) => Err(CoreError::Conflict {
                 keys: failed.into_iter().map(|f| f.key).collect(),
@@ -1035,19 +1040,14 @@ where
             expected: current,
             new: Some(to.to_string().into_bytes()),
         }];
-        match self.objects.commit(&Commit { ops, log: vec![] })? {
-            CommitOutcome::Applied { .. } => Ok(FlushReport {
-                from,
-                to,
-                facts,
-                archive,
-                indexed,
-            }),
-            CommitOutcome::Conflict(failed) => Err(CoreError::Conflict {
-                keys: failed.into_iter().map(|f| f.key).collect(),
-            }),
-            _ => Err(CoreError::Conflict { keys: vec![] }),
-        }
+        self.commit_raw(&Commit { ops, log: vec![] })?;
+        Ok(FlushReport {
+            from,
+            to,
+            facts,
+            archive,
+            indexed,
+        })
     }
 
     fn flush_cursor(&self) -> CoreResult<u64> {
