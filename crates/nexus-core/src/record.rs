@@ -993,17 +993,12 @@ impl<C: Signable> Signed<C> {
 
     /// The wire form as JSON.
     pub fn to_value(&self) -> Value {
-        let mut v = serde_json::to_value(&self.content).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut v {
-            map.insert("hash".into(), Value::String(self.hash.to_string()));
-            map.insert("sig".into(), Value::String(self.sig.to_string()));
-        }
-        v
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
     /// The wire form as compact JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.to_value()).unwrap_or_default()
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// The content.
@@ -1031,9 +1026,22 @@ fn malformed(e: ParseError) -> ValidationError {
     ValidationError::Malformed(e.to_string())
 }
 
+/// The wire form, serialised directly (no intermediate `Value`).
 impl<C: Signable> Serialize for Signed<C> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_value().serialize(s)
+        #[derive(Serialize)]
+        struct Wire<'a, C> {
+            #[serde(flatten)]
+            content: &'a C,
+            hash: FihHash,
+            sig: Signature,
+        }
+        Wire {
+            content: &self.content,
+            hash: self.hash,
+            sig: self.sig,
+        }
+        .serialize(s)
     }
 }
 
@@ -1215,6 +1223,27 @@ mod tests {
         assert!(matches!(
             Record::sign(c, &k, &Limits::default()),
             Err(ValidationError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn stored_records_are_rehashed_but_not_reverified() {
+        let k = key(8);
+        let limits = Limits::default();
+        let rec = Record::sign(intent(&k), &k, &limits).expect("sign");
+        // A signature damaged in storage is not re-checked on read (it was on accept)...
+        let mut v = rec.to_value();
+        v["sig"] = json!(key(9).sign(&rec.hash()).to_string());
+        let bytes = serde_json::to_vec(&v).expect("json");
+        assert!(Record::from_stored_json(&bytes, &limits).is_ok());
+        assert!(Record::from_json(&bytes, &limits).is_err());
+        // ...but damaged content never passes.
+        let mut v = rec.to_value();
+        v["body"]["temp_c"] = json!(99);
+        let bytes = serde_json::to_vec(&v).expect("json");
+        assert!(matches!(
+            Record::from_stored_json(&bytes, &limits),
+            Err(ValidationError::HashMismatch { .. })
         ));
     }
 

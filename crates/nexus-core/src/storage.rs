@@ -593,10 +593,17 @@ where
             .get_states(&[&key, &committed_key, keys::HINTS])?
             .try_into()
             .map_err(|_| CoreError::Store(corrupt(&key, "bulk read returned a wrong count")))?;
-        // The Intent's record is needed to check admissibility or the proposer.
-        let record = match content {
-            ActionContent::Renew { .. } => None,
-            _ => self.kv.get(&keys::record(&intent_hash))?,
+        // The Intent's record is needed to check the proposer of a withdrawal, and a
+        // claim's admissibility when any Hint is active (none: nothing can deny it).
+        let hints = decode_hints(hints_value.as_deref())?;
+        let needs_record = match content {
+            ActionContent::Renew { .. } => false,
+            ActionContent::Claim { .. } => hints.iter().any(|h| h.hint.active_at(now)),
+            ActionContent::Withdraw { .. } => true,
+        };
+        let record = match needs_record {
+            true => self.kv.get(&keys::record(&intent_hash))?,
+            false => None,
         };
         let Some(current) = current else {
             return Err(match committed {
@@ -629,7 +636,9 @@ where
             } => {
                 self.check_lease(*lease_ms)?;
                 let next = claim_transition(&state, *author, *lease_ms, now)?;
-                admissibility(&decode_hints(hints_value.as_deref())?, &load_intent()?, now)?;
+                if needs_record {
+                    admissibility(&hints, &load_intent()?, now)?;
+                }
                 let lease = Lease {
                     intent: intent_hash,
                     token: next.token(),
