@@ -131,6 +131,27 @@ impl AuthorKey {
     }
 }
 
+/// Serde for author keys in the host's own stored state (Intent states): the hex is
+/// checked, the curve point is not (it was when the key first arrived, in a signed
+/// record or action). Decompressing the point costs microseconds on every read.
+pub mod stored_author {
+    use super::{AuthorKey, parse_hex};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises as lowercase hex.
+    pub fn serialize<S: Serializer>(k: &AuthorKey, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(k)
+    }
+
+    /// Reads lowercase hex without re-validating the point.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AuthorKey, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse_hex::<32>("an author key", &s)
+            .map(AuthorKey)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for AuthorKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.as_bytes()))

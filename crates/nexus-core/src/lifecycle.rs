@@ -34,6 +34,7 @@ pub enum IntentState {
     /// Held by `holder` until `lease_until`; after that anyone may take it over.
     Claimed {
         /// The claimer.
+        #[serde(with = "crate::crypto::stored_author")]
         holder: AuthorKey,
         /// End of the lease, in ms since the Unix epoch.
         lease_until: u64,
@@ -45,6 +46,7 @@ pub enum IntentState {
         /// The resolving Fact.
         fact: FihHash,
         /// Its author.
+        #[serde(with = "crate::crypto::stored_author")]
         by: AuthorKey,
         /// Fencing token of the claim it resolved.
         token: u64,
