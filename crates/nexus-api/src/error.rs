@@ -1,0 +1,175 @@
+//! The one error shape of the API and the mapping from core errors to it.
+
+use serde_json::{Map, Value, json};
+
+use nexus_core::{CoreError, ValidationError};
+
+use crate::Response;
+
+/// An error answer: HTTP status, stable code, message and named details, sent as
+/// `{"error":{"code","message",…details}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable machine-readable code (see `spec/api.md`).
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// Named detail fields, flattened into the error object.
+    pub details: Map<String, Value>,
+}
+
+impl ApiError {
+    /// An error with the status [`status_of`] gives `code`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: status_of(code),
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    /// `400 bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new("bad_request", message)
+    }
+
+    /// Adds a detail field.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        let mut error = Map::new();
+        error.insert("code".into(), Value::from(self.code));
+        error.insert("message".into(), Value::from(self.message.clone()));
+        for (k, v) in &self.details {
+            error.insert(k.clone(), v.clone());
+        }
+        json!({ "error": error })
+    }
+
+    /// The HTTP response.
+    pub fn to_response(&self) -> Response {
+        let mut r = Response::json(self.status, &self.body());
+        r.code = Some(self.code);
+        r
+    }
+}
+
+impl From<&CoreError> for ApiError {
+    fn from(e: &CoreError) -> Self {
+        core_error(e)
+    }
+}
+
+/// The HTTP status of an error code (the table of `spec/api.md`; unknown codes: 500).
+pub fn status_of(code: &str) -> u16 {
+    match code {
+        "malformed_json" | "invalid_record" | "hash_mismatch" | "too_many_parents"
+        | "lease_out_of_range" | "clock_skew" | "ambiguous_id" | "bad_request" => 400,
+        "bad_signature" => 401,
+        "inadmissible" | "not_proposer" | "author_not_allowed" => 403,
+        "not_found" | "no_route" => 404,
+        "method_not_allowed" => 405,
+        "already_claimed" | "lease_expired" | "not_holder" | "stale_token" | "already_resolved"
+        | "withdrawn" | "conflict" | "too_many_hints" => 409,
+        "body_too_large" => 413,
+        "unknown_parent" | "wrong_kind" => 422,
+        _ => 500,
+    }
+}
+
+/// Maps a record or action validation failure.
+pub fn validation_error(v: &ValidationError) -> ApiError {
+    core_error(&CoreError::Invalid(v.clone()))
+}
+
+/// Maps every [`CoreError`] to its status, code, message and details.
+pub fn core_error(e: &CoreError) -> ApiError {
+    let err = ApiError::new(e.code(), e.to_string());
+    match e {
+        CoreError::Invalid(v) => match v {
+            ValidationError::HashMismatch { stated, computed } => err
+                .with("stated", stated.to_string())
+                .with("computed", computed.to_string()),
+            ValidationError::BadSignature { author, hash } => err
+                .with("author", author.to_string())
+                .with("hash", hash.to_string()),
+            ValidationError::BodyTooLarge { size, limit } => {
+                err.with("size", *size as u64).with("limit", *limit as u64)
+            }
+            ValidationError::TooManyParents { count, limit } => err
+                .with("count", *count as u64)
+                .with("limit", *limit as u64),
+            ValidationError::DuplicateParent(h) => err.with("parent", h.to_string()),
+            _ => err,
+        },
+        CoreError::UnknownRecord(h) => err.with("id", h.to_string()),
+        CoreError::UnknownPrefix(p) | CoreError::AmbiguousId(p) => err.with("id", p.clone()),
+        CoreError::UnknownParent(h) => err.with("parent", h.to_string()),
+        CoreError::WrongKind {
+            hash,
+            actual,
+            expected,
+        } => err
+            .with("hash", hash.to_string())
+            .with("actual", actual.as_str())
+            .with("expected", expected.as_str()),
+        CoreError::Inadmissible { hint, reason } => err
+            .with("hint", hint.to_string())
+            .with("reason", reason.clone()),
+        CoreError::AlreadyClaimed {
+            holder,
+            lease_until,
+            token,
+        } => err
+            .with("holder", holder.to_string())
+            .with("lease_until", *lease_until)
+            .with("token", *token),
+        CoreError::LeaseExpired {
+            holder,
+            lease_until,
+        } => err
+            .with("holder", holder.to_string())
+            .with("lease_until", *lease_until),
+        CoreError::NotHolder { state, holder } => {
+            let err = err.with("state", *state);
+            match holder {
+                Some(h) => err.with("holder", h.to_string()),
+                None => err,
+            }
+        }
+        CoreError::StaleToken { presented, current } => {
+            err.with("presented", *presented).with("current", *current)
+        }
+        CoreError::AlreadyResolved { fact } => err.with("fact", fact.to_string()),
+        CoreError::Withdrawn => err,
+        CoreError::NotProposer { proposer } => err.with("proposer", proposer.to_string()),
+        CoreError::LeaseOutOfRange {
+            requested,
+            min,
+            max,
+        } => err
+            .with("requested", *requested)
+            .with("min", *min)
+            .with("max", *max),
+        CoreError::ClockSkew {
+            time,
+            now,
+            max_skew_ms,
+        } => err
+            .with("time", *time)
+            .with("now", *now)
+            .with("max_skew_ms", *max_skew_ms),
+        CoreError::TooManyHints(n) => err.with("active", *n as u64),
+        CoreError::Conflict { keys } => err.with("keys", keys.clone()),
+        CoreError::Store(_) => err,
+        // CoreError is non-exhaustive: a new variant keeps its code and message.
+        _ => err,
+    }
+}

@@ -1,0 +1,848 @@
+//! `prepare` (pure CPU work: routing, parsing, verification, allowlist) and `Job`
+//! (the deterministic part that runs against storage).
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use nexus_core::storage::{MAX_SCAN, ReadSet as CoreReadSet, decode_stored_record, keys};
+use nexus_core::{
+    Action, ActionContent, Applied, ColdStorage, CompositeColdStorage, Content, CoreError,
+    CoreResult, FihHash, IntentState, Kind, LogEntry, Record, Submitted, TimeRange, Topic,
+};
+use nexus_iobuf::{ListQuery, Misses};
+use nexus_store::{BlobStore, KeyValueStore, LOG_HEAD_KEY, ObjectStore, log_key, parse_head};
+
+use crate::error::{ApiError, core_error, validation_error};
+use crate::query::Query;
+use crate::route::{Route, match_path};
+use crate::wire::{
+    Created, FactList, Health, HintItem, HintList, IntentItem, IntentList, LeaseBody, LogBody,
+    LogItem, ProvenanceBody, RecordBody, WithdrawnBody,
+};
+use crate::{ApiConfig, Request, Response};
+
+/// Default and largest `limit` of `GET /v1/intents` and `GET /v1/facts`.
+pub const LIST_LIMIT: (u64, u64) = (50, 500);
+/// Default and largest `limit` of `GET /v1/log`.
+pub const LOG_LIMIT: (u64, u64) = (100, 1_000);
+/// Default and largest `depth` of `GET /v1/records/{id}/provenance`.
+pub const PROVENANCE_DEPTH: (u64, u64) = (16, 64);
+/// Most records a provenance answer carries.
+pub const PROVENANCE_MAX_RECORDS: usize = 1_000;
+/// Intent states examined per `GET /v1/intents` page.
+pub const INTENT_SCAN: usize = MAX_SCAN;
+/// Session rounds allowed for writes and simple reads.
+pub const DEFAULT_ROUNDS: usize = 8;
+
+/// What [`prepare`] made of a request.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Answer at once (errors, the OpenAPI document); no storage needed.
+    Respond(Route, Response),
+    /// Run against storage.
+    Job(Job),
+    /// `GET /metrics`: the host renders its [`Metrics`](crate::Metrics)
+    /// ([`Api::prepare`](crate::Api::prepare) does this itself).
+    Metrics,
+}
+
+impl Prepared {
+    /// The route template the request matched (for metrics).
+    pub fn route(&self) -> Route {
+        match self {
+            Prepared::Respond(r, _) => *r,
+            Prepared::Job(j) => j.route(),
+            Prepared::Metrics => Route::Metrics,
+        }
+    }
+}
+
+/// The state filter of `GET /v1/intents`.
+const STATES: [&str; 4] = ["available", "claimed", "resolved", "withdrawn"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit(Box<Record>),
+    Act(Box<Action>),
+    ListIntents {
+        state: Option<&'static str>,
+        topic: Option<Topic>,
+        limit: usize,
+        after: Option<String>,
+    },
+    ListFacts {
+        topic: Option<Topic>,
+        range: TimeRange,
+        limit: usize,
+        after: Option<String>,
+    },
+    GetRecord {
+        id: String,
+    },
+    Provenance {
+        id: String,
+        depth: usize,
+    },
+    Hints,
+    Log {
+        from: u64,
+        limit: usize,
+    },
+    Health,
+}
+
+/// A prepared request that runs against storage: deterministic given the stores'
+/// contents and `now`, so a session host may re-execute it from scratch.
+#[derive(Debug, Clone)]
+pub struct Job {
+    route: Route,
+    op: Op,
+}
+
+/// Pure CPU work a host can do on any thread: route matching, query validation, JSON
+/// parsing, hash and signature verification, the allowlist, id syntax.
+pub fn prepare(cfg: &ApiConfig, req: &Request) -> Prepared {
+    match prepare_inner(cfg, req) {
+        Ok(p) => p,
+        Err((route, e)) => Prepared::Respond(route, e.to_response()),
+    }
+}
+
+type Prep<T> = Result<T, (Route, ApiError)>;
+
+fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
+    let Some(m) = match_path(&req.path) else {
+        return Err((
+            Route::Unmatched,
+            ApiError::new("no_route", format!("no route for {}", req.path))
+                .with("path", req.path.clone()),
+        ));
+    };
+    let method = req.method.to_ascii_uppercase();
+    let Some(route) = m.routes.iter().copied().find(|r| r.method() == method) else {
+        let allow: Vec<&str> = m.routes.iter().map(|r| r.method()).collect();
+        return Err((
+            m.routes[0],
+            ApiError::new(
+                "method_not_allowed",
+                format!("{method} is not allowed on {}", m.routes[0].template()),
+            )
+            .with("allow", allow),
+        ));
+    };
+    let fail = |e: ApiError| (route, e);
+    if req.body.len() > cfg.max_request_bytes {
+        return Err(fail(
+            ApiError::new(
+                "body_too_large",
+                format!(
+                    "request body is {} bytes; the limit is {}",
+                    req.body.len(),
+                    cfg.max_request_bytes
+                ),
+            )
+            .with("size", req.body.len() as u64)
+            .with("limit", cfg.max_request_bytes as u64),
+        ));
+    }
+    let id = match m.id {
+        Some(raw) => Some(check_id(raw).map_err(fail)?),
+        None => None,
+    };
+    let q = |allowed: &[&str]| Query::parse(req.query.as_deref(), allowed).map_err(fail);
+    let op = match route {
+        Route::Metrics => {
+            q(&[])?;
+            return Ok(Prepared::Metrics);
+        }
+        Route::OpenApi => {
+            q(&[])?;
+            return Ok(Prepared::Respond(
+                route,
+                Response {
+                    status: 200,
+                    content_type: "application/json",
+                    body: crate::openapi_json().into_bytes(),
+                    code: None,
+                },
+            ));
+        }
+        Route::ProposeIntent | Route::SubmitFact | Route::SubmitHint => {
+            q(&[])?;
+            let rec = parse_signed::<Content>(cfg, &req.body).map_err(fail)?;
+            let want = match route {
+                Route::ProposeIntent => Kind::Intent,
+                Route::SubmitFact => Kind::Fact,
+                _ => Kind::Hint,
+            };
+            let kind = rec.content().kind();
+            if kind != want {
+                return Err(fail(
+                    ApiError::new(
+                        "wrong_kind",
+                        format!(
+                            "{} is a {kind}; {} takes a {want}",
+                            rec.hash(),
+                            route.template()
+                        ),
+                    )
+                    .with("hash", rec.hash().to_string())
+                    .with("actual", kind.as_str())
+                    .with("expected", want.as_str()),
+                ));
+            }
+            Op::Submit(Box::new(rec))
+        }
+        Route::Claim | Route::Renew | Route::Withdraw => {
+            q(&[])?;
+            let action = parse_signed::<ActionContent>(cfg, &req.body).map_err(fail)?;
+            let (want, have) = match (route, action.content()) {
+                (Route::Claim, ActionContent::Claim { .. })
+                | (Route::Renew, ActionContent::Renew { .. })
+                | (Route::Withdraw, ActionContent::Withdraw { .. }) => ("", ""),
+                (_, c) => (
+                    route.template().rsplit('/').next().unwrap_or(""),
+                    match c {
+                        ActionContent::Claim { .. } => "claim",
+                        ActionContent::Renew { .. } => "renew",
+                        ActionContent::Withdraw { .. } => "withdraw",
+                    },
+                ),
+            };
+            if want != have {
+                return Err(fail(ApiError::bad_request(format!(
+                    "{} takes a {want} action, got a {have}",
+                    route.template()
+                ))));
+            }
+            let intent = action.content().intent().to_hex();
+            let path_id = id.unwrap_or_default();
+            if !intent.starts_with(&path_id) {
+                return Err(fail(
+                    ApiError::bad_request(format!(
+                        "the path names intent {path_id} but the action is for {intent}"
+                    ))
+                    .with("path_id", path_id)
+                    .with("intent", intent),
+                ));
+            }
+            Op::Act(Box::new(action))
+        }
+        Route::ListIntents => {
+            let q = q(&["state", "topic", "limit", "cursor"])?;
+            let state = match q.get("state") {
+                None => None,
+                Some(s) => Some(STATES.iter().copied().find(|x| *x == s).ok_or_else(|| {
+                    fail(
+                        ApiError::bad_request(format!(
+                            "state must be one of {}, got {s:?}",
+                            STATES.join(", ")
+                        ))
+                        .with("parameter", "state"),
+                    )
+                })?),
+            };
+            let topic = topic_param(&q).map_err(fail)?;
+            let limit = q
+                .int("limit", LIST_LIMIT.0, 1, LIST_LIMIT.1)
+                .map_err(fail)? as usize;
+            let after = match q.get("cursor") {
+                None => None,
+                Some(c) => Some(keys::intent(
+                    &c.parse::<FihHash>().map_err(|_| fail(bad_cursor()))?,
+                )),
+            };
+            Op::ListIntents {
+                state,
+                topic,
+                limit,
+                after,
+            }
+        }
+        Route::ListFacts => {
+            let q = q(&["topic", "since", "until", "limit", "cursor"])?;
+            let topic = topic_param(&q).map_err(fail)?;
+            let range = TimeRange {
+                since: q.opt_u64("since").map_err(fail)?,
+                until: q.opt_u64("until").map_err(fail)?,
+            };
+            if let (Some(s), Some(u)) = (range.since, range.until)
+                && s > u
+            {
+                return Err(fail(ApiError::bad_request(format!(
+                    "since ({s}) is after until ({u})"
+                ))));
+            }
+            let limit = q
+                .int("limit", LIST_LIMIT.0, 1, LIST_LIMIT.1)
+                .map_err(fail)? as usize;
+            let prefix = facts_prefix(topic.as_ref());
+            let after = match q.get("cursor") {
+                None => None,
+                Some(c) => {
+                    let key = format!("{prefix}{c}");
+                    if c.contains("..") || keys::parse_index(&key).is_none() {
+                        return Err(fail(bad_cursor()));
+                    }
+                    Some(key)
+                }
+            };
+            Op::ListFacts {
+                topic,
+                range,
+                limit,
+                after,
+            }
+        }
+        Route::GetRecord => {
+            q(&[])?;
+            Op::GetRecord {
+                id: id.unwrap_or_default(),
+            }
+        }
+        Route::Provenance => {
+            let q = q(&["depth"])?;
+            let depth = q
+                .int("depth", PROVENANCE_DEPTH.0, 0, PROVENANCE_DEPTH.1)
+                .map_err(fail)? as usize;
+            Op::Provenance {
+                id: id.unwrap_or_default(),
+                depth,
+            }
+        }
+        Route::ListHints => {
+            q(&[])?;
+            Op::Hints
+        }
+        Route::Log => {
+            let q = q(&["from", "limit"])?;
+            let from = q.int("from", 1, 0, u64::MAX).map_err(fail)?.max(1);
+            let limit = q.int("limit", LOG_LIMIT.0, 1, LOG_LIMIT.1).map_err(fail)? as usize;
+            Op::Log { from, limit }
+        }
+        Route::Health => {
+            q(&[])?;
+            Op::Health
+        }
+        Route::Unmatched => {
+            return Err(fail(ApiError::new("no_route", "no route")));
+        }
+    };
+    Ok(Prepared::Job(Job { route, op }))
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::bad_request("cursor is not one this query returned").with("parameter", "cursor")
+}
+
+fn topic_param(q: &Query) -> Result<Option<Topic>, ApiError> {
+    q.get("topic")
+        .map(|t| {
+            t.parse::<Topic>().map_err(|e| {
+                ApiError::bad_request(format!("topic: {e}")).with("parameter", "topic")
+            })
+        })
+        .transpose()
+}
+
+fn facts_prefix(topic: Option<&Topic>) -> String {
+    match topic {
+        Some(t) => keys::topic_prefix(Kind::Fact, t),
+        None => keys::time_prefix(Kind::Fact),
+    }
+}
+
+/// A path id: 8 to 64 hex digits (lowercased).
+fn check_id(raw: &str) -> Result<String, ApiError> {
+    let id = raw.to_ascii_lowercase();
+    if id.len() < 8 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(format!(
+            "an id is a FihHash or a prefix of it: 8 to 64 hex digits, got {:?}",
+            raw.chars().take(80).collect::<String>()
+        ))
+        .with("id", raw.chars().take(80).collect::<String>()));
+    }
+    Ok(id)
+}
+
+/// Parses JSON, verifies hash and signature, then the allowlist.
+fn parse_signed<C: nexus_core::record::Signable>(
+    cfg: &ApiConfig,
+    body: &[u8],
+) -> Result<nexus_core::Signed<C>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new("malformed_json", format!("request body: {e}")))?;
+    let signed = nexus_core::Signed::<C>::from_value(value, &cfg.limits)
+        .map_err(|e| validation_error(&e))?;
+    let author = *signed.author();
+    if !cfg.open && !cfg.allowed.contains(&author) {
+        return Err(ApiError::new(
+            "author_not_allowed",
+            format!("author {author} is not on this server's allowlist"),
+        )
+        .with("author", author.to_string()));
+    }
+    Ok(signed)
+}
+
+/// What a job did, before its delta is flushed: the host flushes the delta only if
+/// [`Outcome::commits`], then builds the answer with [`Outcome::response`].
+#[derive(Debug)]
+pub struct Outcome {
+    route: Route,
+    result: Result<Done, ApiError>,
+}
+
+#[derive(Debug)]
+enum Done {
+    Body(Vec<u8>),
+    Submitted(Submitted),
+    Leased(nexus_core::Lease),
+    Withdrawn(FihHash),
+}
+
+impl Outcome {
+    /// The route.
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
+    /// True when the job failed: its delta must be discarded (nothing partial is
+    /// ever stored).
+    pub fn is_error(&self) -> bool {
+        self.result.is_err()
+    }
+
+    /// True when the job succeeded and its delta (if any) is to be flushed.
+    pub fn commits(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// The error, if the job failed.
+    pub fn error(&self) -> Option<&ApiError> {
+        self.result.as_ref().err()
+    }
+
+    /// The answer. `first_seq` is the sequence number the store gave the commit's first
+    /// log entry ([`nexus_iobuf::FlushReport::first_seq`]); without it the session's
+    /// prediction (exact when the log head was hydrated and no one else appended) is
+    /// used.
+    pub fn response(&self, first_seq: Option<u64>) -> Response {
+        match &self.result {
+            Err(e) => e.to_response(),
+            Ok(Done::Body(b)) => Response {
+                status: 200,
+                content_type: "application/json",
+                body: b.clone(),
+                code: None,
+            },
+            Ok(Done::Submitted(s)) => Response::json(
+                if s.duplicate { 200 } else { 201 },
+                &Created {
+                    hash: s.hash,
+                    kind: s.kind.as_str(),
+                    duplicate: s.duplicate,
+                    seq: if s.duplicate {
+                        None
+                    } else {
+                        first_seq.or(s.seq)
+                    },
+                },
+            ),
+            Ok(Done::Leased(l)) => Response::json(
+                200,
+                &LeaseBody {
+                    intent: l.intent,
+                    token: l.token,
+                    lease_until: l.lease_until,
+                    takeover: l.takeover,
+                },
+            ),
+            Ok(Done::Withdrawn(h)) => Response::json(
+                200,
+                &WithdrawnBody {
+                    intent: *h,
+                    state: "withdrawn",
+                },
+            ),
+        }
+    }
+}
+
+fn body<T: Serialize>(v: &T) -> CoreResult<Done> {
+    Ok(Done::Body(serde_json::to_vec(v).unwrap_or_default()))
+}
+
+fn refs(keys: &[String]) -> Vec<&str> {
+    keys.iter().map(String::as_str).collect()
+}
+
+impl Job {
+    /// The route.
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
+    /// Whether the job changes state.
+    pub fn is_write(&self) -> bool {
+        matches!(self.op, Op::Submit(_) | Op::Act(_))
+    }
+
+    /// Session rounds the job may need (provenance walks one level per round).
+    pub fn max_rounds(&self) -> usize {
+        match &self.op {
+            Op::Provenance { depth, .. } => depth + DEFAULT_ROUNDS,
+            Op::ListFacts { .. } => DEFAULT_ROUNDS + MAX_SCAN / 256,
+            _ => DEFAULT_ROUNDS,
+        }
+    }
+
+    /// What to hydrate before the first execution, so that most jobs complete in one
+    /// or two rounds: the core's [`ReadSet`](nexus_core::storage::ReadSet) for writes
+    /// (plus the log head, so that the answer's `seq` is known), and the keys and
+    /// first listing of each read.
+    pub fn read_set(&self) -> Misses {
+        let mut m = Misses::default();
+        let head = LOG_HEAD_KEY.to_owned();
+        match &self.op {
+            Op::Submit(rec) => {
+                let rs = CoreReadSet::for_record(rec);
+                m.kv_keys = rs.kv;
+                m.state_keys = rs.states;
+                m.state_keys.push(head);
+            }
+            Op::Act(action) => {
+                let rs = CoreReadSet::for_action(action);
+                m.kv_keys = rs.kv;
+                m.state_keys = rs.states;
+                m.state_keys.push(head);
+            }
+            Op::GetRecord { id } | Op::Provenance { id, .. } => match id.parse::<FihHash>() {
+                Ok(h) => {
+                    m.state_keys.push(keys::committed(&h));
+                    m.kv_keys.push(keys::record(&h));
+                }
+                Err(_) => m.state_lists.push(ListQuery::new(
+                    format!("{}{id}", keys::COMMITTED_PREFIX),
+                    None,
+                    2,
+                )),
+            },
+            Op::ListIntents { after, .. } => {
+                m.state_keys.push(keys::HINTS.to_owned());
+                m.state_lists.push(ListQuery::new(
+                    keys::INTENT_PREFIX,
+                    after.as_deref(),
+                    INTENT_SCAN,
+                ));
+            }
+            Op::ListFacts {
+                topic,
+                range,
+                after,
+                ..
+            } => {
+                let prefix = facts_prefix(topic.as_ref());
+                let start = match (after, topic, range.since) {
+                    (Some(a), _, _) => Some(a.clone()),
+                    (None, None, Some(since)) if since > 0 => {
+                        Some(format!("{prefix}{:016}", since - 1))
+                    }
+                    _ => None,
+                };
+                m.kv_lists
+                    .push(ListQuery::new(prefix, start.as_deref(), MAX_SCAN.min(256)));
+            }
+            Op::Hints => m.state_keys.push(keys::HINTS.to_owned()),
+            Op::Log { from, limit } => {
+                m.state_keys.push(head);
+                m.state_keys
+                    .extend((*from..from.saturating_add(*limit as u64)).map(log_key));
+            }
+            Op::Health => m.state_keys.push(head),
+        }
+        m.kv_keys.sort();
+        m.kv_keys.dedup();
+        m.state_keys.sort();
+        m.state_keys.dedup();
+        m
+    }
+
+    /// Runs the job against `core` at host time `now`. Reads change nothing; a write's
+    /// changes land in `core`'s stores (for a session: its buffers, to be flushed only
+    /// if the outcome [`commits`](Outcome::commits)).
+    pub fn execute<K, B, O>(&self, core: &CompositeColdStorage<K, B, O>, now: u64) -> Outcome
+    where
+        K: KeyValueStore,
+        B: BlobStore,
+        O: ObjectStore,
+    {
+        Outcome {
+            route: self.route,
+            result: self.run(core, now).map_err(|e| core_error(&e)),
+        }
+    }
+
+    fn run<K, B, O>(&self, core: &CompositeColdStorage<K, B, O>, now: u64) -> CoreResult<Done>
+    where
+        K: KeyValueStore,
+        B: BlobStore,
+        O: ObjectStore,
+    {
+        match &self.op {
+            Op::Submit(rec) => core.submit(rec, now).map(Done::Submitted),
+            Op::Act(action) => core.act(action, now).map(|a| match a {
+                Applied::Leased(l) => Done::Leased(l),
+                Applied::Withdrawn(h) => Done::Withdrawn(h),
+            }),
+            Op::GetRecord { id } => {
+                let h = core.resolve_id(id)?;
+                let record = core.get_record(&h)?.ok_or(CoreError::UnknownRecord(h))?;
+                body(&RecordBody {
+                    kind: record.content().kind().as_str(),
+                    parents: record.content().links(),
+                    record,
+                })
+            }
+            Op::Provenance { id, depth } => {
+                let root = core.resolve_id(id)?;
+                body(&provenance(core, root, *depth)?)
+            }
+            Op::Hints => {
+                let hints = core.active_hints(now)?;
+                let hashes: Vec<FihHash> = hints.iter().map(|h| h.hash).collect();
+                let records = load_records(core, &hashes)?;
+                body(&HintList {
+                    hints: records
+                        .into_iter()
+                        .map(|hint| HintItem {
+                            hash: hint.hash(),
+                            hint,
+                        })
+                        .collect(),
+                })
+            }
+            Op::Health => body(&Health {
+                status: "ok",
+                log_head: log_head(core)?,
+            }),
+            Op::Log { from, limit } => {
+                let head = log_head(core)?;
+                let entries = core.log_entries(*from, *limit)?;
+                let hashes: Vec<FihHash> = entries
+                    .iter()
+                    .filter_map(|(_, e)| match e {
+                        LogEntry::Record { hash, .. } => Some(*hash),
+                        LogEntry::Action { .. } => None,
+                    })
+                    .collect();
+                let mut records = load_records(core, &hashes)?.into_iter();
+                let mut items = Vec::with_capacity(entries.len());
+                for (seq, e) in entries {
+                    items.push(match e {
+                        LogEntry::Record { at, .. } => LogItem::Record {
+                            seq,
+                            at,
+                            record: Box::new(records.next().ok_or_else(|| {
+                                CoreError::Store(corrupt(&log_key(seq), "record missing"))
+                            })?),
+                        },
+                        LogEntry::Action { action, at } => LogItem::Action { seq, at, action },
+                    });
+                }
+                body(&LogBody {
+                    head,
+                    entries: items,
+                })
+            }
+            Op::ListFacts {
+                topic,
+                range,
+                limit,
+                after,
+            } => {
+                let page = match topic {
+                    Some(t) => core.by_topic(Kind::Fact, t, *range, after.as_deref(), *limit)?,
+                    None => core.by_time(Kind::Fact, *range, after.as_deref(), *limit)?,
+                };
+                let prefix = facts_prefix(topic.as_ref());
+                body(&FactList {
+                    facts: load_records(core, &page.items)?,
+                    next: page
+                        .next
+                        .and_then(|k| k.strip_prefix(prefix.as_str()).map(str::to_owned)),
+                })
+            }
+            Op::ListIntents {
+                state,
+                topic,
+                limit,
+                after,
+            } => body(&list_intents(
+                core,
+                *state,
+                topic.as_ref(),
+                *limit,
+                after.as_deref(),
+                now,
+            )?),
+        }
+    }
+}
+
+fn corrupt(key: &str, reason: &str) -> nexus_store::StoreError {
+    nexus_store::StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn log_head<K, B, O>(core: &CompositeColdStorage<K, B, O>) -> CoreResult<u64>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    Ok(match core.objects().get_state(LOG_HEAD_KEY)? {
+        None => 0,
+        Some(v) => parse_head(v.as_slice())?,
+    })
+}
+
+/// Loads committed records by hash (one bulk read), in order.
+fn load_records<K, B, O>(
+    core: &CompositeColdStorage<K, B, O>,
+    hashes: &[FihHash],
+) -> CoreResult<Vec<Record>>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    let keys: Vec<String> = hashes.iter().map(keys::record).collect();
+    let values = core.kv().get_many(&refs(&keys))?;
+    keys.iter()
+        .zip(values)
+        .map(|(key, v)| {
+            let v = v.ok_or_else(|| {
+                CoreError::Store(corrupt(key, "committed record content is missing"))
+            })?;
+            decode_stored_record(key, &v, core.limits())
+        })
+        .collect()
+}
+
+/// The record and its ancestors, breadth first, each once, at most `depth` levels and
+/// [`PROVENANCE_MAX_RECORDS`] records. One bulk read per level.
+fn provenance<K, B, O>(
+    core: &CompositeColdStorage<K, B, O>,
+    root: FihHash,
+    depth: usize,
+) -> CoreResult<ProvenanceBody>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    let first = core
+        .get_record(&root)?
+        .ok_or(CoreError::UnknownRecord(root))?;
+    let mut seen: BTreeSet<FihHash> = BTreeSet::from([root]);
+    let mut frontier = first.content().links();
+    let mut records = vec![first];
+    for _ in 0..depth {
+        let mut level = Vec::new();
+        for h in frontier {
+            if records.len() + level.len() >= PROVENANCE_MAX_RECORDS {
+                break;
+            }
+            if seen.insert(h) {
+                level.push(h);
+            }
+        }
+        if level.is_empty() {
+            break;
+        }
+        let loaded = load_records(core, &level)?;
+        frontier = loaded.iter().flat_map(|r| r.content().links()).collect();
+        records.extend(loaded);
+    }
+    Ok(ProvenanceBody { root, records })
+}
+
+/// One page of Intents in key order after `after`: examines at most [`INTENT_SCAN`]
+/// states, keeps those in `state` under `topic`, and sorts the page by priority
+/// (highest first), then time and hash.
+fn list_intents<K, B, O>(
+    core: &CompositeColdStorage<K, B, O>,
+    state: Option<&str>,
+    topic: Option<&Topic>,
+    limit: usize,
+    after: Option<&str>,
+    now: u64,
+) -> CoreResult<IntentList>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    let hints = core.active_hints(now)?;
+    let state_keys = core
+        .objects()
+        .list_states(keys::INTENT_PREFIX, after, INTENT_SCAN)?;
+    let exhausted = state_keys.len() < INTENT_SCAN;
+    let states = core.objects().get_states(&refs(&state_keys))?;
+    let mut candidates: Vec<(&String, FihHash, IntentState)> = Vec::new();
+    for (key, st) in state_keys.iter().zip(states) {
+        let Some(st) = st else { continue };
+        let st = IntentState::decode(key, &st)?;
+        if state.is_some_and(|want| st.effective_name(now) != want) {
+            continue;
+        }
+        let Ok(h) = key[keys::INTENT_PREFIX.len()..].parse::<FihHash>() else {
+            continue;
+        };
+        candidates.push((key, h, st));
+    }
+    // Without a topic filter only the first `limit` candidates can be on the page.
+    if topic.is_none() {
+        candidates.truncate(limit);
+    }
+    let hashes: Vec<FihHash> = candidates.iter().map(|(_, h, _)| *h).collect();
+    let records = load_records(core, &hashes)?;
+    let mut intents = Vec::new();
+    let mut next = None;
+    for ((key, _, st), record) in candidates.into_iter().zip(records) {
+        let Content::Intent(intent) = record.content() else {
+            continue;
+        };
+        if topic.is_some_and(|t| !intent.topic.starts_with(t)) {
+            continue;
+        }
+        let priority = CompositeColdStorage::<K, B, O>::priority_of(&hints, intent);
+        intents.push(IntentItem {
+            record,
+            state: st,
+            priority,
+        });
+        if intents.len() == limit {
+            next = Some(key.clone());
+            break;
+        }
+    }
+    if next.is_none() && !exhausted {
+        next = state_keys.last().cloned();
+    }
+    intents.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.record.content().time().cmp(&b.record.content().time()))
+            .then(a.record.hash().cmp(&b.record.hash()))
+    });
+    Ok(IntentList {
+        intents,
+        next: next.map(|k| k[keys::INTENT_PREFIX.len()..].to_owned()),
+    })
+}

@@ -1,0 +1,263 @@
+//! Host-agnostic neXus request handling: parse → run a session against the core →
+//! respond, with no knowledge of HTTP servers, async runtimes or Workers, so that the
+//! native server and the Cloudflare Worker are thin hosts around the same code and
+//! serve the same API (`spec/api.md`) with the same errors.
+//!
+//! A request goes through three pieces a host can drive however its I/O works:
+//!
+//! 1. [`prepare`] (or [`Api::prepare`]) — pure CPU work on any thread: route matching,
+//!    query validation, JSON parsing, hash and signature verification, the allowlist.
+//!    It answers at once ([`Prepared::Respond`]: errors, the OpenAPI document) or yields
+//!    a [`Job`].
+//! 2. [`Job::read_set`] — what to hydrate first; [`Job::execute`] — the deterministic
+//!    part, run against a [`SessionCore`] built over an
+//!    [`IoBufferSession`] with [`session_core`] (re-executed from scratch while it
+//!    misses data, see `nexus-iobuf`). It returns an [`Outcome`].
+//! 3. Flush the session's delta only if [`Outcome::commits`] (an error's writes are
+//!    discarded: nothing partial is ever stored), with
+//!    [`keys::is_after_commit`](nexus_core::storage::keys::is_after_commit) as the
+//!    after-commit selector; on a conflict start again from 1's job; then answer with
+//!    [`Outcome::response`] given the flush's `first_seq`.
+//!
+//! [`Api::run_sync`] is the reference driver of these steps over any sync store.
+//! Hosts record every answer with [`Metrics::observe`], rendered at `GET /metrics`.
+
+mod error;
+mod job;
+mod metrics;
+mod openapi;
+mod query;
+mod route;
+pub mod wire;
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use nexus_core::storage::keys;
+use nexus_core::{AuthorKey, CompositeColdStorage, Limits};
+use nexus_iobuf::{
+    FlushError, IoBufferBlob, IoBufferKv, IoBufferObject, IoBufferSession, StoreSession,
+};
+use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore};
+
+pub use error::{ApiError, core_error, status_of, validation_error};
+pub use job::{
+    DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, Outcome, PROVENANCE_DEPTH,
+    PROVENANCE_MAX_RECORDS, Prepared, prepare,
+};
+pub use metrics::{LATENCY_BUCKETS_US, Metrics};
+pub use openapi::{ApiDoc, openapi_json};
+pub use query::percent_decode;
+pub use route::{PathMatch, Route, match_path};
+
+/// An HTTP request, as plain data (hosts convert theirs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, … (case-insensitive).
+    pub method: String,
+    /// The path, without query string (`/v1/intents`).
+    pub path: String,
+    /// The raw query string after `?`, if any (percent-encoded).
+    pub query: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// A request from a method and a target (`/path?query`) and body.
+    pub fn new(method: &str, target: &str, body: impl Into<Vec<u8>>) -> Self {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_owned())),
+            None => (target, None),
+        };
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query,
+            body: body.into(),
+        }
+    }
+}
+
+/// An HTTP response, as plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type` header value.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The error code, when the response is an error (for metrics and logs).
+    pub code: Option<&'static str>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_vec(value).unwrap_or_default(),
+            code: None,
+        }
+    }
+
+    /// The body as JSON (`Null` if it is not JSON).
+    pub fn json_body(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Default cap on a request body: a record's largest body (64 KiB) plus room for its
+/// envelope, parents and signature.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 128 * 1024;
+
+/// What a server accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Limits records and actions are checked against.
+    pub limits: Limits,
+    /// Accept any valid author key (local work); otherwise only `allowed`.
+    pub open: bool,
+    /// Author keys allowed to write.
+    pub allowed: BTreeSet<AuthorKey>,
+    /// Largest request body, in bytes (`413 body_too_large` above it).
+    pub max_request_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    /// Default limits, closed, an empty allowlist.
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            open: false,
+            allowed: BTreeSet::new(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+/// The core over one session's buffers.
+pub type SessionCore = CompositeColdStorage<IoBufferKv, IoBufferBlob, IoBufferObject>;
+
+/// Binds the core to a session's three buffers (which the returned value shares).
+pub fn session_core(session: &IoBufferSession, limits: &Limits) -> SessionCore {
+    CompositeColdStorage::new(
+        session.kv_buf().clone(),
+        session.blob_buf().clone(),
+        session.object_buf().clone(),
+        limits.clone(),
+    )
+}
+
+/// How many times [`Api::run_sync`] retries a job whose commit lost a race.
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// The API: configuration plus metrics.
+#[derive(Debug, Default)]
+pub struct Api {
+    config: ApiConfig,
+    metrics: Metrics,
+}
+
+impl Api {
+    /// An API with fresh metrics.
+    pub fn new(config: ApiConfig) -> Self {
+        Self {
+            config,
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ApiConfig {
+        &self.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// [`prepare`], answering `GET /metrics` from this API's metrics.
+    pub fn prepare(&self, req: &Request) -> Prepared {
+        match prepare(&self.config, req) {
+            Prepared::Metrics => Prepared::Respond(Route::Metrics, self.metrics.response()),
+            other => other,
+        }
+    }
+
+    /// The reference driver over a sync store: prepare → a session with the read set
+    /// hydrated → execute (hydrating misses, re-executing) → flush the delta (if the
+    /// outcome commits) → on a commit conflict, start over with a fresh session, at
+    /// most [`MAX_ATTEMPTS`] times (then `409 conflict`). A store failure, or a job
+    /// that still misses data after its rounds, answers `500 storage`. Counts commits
+    /// and conflicts in the metrics; the host adds [`Metrics::observe`] with the
+    /// latency it measured.
+    pub fn run_sync<S>(&self, store: &S, req: &Request, now: u64) -> Response
+    where
+        S: KeyValueStore + BlobStore + ObjectStore + ?Sized,
+    {
+        match self.prepare(req) {
+            Prepared::Respond(_, r) => r,
+            Prepared::Job(job) => self.run_job(store, &job, now),
+            Prepared::Metrics => self.metrics.response(),
+        }
+    }
+
+    /// Runs a prepared job as [`run_sync`](Self::run_sync) does.
+    pub fn run_job<S>(&self, store: &S, job: &Job, now: u64) -> Response
+    where
+        S: KeyValueStore + BlobStore + ObjectStore + ?Sized,
+    {
+        let mut failures: Vec<CasFailure> = Vec::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let mut driver = StoreSession::with_max_rounds(job.max_rounds());
+            if let Err(e) = driver.hydrate_from(store, &job.read_set()) {
+                return storage_error(&e.to_string());
+            }
+            let limits = &self.config.limits;
+            let (outcome, delta) =
+                match driver.run(store, |s| job.execute(&session_core(s, limits), now)) {
+                    Ok(done) => done,
+                    Err(e) => return storage_error(&e.to_string()),
+                };
+            if !outcome.commits() || delta.is_empty() {
+                return outcome.response(None);
+            }
+            match delta.flush(store, keys::is_after_commit) {
+                Ok(report) => {
+                    self.metrics.record_commit();
+                    return outcome.response(report.first_seq);
+                }
+                Err(FlushError::Conflict { failures: f }) => {
+                    self.metrics.record_conflict();
+                    failures = f;
+                }
+                // The commit applied; only index entries failed, and the next flush
+                // of the log repairs them. The answer stands.
+                Err(FlushError::Store { stage, .. }) if stage.after_commit() => {
+                    self.metrics.record_commit();
+                    return outcome.response(None);
+                }
+                Err(FlushError::Store { source, .. }) => return storage_error(&source.to_string()),
+            }
+        }
+        let keys: Vec<String> = failures.into_iter().map(|f| f.key).collect();
+        ApiError::new(
+            "conflict",
+            format!(
+                "lost the race on {} in each of {MAX_ATTEMPTS} attempts",
+                keys.join(", ")
+            ),
+        )
+        .with("keys", keys)
+        .to_response()
+    }
+}
+
+fn storage_error(message: &str) -> Response {
+    ApiError::new("storage", format!("storage failed: {message}")).to_response()
+}

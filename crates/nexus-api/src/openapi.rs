@@ -1,0 +1,241 @@
+//! The OpenAPI 3.1 document, generated from the types in [`crate::wire`] and the
+//! operations below (which exist only to be described).
+
+#![allow(dead_code)] // The operation stubs are read by the derive, never called.
+
+use utoipa::OpenApi;
+
+use crate::wire::*;
+
+/// The API description (`utoipa` derive); [`openapi_json`] renders it.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "neXus",
+        version = "1",
+        description = "A shared, verifiable blackboard for agents: signed, content-addressed \
+                       Intents, Facts and Hints, and a compare-and-swap Intent lifecycle with \
+                       leases and fencing tokens. See spec/api.md.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(
+        propose_intent,
+        submit_fact,
+        submit_hint,
+        claim,
+        renew,
+        withdraw,
+        list_intents,
+        list_facts,
+        get_record,
+        provenance,
+        list_hints,
+        log,
+        health,
+        metrics,
+        openapi
+    ),
+    components(schemas(
+        Created,
+        LeaseBody,
+        WithdrawnBody,
+        IntentItem,
+        IntentList,
+        FactList,
+        RecordBody,
+        ProvenanceBody,
+        HintItem,
+        HintList,
+        LogItem,
+        LogBody,
+        Health,
+        ErrorBody,
+        ErrorDetail,
+        WireRecord,
+        WireAction,
+        WireIntentState,
+        WireResolves
+    ))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI 3.1 document as pretty JSON (what `GET /v1/openapi.json` serves and
+/// `spec/openapi.json` holds).
+pub fn openapi_json() -> String {
+    let mut s = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned());
+    s.push('\n');
+    s
+}
+
+/// Propose an Intent.
+///
+/// The body is a signed Intent record. It must be admissible (no active deny Hint
+/// selects it) and its parents must be committed.
+#[utoipa::path(post, path = "/v1/intents", tag = "writes", request_body = WireRecord,
+    responses(
+        (status = 201, description = "Committed", body = Created),
+        (status = 200, description = "Already committed (duplicate)", body = Created),
+        (status = 400, description = "malformed_json, invalid_record, hash_mismatch, too_many_parents", body = ErrorBody),
+        (status = 401, description = "bad_signature", body = ErrorBody),
+        (status = 403, description = "inadmissible (names hint, reason), author_not_allowed", body = ErrorBody),
+        (status = 413, description = "body_too_large", body = ErrorBody),
+        (status = 422, description = "unknown_parent (names parent), wrong_kind", body = ErrorBody),
+    ))]
+fn propose_intent() {}
+
+/// Submit a Fact.
+///
+/// With `resolves` it resolves its Intent in the same atomic commit; the author must
+/// hold a live claim with that fencing token.
+#[utoipa::path(post, path = "/v1/facts", tag = "writes", request_body = WireRecord,
+    responses(
+        (status = 201, description = "Committed", body = Created),
+        (status = 200, description = "Already committed (duplicate)", body = Created),
+        (status = 400, description = "malformed_json, invalid_record, hash_mismatch, too_many_parents", body = ErrorBody),
+        (status = 401, description = "bad_signature", body = ErrorBody),
+        (status = 403, description = "author_not_allowed", body = ErrorBody),
+        (status = 409, description = "not_holder, stale_token, lease_expired, already_resolved, withdrawn, conflict", body = ErrorBody),
+        (status = 413, description = "body_too_large", body = ErrorBody),
+        (status = 422, description = "unknown_parent, wrong_kind", body = ErrorBody),
+    ))]
+fn submit_fact() {}
+
+/// Submit a Hint (it becomes active).
+#[utoipa::path(post, path = "/v1/hints", tag = "writes", request_body = WireRecord,
+    responses(
+        (status = 201, description = "Committed", body = Created),
+        (status = 200, description = "Already committed (duplicate)", body = Created),
+        (status = 400, description = "malformed_json, invalid_record, hash_mismatch", body = ErrorBody),
+        (status = 401, description = "bad_signature", body = ErrorBody),
+        (status = 403, description = "author_not_allowed", body = ErrorBody),
+        (status = 409, description = "too_many_hints, conflict", body = ErrorBody),
+        (status = 422, description = "unknown_parent, wrong_kind", body = ErrorBody),
+    ))]
+fn submit_hint() {}
+
+/// Claim an Intent (or take it over once its lease lapsed).
+#[utoipa::path(post, path = "/v1/intents/{id}/claim", tag = "writes", request_body = WireAction,
+    params(("id" = String, Path, description = "Intent hash or unambiguous prefix (≥ 8 hex)")),
+    responses(
+        (status = 200, description = "Claimed; the fencing token grew by one", body = LeaseBody),
+        (status = 400, description = "lease_out_of_range, clock_skew, ambiguous_id, bad_request", body = ErrorBody),
+        (status = 401, description = "bad_signature", body = ErrorBody),
+        (status = 403, description = "inadmissible, author_not_allowed", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "already_claimed (names holder, lease_until, token), already_resolved, withdrawn, conflict", body = ErrorBody),
+    ))]
+fn claim() {}
+
+/// Renew a held claim (same fencing token, lease extended from now).
+#[utoipa::path(post, path = "/v1/intents/{id}/renew", tag = "writes", request_body = WireAction,
+    params(("id" = String, Path, description = "Intent hash or unambiguous prefix (≥ 8 hex)")),
+    responses(
+        (status = 200, description = "Renewed", body = LeaseBody),
+        (status = 400, description = "lease_out_of_range, clock_skew, bad_request", body = ErrorBody),
+        (status = 401, description = "bad_signature", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "not_holder, stale_token, lease_expired, already_resolved, withdrawn", body = ErrorBody),
+    ))]
+fn renew() {}
+
+/// Withdraw an Intent (its proposer only).
+#[utoipa::path(post, path = "/v1/intents/{id}/withdraw", tag = "writes", request_body = WireAction,
+    params(("id" = String, Path, description = "Intent hash or unambiguous prefix (≥ 8 hex)")),
+    responses(
+        (status = 200, description = "Withdrawn", body = WithdrawnBody),
+        (status = 400, description = "clock_skew, bad_request", body = ErrorBody),
+        (status = 403, description = "not_proposer, author_not_allowed", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "already_resolved, withdrawn", body = ErrorBody),
+    ))]
+fn withdraw() {}
+
+/// List Intents.
+///
+/// Pages follow key order; within a page available Intents come by Hint priority,
+/// highest first. A lapsed claim counts as available.
+#[utoipa::path(get, path = "/v1/intents", tag = "reads",
+    params(
+        ("state" = Option<String>, Query, description = "available, claimed, resolved or withdrawn"),
+        ("topic" = Option<String>, Query, description = "Topic; subtopics included"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 500, description = "Default 50"),
+        ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page", body = IntentList),
+        (status = 400, description = "bad_request", body = ErrorBody),
+    ))]
+fn list_intents() {}
+
+/// List Facts, oldest first.
+#[utoipa::path(get, path = "/v1/facts", tag = "reads",
+    params(
+        ("topic" = Option<String>, Query, description = "Topic; subtopics included"),
+        ("since" = Option<u64>, Query, description = "Inclusive lower bound on time, ms"),
+        ("until" = Option<u64>, Query, description = "Exclusive upper bound on time, ms"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 500, description = "Default 50"),
+        ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page", body = FactList),
+        (status = 400, description = "bad_request", body = ErrorBody),
+    ))]
+fn list_facts() {}
+
+/// One record.
+#[utoipa::path(get, path = "/v1/records/{id}", tag = "reads",
+    params(("id" = String, Path, description = "Record hash or unambiguous prefix (≥ 8 hex)")),
+    responses(
+        (status = 200, description = "The record", body = RecordBody),
+        (status = 400, description = "ambiguous_id, bad_request", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+    ))]
+fn get_record() {}
+
+/// The provenance DAG above a record, breadth first.
+#[utoipa::path(get, path = "/v1/records/{id}/provenance", tag = "reads",
+    params(
+        ("id" = String, Path, description = "Record hash or unambiguous prefix (≥ 8 hex)"),
+        ("depth" = Option<u64>, Query, minimum = 0, maximum = 64, description = "Levels, default 16; at most 1,000 records"),
+    ),
+    responses(
+        (status = 200, description = "The DAG", body = ProvenanceBody),
+        (status = 400, description = "ambiguous_id, bad_request", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+    ))]
+fn provenance() {}
+
+/// The active Hints.
+#[utoipa::path(get, path = "/v1/hints", tag = "reads",
+    responses((status = 200, description = "Hints in force", body = HintList)))]
+fn list_hints() {}
+
+/// The commit log in order, records inlined (what `nexus export` writes).
+#[utoipa::path(get, path = "/v1/log", tag = "reads",
+    params(
+        ("from" = Option<u64>, Query, description = "First sequence number, default 1"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Default 100"),
+    ),
+    responses(
+        (status = 200, description = "Entries", body = LogBody),
+        (status = 400, description = "bad_request", body = ErrorBody),
+    ))]
+fn log() {}
+
+/// Liveness and the commit log head.
+#[utoipa::path(get, path = "/v1/health", tag = "reads",
+    responses((status = 200, description = "Up", body = Health)))]
+fn health() {}
+
+/// Prometheus metrics: requests by route and status, errors by code, commits, CAS
+/// conflicts, a latency histogram.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+fn metrics() {}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
+fn openapi() {}
