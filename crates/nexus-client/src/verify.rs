@@ -1,0 +1,810 @@
+//! Offline verification of an export (`nexus verify FILE`), and writing one.
+//!
+//! An export is JSON lines, one per commit log entry, in commit order — exactly the
+//! entries of `GET /v1/log` (spec/api.md):
+//!
+//! ```text
+//! {"seq":1,"at":1764000000000,"record":{…wire form…}}
+//! {"seq":2,"at":1764000000100,"action":{…wire form…}}
+//! ```
+//!
+//! [`verify_export`] re-derives every hash and checks every signature with the core's
+//! own parser (default [`Limits`]), checks that `seq` runs 1, 2, 3, … without gaps, that
+//! every record names as parents (and resolved Intent, and Hint source Facts) only
+//! records that appeared earlier in the file, that no record appears twice, that every
+//! action names an Intent that appeared earlier, and that a Fact's `resolves` names an
+//! Intent. It stops at the first broken entry and says where and what.
+//!
+//! It does not replay the lifecycle (token order, leases, Hint admissibility): those
+//! depend on the server's clock at each commit, which `at` records but a reader cannot
+//! confirm.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, BufRead, BufWriter, Write};
+
+use nexus_core::{
+    Action, ActionContent, AuthorKey, FihHash, Kind, Limits, Record, ValidationError,
+};
+use serde_json::{Map, Value};
+
+/// `progress` is called after every this many lines (and once at the end).
+pub const PROGRESS_EVERY: u64 = 1024;
+
+/// Longest line accepted, in bytes (a record's body is at most 64 KiB canonically).
+pub const MAX_LINE_BYTES: usize = 4 << 20;
+
+/// What a verified export holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Lines read (= log entries).
+    pub lines: u64,
+    /// Records (Facts + Intents + Hints).
+    pub records: u64,
+    /// Facts.
+    pub facts: u64,
+    /// Facts that resolved an Intent.
+    pub resolving_facts: u64,
+    /// Intents.
+    pub intents: u64,
+    /// Hints.
+    pub hints: u64,
+    /// Actions (claims + renewals + withdrawals).
+    pub actions: u64,
+    /// Claims (including takeovers).
+    pub claims: u64,
+    /// Renewals.
+    pub renewals: u64,
+    /// Withdrawals.
+    pub withdrawals: u64,
+    /// The last `seq` (0 for an empty export).
+    pub head: u64,
+}
+
+/// The first broken entry of an export: where, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub struct VerifyError {
+    /// 1-based line number.
+    pub line: u64,
+    /// The entry's `seq`, when it could be read.
+    pub seq: Option<u64>,
+    /// The hash the record or action states, when it could be read.
+    pub hash: Option<FihHash>,
+    /// What is wrong (boxed: errors are rare, reports are passed around).
+    #[source]
+    pub problem: Box<Problem>,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}", self.line)?;
+        match (self.seq, self.hash) {
+            (Some(s), Some(h)) => write!(f, " (seq {s}, {h})")?,
+            (Some(s), None) => write!(f, " (seq {s})")?,
+            (None, Some(h)) => write!(f, " ({h})")?,
+            (None, None) => {}
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+/// What is wrong with an entry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Problem {
+    /// The file could not be read.
+    #[error("cannot read the export: {0}")]
+    Read(#[source] io::Error),
+    /// The line is longer than [`MAX_LINE_BYTES`].
+    #[error("line is longer than {limit} bytes")]
+    LineTooLong {
+        /// The limit.
+        limit: usize,
+    },
+    /// The line is not JSON.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The line is JSON but not a log entry.
+    #[error("not a log entry: {0}")]
+    BadEntry(String),
+    /// `seq` does not follow the previous entry's.
+    #[error("gap in seq: expected {expected}, found {found}")]
+    SeqGap {
+        /// What the previous line implies (1 for the first).
+        expected: u64,
+        /// What the line says.
+        found: u64,
+    },
+    /// The stated hash is not the hash of the content.
+    #[error("hash mismatch: the entry states {stated} but its content hashes to {computed}")]
+    HashMismatch {
+        /// The `hash` member.
+        stated: FihHash,
+        /// The FihHash of the content.
+        computed: FihHash,
+    },
+    /// The signature does not verify under the author.
+    #[error("bad signature: does not verify for author {author}")]
+    BadSignature {
+        /// The stated author.
+        author: AuthorKey,
+    },
+    /// The record or action is not valid (shape, limits, normal form).
+    #[error("invalid {what}: {source}")]
+    Invalid {
+        /// `record` or `action`.
+        what: &'static str,
+        /// Why.
+        source: ValidationError,
+    },
+    /// The same record was committed earlier in the file.
+    #[error("record already appeared on line {first_line}")]
+    DuplicateRecord {
+        /// Where it first appeared.
+        first_line: u64,
+    },
+    /// A parent, resolved Intent or Hint source Fact does not appear earlier.
+    #[error("dangling link: {link} does not appear earlier in the export")]
+    DanglingLink {
+        /// The missing record.
+        link: FihHash,
+    },
+    /// An action names an Intent that does not appear earlier.
+    #[error("the action's intent {intent} does not appear earlier in the export")]
+    UnknownIntent {
+        /// The missing Intent.
+        intent: FihHash,
+    },
+    /// An action's intent, or a Fact's `resolves`, names a record that is not an Intent.
+    #[error("{what} names {target}, which is a {kind}, not an intent")]
+    NotAnIntent {
+        /// Which reference (`the action's intent`, `resolves.intent`).
+        what: &'static str,
+        /// The record named.
+        target: FihHash,
+        /// Its kind.
+        kind: Kind,
+    },
+}
+
+struct Seen {
+    kind: Kind,
+    line: u64,
+}
+
+/// Verifies an export read from `reader` (see the [module docs](self)). `progress` is
+/// called with the number of lines read every [`PROGRESS_EVERY`] lines and at the end.
+pub fn verify_export<R: BufRead>(
+    mut reader: R,
+    mut progress: impl FnMut(u64),
+) -> Result<VerifyReport, VerifyError> {
+    let limits = Limits::default();
+    let mut report = VerifyReport::default();
+    let mut seen: HashMap<FihHash, Seen> = HashMap::new();
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let line = report.lines + 1;
+        buf.clear();
+        let n = io::Read::take(&mut reader, MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| VerifyError {
+                line,
+                seq: None,
+                hash: None,
+                problem: Box::new(Problem::Read(e)),
+            })?;
+        if n == 0 {
+            break;
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        } else if buf.len() > MAX_LINE_BYTES {
+            return Err(VerifyError {
+                line,
+                seq: None,
+                hash: None,
+                problem: Box::new(Problem::LineTooLong {
+                    limit: MAX_LINE_BYTES,
+                }),
+            });
+        }
+        report.lines = line;
+        check_line(&buf, line, &limits, &mut seen, &mut report)?;
+        if line % PROGRESS_EVERY == 0 {
+            progress(line);
+        }
+    }
+    progress(report.lines);
+    Ok(report)
+}
+
+fn check_line(
+    bytes: &[u8],
+    line: u64,
+    limits: &Limits,
+    seen: &mut HashMap<FihHash, Seen>,
+    report: &mut VerifyReport,
+) -> Result<(), VerifyError> {
+    let mut err = VerifyError {
+        line,
+        seq: None,
+        hash: None,
+        problem: Box::new(Problem::BadEntry(String::new())),
+    };
+    let fail = |mut err: VerifyError, problem: Problem| {
+        err.problem = Box::new(problem);
+        Err(err)
+    };
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return fail(err, Problem::MalformedJson(e.to_string())),
+    };
+    let Value::Object(mut entry) = value else {
+        return fail(err, Problem::BadEntry("expected a JSON object".into()));
+    };
+    let seq = match take_u64(&mut entry, "seq") {
+        Ok(s) => s,
+        Err(e) => return fail(err, Problem::BadEntry(e)),
+    };
+    err.seq = Some(seq);
+    let expected = report.head + 1;
+    if seq != expected {
+        return fail(
+            err,
+            Problem::SeqGap {
+                expected,
+                found: seq,
+            },
+        );
+    }
+    if let Err(e) = take_u64(&mut entry, "at") {
+        return fail(err, Problem::BadEntry(e));
+    }
+    let (what, body) = match (entry.remove("record"), entry.remove("action")) {
+        (Some(r), None) => ("record", r),
+        (None, Some(a)) => ("action", a),
+        (Some(_), Some(_)) => {
+            return fail(
+                err,
+                Problem::BadEntry("has both `record` and `action`".into()),
+            );
+        }
+        (None, None) => {
+            return fail(
+                err,
+                Problem::BadEntry("has neither `record` nor `action`".into()),
+            );
+        }
+    };
+    if let Some(extra) = entry.keys().next() {
+        return fail(
+            err,
+            Problem::BadEntry(format!("unexpected member `{extra}`")),
+        );
+    }
+    err.hash = body
+        .get("hash")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok());
+    let invalid = |source: ValidationError| match source {
+        ValidationError::HashMismatch { stated, computed } => {
+            Problem::HashMismatch { stated, computed }
+        }
+        ValidationError::BadSignature { author, .. } => Problem::BadSignature { author },
+        source => Problem::Invalid { what, source },
+    };
+    if what == "record" {
+        let record = match Record::from_value(body, limits) {
+            Ok(r) => r,
+            Err(e) => return fail(err, invalid(e)),
+        };
+        let hash = record.hash();
+        if let Some(first) = seen.get(&hash) {
+            return fail(
+                err,
+                Problem::DuplicateRecord {
+                    first_line: first.line,
+                },
+            );
+        }
+        let content = record.content();
+        for link in content.links() {
+            if !seen.contains_key(&link) {
+                return fail(err, Problem::DanglingLink { link });
+            }
+        }
+        match content {
+            nexus_core::Content::Fact(f) => {
+                report.facts += 1;
+                if let Some(r) = &f.resolves {
+                    report.resolving_facts += 1;
+                    if let Some(s) = seen.get(&r.intent)
+                        && s.kind != Kind::Intent
+                    {
+                        return fail(
+                            err,
+                            Problem::NotAnIntent {
+                                what: "resolves.intent",
+                                target: r.intent,
+                                kind: s.kind,
+                            },
+                        );
+                    }
+                }
+            }
+            nexus_core::Content::Intent(_) => report.intents += 1,
+            nexus_core::Content::Hint(_) => report.hints += 1,
+        }
+        report.records += 1;
+        seen.insert(
+            hash,
+            Seen {
+                kind: content.kind(),
+                line,
+            },
+        );
+    } else {
+        let action = match Action::from_value(body, limits) {
+            Ok(a) => a,
+            Err(e) => return fail(err, invalid(e)),
+        };
+        let intent = *action.content().intent();
+        match seen.get(&intent) {
+            None => return fail(err, Problem::UnknownIntent { intent }),
+            Some(s) if s.kind != Kind::Intent => {
+                return fail(
+                    err,
+                    Problem::NotAnIntent {
+                        what: "the action's intent",
+                        target: intent,
+                        kind: s.kind,
+                    },
+                );
+            }
+            Some(_) => {}
+        }
+        report.actions += 1;
+        match action.content() {
+            ActionContent::Claim { .. } => report.claims += 1,
+            ActionContent::Renew { .. } => report.renewals += 1,
+            ActionContent::Withdraw { .. } => report.withdrawals += 1,
+        }
+    }
+    report.head = seq;
+    Ok(())
+}
+
+fn take_u64(entry: &mut Map<String, Value>, name: &str) -> Result<u64, String> {
+    match entry.remove(name) {
+        None => Err(format!("missing `{name}`")),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("`{name}` must be a non-negative integer, got {v}")),
+    }
+}
+
+/// Why [`export_to`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError<E> {
+    /// The source of entries failed (e.g. the server).
+    #[error("reading the log: {0}")]
+    Source(E),
+    /// Writing failed.
+    #[error("writing the export: {0}")]
+    Write(#[source] io::Error),
+}
+
+/// Writes log entries (as from [`Client::log_entries`](crate::http::Client::log_entries))
+/// to `writer` as JSON lines, returning how many were written. Entries are written as
+/// given; [`verify_export`] checks them.
+pub fn export_to<W: Write, E>(
+    writer: W,
+    source: impl IntoIterator<Item = Result<Value, E>>,
+) -> Result<u64, ExportError<E>> {
+    let mut w = BufWriter::new(writer);
+    let mut n = 0;
+    for entry in source {
+        let entry = entry.map_err(ExportError::Source)?;
+        serde_json::to_writer(&mut w, &entry).map_err(|e| ExportError::Write(e.into()))?;
+        w.write_all(b"\n").map_err(ExportError::Write)?;
+        n += 1;
+    }
+    w.flush().map_err(ExportError::Write)?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::*;
+    use nexus_core::{Effect, HintSource, SigningKey};
+    use serde_json::json;
+
+    const T: u64 = 1_764_000_000_000;
+
+    fn alice() -> SigningKey {
+        SigningKey::from_seed(&[1; 32])
+    }
+    fn bob() -> SigningKey {
+        SigningKey::from_seed(&[2; 32])
+    }
+
+    fn rec(seq: u64, r: &Record) -> Value {
+        json!({"seq": seq, "at": T + seq, "record": r.to_value()})
+    }
+    fn act(seq: u64, a: &Action) -> Value {
+        json!({"seq": seq, "at": T + seq, "action": a.to_value()})
+    }
+
+    struct Fixture {
+        intent: Record,
+        fact: Record,
+        other: Record,
+    }
+
+    /// Seven entries: intent, claim, renew, resolving fact, a second intent, its
+    /// withdrawal, and a hint sourced from the fact.
+    fn valid() -> (Fixture, Vec<Value>) {
+        let (a, b) = (alice(), bob());
+        let intent = propose_at(&a, "chem/solubility", json!({"c": "NaCl"}), &[], T).expect("i");
+        let claim = claim_at(&b, intent.hash(), 30_000, T + 1).expect("claim");
+        let renew = renew_at(&b, intent.hash(), 1, 30_000, T + 2).expect("renew");
+        let fact = fact_at(
+            &b,
+            "chem/solubility",
+            json!({"g_per_l": 360}),
+            &[intent.hash()],
+            Some((intent.hash(), 1)),
+            T + 3,
+        )
+        .expect("fact");
+        let other = propose_at(&a, "chem/other", json!(2), &[fact.hash()], T + 4).expect("j");
+        let wd = withdraw_at(&a, other.hash(), T + 5).expect("withdraw");
+        let hint = hint_at(
+            &a,
+            selector(Some("chem/**"), None).expect("sel"),
+            Effect::Deny,
+            "solved",
+            Some(HintSource {
+                contract: None,
+                rule: Some("r".into()),
+                facts: vec![fact.hash()],
+            }),
+            None,
+            T + 6,
+        )
+        .expect("hint");
+        let lines = vec![
+            rec(1, &intent),
+            act(2, &claim),
+            act(3, &renew),
+            rec(4, &fact),
+            rec(5, &other),
+            act(6, &wd),
+            rec(7, &hint),
+        ];
+        (
+            Fixture {
+                intent,
+                fact,
+                other,
+            },
+            lines,
+        )
+    }
+
+    fn text(lines: &[Value]) -> String {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    fn verify(s: &str) -> Result<VerifyReport, VerifyError> {
+        verify_export(s.as_bytes(), |_| {})
+    }
+
+    fn broken(s: &str) -> VerifyError {
+        match verify(s) {
+            Ok(r) => panic!("expected an error, verified {r:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn valid_export_verifies_and_is_counted() {
+        let (_, lines) = valid();
+        let mut calls = vec![];
+        let report = verify_export(text(&lines).as_bytes(), |n| calls.push(n)).expect("valid");
+        assert_eq!(
+            report,
+            VerifyReport {
+                lines: 7,
+                records: 4,
+                facts: 1,
+                resolving_facts: 1,
+                intents: 2,
+                hints: 1,
+                actions: 3,
+                claims: 1,
+                renewals: 1,
+                withdrawals: 1,
+                head: 7,
+            }
+        );
+        assert_eq!(calls, vec![7]);
+        // No final newline, and CRLF line ends, are fine too.
+        let t = text(&lines);
+        assert!(verify(t.trim_end()).is_ok());
+        assert!(verify(&t.replace('\n', "\r\n")).is_ok());
+        assert_eq!(verify("").expect("empty").lines, 0);
+    }
+
+    #[test]
+    fn progress_is_reported_in_steps() {
+        let a = alice();
+        let mut lines = vec![];
+        for i in 0..(PROGRESS_EVERY * 2 + 3) {
+            let r = propose_at(&a, "t", json!(i), &[], T).expect("i");
+            lines.push(rec(i + 1, &r));
+        }
+        let mut calls = vec![];
+        verify_export(text(&lines).as_bytes(), |n| calls.push(n)).expect("valid");
+        assert_eq!(
+            calls,
+            vec![PROGRESS_EVERY, PROGRESS_EVERY * 2, PROGRESS_EVERY * 2 + 3]
+        );
+    }
+
+    #[test]
+    fn export_to_writes_what_verifies() {
+        let (_, lines) = valid();
+        let mut out = vec![];
+        let n = export_to(&mut out, lines.iter().cloned().map(Ok::<_, String>)).expect("export");
+        assert_eq!(n, 7);
+        assert_eq!(verify_export(&out[..], |_| {}).expect("ok").lines, 7);
+        let failing = vec![Ok(lines[0].clone()), Err("server went away".to_owned())];
+        let mut out = vec![];
+        let err = export_to(&mut out, failing).expect_err("source error");
+        assert!(matches!(err, ExportError::Source(ref s) if s == "server went away"));
+        assert_eq!(String::from_utf8(out).expect("utf8").lines().count(), 1);
+    }
+
+    #[test]
+    fn malformed_json_is_reported_at_its_line() {
+        let (_, lines) = valid();
+        let mut t: Vec<String> = lines.iter().map(Value::to_string).collect();
+        t[2].truncate(40);
+        let e = broken(&(t.join("\n") + "\n"));
+        assert_eq!(e.line, 3);
+        assert_eq!(e.seq, None);
+        assert!(matches!(*e.problem, Problem::MalformedJson(_)), "{e}");
+        assert!(e.to_string().starts_with("line 3: malformed JSON"), "{e}");
+    }
+
+    #[test]
+    fn blank_line_is_malformed() {
+        let (_, lines) = valid();
+        let t = format!("{}\n\n{}\n", lines[0], lines[1]);
+        let e = broken(&t);
+        assert_eq!(e.line, 2);
+        assert!(matches!(*e.problem, Problem::MalformedJson(_)), "{e}");
+    }
+
+    #[test]
+    fn hash_mismatch_names_both_hashes() {
+        let (fx, mut lines) = valid();
+        lines[3]["record"]["body"]["g_per_l"] = json!(361);
+        let e = broken(&text(&lines));
+        assert_eq!(e.line, 4);
+        assert_eq!(e.seq, Some(4));
+        assert_eq!(e.hash, Some(fx.fact.hash()));
+        let Problem::HashMismatch { stated, computed } = *e.problem else {
+            panic!("{e}");
+        };
+        assert_eq!(stated, fx.fact.hash());
+        assert_ne!(computed, stated);
+        let msg = e.to_string();
+        assert!(msg.contains(&stated.to_string()) && msg.contains(&computed.to_string()));
+    }
+
+    #[test]
+    fn bad_signature_is_reported() {
+        let (_, mut lines) = valid();
+        // Bob's claim, signed over the right hash by the wrong key.
+        let hash: FihHash = lines[1]["action"]["hash"]
+            .as_str()
+            .expect("hash")
+            .parse()
+            .expect("hex");
+        lines[1]["action"]["sig"] = json!(alice().sign(&hash).to_string());
+        let e = broken(&text(&lines));
+        assert_eq!((e.line, e.seq, e.hash), (2, Some(2), Some(hash)));
+        assert!(
+            matches!(*e.problem, Problem::BadSignature { author } if author == bob().author()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gap_in_seq_is_reported() {
+        let (_, mut lines) = valid();
+        lines.remove(2);
+        let e = broken(&text(&lines));
+        assert_eq!(e.line, 3);
+        assert_eq!(e.seq, Some(4));
+        assert!(matches!(
+            *e.problem,
+            Problem::SeqGap {
+                expected: 3,
+                found: 4
+            }
+        ));
+        // The first entry must be seq 1.
+        let (_, mut lines) = valid();
+        lines[0]["seq"] = json!(0);
+        let e = broken(&text(&lines));
+        assert_eq!(e.line, 1);
+        assert!(matches!(
+            *e.problem,
+            Problem::SeqGap {
+                expected: 1,
+                found: 0
+            }
+        ));
+    }
+
+    #[test]
+    fn dangling_parent_is_named() {
+        let (fx, lines) = valid();
+        // The second intent (parent: the fact) moved before the fact; renumbered.
+        let mut reordered = lines.clone();
+        let other = reordered.remove(4);
+        reordered.insert(3, other);
+        for (i, l) in reordered.iter_mut().enumerate() {
+            l["seq"] = json!(i + 1);
+        }
+        let e = broken(&text(&reordered));
+        assert_eq!(e.line, 4);
+        assert_eq!(e.hash, Some(fx.other.hash()));
+        assert!(
+            matches!(*e.problem, Problem::DanglingLink { link } if link == fx.fact.hash()),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&fx.fact.hash().to_string()));
+    }
+
+    #[test]
+    fn action_on_unknown_intent_is_reported() {
+        let (fx, mut lines) = valid();
+        lines.remove(0);
+        for (i, l) in lines.iter_mut().enumerate() {
+            l["seq"] = json!(i + 1);
+        }
+        let e = broken(&text(&lines));
+        assert_eq!(e.line, 1);
+        assert!(
+            matches!(*e.problem, Problem::UnknownIntent { intent } if intent == fx.intent.hash()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn action_on_a_fact_is_reported() {
+        let (fx, mut lines) = valid();
+        let c = claim_at(&bob(), fx.fact.hash(), 30_000, T + 7).expect("claim");
+        lines.push(act(8, &c));
+        let e = broken(&text(&lines));
+        assert_eq!(e.line, 8);
+        assert!(
+            matches!(
+                *e.problem,
+                Problem::NotAnIntent { target, kind: Kind::Fact, .. } if target == fx.fact.hash()
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn resolves_naming_a_fact_is_reported() {
+        let (fx, mut lines) = valid();
+        let f = fact_at(
+            &bob(),
+            "chem/x",
+            json!(1),
+            &[],
+            Some((fx.fact.hash(), 1)),
+            T + 7,
+        )
+        .expect("fact");
+        lines.push(rec(8, &f));
+        let e = broken(&text(&lines));
+        assert_eq!(e.line, 8);
+        assert!(
+            matches!(
+                *e.problem,
+                Problem::NotAnIntent {
+                    what: "resolves.intent",
+                    kind: Kind::Fact,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A resolves naming nothing at all is a dangling link.
+        let (_, mut lines) = valid();
+        let ghost = FihHash::of_canonical(b"ghost");
+        let f = fact_at(&bob(), "chem/x", json!(1), &[], Some((ghost, 1)), T).expect("fact");
+        lines.push(rec(8, &f));
+        let e = broken(&text(&lines));
+        assert!(matches!(*e.problem, Problem::DanglingLink { link } if link == ghost));
+    }
+
+    #[test]
+    fn duplicate_record_is_reported() {
+        let (fx, mut lines) = valid();
+        lines.push(rec(8, &fx.intent));
+        let e = broken(&text(&lines));
+        assert_eq!(e.line, 8);
+        assert!(matches!(
+            *e.problem,
+            Problem::DuplicateRecord { first_line: 1 }
+        ));
+    }
+
+    #[test]
+    fn invalid_record_is_reported() {
+        let (_, mut lines) = valid();
+        lines[4]["record"]["extra"] = json!(1);
+        let e = broken(&text(&lines));
+        assert_eq!(e.line, 5);
+        assert!(
+            matches!(*e.problem, Problem::Invalid { what: "record", .. }),
+            "{e}"
+        );
+        let (_, mut lines) = valid();
+        lines[1]["action"]["kind"] = json!("steal");
+        let e = broken(&text(&lines));
+        assert_eq!(e.line, 2);
+        assert!(
+            matches!(*e.problem, Problem::Invalid { what: "action", .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn entry_shape_is_checked() {
+        type Damage = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Damage, &str)> = vec![
+            (
+                Box::new(|l| drop(l.as_object_mut().map(|o| o.remove("at")))),
+                "missing `at`",
+            ),
+            (Box::new(|l| l["seq"] = json!("5")), "`seq` must be"),
+            (Box::new(|l| l["action"] = json!({})), "both"),
+            (
+                Box::new(|l| drop(l.as_object_mut().map(|o| o.remove("record")))),
+                "neither",
+            ),
+            (
+                Box::new(|l| l["note"] = json!(1)),
+                "unexpected member `note`",
+            ),
+            (Box::new(|l| *l = json!([1])), "expected a JSON object"),
+        ];
+        for (damage, msg) in cases {
+            let (_, mut lines) = valid();
+            damage(&mut lines[4]);
+            let e = broken(&text(&lines));
+            assert_eq!(e.line, 5, "{e}");
+            assert!(matches!(*e.problem, Problem::BadEntry(_)), "{e}");
+            assert!(e.to_string().contains(msg), "{e} lacks {msg}");
+        }
+    }
+
+    #[test]
+    fn overlong_line_is_refused() {
+        let (_, lines) = valid();
+        let t = format!("{}\n{}", lines[0], " ".repeat(MAX_LINE_BYTES + 10));
+        let e = broken(&t);
+        assert_eq!(e.line, 2);
+        assert!(matches!(*e.problem, Problem::LineTooLong { .. }));
+    }
+}
