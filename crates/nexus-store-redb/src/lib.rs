@@ -66,6 +66,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use nexus_store::{BatchPut, BatchWrite, PutPhase, Tier, WriteBatch};
 use nexus_store::{
     BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, ObjectStore,
     Snapshot, StoreError, StoreResult, StoreSnapshot, check_commit, check_key,
@@ -89,115 +90,18 @@ fn backend(context: impl Display, err: impl Display) -> StoreError {
     StoreError::Backend(format!("redb: {context}: {err}"))
 }
 
-/// Which tier a [`BatchPut`] writes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Tier {
-    /// The key-value tier ([`KeyValueStore`]).
-    Kv,
-    /// The blob tier ([`BlobStore`]).
-    Blob,
-}
-
-impl Tier {
-    fn table(self) -> TierTable {
-        match self {
-            Tier::Kv => KV_TABLE,
-            Tier::Blob => BLOB_TABLE,
-        }
+fn tier_table(tier: Tier) -> TierTable {
+    match tier {
+        Tier::Kv => KV_TABLE,
+        Tier::Blob => BLOB_TABLE,
     }
 }
 
-/// When a [`BatchPut`] takes effect, relative to the commit of its [`WriteBatch`]
-/// (the flush order of design §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PutPhase {
-    /// An idempotent write that goes before the commit point (an immutable,
-    /// content-addressed record or blob): it is kept even when the commit conflicts,
-    /// since writing it again later changes nothing.
-    BeforeCommit,
-    /// A write that depends on the commit (a write-once index entry): it is applied
-    /// only when the commit applies.
-    AfterCommit,
-}
-
-/// One key-value or blob write of a [`WriteBatch`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchPut {
-    /// The tier written to.
-    pub tier: Tier,
-    /// The key (checked with [`check_key`]).
-    pub key: String,
-    /// The value stored.
-    pub value: Vec<u8>,
-    /// Whether the write survives a conflicting commit.
-    pub phase: PutPhase,
-}
-
-/// Key-value entries, blobs and a [`Commit`] written in one durable transaction by
-/// [`RedbStore::write_batch`].
-///
-/// When the commit applies, everything applies. When it conflicts, only the puts marked
-/// [`PutPhase::BeforeCommit`] apply (they are idempotent by contract); the commit's ops
-/// and log entries and the [`PutPhase::AfterCommit`] puts do not. Either way the batch
-/// costs at most one `fsync`, and none when nothing changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WriteBatch {
-    /// The key-value and blob writes, applied in order (a later put of the same key wins).
-    pub puts: Vec<BatchPut>,
-    /// The all-or-nothing commit of the object tier.
-    pub commit: Commit,
-}
-
-impl WriteBatch {
-    /// A batch carrying `commit` and no puts yet.
-    pub fn new(commit: Commit) -> Self {
-        Self {
-            puts: Vec::new(),
-            commit,
-        }
-    }
-
-    /// Adds a key-value write.
-    pub fn kv(
-        &mut self,
-        phase: PutPhase,
-        key: impl Into<String>,
-        value: impl Into<Vec<u8>>,
-    ) -> &mut Self {
-        self.put(Tier::Kv, phase, key, value)
-    }
-
-    /// Adds a blob write.
-    pub fn blob(
-        &mut self,
-        phase: PutPhase,
-        key: impl Into<String>,
-        value: impl Into<Vec<u8>>,
-    ) -> &mut Self {
-        self.put(Tier::Blob, phase, key, value)
-    }
-
-    fn put(
-        &mut self,
-        tier: Tier,
-        phase: PutPhase,
-        key: impl Into<String>,
-        value: impl Into<Vec<u8>>,
-    ) -> &mut Self {
-        self.puts.push(BatchPut {
-            tier,
-            key: key.into(),
-            value: value.into(),
-            phase,
-        });
-        self
-    }
-
-    fn check(&self) -> StoreResult<()> {
-        for put in &self.puts {
-            check_key(&put.key)?;
-        }
-        check_commit(&self.commit)
+impl BatchWrite for RedbStore {
+    /// One durable write transaction (one `fsync`) for the whole group; see
+    /// [`RedbStore::write_batch_group`].
+    fn write_batch_group(&self, batches: &[WriteBatch]) -> StoreResult<Vec<CommitOutcome>> {
+        RedbStore::write_batch_group(self, batches)
     }
 }
 
@@ -465,7 +369,7 @@ impl RedbStore {
                         table
                             .insert(put.key.as_str(), put.value.as_slice())
                             .map_err(|e| {
-                                backend(format_args!("write {}", put.tier.table().name()), e)
+                                backend(format_args!("write {}", tier_table(put.tier).name()), e)
                             })?;
                         changed = true;
                     }

@@ -30,8 +30,11 @@
 //! The [`conformance`] module states these invariants as data-driven cases that any
 //! backend — sync or async — can run.
 
+mod batch;
 pub mod conformance;
 mod memory;
+
+pub use batch::{BatchPut, BatchWrite, PutPhase, Tier, WriteBatch, write_batch_in_order};
 
 pub use memory::{MemoryStore, apply_commit, parse_head};
 

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::{
-    BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, ObjectStore,
-    Snapshot, StoreError, StoreResult, StoreSnapshot, check_commit, check_key,
-    check_writable_state_key, list_range, log_key,
+    BatchPut, BatchWrite, BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore,
+    LOG_HEAD_KEY, ObjectStore, PutPhase, Snapshot, StoreError, StoreResult, StoreSnapshot, Tier,
+    WriteBatch, check_commit, check_key, check_writable_state_key, list_range, log_key,
 };
 
 /// An in-memory store implementing every tier; the reference the other backends are
@@ -187,6 +187,46 @@ impl ObjectStore for MemoryStore {
     }
 }
 
+impl BatchWrite for MemoryStore {
+    /// Applies the whole group under one lock: no reader sees part of it.
+    fn write_batch_group(&self, batches: &[WriteBatch]) -> StoreResult<Vec<CommitOutcome>> {
+        for batch in batches {
+            batch.check()?;
+        }
+        let mut guard = self.write()?;
+        let data = &mut *guard;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut put = |p: &BatchPut| {
+                let tier = match p.tier {
+                    Tier::Kv => &mut data.kv,
+                    Tier::Blob => &mut data.blobs,
+                };
+                tier.insert(p.key.clone(), p.value.clone());
+            };
+            for p in batch
+                .puts
+                .iter()
+                .filter(|p| p.phase == PutPhase::BeforeCommit)
+            {
+                put(p);
+            }
+            let outcome = apply_commit(&mut data.states, &batch.commit)?;
+            if matches!(outcome, CommitOutcome::Applied { .. }) {
+                for p in batch
+                    .puts
+                    .iter()
+                    .filter(|p| p.phase == PutPhase::AfterCommit)
+                {
+                    put(p);
+                }
+            }
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+}
+
 impl Snapshot for MemoryStore {
     fn snapshot(&self) -> StoreResult<StoreSnapshot> {
         Ok(self.read()?.clone())
@@ -196,6 +236,39 @@ impl Snapshot for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_groups_apply_in_order_and_keep_only_idempotent_puts_of_a_conflict() {
+        let store = MemoryStore::new();
+        let claim = |who: &str| {
+            let mut b = WriteBatch::new(Commit {
+                ops: vec![crate::CasOp {
+                    key: "intent/1".into(),
+                    expected: None,
+                    new: Some(who.as_bytes().to_vec()),
+                }],
+                log: vec![who.as_bytes().to_vec()],
+            });
+            b.kv(PutPhase::BeforeCommit, format!("r/{who}"), b"rec".to_vec())
+                .kv(PutPhase::AfterCommit, format!("x/{who}"), b"".to_vec());
+            b
+        };
+        let outcomes = store
+            .write_batch_group(&[claim("a"), claim("b")])
+            .expect("group");
+        assert_eq!(outcomes[0], CommitOutcome::Applied { first_seq: Some(1) });
+        assert!(matches!(outcomes[1], CommitOutcome::Conflict(_)));
+        let snap = store.snapshot().expect("snapshot");
+        assert_eq!(snap.states.get("intent/1"), Some(&b"a".to_vec()));
+        assert!(snap.kv.contains_key("r/b"), "idempotent put kept");
+        assert!(!snap.kv.contains_key("x/b"), "after-commit put dropped");
+        assert!(snap.kv.contains_key("x/a"));
+        // An invalid key refuses the whole group.
+        let mut bad = claim("c");
+        bad.kv(PutPhase::BeforeCommit, "", b"".to_vec());
+        assert!(store.write_batch_group(&[claim("d"), bad]).is_err());
+        assert!(!store.snapshot().expect("snapshot").kv.contains_key("r/d"));
+    }
 
     #[test]
     fn memory_store_passes_the_conformance_suite() {
