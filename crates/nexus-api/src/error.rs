@@ -173,3 +173,233 @@ pub fn core_error(e: &CoreError) -> ApiError {
         _ => err,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nexus_core::{FihHash, Kind, SigningKey};
+    use nexus_store::StoreError;
+
+    /// Every `CoreError` variant: status, code, and the named details.
+    #[test]
+    fn every_core_error_maps_to_status_code_and_details() {
+        let h = FihHash::of_canonical(b"h");
+        let who = SigningKey::from_seed(&[1; 32]).author();
+        type Case = (CoreError, u16, &'static str, Vec<(&'static str, Value)>);
+        let cases: Vec<Case> = vec![
+            (
+                CoreError::Invalid(ValidationError::Malformed("x".into())),
+                400,
+                "invalid_record",
+                vec![],
+            ),
+            (
+                CoreError::Invalid(ValidationError::HashMismatch {
+                    stated: h,
+                    computed: h,
+                }),
+                400,
+                "hash_mismatch",
+                vec![("stated", json!(h.to_string()))],
+            ),
+            (
+                CoreError::Invalid(ValidationError::BadSignature {
+                    author: who,
+                    hash: h,
+                }),
+                401,
+                "bad_signature",
+                vec![("author", json!(who.to_string()))],
+            ),
+            (
+                CoreError::Invalid(ValidationError::BodyTooLarge { size: 9, limit: 8 }),
+                413,
+                "body_too_large",
+                vec![("size", json!(9)), ("limit", json!(8))],
+            ),
+            (
+                CoreError::Invalid(ValidationError::TooManyParents { count: 9, limit: 8 }),
+                400,
+                "too_many_parents",
+                vec![("count", json!(9))],
+            ),
+            (
+                CoreError::Invalid(ValidationError::DuplicateParent(h)),
+                400,
+                "invalid_record",
+                vec![("parent", json!(h.to_string()))],
+            ),
+            (
+                CoreError::UnknownRecord(h),
+                404,
+                "not_found",
+                vec![("id", json!(h.to_string()))],
+            ),
+            (
+                CoreError::UnknownPrefix("abcdef01".into()),
+                404,
+                "not_found",
+                vec![("id", json!("abcdef01"))],
+            ),
+            (
+                CoreError::AmbiguousId("abcdef01".into()),
+                400,
+                "ambiguous_id",
+                vec![("id", json!("abcdef01"))],
+            ),
+            (
+                CoreError::UnknownParent(h),
+                422,
+                "unknown_parent",
+                vec![("parent", json!(h.to_string()))],
+            ),
+            (
+                CoreError::WrongKind {
+                    hash: h,
+                    actual: Kind::Fact,
+                    expected: Kind::Intent,
+                },
+                422,
+                "wrong_kind",
+                vec![("actual", json!("fact")), ("expected", json!("intent"))],
+            ),
+            (
+                CoreError::Inadmissible {
+                    hint: h,
+                    reason: "no".into(),
+                },
+                403,
+                "inadmissible",
+                vec![("hint", json!(h.to_string())), ("reason", json!("no"))],
+            ),
+            (
+                CoreError::AlreadyClaimed {
+                    holder: who,
+                    lease_until: 5,
+                    token: 2,
+                },
+                409,
+                "already_claimed",
+                vec![
+                    ("holder", json!(who.to_string())),
+                    ("lease_until", json!(5)),
+                    ("token", json!(2)),
+                ],
+            ),
+            (
+                CoreError::LeaseExpired {
+                    holder: who,
+                    lease_until: 5,
+                },
+                409,
+                "lease_expired",
+                vec![("lease_until", json!(5))],
+            ),
+            (
+                CoreError::NotHolder {
+                    state: "claimed",
+                    holder: Some(who),
+                },
+                409,
+                "not_holder",
+                vec![
+                    ("state", json!("claimed")),
+                    ("holder", json!(who.to_string())),
+                ],
+            ),
+            (
+                CoreError::StaleToken {
+                    presented: 1,
+                    current: 2,
+                },
+                409,
+                "stale_token",
+                vec![("presented", json!(1)), ("current", json!(2))],
+            ),
+            (
+                CoreError::AlreadyResolved { fact: h },
+                409,
+                "already_resolved",
+                vec![("fact", json!(h.to_string()))],
+            ),
+            (CoreError::Withdrawn, 409, "withdrawn", vec![]),
+            (
+                CoreError::NotProposer { proposer: who },
+                403,
+                "not_proposer",
+                vec![("proposer", json!(who.to_string()))],
+            ),
+            (
+                CoreError::LeaseOutOfRange {
+                    requested: 1,
+                    min: 2,
+                    max: 3,
+                },
+                400,
+                "lease_out_of_range",
+                vec![
+                    ("requested", json!(1)),
+                    ("min", json!(2)),
+                    ("max", json!(3)),
+                ],
+            ),
+            (
+                CoreError::ClockSkew {
+                    time: 1,
+                    now: 2,
+                    max_skew_ms: 0,
+                },
+                400,
+                "clock_skew",
+                vec![("time", json!(1)), ("now", json!(2))],
+            ),
+            (
+                CoreError::TooManyHints(1000),
+                409,
+                "too_many_hints",
+                vec![("active", json!(1000))],
+            ),
+            (
+                CoreError::Conflict {
+                    keys: vec!["intent/x".into()],
+                },
+                409,
+                "conflict",
+                vec![("keys", json!(["intent/x"]))],
+            ),
+            (
+                CoreError::Store(StoreError::Backend("down".into())),
+                500,
+                "storage",
+                vec![],
+            ),
+        ];
+        for (e, status, code, details) in cases {
+            let api = core_error(&e);
+            assert_eq!((api.status, api.code), (status, code), "{e:?}");
+            let body = api.body();
+            assert_eq!(body["error"]["code"], code);
+            assert_eq!(body["error"]["message"], e.to_string());
+            for (k, v) in details {
+                assert_eq!(body["error"][k], v, "{code}: {k}");
+            }
+            let r = api.to_response();
+            assert_eq!((r.status, r.code), (status, Some(code)));
+        }
+    }
+
+    #[test]
+    fn api_codes_have_their_statuses() {
+        for (code, status) in [
+            ("malformed_json", 400),
+            ("bad_request", 400),
+            ("author_not_allowed", 403),
+            ("no_route", 404),
+            ("method_not_allowed", 405),
+            ("body_too_large", 413),
+            ("anything_else", 500),
+        ] {
+            assert_eq!(status_of(code), status, "{code}");
+        }
+    }
+}

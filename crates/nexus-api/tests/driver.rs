@@ -1,0 +1,330 @@
+//! The sync driver's retry and failure paths, and jobs driven by hand as a session host
+//! would.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use serde_json::json;
+
+use nexus_api::{Api, ApiConfig, Prepared, Request, session_core};
+use nexus_core::storage::keys;
+use nexus_iobuf::{Executed, StoreSession};
+use nexus_store::{
+    BlobStore, Commit, CommitOutcome, KeyValueStore, MemoryStore, ObjectStore, Snapshot,
+    StoreError, StoreResult,
+};
+
+/// A MemoryStore whose `commit` first calls a hook (to interleave a rival writer, or
+/// fail).
+struct Hooked<F> {
+    inner: MemoryStore,
+    hook: F,
+}
+
+impl<F> KeyValueStore for Hooked<F> {
+    fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete(key)
+    }
+    fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<String>> {
+        self.inner.list(prefix, after, limit)
+    }
+}
+
+impl<F> BlobStore for Hooked<F> {
+    fn get_blob(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.get_blob(key)
+    }
+    fn put_blob(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
+        self.inner.put_blob(key, bytes)
+    }
+    fn delete_blob(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete_blob(key)
+    }
+    fn list_blobs(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        self.inner.list_blobs(prefix, after, limit)
+    }
+}
+
+impl<F: Fn(&MemoryStore, &Commit) -> Option<StoreResult<CommitOutcome>>> ObjectStore for Hooked<F> {
+    fn get_state(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.get_state(key)
+    }
+    fn put_state(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> StoreResult<bool> {
+        self.inner.put_state(key, expected, new)
+    }
+    fn list_states(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        self.inner.list_states(prefix, after, limit)
+    }
+    fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
+        match (self.hook)(&self.inner, commit) {
+            Some(answer) => answer,
+            None => self.inner.commit(commit),
+        }
+    }
+}
+
+fn open_api() -> Api {
+    Api::new(ApiConfig {
+        open: true,
+        ..ApiConfig::default()
+    })
+}
+
+fn post(
+    api: &Api,
+    store: &(impl KeyValueStore + BlobStore + ObjectStore),
+    path: &str,
+    body: &impl serde::Serialize,
+) -> (u16, serde_json::Value) {
+    let r = api.run_sync(
+        store,
+        &Request::new("POST", path, serde_json::to_vec(body).unwrap()),
+        NOW,
+    );
+    (r.status, r.json_body())
+}
+
+#[test]
+fn a_lost_commit_is_retried_and_then_reports_the_winner() {
+    let api = open_api();
+    let base = MemoryStore::new();
+    let (alice, bob, carol) = (key(1), key(2), key(3));
+    let i = intent(&alice, "race", json!({}));
+    assert_eq!(post(&api, &base, "/v1/intents", &i).0, 201);
+    // Carol's claim sneaks in right before Bob's commit.
+    let rival = claim_at(&carol, i.hash(), LEASE, NOW);
+    let fired = AtomicUsize::new(0);
+    let rival_api = open_api();
+    let store = Hooked {
+        inner: base.clone(),
+        hook: |inner: &MemoryStore, _: &Commit| {
+            if fired.fetch_add(1, Ordering::SeqCst) == 0 {
+                let (s, _) = post(
+                    &rival_api,
+                    inner,
+                    &format!("/v1/intents/{}/claim", i.hash()),
+                    &rival,
+                );
+                assert_eq!(s, 200);
+            }
+            None
+        },
+    };
+    let (status, body) = post(
+        &api,
+        &store,
+        &format!("/v1/intents/{}/claim", i.hash()),
+        &claim_at(&bob, i.hash(), LEASE, NOW),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "already_claimed");
+    assert_eq!(body["error"]["holder"], carol.author().to_string());
+    assert_eq!(api.metrics().conflicts(), 1);
+}
+
+#[test]
+fn endless_conflicts_answer_409_conflict_and_store_nothing() {
+    let api = open_api();
+    let store = Hooked {
+        inner: MemoryStore::new(),
+        hook: |_: &MemoryStore, c: &Commit| {
+            Some(Ok(CommitOutcome::Conflict(
+                c.ops
+                    .iter()
+                    .map(|op| nexus_store::CasFailure {
+                        key: op.key.clone(),
+                        current: None,
+                    })
+                    .collect(),
+            )))
+        },
+    };
+    let i = intent(&key(1), "a", json!({}));
+    let (status, body) = post(&api, &store, "/v1/intents", &i);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    assert!(
+        body["error"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| *k == keys::committed(&i.hash()))
+    );
+    assert_eq!(api.metrics().conflicts(), nexus_api::MAX_ATTEMPTS as u64);
+    // Nothing visible: the record content may be written before the commit point (it is
+    // idempotent and invisible), but nothing is committed.
+    let snap = store.inner.snapshot().unwrap();
+    assert!(snap.states.is_empty(), "{:?}", snap.states.keys());
+    assert_eq!(
+        api.run_sync(
+            &store.inner,
+            &Request::new("GET", &format!("/v1/records/{}", i.hash()), vec![]),
+            NOW
+        )
+        .status,
+        404
+    );
+}
+
+#[test]
+fn a_failing_store_answers_500_storage() {
+    let api = open_api();
+    let store = Hooked {
+        inner: MemoryStore::new(),
+        hook: |_: &MemoryStore, _: &Commit| Some(Err(StoreError::Backend("disk on fire".into()))),
+    };
+    let (status, body) = post(
+        &api,
+        &store,
+        "/v1/intents",
+        &intent(&key(1), "a", json!({})),
+    );
+    assert_eq!(status, 500);
+    assert_eq!(body["error"]["code"], "storage");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk on fire")
+    );
+}
+
+/// A session host: hydrate the read set, execute, and the job completes in one round.
+#[test]
+fn read_sets_let_writes_finish_in_one_round() {
+    let api = open_api();
+    let store = MemoryStore::new();
+    let (alice, bob) = (key(1), key(2));
+    let i = intent(&alice, "a", json!({}));
+    let f = fact(&alice, "a", json!(1), vec![], None, NOW);
+    let h = hint(
+        &alice,
+        "z/**",
+        nexus_core::Effect::Deny,
+        "no",
+        vec![f.hash()],
+    );
+    let mut answers = vec![];
+    for (path, body) in [
+        ("/v1/intents".to_owned(), i.to_json()),
+        ("/v1/facts".to_owned(), f.to_json()),
+        ("/v1/hints".to_owned(), h.to_json()),
+        (
+            format!("/v1/intents/{}/claim", i.hash()),
+            claim_at(&bob, i.hash(), LEASE, NOW).to_json(),
+        ),
+        (
+            format!("/v1/intents/{}/renew", i.hash()),
+            renew_at(&bob, i.hash(), 1, LEASE, NOW).to_json(),
+        ),
+        (
+            format!("/v1/intents/{}/withdraw", i.hash()),
+            withdraw_at(&alice, i.hash(), NOW).to_json(),
+        ),
+    ] {
+        let Prepared::Job(job) = api.prepare(&Request::new("POST", &path, body)) else {
+            panic!("{path} did not prepare a job");
+        };
+        assert!(job.is_write());
+        let mut driver = StoreSession::with_max_rounds(1);
+        driver.hydrate_from(&store, &job.read_set()).unwrap();
+        let limits = api.config().limits.clone();
+        let Executed::Done(outcome, delta) = driver
+            .execute(|s| job.execute(&session_core(s, &limits), NOW))
+            .unwrap()
+        else {
+            panic!("{path} missed data after hydrating its read set");
+        };
+        assert!(outcome.commits(), "{path}: {:?}", outcome.error());
+        let report = delta.flush(&store, keys::is_after_commit).unwrap();
+        let r = outcome.response(report.first_seq);
+        answers.push((r.status, r.json_body()));
+    }
+    assert_eq!(answers[0].1["seq"], 1);
+    assert_eq!(answers[2].1["seq"], 3);
+    assert_eq!(answers[3].1["token"], 1);
+    assert_eq!(answers[5].1["state"], "withdrawn");
+}
+
+/// Reads run as jobs too, and produce empty deltas.
+#[test]
+fn reads_are_jobs_with_empty_deltas() {
+    let api = open_api();
+    let store = MemoryStore::new();
+    let i = intent(&key(1), "a", json!({}));
+    api.run_sync(
+        &store,
+        &Request::new("POST", "/v1/intents", i.to_json()),
+        NOW,
+    );
+    for target in [
+        "/v1/intents?state=available".to_owned(),
+        "/v1/facts?topic=a".to_owned(),
+        format!("/v1/records/{}", &i.hash().to_string()[..8]),
+        format!("/v1/records/{}/provenance", i.hash()),
+        "/v1/hints".to_owned(),
+        "/v1/log".to_owned(),
+        "/v1/health".to_owned(),
+    ] {
+        let Prepared::Job(job) = api.prepare(&Request::new("GET", &target, vec![])) else {
+            panic!("{target} is not a job");
+        };
+        assert!(!job.is_write());
+        let mut driver = StoreSession::with_max_rounds(job.max_rounds());
+        driver.hydrate_from(&store, &job.read_set()).unwrap();
+        let limits = api.config().limits.clone();
+        let (outcome, delta) = driver
+            .run(&store, |s| job.execute(&session_core(s, &limits), NOW))
+            .unwrap();
+        assert!(delta.is_empty(), "{target}");
+        assert_eq!(outcome.response(None).status, 200, "{target}");
+        assert!(driver.rounds() <= 3, "{target}: {} rounds", driver.rounds());
+    }
+}
+
+#[test]
+fn provenance_stops_at_a_thousand_records() {
+    let h = Harness::open();
+    let k = key(1);
+    let mut mids = vec![];
+    for m in 0..20u64 {
+        let leaves: Vec<_> = (0..60u64)
+            .map(|n| {
+                let f = fact(&k, "w", json!([m, n]), vec![], None, NOW);
+                assert_eq!(h.submit(&f).status, 201);
+                f.hash()
+            })
+            .collect();
+        let mid = fact(&k, "w", json!(m), leaves, None, NOW);
+        assert_eq!(h.submit(&mid).status, 201);
+        mids.push(mid.hash());
+    }
+    let top = fact(&k, "w", json!("top"), mids, None, NOW);
+    h.submit(&top);
+    let a = h.get(&format!("/v1/records/{}/provenance", top.hash()));
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.json["records"].as_array().unwrap().len(),
+        nexus_api::PROVENANCE_MAX_RECORDS
+    );
+}
