@@ -1,1 +1,922 @@
-//! HTTP
+//! A blocking client for the v1 HTTP+JSON API (spec/api.md).
+//!
+//! Every route has a method returning a typed answer. Records in answers are verified
+//! (hash and signature) before they are handed out, so a client never trusts the server
+//! for authorship. Every error answer becomes [`ClientError::Api`] carrying the
+//! server's [`ApiError`] (status, stable `code`, message and named details such as the
+//! `holder` of an `already_claimed`).
+//!
+//! ```no_run
+//! use nexus_client::{Client, KeyFile, builders};
+//! use serde_json::json;
+//!
+//! let key = KeyFile::load_default()?;
+//! let client = Client::new("http://127.0.0.1:7878")?;
+//! let intent = builders::propose(key.key(), "chem/solubility", json!({"compound": "NaCl"}), &[])?;
+//! client.submit(&intent)?;
+//! let lease = client.claim(&builders::claim(key.key(), intent.hash(), 30_000)?)?;
+//! let fact = builders::fact(key.key(), "chem/solubility", json!({"g_per_l": 360}),
+//!                           &[intent.hash()], Some((intent.hash(), lease.token)))?;
+//! client.submit(&fact)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use nexus_core::{
+    Action, ActionContent, AuthorKey, Content, FihHash, Hint, IntentState, Kind, Lease, Limits,
+    Record, ValidationError,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Default timeout for one whole request (connect, send, answer).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest answer body read, in bytes (a full log page of large records fits).
+pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
+
+/// Entries asked for per `GET /v1/log` page by [`Client::log_pages`] (the server's maximum).
+pub const LOG_PAGE_SIZE: u32 = 1_000;
+
+/// An error answer of the server: `{"error":{"code","message",…details}}`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("HTTP {status} {code}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable machine-readable code (`already_claimed`, `unknown_parent`, …).
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// The other members of the error object (e.g. `holder`, `lease_until`, `token`
+    /// for `already_claimed`; `parent` for `unknown_parent`), as a JSON object.
+    pub details: Value,
+}
+
+impl ApiError {
+    /// A detail member.
+    pub fn detail(&self, name: &str) -> Option<&Value> {
+        self.details.get(name)
+    }
+
+    /// `holder` of an `already_claimed`.
+    pub fn holder(&self) -> Option<AuthorKey> {
+        self.detail("holder")?.as_str()?.parse().ok()
+    }
+
+    /// `lease_until` of an `already_claimed`.
+    pub fn lease_until(&self) -> Option<u64> {
+        self.detail("lease_until")?.as_u64()
+    }
+
+    /// `token` of an `already_claimed`.
+    pub fn token(&self) -> Option<u64> {
+        self.detail("token")?.as_u64()
+    }
+
+    /// `parent` of an `unknown_parent`.
+    pub fn parent(&self) -> Option<FihHash> {
+        self.detail("parent")?.as_str()?.parse().ok()
+    }
+}
+
+/// Why a request failed. Every variant names the method and URL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The base URL is not an `http://` or `https://` URL.
+    #[error("invalid server URL {url:?}: {reason}")]
+    BadUrl {
+        /// As given.
+        url: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No connection could be made (refused, host not found, connect timeout).
+    #[error("cannot reach the neXus server at {url} ({method}): {source}")]
+    Unreachable {
+        /// HTTP method.
+        method: &'static str,
+        /// The full URL.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// The exchange failed after connecting (timeout, protocol error, reset).
+    #[error("{method} {url}: {source}")]
+    Transport {
+        /// HTTP method.
+        method: &'static str,
+        /// The full URL.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// The server answered with an error.
+    #[error("{method} {url}: {error}")]
+    Api {
+        /// HTTP method.
+        method: &'static str,
+        /// The full URL.
+        url: String,
+        /// The server's error.
+        #[source]
+        error: Box<ApiError>,
+    },
+    /// The answer is not what the API promises (not JSON, wrong shape, non-API error).
+    #[error("{method} {url}: unexpected answer (HTTP {status}): {reason}")]
+    Unexpected {
+        /// HTTP method.
+        method: &'static str,
+        /// The full URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// What is wrong, with the start of the body.
+        reason: String,
+    },
+    /// A record or action in the answer does not verify.
+    #[error("{method} {url}: the server sent an invalid record: {source}")]
+    InvalidRecord {
+        /// HTTP method.
+        method: &'static str,
+        /// The full URL.
+        url: String,
+        /// Why it does not verify.
+        #[source]
+        source: ValidationError,
+    },
+}
+
+impl ClientError {
+    /// The server's error, if it answered with one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The server's error code, if it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        self.api().map(|e| e.code.as_str())
+    }
+
+    /// The HTTP status, if there was an answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { error, .. } => Some(error.status),
+            ClientError::Unexpected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Answer to a record submission (`POST /v1/intents|facts|hints`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Submitted {
+    /// The record's hash.
+    pub hash: FihHash,
+    /// Its kind.
+    pub kind: Kind,
+    /// True when it had already been committed (status 200; nothing changed).
+    pub duplicate: bool,
+    /// The commit's log sequence number (`None` for a duplicate).
+    #[serde(default)]
+    pub seq: Option<u64>,
+}
+
+/// Answer to a claim or renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Leased {
+    /// The Intent.
+    pub intent: FihHash,
+    /// The fencing token to present when renewing or resolving.
+    pub token: u64,
+    /// End of the lease, ms since the Unix epoch (server clock).
+    pub lease_until: u64,
+    /// True when the claim took the Intent over from a lapsed holder.
+    pub takeover: bool,
+}
+
+impl From<Leased> for Lease {
+    fn from(l: Leased) -> Self {
+        Lease {
+            intent: l.intent,
+            token: l.token,
+            lease_until: l.lease_until,
+            takeover: l.takeover,
+        }
+    }
+}
+
+/// Answer to a withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Withdrawn {
+    /// The Intent.
+    pub intent: FihHash,
+    /// `withdrawn`.
+    pub state: String,
+}
+
+/// What an action did ([`Client::act`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acted {
+    /// A claim, takeover or renewal.
+    Leased(Leased),
+    /// A withdrawal.
+    Withdrawn(Withdrawn),
+}
+
+/// Filters of `GET /v1/intents`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntentQuery {
+    /// `available`, `claimed`, `resolved` or `withdrawn`.
+    pub state: Option<String>,
+    /// Topic (subtopics included).
+    pub topic: Option<String>,
+    /// Page size (server default 50, max 500).
+    pub limit: Option<u32>,
+    /// `next` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Filters of `GET /v1/facts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FactQuery {
+    /// Topic (subtopics included).
+    pub topic: Option<String>,
+    /// Inclusive lower bound on time, ms.
+    pub since: Option<u64>,
+    /// Exclusive upper bound on time, ms.
+    pub until: Option<u64>,
+    /// Page size (server default 50, max 500).
+    pub limit: Option<u32>,
+    /// `next` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One Intent of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentItem {
+    /// The Intent (verified).
+    pub record: Record,
+    /// Its state.
+    pub state: IntentState,
+    /// Sum of the active priority Hints selecting it.
+    pub priority: i64,
+}
+
+/// A page of `GET /v1/intents`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentPage {
+    /// The Intents.
+    pub intents: Vec<IntentItem>,
+    /// Cursor of the next page (`None`: no more).
+    pub next: Option<String>,
+}
+
+/// A page of `GET /v1/facts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactPage {
+    /// The Facts (verified), oldest first.
+    pub facts: Vec<Record>,
+    /// Cursor of the next page (`None`: no more).
+    pub next: Option<String>,
+}
+
+/// `GET /v1/records/{id}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordInfo {
+    /// The record (verified).
+    pub record: Record,
+    /// Its kind.
+    pub kind: Kind,
+    /// Every link: parents, the resolved Intent, a Hint's source Facts.
+    pub parents: Vec<FihHash>,
+}
+
+/// `GET /v1/records/{id}/provenance`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    /// The record asked about.
+    pub root: FihHash,
+    /// The root and its ancestors, breadth first (verified).
+    pub records: Vec<Record>,
+}
+
+/// An active Hint (`GET /v1/hints`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HintItem {
+    /// Its hash.
+    pub hash: FihHash,
+    /// The Hint record (verified).
+    pub record: Record,
+}
+
+impl HintItem {
+    /// The Hint content.
+    pub fn hint(&self) -> Option<&Hint> {
+        match self.record.content() {
+            Content::Hint(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+/// A page of `GET /v1/log`. Entries are kept as sent (`{"seq","at","record"|"action"}`)
+/// so that an export is what the server sent;
+/// [`verify_export`](crate::verify::verify_export) checks them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LogPage {
+    /// The newest sequence number (0: empty log).
+    pub head: u64,
+    /// Entries from `from`, in order.
+    pub entries: Vec<Value>,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// The newest log sequence number.
+    pub log_head: u64,
+}
+
+#[derive(Deserialize)]
+struct RawIntentItem {
+    record: Value,
+    state: IntentState,
+    priority: i64,
+}
+#[derive(Deserialize)]
+struct RawIntentPage {
+    intents: Vec<RawIntentItem>,
+    next: Option<String>,
+}
+#[derive(Deserialize)]
+struct RawFactPage {
+    facts: Vec<Value>,
+    next: Option<String>,
+}
+#[derive(Deserialize)]
+struct RawRecordInfo {
+    record: Value,
+    kind: Kind,
+    parents: Vec<FihHash>,
+}
+#[derive(Deserialize)]
+struct RawProvenance {
+    root: FihHash,
+    records: Vec<Value>,
+}
+#[derive(Deserialize)]
+struct RawHintItem {
+    hash: FihHash,
+    hint: Value,
+}
+#[derive(Deserialize)]
+struct RawHints {
+    hints: Vec<RawHintItem>,
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let mut q = String::new();
+    for (name, value) in pairs {
+        if let Some(v) = value {
+            q.push(if q.is_empty() { '?' } else { '&' });
+            q.push_str(name);
+            q.push('=');
+            q.push_str(&encode(v));
+        }
+    }
+    q
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut s: String = text.chars().take(200).collect();
+    if text.chars().nth(200).is_some() {
+        s.push('…');
+    }
+    s
+}
+
+/// A blocking client for one neXus server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+    limits: Limits,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (`http://host:port` or `https://…`,
+    /// optionally with a path prefix; a trailing `/` is ignored).
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/');
+        let bad = |reason| ClientError::BadUrl {
+            url: base_url.to_owned(),
+            reason,
+        };
+        let rest = base
+            .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"))
+            .ok_or_else(|| bad("it must start with http:// or https://"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(bad("it names no host"));
+        }
+        if base.contains(['?', '#']) || base.chars().any(char::is_whitespace) {
+            return Err(bad("it must not contain a query, fragment or spaces"));
+        }
+        Ok(Self {
+            base: base.to_owned(),
+            agent: Self::agent(DEFAULT_TIMEOUT),
+            limits: Limits::default(),
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    fn agent(timeout: Duration) -> ureq::Agent {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .user_agent(concat!("nexus-client/", env!("CARGO_PKG_VERSION")))
+            .build();
+        ureq::Agent::new_with_config(config)
+    }
+
+    /// Sets the timeout of each whole request (default [`DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.agent = Self::agent(timeout);
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the limits records in answers are verified against (default: the
+    /// defaults every host uses; set the server's own if it was configured otherwise).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    // ---- raw requests ----
+
+    /// Sends a request; answers 2xx with the status and body, anything else as an
+    /// error (an [`ApiError`] when the body has the API's error shape).
+    fn exchange(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let result = match body {
+            Some(bytes) => self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(bytes),
+            None => self.agent.get(&url).call(),
+        };
+        let mut response = result.map_err(|e| transport(method, &url, e))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(|e| transport(method, &url, e))?;
+        if (200..300).contains(&status) {
+            return Ok((status, bytes));
+        }
+        Err(match api_error(status, &bytes) {
+            Some(error) => ClientError::Api {
+                method,
+                url,
+                error: Box::new(error),
+            },
+            None => ClientError::Unexpected {
+                method,
+                url,
+                status,
+                reason: format!("not an API error body: {}", snippet(&bytes)),
+            },
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.exchange(method, path, body)?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+            method,
+            url: format!("{}{}", self.base, path),
+            status,
+            reason: format!("{e}: {}", snippet(&bytes)),
+        })
+    }
+
+    fn verify(&self, method: &'static str, path: &str, v: Value) -> Result<Record, ClientError> {
+        Record::from_value(v, &self.limits).map_err(|source| ClientError::InvalidRecord {
+            method,
+            url: format!("{}{}", self.base, path),
+            source,
+        })
+    }
+
+    /// `GET path` (with its query), answering the status and JSON body of a 2xx; for
+    /// routes or parameters the typed methods do not cover, and for tests.
+    pub fn get_json(&self, path: &str) -> Result<(u16, Value), ClientError> {
+        self.decode_with_status("GET", path, None)
+    }
+
+    /// `POST path` with `body` as `application/json` (sent as given, valid or not),
+    /// answering the status and JSON body of a 2xx.
+    pub fn post_json(&self, path: &str, body: &[u8]) -> Result<(u16, Value), ClientError> {
+        self.decode_with_status("POST", path, Some(body))
+    }
+
+    fn decode_with_status(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Value), ClientError> {
+        let (status, bytes) = self.exchange(method, path, body)?;
+        let v = serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+            method,
+            url: format!("{}{}", self.base, path),
+            status,
+            reason: format!("{e}: {}", snippet(&bytes)),
+        })?;
+        Ok((status, v))
+    }
+
+    // ---- writes ----
+
+    /// Submits a record to the route of its kind (`/v1/intents`, `/v1/facts`,
+    /// `/v1/hints`).
+    pub fn submit(&self, record: &Record) -> Result<Submitted, ClientError> {
+        let path = match record.content().kind() {
+            Kind::Intent => "/v1/intents",
+            Kind::Fact => "/v1/facts",
+            Kind::Hint => "/v1/hints",
+        };
+        self.decode("POST", path, Some(&record.to_json()))
+    }
+
+    /// `POST /v1/intents` (whatever the record's kind: the server checks).
+    pub fn submit_intent(&self, record: &Record) -> Result<Submitted, ClientError> {
+        self.decode("POST", "/v1/intents", Some(&record.to_json()))
+    }
+
+    /// `POST /v1/facts` (a Fact with `resolves` resolves its Intent atomically).
+    pub fn submit_fact(&self, record: &Record) -> Result<Submitted, ClientError> {
+        self.decode("POST", "/v1/facts", Some(&record.to_json()))
+    }
+
+    /// `POST /v1/hints`.
+    pub fn submit_hint(&self, record: &Record) -> Result<Submitted, ClientError> {
+        self.decode("POST", "/v1/hints", Some(&record.to_json()))
+    }
+
+    fn action_path(action: &Action, verb: &str) -> String {
+        format!("/v1/intents/{}/{verb}", action.content().intent())
+    }
+
+    /// Sends an action to the route of its kind.
+    pub fn act(&self, action: &Action) -> Result<Acted, ClientError> {
+        match action.content() {
+            ActionContent::Claim { .. } => self.claim(action).map(Acted::Leased),
+            ActionContent::Renew { .. } => self.renew(action).map(Acted::Leased),
+            ActionContent::Withdraw { .. } => self.withdraw(action).map(Acted::Withdrawn),
+        }
+    }
+
+    /// `POST /v1/intents/{intent}/claim`.
+    pub fn claim(&self, action: &Action) -> Result<Leased, ClientError> {
+        let path = Self::action_path(action, "claim");
+        self.decode("POST", &path, Some(&action.to_json()))
+    }
+
+    /// `POST /v1/intents/{intent}/renew`.
+    pub fn renew(&self, action: &Action) -> Result<Leased, ClientError> {
+        let path = Self::action_path(action, "renew");
+        self.decode("POST", &path, Some(&action.to_json()))
+    }
+
+    /// `POST /v1/intents/{intent}/withdraw`.
+    pub fn withdraw(&self, action: &Action) -> Result<Withdrawn, ClientError> {
+        let path = Self::action_path(action, "withdraw");
+        self.decode("POST", &path, Some(&action.to_json()))
+    }
+
+    // ---- reads ----
+
+    /// `GET /v1/intents` (one page).
+    pub fn intents(&self, q: &IntentQuery) -> Result<IntentPage, ClientError> {
+        let path = format!(
+            "/v1/intents{}",
+            query(&[
+                ("state", q.state.clone()),
+                ("topic", q.topic.clone()),
+                ("limit", q.limit.map(|l| l.to_string())),
+                ("cursor", q.cursor.clone()),
+            ])
+        );
+        let raw: RawIntentPage = self.decode("GET", &path, None)?;
+        let intents = raw
+            .intents
+            .into_iter()
+            .map(|i| {
+                Ok(IntentItem {
+                    record: self.verify("GET", &path, i.record)?,
+                    state: i.state,
+                    priority: i.priority,
+                })
+            })
+            .collect::<Result<_, ClientError>>()?;
+        Ok(IntentPage {
+            intents,
+            next: raw.next,
+        })
+    }
+
+    /// `GET /v1/facts` (one page).
+    pub fn facts(&self, q: &FactQuery) -> Result<FactPage, ClientError> {
+        let path = format!(
+            "/v1/facts{}",
+            query(&[
+                ("topic", q.topic.clone()),
+                ("since", q.since.map(|v| v.to_string())),
+                ("until", q.until.map(|v| v.to_string())),
+                ("limit", q.limit.map(|l| l.to_string())),
+                ("cursor", q.cursor.clone()),
+            ])
+        );
+        let raw: RawFactPage = self.decode("GET", &path, None)?;
+        let facts = raw
+            .facts
+            .into_iter()
+            .map(|f| self.verify("GET", &path, f))
+            .collect::<Result<_, _>>()?;
+        Ok(FactPage {
+            facts,
+            next: raw.next,
+        })
+    }
+
+    /// `GET /v1/records/{id}` (`id`: a full hash or a prefix of at least 8 hex digits).
+    pub fn record(&self, id: &str) -> Result<RecordInfo, ClientError> {
+        let path = format!("/v1/records/{}", encode(id));
+        let raw: RawRecordInfo = self.decode("GET", &path, None)?;
+        Ok(RecordInfo {
+            record: self.verify("GET", &path, raw.record)?,
+            kind: raw.kind,
+            parents: raw.parents,
+        })
+    }
+
+    /// `GET /v1/records/{id}/provenance?depth=`.
+    pub fn provenance(&self, id: &str, depth: Option<u32>) -> Result<Provenance, ClientError> {
+        let path = format!(
+            "/v1/records/{}/provenance{}",
+            encode(id),
+            query(&[("depth", depth.map(|d| d.to_string()))])
+        );
+        let raw: RawProvenance = self.decode("GET", &path, None)?;
+        let records = raw
+            .records
+            .into_iter()
+            .map(|r| self.verify("GET", &path, r))
+            .collect::<Result<_, _>>()?;
+        Ok(Provenance {
+            root: raw.root,
+            records,
+        })
+    }
+
+    /// `GET /v1/hints`: the Hints in force.
+    pub fn hints(&self) -> Result<Vec<HintItem>, ClientError> {
+        let path = "/v1/hints";
+        let raw: RawHints = self.decode("GET", path, None)?;
+        raw.hints
+            .into_iter()
+            .map(|h| {
+                let record = self.verify("GET", path, h.hint)?;
+                if record.hash() != h.hash || record.content().kind() != Kind::Hint {
+                    return Err(ClientError::Unexpected {
+                        method: "GET",
+                        url: format!("{}{path}", self.base),
+                        status: 200,
+                        reason: format!("hint {} is not the Hint record it lists", h.hash),
+                    });
+                }
+                Ok(HintItem {
+                    hash: h.hash,
+                    record,
+                })
+            })
+            .collect()
+    }
+
+    /// `GET /v1/log?from=&limit=`: one page of the commit log from `from` (inclusive,
+    /// the first entry is 1).
+    pub fn log(&self, from: u64, limit: Option<u32>) -> Result<LogPage, ClientError> {
+        let path = format!(
+            "/v1/log{}",
+            query(&[
+                ("from", Some(from.to_string())),
+                ("limit", limit.map(|l| l.to_string())),
+            ])
+        );
+        self.decode("GET", &path, None)
+    }
+
+    /// The commit log from `from` on, page by page, until the head the server reports
+    /// (pages of [`LOG_PAGE_SIZE`]).
+    pub fn log_pages(&self, from: u64) -> LogPages<'_> {
+        LogPages {
+            client: self,
+            next: from.max(1),
+            done: false,
+        }
+    }
+
+    /// The commit log from `from` on, entry by entry: feed it to
+    /// [`export_to`](crate::verify::export_to) to write an export.
+    pub fn log_entries(&self, from: u64) -> impl Iterator<Item = Result<Value, ClientError>> + '_ {
+        self.log_pages(from).flat_map(|page| {
+            let (ok, err) = match page {
+                Ok(p) => (p.entries, None),
+                Err(e) => (vec![], Some(e)),
+            };
+            ok.into_iter().map(Ok).chain(err.map(Err))
+        })
+    }
+
+    /// `GET /v1/health`.
+    pub fn health(&self) -> Result<Health, ClientError> {
+        self.decode("GET", "/v1/health", None)
+    }
+
+    /// `GET /metrics` (Prometheus text).
+    pub fn metrics(&self) -> Result<String, ClientError> {
+        let (_, bytes) = self.exchange("GET", "/metrics", None)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// `GET /v1/openapi.json`.
+    pub fn openapi(&self) -> Result<Value, ClientError> {
+        self.decode("GET", "/v1/openapi.json", None)
+    }
+}
+
+/// Pages of the commit log ([`Client::log_pages`]). Stops after the page that reaches
+/// the head the server reported, on an empty page, or after an error.
+#[derive(Debug)]
+pub struct LogPages<'a> {
+    client: &'a Client,
+    next: u64,
+    done: bool,
+}
+
+impl Iterator for LogPages<'_> {
+    type Item = Result<LogPage, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let page = match self.client.log(self.next, Some(LOG_PAGE_SIZE)) {
+            Ok(p) => p,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        let last = page
+            .entries
+            .last()
+            .and_then(|e| e.get("seq"))
+            .and_then(Value::as_u64);
+        match last {
+            Some(seq) if seq >= self.next => {
+                self.next = seq + 1;
+                if seq >= page.head {
+                    self.done = true;
+                }
+                Some(Ok(page))
+            }
+            Some(seq) => {
+                self.done = true;
+                Some(Err(ClientError::Unexpected {
+                    method: "GET",
+                    url: format!("{}/v1/log?from={}", self.client.base, self.next),
+                    status: 200,
+                    reason: format!("the page ends at seq {seq}, before `from`"),
+                }))
+            }
+            None if page.entries.is_empty() => {
+                self.done = true;
+                None
+            }
+            None => {
+                self.done = true;
+                Some(Err(ClientError::Unexpected {
+                    method: "GET",
+                    url: format!("{}/v1/log?from={}", self.client.base, self.next),
+                    status: 200,
+                    reason: "the last entry has no integer `seq`".into(),
+                }))
+            }
+        }
+    }
+}
+
+fn transport(method: &'static str, url: &str, e: ureq::Error) -> ClientError {
+    let unreachable = match &e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve),
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::AddrNotAvailable
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::NetworkUnreachable
+        ),
+        _ => false,
+    };
+    let (method, url, source) = (method, url.to_owned(), Box::new(e));
+    if unreachable {
+        ClientError::Unreachable {
+            method,
+            url,
+            source,
+        }
+    } else {
+        ClientError::Transport {
+            method,
+            url,
+            source,
+        }
+    }
+}
+
+fn api_error(status: u16, body: &[u8]) -> Option<ApiError> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let Value::Object(mut error) = v.get("error")?.clone() else {
+        return None;
+    };
+    let code = match error.remove("code")? {
+        Value::String(s) => s,
+        _ => return None,
+    };
+    let message = match error.remove("message") {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    Some(ApiError {
+        status,
+        code,
+        message,
+        details: Value::Object(error),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -18,6 +18,6 @@ pub mod keys;
 pub mod verify;
 
 pub use builders::BuildError;
-
+pub use http::{ApiError, Client, ClientError};
 pub use keys::{KeyError, KeyFile};
 pub use verify::{Problem, VerifyError, VerifyReport, export_to, verify_export};
