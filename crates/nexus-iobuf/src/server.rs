@@ -5,10 +5,13 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 
-use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore};
+use nexus_store::{
+    BatchWrite, BlobStore, CasFailure, CommitOutcome, KeyValueStore, ObjectStore, StoreError,
+    WriteBatch,
+};
 
 use crate::driver::{DEFAULT_MAX_ROUNDS, Executed, SessionError, StoreSession};
-use crate::session::{FlushError, FlushReport, IoBufferSession};
+use crate::session::{Delta, FlushError, FlushReport, FlushStage, IoBufferSession};
 
 /// Attempts (execute + flush) a [`SessionServer`] makes per job unless told otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: usize = 4;
@@ -303,23 +306,27 @@ impl<S: KeyValueStore + BlobStore + ObjectStore> SessionServer<S> {
         true
     }
 
+    /// Executes `job` round by round, hydrating misses from the store, to its delta.
+    fn execute_rounds(
+        &self,
+        job: &mut dyn ErasedJob,
+        driver: &mut StoreSession,
+    ) -> Result<Delta, SessionError> {
+        loop {
+            match driver.execute(|s| job.execute(s))? {
+                Executed::Done((), delta) => return Ok(delta),
+                Executed::NeedsHydration(misses) => driver.hydrate_from(&self.store, &misses)?,
+            }
+        }
+    }
+
     fn attempt(&self, job: &mut dyn ErasedJob) -> Result<JobStats, JobError> {
         let mut driver = StoreSession::with_max_rounds(self.max_rounds);
         let mut rounds = 0;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let delta = loop {
-                match driver.execute(|s| job.execute(s)) {
-                    Ok(Executed::Done((), delta)) => break Ok(delta),
-                    Ok(Executed::NeedsHydration(misses)) => {
-                        if let Err(e) = driver.hydrate_from(&self.store, &misses) {
-                            break Err(e);
-                        }
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
+            let delta = self.execute_rounds(job, &mut driver);
             rounds += driver.rounds();
             match delta?.flush(&self.store, |k| (self.after_commit)(k)) {
                 Ok(report) => {
@@ -337,6 +344,139 @@ impl<S: KeyValueStore + BlobStore + ObjectStore> SessionServer<S> {
                 }
                 Err(e) => return Err(JobError::Flush(e)),
             }
+        }
+    }
+}
+
+/// A job of a group in progress: its session driver and counters across attempts.
+struct InFlight {
+    job: Box<dyn ErasedJob>,
+    driver: StoreSession,
+    attempts: usize,
+    rounds: usize,
+}
+
+impl<S: KeyValueStore + BlobStore + ObjectStore + BatchWrite> SessionServer<S> {
+    /// **Group commit.** Takes up to `max_jobs` queued jobs, executes each in its own
+    /// session (hydrated from the store as it stands before the group), and writes all
+    /// their deltas with ONE [`BatchWrite::write_batch_group`] — one durable transaction
+    /// on redb, so one `fsync` for the group instead of one per job.
+    ///
+    /// Each job's commit stays all-or-nothing on its own, in queue order. A job whose
+    /// commit conflicts (an earlier job of the group, or another writer, changed a
+    /// state it hydrated) is executed again from hydration in the next pass of the same
+    /// call, up to the attempt bound; so of several jobs claiming one key, exactly one
+    /// wins and the others re-run against the winner's state. Jobs that changed nothing
+    /// finish without a write; a delta that deletes is flushed on its own.
+    ///
+    /// Returns how many jobs were taken (0: the queue was empty).
+    pub fn process_group(&self, max_jobs: usize) -> usize {
+        let mut flight = Vec::new();
+        while flight.len() < max_jobs.max(1) {
+            let Some(job) = self.queue.pop() else { break };
+            flight.push(InFlight {
+                job,
+                driver: StoreSession::with_max_rounds(self.max_rounds),
+                attempts: 0,
+                rounds: 0,
+            });
+        }
+        let taken = flight.len();
+        while !flight.is_empty() {
+            let mut writes: Vec<(InFlight, Delta, WriteBatch)> = Vec::new();
+            for mut f in std::mem::take(&mut flight) {
+                f.attempts += 1;
+                let run = catch_unwind(AssertUnwindSafe(|| {
+                    self.execute_rounds(f.job.as_mut(), &mut f.driver)
+                }));
+                f.rounds += f.driver.rounds();
+                let delta = match run {
+                    Err(_) => {
+                        f.job.finish(Err(JobError::Panicked));
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        f.job.finish(Err(JobError::Session(e)));
+                        continue;
+                    }
+                    Ok(Ok(delta)) => delta,
+                };
+                if delta.is_empty() {
+                    let report = delta.report(|k| (self.after_commit)(k), None);
+                    self.finish_ok(f, report);
+                    continue;
+                }
+                match delta.to_write_batch(|k| (self.after_commit)(k)) {
+                    Some(batch) if batch.check().is_ok() => writes.push((f, delta, batch)),
+                    // Deletes, or a key the store refuses: flush alone, so that one bad
+                    // delta cannot refuse the whole group.
+                    _ => match delta.flush(&self.store, |k| (self.after_commit)(k)) {
+                        Ok(report) => self.finish_ok(f, report),
+                        Err(FlushError::Conflict { failures }) => {
+                            self.retry_or_fail(f, failures, &mut flight)
+                        }
+                        Err(e) => f.job.finish(Err(JobError::Flush(e))),
+                    },
+                }
+            }
+            if writes.is_empty() {
+                continue;
+            }
+            let batches: Vec<WriteBatch> = writes.iter().map(|(_, _, b)| b.clone()).collect();
+            match self.store.write_batch_group(&batches) {
+                Ok(outcomes) => {
+                    for ((f, delta, _), outcome) in writes.into_iter().zip(outcomes) {
+                        match outcome {
+                            CommitOutcome::Applied { first_seq } => {
+                                let report = delta.report(|k| (self.after_commit)(k), first_seq);
+                                self.finish_ok(f, report);
+                            }
+                            CommitOutcome::Conflict(failures) => {
+                                self.retry_or_fail(f, failures, &mut flight)
+                            }
+                            other => f.job.finish(Err(JobError::Flush(FlushError::Store {
+                                stage: FlushStage::Commit,
+                                source: StoreError::Backend(format!(
+                                    "unsupported commit outcome {other:?}"
+                                )),
+                            }))),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for (f, _, _) in writes {
+                        f.job.finish(Err(JobError::Flush(FlushError::Store {
+                            stage: FlushStage::Commit,
+                            source: StoreError::Backend(message.clone()),
+                        })));
+                    }
+                }
+            }
+        }
+        taken
+    }
+
+    fn finish_ok(&self, f: InFlight, report: FlushReport) {
+        f.job.finish(Ok(JobStats {
+            report,
+            attempts: f.attempts,
+            rounds: f.rounds,
+        }));
+    }
+
+    fn retry_or_fail(
+        &self,
+        mut f: InFlight,
+        failures: Vec<CasFailure>,
+        flight: &mut Vec<InFlight>,
+    ) {
+        if f.attempts < self.max_attempts {
+            f.driver.restart(&failures);
+            flight.push(f);
+        } else {
+            let attempts = f.attempts;
+            f.job.finish(Err(JobError::Conflict { attempts, failures }));
         }
     }
 }
@@ -397,6 +537,27 @@ mod threaded {
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
+        }
+    }
+
+    impl<S: KeyValueStore + BlobStore + ObjectStore + BatchWrite + Send + 'static> SessionServer<S> {
+        /// Moves the server onto a new thread that runs queued jobs in groups of up to
+        /// `max_jobs` with one batched write each ([`SessionServer::process_group`]):
+        /// jobs that arrive while a group is being written form the next group.
+        pub fn spawn_grouped(self, max_jobs: usize) -> std::io::Result<ServerThread<S>> {
+            let queue = Arc::clone(&self.queue);
+            let handle = std::thread::Builder::new()
+                .name("nexus-session-server".into())
+                .spawn(move || {
+                    while self.wait_for_job() {
+                        self.process_group(max_jobs);
+                    }
+                    self
+                })?;
+            Ok(ServerThread {
+                queue,
+                handle: Some(handle),
+            })
         }
     }
 

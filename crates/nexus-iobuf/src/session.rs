@@ -3,8 +3,8 @@
 use std::fmt;
 
 use nexus_store::{
-    BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, ObjectStore, StoreError,
-    StoreResult,
+    BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, ObjectStore, PutPhase, StoreError,
+    StoreResult, WriteBatch,
 };
 
 use crate::buffer::{IoBufferBlob, IoBufferKv, IoBufferObject, ListQuery};
@@ -331,6 +331,52 @@ impl Delta {
     /// the flush order themselves.
     pub fn split_kv_puts(&self, after_commit: impl Fn(&str) -> bool) -> (Vec<&KvPut>, Vec<&KvPut>) {
         self.kv_puts.iter().partition(|(k, _)| !after_commit(k))
+    }
+
+    /// The delta as one [`WriteBatch`] for a store that applies batches together
+    /// ([`nexus_store::BatchWrite`], the native group commit): blob puts and the
+    /// key-value puts not selected by `after_commit` go before the commit, the selected
+    /// ones after it. `None` when the delta deletes anything (a batch has no deletes;
+    /// flush such a delta with [`Delta::flush`]).
+    pub fn to_write_batch(&self, after_commit: impl Fn(&str) -> bool) -> Option<WriteBatch> {
+        if !self.kv_deletes.is_empty() || !self.blob_deletes.is_empty() {
+            return None;
+        }
+        let mut batch = WriteBatch::new(self.commit.clone());
+        for (key, bytes) in &self.blob_puts {
+            batch.blob(PutPhase::BeforeCommit, key.clone(), bytes.clone());
+        }
+        for (key, value) in &self.kv_puts {
+            let phase = if after_commit(key) {
+                PutPhase::AfterCommit
+            } else {
+                PutPhase::BeforeCommit
+            };
+            batch.kv(phase, key.clone(), value.clone());
+        }
+        Some(batch)
+    }
+
+    /// What flushing this delta writes, as a [`FlushReport`] for a commit that applied
+    /// with `first_seq`.
+    pub fn report(
+        &self,
+        after_commit: impl Fn(&str) -> bool,
+        first_seq: Option<u64>,
+    ) -> FlushReport {
+        let after = self.kv_puts.iter().filter(|(k, _)| after_commit(k)).count();
+        let committed = !self.commit.is_empty();
+        FlushReport {
+            blob_puts: self.blob_puts.len(),
+            kv_puts_before_commit: self.kv_puts.len() - after,
+            commits: usize::from(committed),
+            commit_ops: if committed { self.commit.ops.len() } else { 0 },
+            log_entries: if committed { self.commit.log.len() } else { 0 },
+            first_seq,
+            kv_puts_after_commit: after,
+            kv_deletes: self.kv_deletes.len(),
+            blob_deletes: self.blob_deletes.len(),
+        }
     }
 
     /// Writes the delta to `target` in the order of design §5:
