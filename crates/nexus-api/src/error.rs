@@ -8,7 +8,8 @@ use crate::Response;
 
 /// An error answer: HTTP status, stable code, message and named details, sent as
 /// `{"error":{"code","message",…details}}`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code} ({status}): {message}")]
 pub struct ApiError {
     /// HTTP status.
     pub status: u16,

@@ -9,9 +9,9 @@ use serde_json::Value;
 use nexus_core::storage::{MAX_SCAN, ReadSet as CoreReadSet, decode_stored_record, keys};
 use nexus_core::{
     Action, ActionContent, Applied, ColdStorage, CompositeColdStorage, Content, CoreError,
-    CoreResult, FihHash, IntentState, Kind, LogEntry, Record, Submitted, TimeRange, Topic,
+    CoreResult, FihHash, IntentState, Kind, Limits, LogEntry, Record, Submitted, TimeRange, Topic,
 };
-use nexus_iobuf::{ListQuery, Misses};
+use nexus_iobuf::{IoBufferSession, ListQuery, Misses};
 use nexus_store::{BlobStore, KeyValueStore, LOG_HEAD_KEY, ObjectStore, log_key, parse_head};
 
 use crate::error::{ApiError, core_error, validation_error};
@@ -283,7 +283,7 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
                 None => None,
                 Some(c) => {
                     let key = format!("{prefix}{c}");
-                    if c.contains("..") || keys::parse_index(&key).is_none() {
+                    if keys::parse_index(&key).is_none() {
                         return Err(fail(bad_cursor()));
                     }
                     Some(key)
@@ -583,6 +583,18 @@ impl Job {
             route: self.route,
             result: self.run(core, now).map_err(|e| core_error(&e)),
         }
+    }
+
+    /// [`execute`](Self::execute) over a session's buffers (see
+    /// [`session_core`](crate::session_core)). When the job fails on data it had (no
+    /// misses), its writes are rolled back, so the session's delta is empty: a host
+    /// that flushes every job's delta (a `SessionServer`) stores nothing for an error.
+    pub fn execute_session(&self, session: &IoBufferSession, limits: &Limits, now: u64) -> Outcome {
+        let outcome = self.execute(&crate::session_core(session, limits), now);
+        if outcome.is_error() && session.misses().is_empty() {
+            session.rollback();
+        }
+        outcome
     }
 
     fn run<K, B, O>(&self, core: &CompositeColdStorage<K, B, O>, now: u64) -> CoreResult<Done>

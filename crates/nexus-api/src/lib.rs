@@ -13,6 +13,7 @@
 //!    part, run against a [`SessionCore`] built over an
 //!    [`IoBufferSession`] with [`session_core`] (re-executed from scratch while it
 //!    misses data, see `nexus-iobuf`). It returns an [`Outcome`].
+//!    [`Job::execute_session`] does both and empties the delta of a failed job.
 //! 3. Flush the session's delta only if [`Outcome::commits`] (an error's writes are
 //!    discarded: nothing partial is ever stored), with
 //!    [`keys::is_after_commit`](nexus_core::storage::keys::is_after_commit) as the
@@ -219,11 +220,11 @@ impl Api {
                 return storage_error(&e.to_string());
             }
             let limits = &self.config.limits;
-            let (outcome, delta) =
-                match driver.run(store, |s| job.execute(&session_core(s, limits), now)) {
-                    Ok(done) => done,
-                    Err(e) => return storage_error(&e.to_string()),
-                };
+            let (outcome, delta) = match driver.run(store, |s| job.execute_session(s, limits, now))
+            {
+                Ok(done) => done,
+                Err(e) => return storage_error(&e.to_string()),
+            };
             if !outcome.commits() || delta.is_empty() {
                 return outcome.response(None);
             }

@@ -194,6 +194,7 @@ pub struct ErrorDetail {
 
 /// `resolves` of a Fact.
 #[derive(ToSchema)]
+#[schema(as = Resolves)]
 pub struct WireResolves {
     /// The Intent answered (hex FihHash).
     pub intent: String,
@@ -204,7 +205,7 @@ pub struct WireResolves {
 /// A Fact, Intent or Hint in wire form: the signed content plus `hash` and `sig`, in
 /// normal form (optional members left out, never `null`; no other members).
 #[derive(ToSchema)]
-#[schema(title = "Record")]
+#[schema(as = Record)]
 pub struct WireRecord {
     /// `fact`, `intent` or `hint`.
     #[schema(pattern = "^(fact|intent|hint)$")]
@@ -243,7 +244,7 @@ pub struct WireRecord {
 
 /// A signed lifecycle action (`claim`, `renew` or `withdraw`) in wire form.
 #[derive(ToSchema)]
-#[schema(title = "Action")]
+#[schema(as = Action)]
 pub struct WireAction {
     /// `claim`, `renew` or `withdraw`.
     #[schema(pattern = "^(claim|renew|withdraw)$")]
@@ -266,7 +267,7 @@ pub struct WireAction {
 
 /// The state of an Intent.
 #[derive(ToSchema)]
-#[schema(title = "IntentState")]
+#[schema(as = IntentState)]
 pub struct WireIntentState {
     /// `available`, `claimed`, `resolved` or `withdrawn`.
     #[schema(pattern = "^(available|claimed|resolved|withdrawn)$")]

@@ -328,3 +328,31 @@ fn provenance_stops_at_a_thousand_records() {
         nexus_api::PROVENANCE_MAX_RECORDS
     );
 }
+
+#[test]
+fn failed_jobs_leave_empty_deltas_and_jobs_are_send() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<nexus_api::Job>();
+    send_sync::<nexus_api::Outcome>();
+    send_sync::<Api>();
+    let api = open_api();
+    let store = MemoryStore::new();
+    let orphan = intent_at(
+        &key(1),
+        "a",
+        json!({}),
+        vec![nexus_core::FihHash::of_canonical(b"x")],
+        NOW,
+    );
+    let Prepared::Job(job) = api.prepare(&Request::new("POST", "/v1/intents", orphan.to_json()))
+    else {
+        panic!("not a job");
+    };
+    let mut driver = StoreSession::new();
+    let limits = api.config().limits.clone();
+    let (outcome, delta) = driver
+        .run(&store, |s| job.execute_session(s, &limits, NOW))
+        .unwrap();
+    assert_eq!(outcome.error().map(|e| e.code), Some("unknown_parent"));
+    assert!(delta.is_empty());
+}
