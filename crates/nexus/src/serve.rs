@@ -1,0 +1,237 @@
+//! `nexus serve`: the HTTP host around `nexus-api` on the embedded redb store.
+//!
+//! Request path:
+//! 1. the body is read up to the API's limit (413 in the API's own error shape above it);
+//! 2. [`Api::prepare`] parses and verifies (hash, Ed25519, allowlist) on a blocking
+//!    thread, so signature checks of concurrent requests use every core;
+//! 3. reads run directly against the store (redb reads are MVCC snapshots);
+//! 4. writes go to one [`SessionServer`] thread that executes queued jobs in groups and
+//!    writes each group with ONE durable redb transaction (group commit): a write is
+//!    acknowledged only after the transaction holding it is durable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request as AxumRequest, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response as AxumResponse;
+use nexus_api::{Api, ApiConfig, ApiError, Job, Prepared, Request, Response, session_core};
+use nexus_iobuf::{IoBufferSession, JobError, SessionClient, SessionServer};
+use nexus_store_redb::RedbStore;
+
+use crate::agents;
+
+/// Most write jobs written together in one durable transaction.
+pub const GROUP_SIZE: usize = 256;
+
+/// Settings of `nexus serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Data directory (the redb file and the agent allowlist live here).
+    pub data: PathBuf,
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Accept any valid author key.
+    pub open: bool,
+}
+
+struct AppState {
+    api: Api,
+    store: RedbStore,
+    writes: SessionClient,
+}
+
+/// Milliseconds since the Unix epoch: the `now` every transition uses.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Opens the store and serves until SIGINT or SIGTERM, then finishes queued writes.
+pub fn run(opts: ServeOptions) -> Result<()> {
+    std::fs::create_dir_all(&opts.data)
+        .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
+    let store = open_store(&opts.data)?;
+    let allowed = agents::load(&opts.data)?;
+    if !opts.open && allowed.is_empty() {
+        tracing::warn!(
+            "no agent is allowed to write: add keys with `nexus agents add` or serve with --open"
+        );
+    }
+    let config = ApiConfig {
+        open: opts.open,
+        allowed,
+        ..ApiConfig::default()
+    };
+    let server = SessionServer::new(store.clone())
+        .with_max_rounds(16)
+        .with_max_attempts(16)
+        .with_after_commit(nexus_core::storage::keys::is_after_commit)
+        .spawn_grouped(GROUP_SIZE)
+        .context("cannot start the session server thread")?;
+    let state = Arc::new(AppState {
+        api: Api::new(config),
+        store,
+        writes: server.client(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(opts.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.addr))?;
+        let local = listener.local_addr().context("listener has no address")?;
+        tracing::info!(addr = %local, data = %opts.data.display(), open = opts.open, "neXus serving");
+        // A line on stdout that scripts and tests wait for.
+        println!("nexus listening on http://{local}");
+        let app = Router::new().fallback(handle).with_state(Arc::clone(&state));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("server failed")
+    })?;
+    drop(state);
+    server
+        .shutdown()
+        .map_err(|_| anyhow::anyhow!("the session server thread panicked"))?;
+    tracing::info!("stopped; every acknowledged write is durable");
+    Ok(())
+}
+
+/// Opens (or creates) the redb store of a data directory.
+pub fn open_store(data: &Path) -> Result<RedbStore> {
+    let path = data.join("nexus.redb");
+    RedbStore::open(&path).with_context(|| format!("cannot open the store {}", path.display()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing queued writes");
+}
+
+async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumResponse {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let limit = state.api.config().max_request_bytes;
+    let body = match to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            let r = ApiError::new(
+                "body_too_large",
+                format!("request body is larger than {limit} bytes (or could not be read)"),
+            )
+            .with("limit", limit)
+            .to_response();
+            return into_axum(r);
+        }
+    };
+    let request = Request::new(&method, &target, body.to_vec());
+    let st = Arc::clone(&state);
+    let answered = tokio::task::spawn_blocking(move || {
+        let (route, response) = match st.api.prepare(&request) {
+            Prepared::Respond(route, r) => (route, r),
+            Prepared::Metrics => (nexus_api::Route::Metrics, st.api.metrics().response()),
+            Prepared::Job(job) => {
+                let route = job.route();
+                let response = if job.is_write() {
+                    write(&st, job)
+                } else {
+                    st.api.run_job(&st.store, &job, now_ms())
+                };
+                (route, response)
+            }
+        };
+        let micros = started.elapsed().as_micros() as u64;
+        st.api.metrics().observe_response(route, &response, micros);
+        response
+    })
+    .await;
+    match answered {
+        Ok(r) => into_axum(r),
+        Err(_) => into_axum(ApiError::new("storage", "request handler panicked").to_response()),
+    }
+}
+
+/// Runs a write job on the group-commit thread and waits for its durable answer.
+fn write(state: &AppState, job: Job) -> Response {
+    let limits = state.api.config().limits.clone();
+    let now = now_ms();
+    let ticket = state.writes.submit(move |s: &IoBufferSession| {
+        let outcome = job.execute(&session_core(s, &limits), now);
+        // A failed job's writes are discarded (nothing partial is stored) — unless the
+        // round missed data, in which case it is re-run anyway.
+        if !outcome.commits() && s.misses().is_empty() {
+            s.rollback();
+        }
+        outcome
+    });
+    match ticket.wait() {
+        Ok(out) => {
+            if out.report.commits > 0 {
+                state.api.metrics().record_commit();
+            }
+            if out.attempts > 1 {
+                state.api.metrics().record_conflict();
+            }
+            out.value.response(out.report.first_seq)
+        }
+        Err(JobError::Conflict { attempts, failures }) => {
+            state.api.metrics().record_conflict();
+            let keys: Vec<String> = failures.into_iter().map(|f| f.key).collect();
+            ApiError::new(
+                "conflict",
+                format!(
+                    "lost the race on {} in each of {attempts} attempts",
+                    keys.join(", ")
+                ),
+            )
+            .with("keys", keys)
+            .to_response()
+        }
+        Err(e) => ApiError::new("storage", e.to_string()).to_response(),
+    }
+}
+
+fn into_axum(r: Response) -> AxumResponse {
+    let mut resp = AxumResponse::new(Body::from(r.body));
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(r.content_type),
+    );
+    resp
+}
