@@ -35,6 +35,9 @@ pub const PROVENANCE_MAX_RECORDS: usize = 1_000;
 pub const INTENT_SCAN: usize = MAX_SCAN;
 /// Session rounds allowed for writes and simple reads.
 pub const DEFAULT_ROUNDS: usize = 8;
+/// The most rounds any job needs ([`Job::max_rounds`]): a session server running every
+/// kind of job should allow this many.
+pub const MAX_JOB_ROUNDS: usize = PROVENANCE_DEPTH.1 as usize + DEFAULT_ROUNDS;
 
 /// What [`prepare`] made of a request.
 #[derive(Debug)]
@@ -493,7 +496,7 @@ impl Job {
     /// Session rounds the job may need (provenance walks one level per round).
     pub fn max_rounds(&self) -> usize {
         match &self.op {
-            Op::Provenance { depth, .. } => depth + DEFAULT_ROUNDS,
+            Op::Provenance { depth, .. } => (depth + DEFAULT_ROUNDS).min(MAX_JOB_ROUNDS),
             Op::ListFacts { .. } => DEFAULT_ROUNDS + MAX_SCAN / 256,
             _ => DEFAULT_ROUNDS,
         }

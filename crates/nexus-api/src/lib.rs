@@ -22,6 +22,38 @@
 //!
 //! [`Api::run_sync`] is the reference driver of these steps over any sync store.
 //! Hosts record every answer with [`Metrics::observe`], rendered at `GET /metrics`.
+//!
+//! ```
+//! use nexus_api::{Api, ApiConfig, Request};
+//! use nexus_core::{Content, Intent, Record, SigningKey};
+//! use nexus_store::MemoryStore;
+//!
+//! let api = Api::new(ApiConfig { open: true, ..ApiConfig::default() });
+//! let store = MemoryStore::new();
+//! let now = 1_764_000_000_000;
+//! let alice = SigningKey::from_seed(&[1; 32]);
+//! let intent = Record::sign(
+//!     Content::Intent(Intent {
+//!         topic: "chem/solubility".parse()?,
+//!         body: serde_json::json!({"compound": "NaCl"}),
+//!         parents: vec![],
+//!         author: alice.author(),
+//!         time: now,
+//!     }),
+//!     &alice,
+//!     &api.config().limits,
+//! )?;
+//! let created = api.run_sync(&store, &Request::new("POST", "/v1/intents", intent.to_json()), now);
+//! assert_eq!(created.status, 201);
+//! assert_eq!(created.json_body()["seq"], 1);
+//!
+//! let listed = api.run_sync(&store, &Request::new("GET", "/v1/intents?state=available", vec![]), now);
+//! assert_eq!(listed.json_body()["intents"][0]["record"]["hash"], intent.hash().to_string());
+//!
+//! let again = api.run_sync(&store, &Request::new("POST", "/v1/intents", b"{".to_vec()), now);
+//! assert_eq!((again.status, again.code), (400, Some("malformed_json")));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod error;
 mod job;
@@ -38,14 +70,15 @@ use serde::Serialize;
 use nexus_core::storage::keys;
 use nexus_core::{AuthorKey, CompositeColdStorage, Limits};
 use nexus_iobuf::{
-    FlushError, IoBufferBlob, IoBufferKv, IoBufferObject, IoBufferSession, StoreSession,
+    FlushError, IoBufferBlob, IoBufferKv, IoBufferObject, IoBufferSession, JobError, JobOutput,
+    StoreSession,
 };
 use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore};
 
 pub use error::{ApiError, core_error, status_of, validation_error};
 pub use job::{
-    DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, Outcome, PROVENANCE_DEPTH,
-    PROVENANCE_MAX_RECORDS, Prepared, prepare,
+    DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, MAX_JOB_ROUNDS, Outcome,
+    PROVENANCE_DEPTH, PROVENANCE_MAX_RECORDS, Prepared, prepare,
 };
 pub use metrics::{LATENCY_BUCKETS_US, Metrics};
 pub use openapi::{ApiDoc, openapi_json};
@@ -256,6 +289,43 @@ impl Api {
         )
         .with("keys", keys)
         .to_response()
+    }
+}
+
+impl Api {
+    /// The answer to a job a [`SessionServer`](nexus_iobuf::SessionServer) ran as
+    /// `move |s| job.execute_session(s, &limits, now)` (the server built
+    /// `.with_after_commit(keys::is_after_commit).with_max_rounds(MAX_JOB_ROUNDS)`):
+    /// the outcome's answer with the flush's `first_seq`; `409 conflict` when every
+    /// attempt lost its commit; `500 storage` otherwise. Counts commits and conflicts.
+    pub fn finish_server_job(&self, result: Result<JobOutput<Outcome>, JobError>) -> Response {
+        match result {
+            Ok(out) => {
+                for _ in 1..out.attempts {
+                    self.metrics.record_conflict();
+                }
+                if out.report.commits > 0 {
+                    self.metrics.record_commit();
+                }
+                out.value.response(out.report.first_seq)
+            }
+            Err(JobError::Conflict { attempts, failures }) => {
+                for _ in 0..attempts {
+                    self.metrics.record_conflict();
+                }
+                let keys: Vec<String> = failures.into_iter().map(|f| f.key).collect();
+                ApiError::new(
+                    "conflict",
+                    format!(
+                        "lost the race on {} in each of {attempts} attempts",
+                        keys.join(", ")
+                    ),
+                )
+                .with("keys", keys)
+                .to_response()
+            }
+            Err(e) => storage_error(&e.to_string()),
+        }
     }
 }
 

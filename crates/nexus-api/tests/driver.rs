@@ -356,3 +356,53 @@ fn failed_jobs_leave_empty_deltas_and_jobs_are_send() {
     assert_eq!(outcome.error().map(|e| e.code), Some("unknown_parent"));
     assert!(delta.is_empty());
 }
+
+/// The native host's path: jobs on a `SessionServer` (sequential queue, no read-set
+/// pre-hydration), answered with `Api::finish_server_job`.
+#[test]
+fn jobs_run_on_a_session_server() {
+    use nexus_iobuf::SessionServer;
+    let api = open_api();
+    let server = SessionServer::new(MemoryStore::new())
+        .with_after_commit(keys::is_after_commit)
+        .with_max_rounds(nexus_api::MAX_JOB_ROUNDS);
+    let limits = api.config().limits.clone();
+    let ask = |method: &str, target: &str, body: Vec<u8>| {
+        let job = match api.prepare(&Request::new(method, target, body)) {
+            Prepared::Job(job) => job,
+            Prepared::Respond(_, r) => return (r.status, r.json_body()),
+            Prepared::Metrics => panic!("metrics"),
+        };
+        let limits = limits.clone();
+        let ticket = server.submit(move |s| job.execute_session(s, &limits, NOW));
+        assert!(server.process_one());
+        let r = api.finish_server_job(ticket.wait());
+        (r.status, r.json_body())
+    };
+    let (alice, bob, carol) = (key(1), key(2), key(3));
+    let i = intent(&alice, "srv", json!({}));
+    let (s, body) = ask("POST", "/v1/intents", i.to_json());
+    assert_eq!((s, body["seq"].clone()), (201, json!(1)));
+    let claim = |k| claim_at(k, i.hash(), LEASE, NOW).to_json();
+    let path = format!("/v1/intents/{}/claim", i.hash());
+    assert_eq!(ask("POST", &path, claim(&bob)).0, 200);
+    let before = server.store().snapshot().unwrap();
+    let (s, body) = ask("POST", &path, claim(&carol));
+    assert_eq!(
+        (s, body["error"]["holder"].clone()),
+        (409, json!(bob.author().to_string()))
+    );
+    assert_eq!(server.store().snapshot().unwrap(), before);
+    let (s, body) = ask(
+        "GET",
+        &format!("/v1/records/{}/provenance", i.hash()),
+        vec![],
+    );
+    assert_eq!(
+        (s, body["root"].clone()),
+        (200, json!(i.hash().to_string()))
+    );
+    let (s, body) = ask("GET", "/v1/log", vec![]);
+    assert_eq!((s, body["head"].clone()), (200, json!(2)));
+    assert_eq!(api.metrics().commits(), 2);
+}
