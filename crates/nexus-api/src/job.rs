@@ -73,7 +73,7 @@ enum Op {
         state: Option<&'static str>,
         topic: Option<Topic>,
         limit: usize,
-        after: Option<String>,
+        cursor: IntentCursor,
     },
     ListFacts {
         topic: Option<Topic>,
@@ -251,17 +251,15 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
             let limit = q
                 .int("limit", LIST_LIMIT.0, 1, LIST_LIMIT.1)
                 .map_err(fail)? as usize;
-            let after = match q.get("cursor") {
-                None => None,
-                Some(c) => Some(keys::intent(
-                    &c.parse::<FihHash>().map_err(|_| fail(bad_cursor()))?,
-                )),
+            let cursor = match q.get("cursor") {
+                None => IntentCursor::default(),
+                Some(c) => IntentCursor::parse(c).ok_or_else(|| fail(bad_cursor()))?,
             };
             Op::ListIntents {
                 state,
                 topic,
                 limit,
-                after,
+                cursor,
             }
         }
         Route::ListFacts => {
@@ -533,11 +531,11 @@ impl Job {
                     2,
                 )),
             },
-            Op::ListIntents { after, .. } => {
+            Op::ListIntents { cursor, .. } => {
                 m.state_keys.push(keys::HINTS.to_owned());
                 m.state_lists.push(ListQuery::new(
                     keys::INTENT_PREFIX,
-                    after.as_deref(),
+                    cursor.window_after().as_deref(),
                     INTENT_SCAN,
                 ));
             }
@@ -694,13 +692,13 @@ impl Job {
                 state,
                 topic,
                 limit,
-                after,
+                cursor,
             } => body(&list_intents(
                 core,
                 *state,
                 topic.as_ref(),
                 *limit,
-                after.as_deref(),
+                cursor,
                 now,
             )?),
         }
@@ -787,15 +785,63 @@ where
     Ok(ProvenanceBody { root, records })
 }
 
-/// One page of Intents in key order after `after`: examines at most [`INTENT_SCAN`]
-/// states, keeps those in `state` under `topic`, and sorts the page by priority
-/// (highest first), then time and hash.
+/// Where a `GET /v1/intents` page continues: the scan window (the Intent state keys
+/// after `window`, at most [`INTENT_SCAN`] of them) and, within it, the sort position
+/// `(priority, time, hash)` of the last Intent already returned.
+///
+/// Text form (opaque to clients): `{window}` or `{window}.{priority}.{time}.{hash}`,
+/// where `window` is the hash of the Intent the window starts after, or `start`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct IntentCursor {
+    window: Option<FihHash>,
+    last: Option<(i64, u64, FihHash)>,
+}
+
+impl IntentCursor {
+    fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split('.');
+        let window = match parts.next()? {
+            "start" => None,
+            h => Some(h.parse().ok()?),
+        };
+        let last = match (parts.next(), parts.next(), parts.next()) {
+            (None, None, None) => None,
+            (Some(p), Some(t), Some(h)) => {
+                Some((p.parse().ok()?, t.parse().ok()?, h.parse().ok()?))
+            }
+            _ => return None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self { window, last })
+    }
+
+    fn render(&self) -> String {
+        let window = self
+            .window
+            .map_or_else(|| "start".to_owned(), |h| h.to_string());
+        match &self.last {
+            None => window,
+            Some((p, t, h)) => format!("{window}.{p}.{t}.{h}"),
+        }
+    }
+
+    fn window_after(&self) -> Option<String> {
+        self.window.as_ref().map(keys::intent)
+    }
+}
+
+/// One page of Intents. The Intents are scanned in windows of at most [`INTENT_SCAN`]
+/// state keys (key order); within a window the matches are ordered by priority
+/// (highest first), then time and hash, and paged in that order; then the next window
+/// follows. Up to [`INTENT_SCAN`] Intents the order is therefore global.
 fn list_intents<K, B, O>(
     core: &CompositeColdStorage<K, B, O>,
     state: Option<&str>,
     topic: Option<&Topic>,
     limit: usize,
-    after: Option<&str>,
+    cursor: &IntentCursor,
     now: u64,
 ) -> CoreResult<IntentList>
 where
@@ -804,12 +850,13 @@ where
     O: ObjectStore,
 {
     let hints = core.active_hints(now)?;
-    let state_keys = core
-        .objects()
-        .list_states(keys::INTENT_PREFIX, after, INTENT_SCAN)?;
+    let window_after = cursor.window_after();
+    let state_keys =
+        core.objects()
+            .list_states(keys::INTENT_PREFIX, window_after.as_deref(), INTENT_SCAN)?;
     let exhausted = state_keys.len() < INTENT_SCAN;
     let states = core.objects().get_states(&refs(&state_keys))?;
-    let mut candidates: Vec<(&String, FihHash, IntentState)> = Vec::new();
+    let mut candidates: Vec<(FihHash, IntentState)> = Vec::new();
     for (key, st) in state_keys.iter().zip(states) {
         let Some(st) = st else { continue };
         let st = IntentState::decode(key, &st)?;
@@ -819,17 +866,19 @@ where
         let Ok(h) = key[keys::INTENT_PREFIX.len()..].parse::<FihHash>() else {
             continue;
         };
-        candidates.push((key, h, st));
+        candidates.push((h, st));
     }
-    // Without a topic filter only the first `limit` candidates can be on the page.
-    if topic.is_none() {
-        candidates.truncate(limit);
-    }
-    let hashes: Vec<FihHash> = candidates.iter().map(|(_, h, _)| *h).collect();
+    let hashes: Vec<FihHash> = candidates.iter().map(|(h, _)| *h).collect();
     let records = load_records(core, &hashes)?;
-    let mut intents = Vec::new();
-    let mut next = None;
-    for ((key, _, st), record) in candidates.into_iter().zip(records) {
+    let sort_key = |item: &IntentItem| {
+        (
+            std::cmp::Reverse(item.priority),
+            item.record.content().time(),
+            item.record.hash(),
+        )
+    };
+    let mut items: Vec<IntentItem> = Vec::new();
+    for ((_, st), record) in candidates.into_iter().zip(records) {
         let Content::Intent(intent) = record.content() else {
             continue;
         };
@@ -837,27 +886,37 @@ where
             continue;
         }
         let priority = CompositeColdStorage::<K, B, O>::priority_of(&hints, intent);
-        intents.push(IntentItem {
+        items.push(IntentItem {
             record,
             state: st,
             priority,
         });
-        if intents.len() == limit {
-            next = Some(key.clone());
-            break;
-        }
     }
-    if next.is_none() && !exhausted {
-        next = state_keys.last().cloned();
+    items.sort_by_key(sort_key);
+    if let Some((p, t, h)) = cursor.last {
+        let last = (std::cmp::Reverse(p), t, h);
+        items.retain(|i| sort_key(i) > last);
     }
-    intents.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.record.content().time().cmp(&b.record.content().time()))
-            .then(a.record.hash().cmp(&b.record.hash()))
-    });
+    let more_in_window = items.len() > limit;
+    items.truncate(limit);
+    let next = if more_in_window {
+        items.last().map(|i| IntentCursor {
+            window: cursor.window,
+            last: Some((i.priority, i.record.content().time(), i.record.hash())),
+        })
+    } else if !exhausted {
+        state_keys
+            .last()
+            .and_then(|k| k[keys::INTENT_PREFIX.len()..].parse().ok())
+            .map(|h| IntentCursor {
+                window: Some(h),
+                last: None,
+            })
+    } else {
+        None
+    };
     Ok(IntentList {
-        intents,
-        next: next.map(|k| k[keys::INTENT_PREFIX.len()..].to_owned()),
+        intents: items,
+        next: next.map(|c| c.render()),
     })
 }

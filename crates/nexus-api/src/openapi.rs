@@ -154,8 +154,9 @@ fn withdraw() {}
 
 /// List Intents.
 ///
-/// Pages follow key order; within a page available Intents come by Hint priority,
-/// highest first. A lapsed claim counts as available.
+/// Ordered by Hint priority (highest first), then time and hash, across pages; beyond
+/// 1,000 Intents the order holds within each window of 1,000 (in hash order), and the
+/// windows follow one another. A lapsed claim counts as available.
 #[utoipa::path(get, path = "/v1/intents", tag = "reads",
     params(
         ("state" = Option<String>, Query, description = "available, claimed, resolved or withdrawn"),

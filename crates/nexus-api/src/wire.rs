@@ -66,7 +66,7 @@ pub struct IntentItem {
 /// `GET /v1/intents`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IntentList {
-    /// Matching Intents of this page; available ones by priority, highest first.
+    /// Matching Intents of this page, by priority (highest first), then time and hash.
     pub intents: Vec<IntentItem>,
     /// Cursor for the next page (`null`: no more).
     pub next: Option<String>,

@@ -656,3 +656,75 @@ fn metrics_render_through_the_api() {
     let _ = Api::new(ApiConfig::default());
     let _ = MemoryStore::new();
 }
+
+#[test]
+fn intent_pages_follow_priority_across_pages() {
+    let h = Harness::open();
+    let mut expected = vec![];
+    for n in 0..9u64 {
+        let topic = format!("q/p{}", n % 3);
+        let i = intent_at(&key(1), &topic, json!({"n": n}), vec![], NOW + n);
+        h.submit(&i);
+        expected.push(((n % 3) as i64, NOW + n, i.hash().to_string()));
+    }
+    // q/p2 ranks highest, then q/p1, then q/p0.
+    h.submit(&hint(&key(9), "q/p1", Effect::Priority(1), "one", vec![]));
+    h.submit(&hint(&key(9), "q/p2", Effect::Priority(2), "two", vec![]));
+    expected.sort_by_key(|(p, t, _)| (std::cmp::Reverse(*p), *t));
+    let expected: Vec<String> = expected.into_iter().map(|(_, _, h)| h).collect();
+    let mut got = vec![];
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let target = match &cursor {
+            Some(c) => format!("/v1/intents?state=available&limit=2&cursor={c}"),
+            None => "/v1/intents?state=available&limit=2".to_owned(),
+        };
+        let a = h.get(&target);
+        assert_eq!(a.status, 200, "{}", a.json);
+        for it in a.json["intents"].as_array().unwrap() {
+            got.push(it["record"]["hash"].as_str().unwrap().to_owned());
+        }
+        match a.json["next"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(got, expected);
+    // Malformed cursors are refused.
+    for bad in ["start.x.1.2", "nothex", "start.1.2", "start.1.2.3.4"] {
+        h.expect_error(400, "bad_request", |h| {
+            h.get(&format!("/v1/intents?cursor={bad}"))
+        });
+    }
+}
+
+#[test]
+fn intent_listing_continues_past_a_scan_window() {
+    let h = Harness::open();
+    let n = nexus_api::INTENT_SCAN + 10;
+    for i in 0..n {
+        h.submit(&intent_at(&key(1), "w", json!({"i": i}), vec![], NOW));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let target = match &cursor {
+            Some(c) => format!("/v1/intents?limit=500&cursor={c}"),
+            None => "/v1/intents?limit=500".to_owned(),
+        };
+        let a = h.get(&target);
+        assert_eq!(a.status, 200, "{}", a.json);
+        for it in a.json["intents"].as_array().unwrap() {
+            assert!(seen.insert(it["record"]["hash"].as_str().unwrap().to_owned()));
+        }
+        pages += 1;
+        match a.json["next"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10);
+    }
+    assert_eq!(seen.len(), n);
+    assert_eq!(pages, 3);
+}
