@@ -557,11 +557,9 @@ impl Job {
                     .push(ListQuery::new(prefix, start.as_deref(), MAX_SCAN.min(256)));
             }
             Op::Hints => m.state_keys.push(keys::HINTS.to_owned()),
-            Op::Log { from, limit } => {
-                m.state_keys.push(head);
-                m.state_keys
-                    .extend((*from..from.saturating_add(*limit as u64)).map(log_key));
-            }
+            // The entries' keys are known only below the head: the second round reads
+            // exactly those (no guessing past the head), the third their records.
+            Op::Log { .. } => m.state_keys.push(head),
             Op::Health => m.state_keys.push(head),
         }
         m.kv_keys.sort();

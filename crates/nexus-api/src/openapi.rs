@@ -171,6 +171,9 @@ fn withdraw() {}
 fn list_intents() {}
 
 /// List Facts, oldest first.
+///
+/// With `topic`, subtopics are included and the order is oldest first within each
+/// topic path (the topic index is ordered by topic, then time).
 #[utoipa::path(get, path = "/v1/facts", tag = "reads",
     params(
         ("topic" = Option<String>, Query, description = "Topic; subtopics included"),
