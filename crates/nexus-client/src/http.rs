@@ -149,7 +149,7 @@ pub enum ClientError {
         url: String,
         /// Why it does not verify.
         #[source]
-        source: ValidationError,
+        source: Box<ValidationError>,
     },
 }
 
@@ -554,7 +554,7 @@ impl Client {
         Record::from_value(v, &self.limits).map_err(|source| ClientError::InvalidRecord {
             method,
             url: format!("{}{}", self.base, path),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -787,6 +787,16 @@ impl Client {
             };
             ok.into_iter().map(Ok).chain(err.map(Err))
         })
+    }
+
+    /// Writes the commit log from `from` on to `writer` as an export (JSON lines, see
+    /// [`verify`](crate::verify)); returns how many entries were written.
+    pub fn export<W: std::io::Write>(
+        &self,
+        from: u64,
+        writer: W,
+    ) -> Result<u64, crate::verify::ExportError<ClientError>> {
+        crate::verify::export_to(writer, self.log_entries(from))
     }
 
     /// `GET /v1/health`.

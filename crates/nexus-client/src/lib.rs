@@ -20,4 +20,6 @@ pub mod verify;
 pub use builders::BuildError;
 pub use http::{ApiError, Client, ClientError};
 pub use keys::{KeyError, KeyFile};
-pub use verify::{Problem, VerifyError, VerifyReport, export_to, verify_export};
+pub use verify::{
+    Problem, VerifyError, VerifyOptions, VerifyReport, export_to, verify_export, verify_export_with,
+};

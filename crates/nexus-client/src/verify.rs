@@ -15,17 +15,22 @@
 //! action names an Intent that appeared earlier, and that a Fact's `resolves` names an
 //! Intent. It stops at the first broken entry and says where and what.
 //!
-//! It does not replay the lifecycle (token order, leases, Hint admissibility): those
-//! depend on the server's clock at each commit, which `at` records but a reader cannot
-//! confirm.
+//! With [`VerifyOptions::replay`] ([`verify_export_with`]) it also replays every entry
+//! through the core's own lifecycle on an in-memory store, with the entry's `at` as the
+//! clock — exactly what the server did at commit time — so that fencing tokens, leases,
+//! withdrawals by the proposer only, one resolution per Intent and Hint admissibility
+//! are all re-checked. This needs the server's [`Limits`] (lease bounds, clock skew) and
+//! a core with the same rules as the one that wrote the log, hence it is opt-in.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufRead, BufWriter, Write};
 
 use nexus_core::{
-    Action, ActionContent, AuthorKey, FihHash, Kind, Limits, Record, ValidationError,
+    Action, ActionContent, AuthorKey, CompositeColdStorage, FihHash, Kind, Limits, Record,
+    ValidationError,
 };
+use nexus_store::MemoryStore;
 use serde_json::{Map, Value};
 
 /// `progress` is called after every this many lines (and once at the end).
@@ -155,6 +160,16 @@ pub enum Problem {
         /// The missing Intent.
         intent: FihHash,
     },
+    /// Replaying the entry through the core's lifecycle (at its `at`) fails
+    /// ([`VerifyOptions::replay`]): e.g. a stale token, a claim on a resolved Intent, a
+    /// withdrawal by someone other than the proposer, an inadmissible Intent.
+    #[error("replay: the core refuses it ({code}): {message}")]
+    Replay {
+        /// The core's error code (`stale_token`, `already_resolved`, …).
+        code: &'static str,
+        /// The core's message.
+        message: String,
+    },
     /// An action's intent, or a Fact's `resolves`, names a record that is not an Intent.
     #[error("{what} names {target}, which is a {kind}, not an intent")]
     NotAnIntent {
@@ -167,6 +182,18 @@ pub enum Problem {
     },
 }
 
+/// How [`verify_export_with`] checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Limits records and actions are checked against (the server's; default: the
+    /// defaults every host uses).
+    pub limits: Limits,
+    /// Also replay the lifecycle (see the [module docs](self)).
+    pub replay: bool,
+}
+
+type Replay = CompositeColdStorage<MemoryStore, MemoryStore, MemoryStore>;
+
 struct Seen {
     kind: Kind,
     line: u64,
@@ -175,10 +202,22 @@ struct Seen {
 /// Verifies an export read from `reader` (see the [module docs](self)). `progress` is
 /// called with the number of lines read every [`PROGRESS_EVERY`] lines and at the end.
 pub fn verify_export<R: BufRead>(
+    reader: R,
+    progress: impl FnMut(u64),
+) -> Result<VerifyReport, VerifyError> {
+    verify_export_with(reader, &VerifyOptions::default(), progress)
+}
+
+/// [`verify_export`] with options: the server's limits, and a replay of the lifecycle.
+pub fn verify_export_with<R: BufRead>(
     mut reader: R,
+    options: &VerifyOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, VerifyError> {
-    let limits = Limits::default();
+    let limits = &options.limits;
+    let replay = options
+        .replay
+        .then(|| CompositeColdStorage::unified(MemoryStore::new(), limits.clone()));
     let mut report = VerifyReport::default();
     let mut seen: HashMap<FihHash, Seen> = HashMap::new();
     let mut buf = Vec::with_capacity(4096);
@@ -209,7 +248,7 @@ pub fn verify_export<R: BufRead>(
             });
         }
         report.lines = line;
-        check_line(&buf, line, &limits, &mut seen, &mut report)?;
+        check_line(&buf, line, limits, replay.as_ref(), &mut seen, &mut report)?;
         if line % PROGRESS_EVERY == 0 {
             progress(line);
         }
@@ -222,6 +261,7 @@ fn check_line(
     bytes: &[u8],
     line: u64,
     limits: &Limits,
+    replay: Option<&Replay>,
     seen: &mut HashMap<FihHash, Seen>,
     report: &mut VerifyReport,
 ) -> Result<(), VerifyError> {
@@ -257,9 +297,10 @@ fn check_line(
             },
         );
     }
-    if let Err(e) = take_u64(&mut entry, "at") {
-        return fail(err, Problem::BadEntry(e));
-    }
+    let at = match take_u64(&mut entry, "at") {
+        Ok(at) => at,
+        Err(e) => return fail(err, Problem::BadEntry(e)),
+    };
     let (what, body) = match (entry.remove("record"), entry.remove("action")) {
         (Some(r), None) => ("record", r),
         (None, Some(a)) => ("action", a),
@@ -313,6 +354,29 @@ fn check_line(
                 return fail(err, Problem::DanglingLink { link });
             }
         }
+        if let Some(store) = replay {
+            match store.submit(&record, at) {
+                Ok(s) if !s.duplicate && s.seq.is_none_or(|n| n == seq) => {}
+                Ok(s) => {
+                    return fail(
+                        err,
+                        Problem::Replay {
+                            code: "seq_mismatch",
+                            message: format!("committed as seq {:?}", s.seq),
+                        },
+                    );
+                }
+                Err(e) => {
+                    return fail(
+                        err,
+                        Problem::Replay {
+                            code: e.code(),
+                            message: e.to_string(),
+                        },
+                    );
+                }
+            }
+        }
         match content {
             nexus_core::Content::Fact(f) => {
                 report.facts += 1;
@@ -362,6 +426,17 @@ fn check_line(
                 );
             }
             Some(_) => {}
+        }
+        if let Some(store) = replay
+            && let Err(e) = store.act(&action, at)
+        {
+            return fail(
+                err,
+                Problem::Replay {
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+            );
         }
         report.actions += 1;
         match action.content() {
@@ -535,6 +610,101 @@ mod tests {
         assert!(verify(t.trim_end()).is_ok());
         assert!(verify(&t.replace('\n', "\r\n")).is_ok());
         assert_eq!(verify("").expect("empty").lines, 0);
+    }
+
+    fn replay() -> VerifyOptions {
+        VerifyOptions {
+            replay: true,
+            ..VerifyOptions::default()
+        }
+    }
+
+    #[test]
+    fn valid_export_replays() {
+        let (_, lines) = valid();
+        let report =
+            verify_export_with(text(&lines).as_bytes(), &replay(), |_| {}).expect("replays");
+        assert_eq!((report.lines, report.actions), (7, 3));
+    }
+
+    #[test]
+    fn replay_catches_what_signatures_cannot() {
+        let carol = SigningKey::from_seed(&[3; 32]);
+        let (fx, base) = valid();
+        // Each forged entry is well signed and well linked, but the lifecycle forbids it.
+        let forged: Vec<(Value, &str)> = vec![
+            // A claim on the resolved Intent.
+            (
+                act(
+                    8,
+                    &claim_at(&carol, fx.intent.hash(), 30_000, T + 8).expect("c"),
+                ),
+                "already_resolved",
+            ),
+            // A second resolution, by someone who never held the claim.
+            (
+                rec(
+                    8,
+                    &fact_at(
+                        &carol,
+                        "chem/solubility",
+                        json!(0),
+                        &[],
+                        Some((fx.intent.hash(), 1)),
+                        T + 8,
+                    )
+                    .expect("f"),
+                ),
+                "already_resolved",
+            ),
+            // A withdrawal by someone other than the proposer.
+            (
+                act(8, &withdraw_at(&carol, fx.intent.hash(), T + 8).expect("w")),
+                "not_proposer",
+            ),
+            // A renewal with a token never issued.
+            (
+                act(
+                    8,
+                    &renew_at(&bob(), fx.intent.hash(), 7, 30_000, T + 8).expect("r"),
+                ),
+                "already_resolved",
+            ),
+        ];
+        for (entry, code) in forged {
+            let mut lines = base.clone();
+            lines.push(entry);
+            let t = text(&lines);
+            assert!(verify(&t).is_ok(), "structurally fine");
+            let e = verify_export_with(t.as_bytes(), &replay(), |_| {}).expect_err("replay");
+            assert_eq!(e.line, 8, "{e}");
+            assert!(
+                matches!(&*e.problem, Problem::Replay { code: c, .. } if *c == code),
+                "{e} (expected {code})"
+            );
+        }
+        // A Fact resolving an Intent nobody claimed; a claim made too far from `at`.
+        let a = alice();
+        let i = propose_at(&a, "t", json!(1), &[], T).expect("i");
+        let f = fact_at(&bob(), "t", json!(2), &[], Some((i.hash(), 1)), T).expect("f");
+        let t = text(&[rec(1, &i), rec(2, &f)]);
+        let e = verify_export_with(t.as_bytes(), &replay(), |_| {}).expect_err("unclaimed");
+        assert_eq!(e.line, 2);
+        assert!(matches!(&*e.problem, Problem::Replay { .. }), "{e}");
+        let c = claim_at(&bob(), i.hash(), 30_000, T).expect("c");
+        let late = json!({"seq": 2, "at": T + 3_600_000, "action": c.to_value()});
+        let t = text(&[rec(1, &i), late]);
+        let e = verify_export_with(t.as_bytes(), &replay(), |_| {}).expect_err("skew");
+        assert!(
+            matches!(
+                &*e.problem,
+                Problem::Replay {
+                    code: "clock_skew",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

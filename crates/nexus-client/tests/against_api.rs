@@ -11,7 +11,9 @@ use std::time::Duration;
 use nexus_api::{Api, ApiConfig, Request};
 use nexus_client::builders::{self, now_ms};
 use nexus_client::http::{FactQuery, IntentQuery};
-use nexus_client::{Client, ClientError, KeyFile, verify_export};
+use nexus_client::{
+    Client, ClientError, KeyFile, VerifyOptions, verify_export, verify_export_with,
+};
 use nexus_core::{Effect, IntentState, Kind, SigningKey};
 use nexus_store::MemoryStore;
 use serde_json::json;
@@ -186,9 +188,19 @@ fn lifecycle_reads_errors_and_export() {
 
     // Export and verify offline.
     let mut out = vec![];
-    let n = nexus_client::export_to(&mut out, client.log_entries(1)).expect("export");
+    let n = client.export(1, &mut out).expect("export");
     assert_eq!(n, head);
     let report = verify_export(&out[..], |_| {}).expect("export verifies");
+    let replayed = verify_export_with(
+        &out[..],
+        &VerifyOptions {
+            replay: true,
+            ..VerifyOptions::default()
+        },
+        |_| {},
+    )
+    .expect("export replays through the lifecycle");
+    assert_eq!(replayed, report);
     assert_eq!(
         (report.lines, report.intents, report.facts, report.hints),
         (7, 2, 1, 1)
