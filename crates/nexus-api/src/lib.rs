@@ -16,7 +16,7 @@
 //!    [`Job::execute_session`] does both and empties the delta of a failed job.
 //! 3. Flush the session's delta only if [`Outcome::commits`] (an error's writes are
 //!    discarded: nothing partial is ever stored), with
-//!    [`keys::is_after_commit`](nexus_core::storage::keys::is_after_commit) as the
+//!    [`keys::is_after_commit`] as the
 //!    after-commit selector; on a conflict start again from 1's job; then answer with
 //!    [`Outcome::response`] given the flush's `first_seq`.
 //!

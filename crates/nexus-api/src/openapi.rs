@@ -62,11 +62,15 @@ pub struct ApiDoc;
 /// The OpenAPI 3.1 document as pretty JSON (what `GET /v1/openapi.json` serves and
 /// `spec/openapi.json` holds).
 pub fn openapi_json() -> String {
-    let mut s = ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned());
-    s.push('\n');
-    s
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut s = ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|_| "{}".to_owned());
+        s.push('\n');
+        s
+    })
+    .clone()
 }
 
 /// Propose an Intent.
