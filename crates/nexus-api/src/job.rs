@@ -201,19 +201,12 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
         Route::Claim | Route::Renew | Route::Withdraw => {
             q(&[])?;
             let action = parse_signed::<ActionContent>(cfg, &req.body).map_err(fail)?;
-            let (want, have) = match (route, action.content()) {
-                (Route::Claim, ActionContent::Claim { .. })
-                | (Route::Renew, ActionContent::Renew { .. })
-                | (Route::Withdraw, ActionContent::Withdraw { .. }) => ("", ""),
-                (_, c) => (
-                    route.template().rsplit('/').next().unwrap_or(""),
-                    match c {
-                        ActionContent::Claim { .. } => "claim",
-                        ActionContent::Renew { .. } => "renew",
-                        ActionContent::Withdraw { .. } => "withdraw",
-                    },
-                ),
+            let have = match action.content() {
+                ActionContent::Claim { .. } => "claim",
+                ActionContent::Renew { .. } => "renew",
+                ActionContent::Withdraw { .. } => "withdraw",
             };
+            let want = route.template().rsplit('/').next().unwrap_or_default();
             if want != have {
                 return Err(fail(ApiError::bad_request(format!(
                     "{} takes a {want} action, got a {have}",
