@@ -700,6 +700,33 @@ impl Client {
         })
     }
 
+    /// Every Intent matching `q`, following `next` cursors page by page (from
+    /// `q.cursor`, pages of `q.limit`). Stops after the first error.
+    pub fn all_intents(
+        &self,
+        q: &IntentQuery,
+    ) -> impl Iterator<Item = Result<IntentItem, ClientError>> + '_ {
+        let mut q = q.clone();
+        paged(move || {
+            let page = self.intents(&q)?;
+            let next = advance(&mut q.cursor, page.next, "/v1/intents", &self.base)?;
+            Ok((page.intents, next))
+        })
+    }
+
+    /// Every Fact matching `q`, following `next` cursors page by page.
+    pub fn all_facts(
+        &self,
+        q: &FactQuery,
+    ) -> impl Iterator<Item = Result<Record, ClientError>> + '_ {
+        let mut q = q.clone();
+        paged(move || {
+            let page = self.facts(&q)?;
+            let next = advance(&mut q.cursor, page.next, "/v1/facts", &self.base)?;
+            Ok((page.facts, next))
+        })
+    }
+
     /// `GET /v1/records/{id}` (`id`: a full hash or a prefix of at least 8 hex digits).
     pub fn record(&self, id: &str) -> Result<RecordInfo, ClientError> {
         let path = format!("/v1/records/{}", encode(id));
@@ -876,6 +903,57 @@ impl Iterator for LogPages<'_> {
             }
         }
     }
+}
+
+/// Moves `cursor` to `next`; `Ok(false)` when there is no next page. A server that
+/// hands back the cursor it was given would loop forever: that is an error.
+fn advance(
+    cursor: &mut Option<String>,
+    next: Option<String>,
+    path: &str,
+    base: &str,
+) -> Result<bool, ClientError> {
+    match next {
+        None => Ok(false),
+        Some(n) if cursor.as_ref() == Some(&n) => Err(ClientError::Unexpected {
+            method: "GET",
+            url: format!("{base}{path}"),
+            status: 200,
+            reason: format!("the server returned the same cursor {n:?} again"),
+        }),
+        Some(n) => {
+            *cursor = Some(n);
+            Ok(true)
+        }
+    }
+}
+
+/// Flattens pages: `fetch` answers a page's items and whether another page follows.
+fn paged<T>(
+    mut fetch: impl FnMut() -> Result<(Vec<T>, bool), ClientError>,
+) -> impl Iterator<Item = Result<T, ClientError>> {
+    let mut buffer = std::collections::VecDeque::new();
+    let mut more = true;
+    std::iter::from_fn(move || {
+        loop {
+            if let Some(item) = buffer.pop_front() {
+                return Some(Ok(item));
+            }
+            if !more {
+                return None;
+            }
+            match fetch() {
+                Ok((items, next)) => {
+                    buffer.extend(items);
+                    more = next;
+                }
+                Err(e) => {
+                    more = false;
+                    return Some(Err(e));
+                }
+            }
+        }
+    })
 }
 
 fn transport(method: &'static str, url: &str, e: ureq::Error) -> ClientError {

@@ -223,3 +223,40 @@ fn malformed_writes_get_the_api_error_shape() {
     let err = client.get_json("/v1/nowhere").expect_err("404");
     assert_eq!(err.code(), Some("no_route"));
 }
+
+#[test]
+fn cursors_are_followed_across_pages() {
+    let client = serve();
+    let key = SigningKey::from_seed(&[21; 32]);
+    let mut intents = vec![];
+    for i in 0..5 {
+        let intent = builders::propose(&key, "paging/t", json!({"i": i}), &[]).expect("i");
+        client.submit(&intent).expect("submit");
+        let fact =
+            builders::fact(&key, "paging/t", json!({"i": i}), &[intent.hash()], None).expect("f");
+        client.submit(&fact).expect("submit");
+        intents.push(intent.hash());
+    }
+    let got: Vec<_> = client
+        .all_intents(&IntentQuery {
+            topic: Some("paging".into()),
+            limit: Some(2),
+            ..IntentQuery::default()
+        })
+        .map(|r| r.expect("page").record.hash())
+        .collect();
+    let mut want = intents.clone();
+    want.sort();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(sorted, want, "every intent once");
+    let facts: Vec<_> = client
+        .all_facts(&FactQuery {
+            topic: Some("paging/t".into()),
+            limit: Some(2),
+            ..FactQuery::default()
+        })
+        .collect::<Result<_, _>>()
+        .expect("facts");
+    assert_eq!(facts.len(), 5);
+}

@@ -554,3 +554,14 @@ fn log_entries_surface_errors() {
     let e = crate::verify::export_to(&mut out, client.log_entries(1)).expect_err("fails");
     assert!(e.to_string().contains("disk on fire"), "{e}");
 }
+
+#[test]
+fn a_repeated_cursor_is_an_error_not_a_loop() {
+    let (client, seen) = serve(Box::new(|_| {
+        json_answer(200, json!({"facts": [], "next": "same"}))
+    }));
+    let got: Vec<_> = client.all_facts(&FactQuery::default()).take(10).collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(matches!(got[0], Err(ClientError::Unexpected { .. })));
+    assert_eq!(seen.lock().expect("lock").len(), 2);
+}
