@@ -20,8 +20,8 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request as AxumRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as AxumResponse;
-use nexus_api::{Api, ApiConfig, ApiError, Job, Prepared, Request, Response, session_core};
-use nexus_iobuf::{IoBufferSession, JobError, SessionClient, SessionServer};
+use nexus_api::{Api, ApiConfig, ApiError, Job, MAX_JOB_ROUNDS, Prepared, Request, Response};
+use nexus_iobuf::{IoBufferSession, SessionClient, SessionServer};
 use nexus_store_redb::RedbStore;
 
 use crate::agents;
@@ -71,7 +71,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         ..ApiConfig::default()
     };
     let server = SessionServer::new(store.clone())
-        .with_max_rounds(16)
+        .with_max_rounds(MAX_JOB_ROUNDS)
         .with_max_attempts(16)
         .with_after_commit(nexus_core::storage::keys::is_after_commit)
         .spawn_grouped(GROUP_SIZE)
@@ -189,40 +189,10 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
 fn write(state: &AppState, job: Job) -> Response {
     let limits = state.api.config().limits.clone();
     let now = now_ms();
-    let ticket = state.writes.submit(move |s: &IoBufferSession| {
-        let outcome = job.execute(&session_core(s, &limits), now);
-        // A failed job's writes are discarded (nothing partial is stored) — unless the
-        // round missed data, in which case it is re-run anyway.
-        if !outcome.commits() && s.misses().is_empty() {
-            s.rollback();
-        }
-        outcome
-    });
-    match ticket.wait() {
-        Ok(out) => {
-            if out.report.commits > 0 {
-                state.api.metrics().record_commit();
-            }
-            if out.attempts > 1 {
-                state.api.metrics().record_conflict();
-            }
-            out.value.response(out.report.first_seq)
-        }
-        Err(JobError::Conflict { attempts, failures }) => {
-            state.api.metrics().record_conflict();
-            let keys: Vec<String> = failures.into_iter().map(|f| f.key).collect();
-            ApiError::new(
-                "conflict",
-                format!(
-                    "lost the race on {} in each of {attempts} attempts",
-                    keys.join(", ")
-                ),
-            )
-            .with("keys", keys)
-            .to_response()
-        }
-        Err(e) => ApiError::new("storage", e.to_string()).to_response(),
-    }
+    let ticket = state
+        .writes
+        .submit(move |s: &IoBufferSession| job.execute_session(s, &limits, now));
+    state.api.finish_server_job(ticket.wait())
 }
 
 fn into_axum(r: Response) -> AxumResponse {
