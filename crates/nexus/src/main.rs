@@ -1,6 +1,8 @@
 //! `nexus`: the neXus server on its embedded store, and the command-line client.
 
 mod agents;
+mod cli;
+mod export;
 mod serve;
 
 use std::net::SocketAddr;
@@ -8,15 +10,36 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use nexus_client::KeyFile;
 
 /// neXus: a content-addressed, CAS-governed blackboard for agents.
 #[derive(Debug, Parser)]
 #[command(name = "nexus", version, about)]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options of every client command.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The neXus server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "NEXUS_SERVER",
+        default_value = "http://127.0.0.1:7878"
+    )]
+    pub server: String,
+    /// The agent key that signs (default: $NEXUS_HOME/key, else ~/.config/nexus/key).
+    #[arg(long, global = true, env = "NEXUS_KEY")]
+    pub key: Option<PathBuf>,
+    /// Print one JSON document (for scripts) instead of text for people.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,10 +68,47 @@ enum Command {
     /// Manage the agents allowed to write to a data directory.
     Agents {
         /// Data directory.
-        #[arg(long, default_value = "nexus-data", env = "NEXUS_DATA")]
+        #[arg(long, global = true, default_value = "nexus-data", env = "NEXUS_DATA")]
         data: PathBuf,
         #[command(subcommand)]
         action: AgentsAction,
+    },
+    /// Propose, claim, renew, withdraw and list Intents.
+    #[command(subcommand)]
+    Intent(IntentCmd),
+    /// Submit Facts (optionally resolving a claimed Intent).
+    #[command(subcommand)]
+    Fact(FactCmd),
+    /// Add and list Hints (deny, allow, priority).
+    #[command(subcommand)]
+    Hint(HintCmd),
+    /// Show a record (full hash or a prefix of at least 8 hex digits) and its parents.
+    Show {
+        /// The record's hash or prefix.
+        id: String,
+    },
+    /// Show the commit log.
+    Log {
+        /// First sequence number.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Most entries (server default 100).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Write the whole commit log as JSON lines (what `nexus verify` checks).
+    Export {
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify an export file, or a server's log (an http:// or https:// URL), offline.
+    Verify {
+        /// An export file (`-` for standard input) or a server URL.
+        source: String,
+        /// Also replay the Intent lifecycle (tokens, leases, admissibility) at each entry's time.
+        #[arg(long)]
+        replay: bool,
     },
 }
 
@@ -57,15 +117,123 @@ enum AgentsAction {
     /// Allow an author key (default: your own key).
     Add {
         /// The author key, 64 hex digits.
-        key: Option<String>,
+        #[arg(value_name = "KEY")]
+        author: Option<String>,
     },
     /// List allowed keys.
     List,
     /// Remove an author key.
     Remove {
         /// The author key, 64 hex digits.
-        key: String,
+        #[arg(value_name = "KEY")]
+        author: String,
     },
+}
+
+/// `nexus intent …`.
+#[derive(Debug, Subcommand)]
+pub enum IntentCmd {
+    /// Propose an Intent.
+    Propose {
+        /// Its topic (`a/b/c`).
+        topic: String,
+        /// Its body, as JSON (default `{}`).
+        #[arg(long)]
+        body: Option<String>,
+        /// A parent record (repeatable; full hash or prefix).
+        #[arg(long = "parent")]
+        parents: Vec<String>,
+    },
+    /// Claim an Intent: a compare-and-swap that answers a fencing token and a lease.
+    Claim {
+        /// The Intent (full hash or prefix).
+        id: String,
+        /// Lease length (`30s`, `1500ms`, `5m`, `1h`).
+        #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
+        lease: u64,
+    },
+    /// Renew your claim's lease (same token).
+    Renew {
+        /// The Intent (full hash or prefix).
+        id: String,
+        /// The fencing token of your claim.
+        #[arg(long)]
+        token: u64,
+        /// New lease length, from now.
+        #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
+        lease: u64,
+    },
+    /// Withdraw an Intent you proposed.
+    Withdraw {
+        /// The Intent (full hash or prefix).
+        id: String,
+    },
+    /// List Intents (available ones by priority, highest first).
+    List {
+        /// `available`, `claimed`, `resolved` or `withdrawn`.
+        #[arg(long)]
+        state: Option<String>,
+        /// Topic (subtopics included).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Most Intents (server default 50, max 500).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+/// `nexus fact …`.
+#[derive(Debug, Subcommand)]
+pub enum FactCmd {
+    /// Submit a Fact.
+    Submit {
+        /// Its topic.
+        topic: String,
+        /// Its body, as JSON (default `{}`).
+        #[arg(long)]
+        body: Option<String>,
+        /// A parent record (repeatable; full hash or prefix).
+        #[arg(long = "parent")]
+        parents: Vec<String>,
+        /// The Intent this Fact resolves (you must hold its claim).
+        #[arg(long, requires = "token")]
+        resolves: Option<String>,
+        /// The fencing token of your claim on `--resolves`.
+        #[arg(long, requires = "resolves")]
+        token: Option<u64>,
+    },
+}
+
+/// `nexus hint …`.
+#[derive(Debug, Subcommand)]
+pub enum HintCmd {
+    /// Add a Hint: deny, allow or prioritise the Intents it selects.
+    #[command(group(ArgGroup::new("effect").required(true).args(["deny", "allow", "priority"])))]
+    Add {
+        /// Selected Intents may not be proposed or claimed.
+        #[arg(long)]
+        deny: bool,
+        /// Selected Intents are admissible even where a deny Hint selects them.
+        #[arg(long)]
+        allow: bool,
+        /// Selected Intents rank this much higher (negative: lower).
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i64>,
+        /// Topic glob (`*` one segment, a final `**` any number).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Body members the Intent must have with equal values (a JSON object).
+        #[arg(long = "where")]
+        where_: Option<String>,
+        /// Why, for people.
+        #[arg(long)]
+        reason: String,
+        /// Expire after this long (`10m`, `2h`, …).
+        #[arg(long, value_parser = cli::parse_duration)]
+        expires_in: Option<u64>,
+    },
+    /// List the Hints in force.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -76,18 +244,23 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = Cli::parse();
+    let json = cli.global.json;
+    match run(cli) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            cli::report_error(&e, json);
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
+    let g = cli.global;
     match cli.command {
-        Command::Serve { data, addr, open } => serve::run(serve::ServeOptions { data, addr, open }),
+        Command::Serve { data, addr, open } => {
+            serve::run(serve::ServeOptions { data, addr, open })?
+        }
         Command::Keygen { out, force } => {
             let path = match out {
                 Some(p) => p,
@@ -98,37 +271,93 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("cannot save the key to {}", path.display()))?;
             println!("{}", key.author());
             eprintln!("key written to {}", path.display());
-            Ok(())
         }
-        Command::Agents { data, action } => match action {
-            AgentsAction::Add { key } => {
-                let key = match key {
-                    Some(k) => k.parse().context("not an author key")?,
-                    None => KeyFile::load_default()
-                        .context("no key given and no default key")?
-                        .author(),
-                };
-                if agents::add(&data, key)? {
-                    println!("allowed {key}");
-                } else {
-                    println!("{key} was already allowed");
-                }
-                eprintln!("restart `nexus serve` for the change to take effect");
-                Ok(())
+        Command::Agents { data, action } => agents_cmd(&g, &data, action)?,
+        Command::Intent(c) => cli::intent(&g, c)?,
+        Command::Fact(c) => cli::fact(&g, c)?,
+        Command::Hint(c) => cli::hint(&g, c)?,
+        Command::Show { id } => cli::show(&g, &id)?,
+        Command::Log { from, limit } => cli::log(&g, from, limit)?,
+        Command::Export { out } => export::export(&g, out.as_deref())?,
+        Command::Verify { source, replay } => return export::verify(&g, &source, replay),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agents_cmd(g: &Global, data: &std::path::Path, action: AgentsAction) -> Result<()> {
+    match action {
+        AgentsAction::Add { author } => {
+            let key = match author {
+                Some(k) => k.parse().context("not an author key")?,
+                None => cli::load_key(g)?.author(),
+            };
+            if agents::add(data, key)? {
+                println!("allowed {key}");
+            } else {
+                println!("{key} was already allowed");
             }
-            AgentsAction::List => {
-                for k in agents::load(&data)? {
-                    println!("{k}");
-                }
-                Ok(())
+            eprintln!("restart `nexus serve` for the change to take effect");
+        }
+        AgentsAction::List => {
+            for k in agents::load(data)? {
+                println!("{k}");
             }
-            AgentsAction::Remove { key } => {
-                let key = key.parse().context("not an author key")?;
-                agents::remove(&data, &key)?;
-                println!("removed {key}");
-                eprintln!("restart `nexus serve` for the change to take effect");
-                Ok(())
-            }
-        },
+        }
+        AgentsAction::Remove { author } => {
+            let key = author.parse().context("not an author key")?;
+            agents::remove(data, &key)?;
+            println!("removed {key}");
+            eprintln!("restart `nexus serve` for the change to take effect");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_parse_anywhere() {
+        let cli = Cli::try_parse_from([
+            "nexus",
+            "intent",
+            "claim",
+            "0123abcd",
+            "--lease",
+            "1500ms",
+            "--json",
+            "--server",
+            "http://h:1",
+        ])
+        .expect("parses");
+        assert!(cli.global.json);
+        assert_eq!(cli.global.server, "http://h:1");
+        assert!(matches!(
+            cli.command,
+            Command::Intent(IntentCmd::Claim { lease: 1_500, .. })
+        ));
+        assert!(Cli::try_parse_from(["nexus", "hint", "add", "--reason", "r"]).is_err());
+        assert!(
+            Cli::try_parse_from(["nexus", "hint", "add", "--deny", "--allow", "--reason", "r"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["nexus", "fact", "submit", "t", "--token", "1"]).is_err());
+        let cli =
+            Cli::try_parse_from(["nexus", "hint", "add", "--priority", "-2", "--reason", "r"])
+                .expect("negative priority");
+        assert!(matches!(
+            cli.command,
+            Command::Hint(HintCmd::Add {
+                priority: Some(-2),
+                ..
+            })
+        ));
     }
 }
