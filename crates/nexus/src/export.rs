@@ -230,19 +230,30 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
         return;
     }
     println!(
-        "ok: {} entries verified (seq 1..{}){}",
-        r.lines,
+        "ok: {} verified (seq 1..{}){}",
+        count(r.lines, "entry", "entries"),
         r.head,
         if replay { ", lifecycle replayed" } else { "" }
     );
     println!(
-        "  {} records: {} intents, {} facts ({} resolving), {} hints",
-        r.records, r.intents, r.facts, r.resolving_facts, r.hints
+        "  {}: {}, {} ({} resolving), {}",
+        count(r.records, "record", "records"),
+        count(r.intents, "intent", "intents"),
+        count(r.facts, "fact", "facts"),
+        r.resolving_facts,
+        count(r.hints, "hint", "hints"),
     );
     println!(
-        "  {} actions: {} claims, {} renewals, {} withdrawals",
-        r.actions, r.claims, r.renewals, r.withdrawals
+        "  {}: {}, {}, {}",
+        count(r.actions, "action", "actions"),
+        count(r.claims, "claim", "claims"),
+        count(r.renewals, "renewal", "renewals"),
+        count(r.withdrawals, "withdrawal", "withdrawals"),
     );
+}
+
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn print_failure(g: &Global, source: &str, e: &VerifyError) {

@@ -120,7 +120,7 @@ fn readme_walkthrough() {
     // Export and verify, from the file and from the server.
     let file = dir.path().join("nexus-export.jsonl");
     nexus_ok(&["export", "--out", file.to_str().expect("utf-8")], &anyone);
-    let expected = "ok: 3 entries verified (seq 1..3)\n  2 records: 1 intents, 1 facts (1 resolving), 0 hints\n  1 actions: 1 claims, 0 renewals, 0 withdrawals\n";
+    let expected = "ok: 3 entries verified (seq 1..3)\n  2 records: 1 intent, 1 fact (1 resolving), 0 hints\n  1 action: 1 claim, 0 renewals, 0 withdrawals\n";
     assert_eq!(
         nexus_ok(&["verify", file.to_str().expect("utf-8")], &[]),
         expected
