@@ -80,6 +80,21 @@ fn short(h: &impl std::fmt::Display) -> String {
     s.chars().take(12).collect()
 }
 
+/// Writes a line to stdout (the `say!` macro). A closed pipe (`nexus log | head -1`) ends
+/// the process quietly with success; any other write error ends it with failure.
+/// Never panics, unlike `println!`.
+pub fn say(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Prints an error: the server's status, code and message (and its details) for people
 /// on stderr; with `--json` also `{"error":{…}}` on stdout.
 pub fn report_error(e: &anyhow::Error, json: bool) {
@@ -113,7 +128,7 @@ pub fn report_error(e: &anyhow::Error, json: bool) {
             }
             None => json!({"error": {"code": "client", "message": format!("{e:#}")}}),
         };
-        println!("{doc}");
+        say!("{doc}");
     }
 }
 
@@ -175,9 +190,9 @@ fn parse_body(body: Option<&str>) -> Result<Value> {
 
 fn out(g: &Global, doc: Value, text: impl FnOnce() -> String) {
     if g.json {
-        println!("{doc}");
+        say!("{doc}");
     } else {
-        println!("{}", text());
+        say!("{}", text());
     }
 }
 

@@ -216,7 +216,7 @@ pub fn verify(g: &Global, source: &str, replay: bool) -> Result<ExitCode> {
 
 fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
     if g.json {
-        println!(
+        say!(
             "{}",
             json!({
                 "ok": true, "source": source, "replayed": replay,
@@ -229,13 +229,13 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
         );
         return;
     }
-    println!(
+    say!(
         "ok: {} verified (seq 1..{}){}",
         count(r.lines, "entry", "entries"),
         r.head,
         if replay { ", lifecycle replayed" } else { "" }
     );
-    println!(
+    say!(
         "  {}: {}, {} ({} resolving), {}",
         count(r.records, "record", "records"),
         count(r.intents, "intent", "intents"),
@@ -243,7 +243,7 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
         r.resolving_facts,
         count(r.hints, "hint", "hints"),
     );
-    println!(
+    say!(
         "  {}: {}, {}, {}",
         count(r.actions, "action", "actions"),
         count(r.claims, "claim", "claims"),
@@ -259,7 +259,7 @@ fn count(n: u64, one: &str, many: &str) -> String {
 fn print_failure(g: &Global, source: &str, e: &VerifyError) {
     eprintln!("error: {source} does not verify: {e}");
     if g.json {
-        println!(
+        say!(
             "{}",
             json!({
                 "ok": false, "source": source, "line": e.line, "seq": e.seq,

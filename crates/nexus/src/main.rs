@@ -1,5 +1,12 @@
 //! `nexus`: the neXus server on its embedded store, and the command-line client.
 
+/// `println!` that ends the process quietly on a closed pipe instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {
+        $crate::cli::say(format_args!($($t)*))
+    };
+}
+
 mod agents;
 mod cli;
 mod export;
@@ -269,7 +276,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut key = KeyFile::generate().context("cannot generate a key")?;
             key.save(&path, force)
                 .with_context(|| format!("cannot save the key to {}", path.display()))?;
-            println!("{}", key.author());
+            say!("{}", key.author());
             eprintln!("key written to {}", path.display());
         }
         Command::Agents { data, action } => agents_cmd(&g, &data, action)?,
@@ -292,21 +299,21 @@ fn agents_cmd(g: &Global, data: &std::path::Path, action: AgentsAction) -> Resul
                 None => cli::load_key(g)?.author(),
             };
             if agents::add(data, key)? {
-                println!("allowed {key}");
+                say!("allowed {key}");
             } else {
-                println!("{key} was already allowed");
+                say!("{key} was already allowed");
             }
             eprintln!("restart `nexus serve` for the change to take effect");
         }
         AgentsAction::List => {
             for k in agents::load(data)? {
-                println!("{k}");
+                say!("{k}");
             }
         }
         AgentsAction::Remove { author } => {
             let key = author.parse().context("not an author key")?;
             agents::remove(data, &key)?;
-            println!("removed {key}");
+            say!("removed {key}");
             eprintln!("restart `nexus serve` for the change to take effect");
         }
     }

@@ -310,6 +310,22 @@ fn every_verb_json_and_errors() {
         (Some(true), Some(head))
     );
 
+    // A reader that goes away (`nexus log | head -1`) is no error and no panic.
+    let mut child = std::process::Command::new(common::NEXUS)
+        .args(["log", "--server", &server.url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let done = child.wait_with_output().expect("wait");
+    assert_eq!(done.status.code(), Some(0));
+    assert!(
+        done.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+
     // Errors a person makes: unknown id, no key, no server, bad input, bad usage.
     let (_, err) = nexus_fails(&["show", "deadbeef00"], &a);
     assert!(err.contains("HTTP 404 not_found"), "{err}");
