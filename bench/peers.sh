@@ -106,6 +106,24 @@ as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR/data" -l "$PGDATA_DIR/postgres.log" -w \
 PG_STARTED=1
 PG_DSN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
 
+# ---- server CPU (user + system seconds, incl. reaped children: Postgres backends) ----
+ticks() { # PID... -> clock ticks of utime+stime+cutime+cstime, summed
+  local t=0 p v
+  for p in "$@"; do
+    v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13+$14+$15}') || v=0
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+PG_PID=$(head -1 "$PGDATA_DIR/data/postmaster.pid")
+server_ticks() {
+  case $1 in
+    nexus) ticks "$NEXUS_PID" ;;
+    etcd) ticks "$ETCD_PID" ;;
+    postgres) sleep 0.5; ticks "$PG_PID" $(pgrep -P "$PG_PID" || true) ;;
+  esac
+}
+
 # ---- the runs ----
 echo "== machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$OUT"
@@ -118,10 +136,14 @@ for r in $(seq "$REPEAT"); do
         postgres) addr=(--dsn "$PG_DSN") ;;
       esac
       load=$(cut -d' ' -f1 /proc/loadavg)
+      s0=$(server_ticks "$t")
       line=$("$BENCH" "$t" "${addr[@]}" --agents "$k" --duration "$DURATION" --json) ||
         { echo "$line" >&2; die "$t at K=$k failed"; }
-      echo "$line" | jq -c --arg load "$load" --argjson rep "$r" '. + {load1: ($load|tonumber), rep: $rep}' >>"$OUT"
-      echo "$line" | jq -r '"  \(.target) K=\(.agents): \(.cycles_per_s) cycles/s, cycle p50 \(.cycle.p50_ms) ms p99 \(.cycle.p99_ms) ms, errors \(.errors)"'
+      s1=$(server_ticks "$t")
+      line=$(echo "$line" | jq -c --arg load "$load" --argjson r "$r" --argjson st $((s1 - s0)) \
+        '. + {load1: ($load|tonumber), rep: $r, server_cpu_s: ($st / 100)}')
+      echo "$line" >>"$OUT"
+      echo "$line" | jq -r '"  \(.target) K=\(.agents): \(.cycles_per_s) cycles/s, cycle p50 \(.cycle.p50_ms) ms p99 \(.cycle.p99_ms) ms, errors \(.errors), CPU ms/cycle server \(1000 * .server_cpu_s / .cycles * 100 | round / 100) client \(1000 * .client_cpu_s / .cycles * 100 | round / 100)"'
     done
   done
 done
@@ -138,12 +160,13 @@ jq -rs '
     pp50: (map(.propose.p50_ms) | med), pp99: (map(.propose.p99_ms) | med),
     cp50: (map(.claim.p50_ms) | med),   cp99: (map(.claim.p99_ms) | med),
     rp50: (map(.resolve.p50_ms) | med), rp99: (map(.resolve.p99_ms) | med),
-    err: (map(.errors) | add), load: (map(.load1) | med)
+    err: (map(.errors) | add), load: (map(.load1) | med),
+    scpu: (map(1000 * .server_cpu_s / .cycles) | med), ccpu: (map(1000 * .client_cpu_s / .cycles) | med)
   }) as $rows
-  | "| K | system | cycles/s | propose p50 / p99 ms | claim p50 / p99 ms | resolve p50 / p99 ms | errors | load1 |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|",
+  | "| K | system | cycles/s | propose p50 / p99 ms | claim p50 / p99 ms | resolve p50 / p99 ms | errors | CPU ms/cycle server / client | load1 |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ($rows | sort_by(.k, (.t | if . == "nexus" then 0 elif . == "etcd" then 1 else 2 end))[]
-      | "| \(.k) | \(.t) | \(.cps | r1) | \(.pp50|f) / \(.pp99|f) | \(.cp50|f) / \(.cp99|f) | \(.rp50|f) / \(.rp99|f) | \(.err) | \(.load) |"),
+      | "| \(.k) | \(.t) | \(.cps | r1) | \(.pp50|f) / \(.pp99|f) | \(.cp50|f) / \(.cp99|f) | \(.rp50|f) / \(.rp99|f) | \(.err) | \(.scpu|f) / \(.ccpu|f) | \(.load) |"),
     "",
     "| K | nexus / etcd | nexus / postgres | nexus / better peer | ≥ 2× | worst step p99: nexus / better-throughput peer |",
     "|---:|---:|---:|---:|---|---|",

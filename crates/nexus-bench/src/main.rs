@@ -217,6 +217,7 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
     }
     start.wait();
     let t0 = *began.get_or_init(Instant::now);
+    let cpu0 = cpu_seconds();
     let mut all = Samples::default();
     let mut failures = Vec::new();
     for t in threads {
@@ -236,6 +237,7 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    let client_cpu = cpu0.zip(cpu_seconds()).map(|(a, b)| b - a);
     if let Some(f) = failures.first() {
         bail!("{} agent(s) failed to start: {f}", failures.len());
     }
@@ -249,6 +251,8 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
         "first_error": all.first_error,
         "seconds": (secs * 1000.0).round() / 1000.0,
         "cycles_per_s": (cycles as f64 / secs * 10.0).round() / 10.0,
+        // The load generator's own CPU while timed (signing, HTTP, JSON), all threads.
+        "client_cpu_s": client_cpu.map(|c| (c * 100.0).round() / 100.0),
     });
     for (name, v) in [
         ("propose", &mut all.propose),
@@ -272,6 +276,22 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
         }
     }
     Ok(out)
+}
+
+/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat`
+/// (Linux; `None` elsewhere). The clock tick is USER_HZ, 100 on Linux.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_of(&stat)
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in seconds.
+fn cpu_seconds_of(stat: &str) -> Option<f64> {
+    // Fields after the command name in parentheses: 3 = state, …, 14 = utime, 15 = stime.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -371,6 +391,14 @@ mod tests {
             (o.duration, o.warmup),
             (Some(Duration::from_millis(2500)), 0)
         );
+    }
+
+    #[test]
+    fn proc_stat_cpu_fields() {
+        let line = "1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0";
+        assert_eq!(cpu_seconds_of(line), Some(3.25));
+        assert_eq!(cpu_seconds_of("garbage"), None);
+        assert!(cpu_seconds().is_some_and(|c| c >= 0.0));
     }
 
     #[test]
