@@ -5,7 +5,7 @@ mod common;
 mod conformance;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -149,25 +149,25 @@ fn every_acknowledged_write_survives_kill_9() {
         .map(|i| SigningKey::from_seed(&[40 + i; 32]))
         .collect();
     let acked = Arc::new(Mutex::new(Acked::default()));
-    let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
-    // Four agents write concurrently (so group commits hold several jobs) until killed.
+    // Four agents write concurrently (so group commits hold several jobs) until the
+    // server dies under them: each ends on a failed request.
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (acked, stop, count) = (Arc::clone(&acked), Arc::clone(&stop), Arc::clone(&count));
+            let (acked, count) = (Arc::clone(&acked), Arc::clone(&count));
             let key = keys[w].clone();
             let c = Client::new(&url)
                 .expect("client")
                 .with_timeout(Duration::from_secs(5));
             thread::spawn(move || {
                 for n in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
                     let intent =
                         builders::propose(&key, &format!("durable/w{w}"), json!({"n": n}), &[])
                             .expect("intent");
-                    let Ok(s) = c.submit(&intent) else { break };
+                    let s = match c.submit(&intent) {
+                        Ok(s) => s,
+                        Err(e) => return e,
+                    };
                     {
                         let mut a = acked.lock().expect("lock");
                         a.records.insert(intent.hash(), s.seq.expect("seq"));
@@ -177,7 +177,10 @@ fn every_acknowledged_write_survives_kill_9() {
                     // Every other Intent is claimed by this writer.
                     if n % 2 == 0 {
                         let claim = builders::claim(&key, intent.hash(), 600_000).expect("claim");
-                        let Ok(l) = c.claim(&claim) else { break };
+                        let l = match c.claim(&claim) {
+                            Ok(l) => l,
+                            Err(e) => return e,
+                        };
                         acked
                             .lock()
                             .expect("lock")
@@ -186,17 +189,19 @@ fn every_acknowledged_write_survives_kill_9() {
                         count.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                unreachable!("the loop only ends on an error")
             })
         })
         .collect();
-    while count.load(Ordering::Relaxed) < 300 {
+    while count.load(Ordering::Relaxed) < 300 && writers.iter().all(|h| !h.is_finished()) {
         thread::sleep(Duration::from_millis(5));
     }
     // Kill while the writers are still writing.
     server.kill9();
-    stop.store(true, Ordering::Relaxed);
     for w in writers {
-        w.join().expect("writer");
+        let e = w.join().expect("writer");
+        // The server is gone: no answer at all, never an API error.
+        assert!(e.api().is_none(), "{e}");
     }
     let acked = Arc::try_unwrap(acked)
         .map_err(|_| "still shared")
