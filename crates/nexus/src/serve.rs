@@ -1,7 +1,8 @@
 //! `nexus serve`: the HTTP host around `nexus-api` on the embedded redb store.
 //!
 //! Request path:
-//! 1. the body is read up to the API's limit (413 in the API's own error shape above it);
+//! 1. the body is read up to the API's limit (413 in the API's own error shape above it,
+//!    after reading and dropping the rest so that the client can read the answer);
 //! 2. [`Api::prepare`] parses and verifies (hash, Ed25519, allowlist) on a blocking
 //!    thread, so signature checks of concurrent requests use every core;
 //! 3. reads run directly against the store (redb reads are MVCC snapshots);
@@ -11,12 +12,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request as AxumRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as AxumResponse;
@@ -146,19 +148,40 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
     let limit = state.api.config().max_request_bytes;
-    let body = match to_bytes(req.into_body(), limit).await {
+    let body = match read_body(req.into_body(), limit).await {
         Ok(b) => b,
-        Err(_) => {
-            let r = ApiError::new(
-                "body_too_large",
-                format!("request body is larger than {limit} bytes (or could not be read)"),
-            )
-            .with("limit", limit)
+        Err(seen) => {
+            let r = match seen {
+                Some(size) => ApiError::new(
+                    "body_too_large",
+                    format!("request body is {size} bytes; the limit is {limit}"),
+                )
+                .with("size", size as u64),
+                None => ApiError::new(
+                    "body_too_large",
+                    format!("request body is larger than {limit} bytes (or could not be read)"),
+                ),
+            }
+            .with("limit", limit as u64)
             .to_response();
+            // Counted like every other answer (errors by code, requests by route).
+            let path = target.split('?').next().unwrap_or("/");
+            let route = nexus_api::match_path(path)
+                .and_then(|m| {
+                    let first = m.routes.first().copied();
+                    m.routes
+                        .iter()
+                        .copied()
+                        .find(|r| r.method().eq_ignore_ascii_case(&method))
+                        .or(first)
+                })
+                .unwrap_or(nexus_api::Route::Unmatched);
+            let micros = started.elapsed().as_micros() as u64;
+            state.api.metrics().observe_response(route, &r, micros);
             return into_axum(r);
         }
     };
-    let request = Request::new(&method, &target, body.to_vec());
+    let request = Request::new(&method, &target, body);
     let st = Arc::clone(&state);
     let answered = tokio::task::spawn_blocking(move || {
         let (route, response) = match st.api.prepare(&request) {
@@ -182,6 +205,44 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
     match answered {
         Ok(r) => into_axum(r),
         Err(_) => into_axum(ApiError::new("storage", "request handler panicked").to_response()),
+    }
+}
+
+/// Most bytes of an oversize request body read (and dropped) before answering 413, so
+/// that a client that sends its whole body before reading can read the answer; beyond
+/// it the connection is cut.
+pub const MAX_DRAIN_BYTES: usize = 64 << 20;
+
+/// Reads a request body of at most `limit` bytes. Above it, the rest is read and
+/// dropped (up to [`MAX_DRAIN_BYTES`]) and the answer is `Err(Some(size))`;
+/// `Err(None)` when the body could not be read to its end.
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Option<usize>> {
+    let mut data = Vec::new();
+    let mut size = 0usize;
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => break,
+            Some(Err(_)) => return Err(None),
+            Some(Ok(frame)) => {
+                let Ok(chunk) = frame.into_data() else {
+                    continue; // trailers
+                };
+                size = size.saturating_add(chunk.len());
+                if size <= limit {
+                    data.extend_from_slice(&chunk);
+                } else if size > MAX_DRAIN_BYTES {
+                    return Err(None);
+                } else {
+                    data = Vec::new();
+                }
+            }
+        }
+    }
+    if size > limit {
+        Err(Some(size))
+    } else {
+        Ok(data)
     }
 }
 

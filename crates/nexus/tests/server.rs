@@ -26,6 +26,32 @@ fn conformance_against_the_binary() {
     conformance::run_conformance(&format!("{}/", server.url));
 }
 
+fn errors_counted(c: &Client, code: &str) -> u64 {
+    let metrics = c.metrics().expect("metrics");
+    let prefix = format!("nexus_errors_total{{code=\"{code}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|n| n.trim().parse().expect("count"))
+        .unwrap_or(0)
+}
+
+#[test]
+fn request_bodies_over_the_limit_are_refused_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), true);
+    let c = server.client();
+    let before = errors_counted(&c, "body_too_large");
+    for size in [129 * 1024, 4 << 20] {
+        let e = conformance::expect_error(&c, "oversize", 413, "body_too_large", || {
+            c.post_json("/v1/intents", &vec![b'x'; size])
+        });
+        assert_eq!(e.detail("limit"), Some(&json!(128 * 1024)));
+        assert_eq!(e.detail("size"), Some(&json!(size)));
+    }
+    assert_eq!(errors_counted(&c, "body_too_large"), before + 2);
+}
+
 #[test]
 fn two_agents_race_for_each_claim_200_times() {
     let dir = tempfile::tempdir().expect("tempdir");

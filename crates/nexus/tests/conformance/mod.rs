@@ -460,6 +460,16 @@ fn errors(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyFile
 
     // Metrics count errors by code; the OpenAPI document is served.
     let metrics = c.metrics().expect("metrics");
-    assert!(metrics.contains("already_claimed"), "{metrics}");
+    for code in [
+        "already_claimed",
+        "body_too_large",
+        "bad_signature",
+        "no_route",
+    ] {
+        assert!(
+            metrics.contains(&format!("code=\"{code}\"")),
+            "{code}: {metrics}"
+        );
+    }
     assert!(c.openapi().expect("openapi")["paths"].is_object());
 }
