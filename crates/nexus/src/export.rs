@@ -229,6 +229,10 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
         );
         return;
     }
+    if r.lines == 0 {
+        say!("ok: the log is empty (no entries)");
+        return;
+    }
     say!(
         "ok: {} verified (seq 1..{}){}",
         count(r.lines, "entry", "entries"),

@@ -326,6 +326,13 @@ fn every_verb_json_and_errors() {
         String::from_utf8_lossy(&done.stderr)
     );
 
+    // An empty log exports and verifies.
+    let empty_server = Server::start(&dir.path().join("empty-data"), true);
+    let out = nexus_ok(&["verify", &empty_server.url], &[]);
+    assert_eq!(out, "ok: the log is empty (no entries)\n");
+    let export = nexus_ok(&["export", "--server", &empty_server.url], &[]);
+    assert_eq!(export, "");
+
     // Errors a person makes: unknown id, no key, no server, bad input, bad usage.
     let (_, err) = nexus_fails(&["show", "deadbeef00"], &a);
     assert!(err.contains("HTTP 404 not_found"), "{err}");
