@@ -166,7 +166,7 @@ jq -rs '
   | "| K | system | cycles/s | propose p50 / p99 ms | claim p50 / p99 ms | resolve p50 / p99 ms | errors | CPU ms/cycle server / client | load1 |",
     "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ($rows | sort_by(.k, (.t | if . == "nexus" then 0 elif . == "etcd" then 1 else 2 end))[]
-      | "| \(.k) | \(.t) | \(.cps | r1) | \(.pp50|f) / \(.pp99|f) | \(.cp50|f) / \(.cp99|f) | \(.rp50|f) / \(.rp99|f) | \(.err) | \(.scpu|f) / \(.ccpu|f) | \(.load) |"),
+      | "| \(.k) | \(.t) | \(.cps | r1) | \(.pp50|f) / \(.pp99|f) | \(.cp50|f) / \(.cp99|f) | \(.rp50|f) / \(.rp99|f) | \(.err) | \(.scpu|f) / \(.ccpu|f) | \(.load|f) |"),
     "",
     "| K | nexus / etcd | nexus / postgres | nexus / better peer | ≥ 2× | worst step p99: nexus / better-throughput peer |",
     "|---:|---:|---:|---:|---|---|",
