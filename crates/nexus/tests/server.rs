@@ -304,3 +304,22 @@ fn every_acknowledged_write_survives_kill_9() {
         "{out}"
     );
 }
+
+/// The OpenAPI document the binary serves is the one checked in (`spec/openapi.json`,
+/// itself checked against the generator by nexus-api's tests).
+#[test]
+fn the_served_openapi_document_is_the_checked_in_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), true);
+    let served = Client::new(&server.url)
+        .expect("client")
+        .openapi()
+        .expect("openapi");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/openapi.json");
+    let text = std::fs::read_to_string(path).expect("spec/openapi.json");
+    let checked_in: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        served, checked_in,
+        "spec/openapi.json differs from what the server serves"
+    );
+}
