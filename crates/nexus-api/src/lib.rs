@@ -83,7 +83,7 @@ pub use job::{
 pub use metrics::{LATENCY_BUCKETS_US, Metrics};
 pub use openapi::{ApiDoc, openapi_json};
 pub use query::percent_decode;
-pub use route::{PathMatch, Route, match_path};
+pub use route::{PathMatch, Route, match_path, route_for};
 
 /// An HTTP request, as plain data (hosts convert theirs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -113,6 +113,22 @@ pub struct PathMatch<'a> {
     pub id: Option<&'a str>,
 }
 
+/// The route a request counts under in metrics: the one with this path and method,
+/// else the first with this path (a method that is not allowed), else
+/// [`Route::Unmatched`]. `path` is without the query.
+pub fn route_for(method: &str, path: &str) -> Route {
+    match_path(path)
+        .and_then(|m| {
+            let first = m.routes.first().copied();
+            m.routes
+                .iter()
+                .copied()
+                .find(|r| r.method().eq_ignore_ascii_case(method))
+                .or(first)
+        })
+        .unwrap_or(Route::Unmatched)
+}
+
 /// Matches a path (without query) against the templates.
 pub fn match_path(path: &str) -> Option<PathMatch<'_>> {
     let plain = |routes: Vec<Route>| Some(PathMatch { routes, id: None });
@@ -149,12 +165,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_method_that_is_not_allowed_counts_under_the_paths_first_route() {
+        assert_eq!(route_for("DELETE", "/v1/intents"), Route::ListIntents);
+        assert_eq!(route_for("post", "/v1/intents"), Route::ProposeIntent);
+    }
+
+    #[test]
     fn templates_match_their_own_paths() {
         for r in Route::ALL {
             let path = r.template().replace("{id}", "0123abcd");
             let m = match_path(&path).expect("matches");
             assert!(m.routes.contains(&r), "{r}");
             assert_eq!(m.id.is_some(), r.template().contains("{id}"));
+            assert_eq!(route_for(r.method(), &path), r);
         }
         for bad in [
             "/",
@@ -165,6 +188,7 @@ mod tests {
             "/v2/log",
         ] {
             assert!(match_path(bad).is_none(), "{bad}");
+            assert_eq!(route_for("GET", bad), Route::Unmatched);
         }
     }
 }

@@ -166,16 +166,7 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
             .to_response();
             // Counted like every other answer (errors by code, requests by route).
             let path = target.split('?').next().unwrap_or("/");
-            let route = nexus_api::match_path(path)
-                .and_then(|m| {
-                    let first = m.routes.first().copied();
-                    m.routes
-                        .iter()
-                        .copied()
-                        .find(|r| r.method().eq_ignore_ascii_case(&method))
-                        .or(first)
-                })
-                .unwrap_or(nexus_api::Route::Unmatched);
+            let route = nexus_api::route_for(&method, path);
             let micros = started.elapsed().as_micros() as u64;
             state.api.metrics().observe_response(route, &r, micros);
             return into_axum(r);
