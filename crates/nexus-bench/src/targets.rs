@@ -173,13 +173,11 @@ mod etcd {
 
     impl Conn {
         pub fn new(base: &str) -> Self {
-            let config = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(60)))
-                .build();
             Self {
                 base: base.trim_end_matches('/').to_owned(),
-                agent: ureq::Agent::new_with_config(config),
+                // The same HTTP agent settings as the neXus client's, so that both HTTP
+                // peers pay the same client costs.
+                agent: nexus_client::http::http_agent(Duration::from_secs(60)),
             }
         }
 

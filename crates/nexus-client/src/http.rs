@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Default timeout for one whole request (connect, send, answer).
+/// Default timeout for each step of a request (connect, send, wait for the answer, read it).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest answer body read, in bytes (a full log page of large records fits).
@@ -421,6 +421,28 @@ fn snippet(body: &[u8]) -> String {
     s
 }
 
+/// The HTTP agent every neXus client uses: statuses are answers, not errors; keep-alive
+/// connections; `timeout` bounds each step of a request (connect, send the request,
+/// send the body, wait for the answer, read it).
+///
+/// The steps are bounded one by one rather than with ureq's whole-request timeout on
+/// purpose: with that one set, ureq resolves the host name on a new thread for every
+/// request (to be able to abandon a slow DNS lookup), which cost more CPU than the
+/// rest of a request on loopback. Name lookups are then as slow as the system's own.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    let step = Some(timeout);
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(step)
+        .timeout_send_request(step)
+        .timeout_send_body(step)
+        .timeout_recv_response(step)
+        .timeout_recv_body(step)
+        .user_agent(concat!("nexus-client/", env!("CARGO_PKG_VERSION")))
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
 /// A blocking client for one neXus server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -458,15 +480,10 @@ impl Client {
     }
 
     fn agent(timeout: Duration) -> ureq::Agent {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .user_agent(concat!("nexus-client/", env!("CARGO_PKG_VERSION")))
-            .build();
-        ureq::Agent::new_with_config(config)
+        http_agent(timeout)
     }
 
-    /// Sets the timeout of each whole request (default [`DEFAULT_TIMEOUT`]).
+    /// Sets the timeout of each step of a request (default [`DEFAULT_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.agent = Self::agent(timeout);
         self.timeout = timeout;

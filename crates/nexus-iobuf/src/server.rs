@@ -72,10 +72,13 @@ trait ErasedJob: Send {
     fn finish(self: Box<Self>, result: Result<JobStats, JobError>);
 }
 
+/// Where a finished job's answer goes.
+type Answer<T> = Box<dyn FnOnce(Reply<T>) + Send>;
+
 struct TypedJob<F, T> {
     job: F,
     output: Option<T>,
-    reply: mpsc::Sender<Reply<T>>,
+    reply: Answer<T>,
 }
 
 impl<F, T> ErasedJob for TypedJob<F, T>
@@ -99,8 +102,9 @@ where
                 rounds: stats.rounds,
             })
         });
-        // The submitter may have dropped its ticket; that is not an error.
-        let _ = reply.send(answer);
+        // A panicking answer callback must not take the server thread (and every
+        // queued job) down with it.
+        let _ = catch_unwind(AssertUnwindSafe(move || reply(answer)));
     }
 }
 
@@ -185,16 +189,37 @@ impl SessionClient {
         T: Send + 'static,
     {
         let (reply, rx) = mpsc::channel();
-        let mut state = self.queue.lock();
-        if !state.closed {
-            state.jobs.push_back(Box::new(TypedJob {
-                job,
-                output: None,
-                reply,
-            }));
-            self.queue.ready.notify_one();
-        }
+        self.submit_with(job, move |answer| {
+            // The submitter may have dropped its ticket; that is not an error.
+            let _ = reply.send(answer);
+        });
         Ticket { rx }
+    }
+
+    /// Like [`SessionClient::submit`], but hands the answer to `on_done` (called once,
+    /// on the server's thread, right after the job's commit is durable) instead of a
+    /// [`Ticket`]. An async host completes its own future there (a oneshot channel, say)
+    /// so that no thread blocks per waiting request. A job submitted after the server
+    /// stopped answers [`JobError::ServerGone`] at once, on the caller's thread. A panic
+    /// in `on_done` is caught and dropped; the server goes on.
+    pub fn submit_with<T, F, D>(&self, job: F, on_done: D)
+    where
+        F: FnMut(&IoBufferSession) -> T + Send + 'static,
+        T: Send + 'static,
+        D: FnOnce(Reply<T>) + Send + 'static,
+    {
+        let mut state = self.queue.lock();
+        if state.closed {
+            drop(state);
+            on_done(Err(JobError::ServerGone));
+            return;
+        }
+        state.jobs.push_back(Box::new(TypedJob {
+            job,
+            output: None,
+            reply: Box::new(on_done),
+        }));
+        self.queue.ready.notify_one();
     }
 
     /// Jobs waiting to run.

@@ -239,3 +239,53 @@ fn flush_failures_and_closing_are_reported() {
     assert!(server.process_one());
     assert_eq!(server.store().get("x").unwrap(), Some(b("v")));
 }
+
+#[test]
+fn submit_with_answers_through_the_callback_after_the_commit() {
+    let store = MemoryStore::new();
+    // Every job of a group increments the same counter, so the last of a group of 8
+    // runs 8 times: room for that.
+    let thread = SessionServer::new(store.clone())
+        .with_max_attempts(64)
+        .spawn_grouped(8)
+        .unwrap();
+    let client = thread.client();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..20 {
+        let tx = tx.clone();
+        let seen = store.clone();
+        client.submit_with(
+            |s: &IoBufferSession| increment(s, "n"),
+            move |reply| {
+                // Called once the job's write is in the store.
+                let (n, _) = reply.unwrap().value.unwrap().unwrap();
+                let stored: u64 = String::from_utf8(seen.get_state("n").unwrap().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                tx.send((n, stored >= n)).unwrap();
+            },
+        );
+    }
+    drop(tx);
+    // A callback that panics is dropped; the server keeps serving.
+    client.submit_with(
+        |s: &IoBufferSession| increment(s, "m"),
+        |_| panic!("callback"),
+    );
+    let mut answers: Vec<(u64, bool)> = rx.iter().take(20).collect();
+    answers.sort_unstable();
+    assert_eq!(answers, (1..=20).map(|n| (n, true)).collect::<Vec<_>>());
+    drop(thread);
+    let (tx, rx) = std::sync::mpsc::channel();
+    client.submit_with(
+        |s: &IoBufferSession| increment(s, "n"),
+        move |reply| tx.send(matches!(reply, Err(JobError::ServerGone))).unwrap(),
+    );
+    assert_eq!(
+        rx.try_recv(),
+        Ok(true),
+        "answered at once, on the caller's thread"
+    );
+    assert_eq!(store.get_state("n").unwrap(), Some(b("20")));
+}
