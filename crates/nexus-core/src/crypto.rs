@@ -124,11 +124,42 @@ impl AuthorKey {
 
     /// Checks `sig` over `hash` (strict verification: no malleable or small-order forms).
     pub fn verify(&self, hash: &FihHash, sig: &Signature) -> bool {
-        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.0) else {
+        let Some(key) = decompressed(&self.0) else {
             return false;
         };
         key.verify_strict(&signed_message(hash), &sig.0).is_ok()
     }
+}
+
+/// Most decompressed author keys kept by [`decompressed`].
+const KEY_CACHE_ENTRIES: usize = 4096;
+
+/// The curve point of an author key, or `None` if the bytes decode to none.
+///
+/// Decompressing a key is a field square root — about a quarter of a signature check —
+/// and the same few agents sign almost every record, so points are memoised. The memo
+/// is a plain map emptied when full, not an LRU crate: it caches a pure function, so
+/// which entries survive changes only speed, never a result, and agent sets are far
+/// smaller than the bound. (On wasm32 the mutex never contends.)
+fn decompressed(bytes: &[u8; 32]) -> Option<ed25519_dalek::VerifyingKey> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(key) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(bytes)
+    {
+        return Some(*key);
+    }
+    let key = ed25519_dalek::VerifyingKey::from_bytes(bytes).ok()?;
+    let mut map = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if map.len() >= KEY_CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(*bytes, key);
+    Some(key)
 }
 
 /// Serde for author keys in the host's own stored state (Intent states): the hex is
@@ -166,9 +197,9 @@ impl FromStr for AuthorKey {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let bytes = parse_hex::<32>("an author key", s)?;
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        decompressed(&bytes)
             .map(|_| Self(bytes))
-            .map_err(|_| ParseError::BadKey(s.to_owned()))
+            .ok_or_else(|| ParseError::BadKey(s.to_owned()))
     }
 }
 hex_serde!(AuthorKey);
@@ -256,6 +287,31 @@ mod tests {
         assert_ne!(plain.as_bytes(), &FihHash::of_canonical(b"{}").0);
         let derived = blake3::derive_key(HASH_CONTEXT, b"{}");
         assert_eq!(derived, FihHash::of_canonical(b"{}").0);
+    }
+
+    #[test]
+    fn memoised_keys_give_the_same_answers_past_the_cache_bound() {
+        let h = FihHash::of_canonical(b"x");
+        let first = SigningKey::from_seed(&[1; 32]);
+        let sig = first.sign(&h);
+        // More distinct keys than the memo holds: it empties and refills meanwhile.
+        for i in 0..KEY_CACHE_ENTRIES + 10 {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64 + 2).to_le_bytes());
+            let k = SigningKey::from_seed(&seed).author();
+            assert!(k.to_string().parse::<AuthorKey>().is_ok());
+            if i % 512 == 0 {
+                assert!(!k.verify(&h, &sig), "another key never verifies");
+                assert!(first.author().verify(&h, &sig), "hit or miss, same answer");
+            }
+        }
+        assert!(first.author().verify(&h, &sig));
+        assert!(!first.author().verify(&FihHash::of_canonical(b"y"), &sig));
+        // A 32-byte string that is no curve point is refused every time, never memoised.
+        let not_a_point = "02".repeat(32);
+        for _ in 0..2 {
+            assert!(not_a_point.parse::<AuthorKey>().is_err());
+        }
     }
 
     #[test]
