@@ -176,8 +176,8 @@ fn list_intents() {}
 
 /// List Facts, oldest first.
 ///
-/// With `topic`, subtopics are included and the order is oldest first within each
-/// topic path (the topic index is ordered by topic, then time).
+/// With `topic`, subtopics are included, in one order: oldest first across the topic
+/// and all its subtopics.
 #[utoipa::path(get, path = "/v1/facts", tag = "reads",
     params(
         ("topic" = Option<String>, Query, description = "Topic; subtopics included"),

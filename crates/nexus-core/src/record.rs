@@ -189,6 +189,16 @@ impl Topic {
         &self.0
     }
 
+    /// The topic and every topic above it, shortest first: `a/b/c` gives `a`, `a/b`,
+    /// `a/b/c`.
+    pub fn self_and_ancestors(&self) -> impl Iterator<Item = Topic> + '_ {
+        self.0
+            .match_indices('/')
+            .map(|(i, _)| i)
+            .chain(std::iter::once(self.0.len()))
+            .map(|end| Topic(self.0[..end].to_owned()))
+    }
+
     /// True when `self` equals `prefix` or lies under it (segment-wise).
     pub fn starts_with(&self, prefix: &Topic) -> bool {
         self.0 == prefix.0

@@ -72,11 +72,22 @@ pub mod keys {
     pub fn intent(h: &FihHash) -> String {
         format!("{INTENT_PREFIX}{h}")
     }
-    /// Prefix of the topic index for records of `kind` under `topic` (subtopics included).
+    /// Prefix of the topic index for records of `kind` under `topic`, subtopics
+    /// included, in time order: a record is indexed under its topic and under each
+    /// topic above it ([`topic_indexes`]). (`@` never occurs in a topic, so the prefix
+    /// takes no deeper topic's entries.)
     pub fn topic_prefix(kind: Kind, topic: &Topic) -> String {
-        format!("x/t/{kind}/{topic}/")
+        format!("x/t/{kind}/{topic}/@")
     }
-    /// Topic index entry.
+    /// Every topic index entry of a record: one under its topic and one under each
+    /// topic above it, so that a listing under any topic is one time-ordered scan.
+    pub fn topic_indexes(kind: Kind, topic: &Topic, time: u64, h: &FihHash) -> Vec<String> {
+        topic
+            .self_and_ancestors()
+            .map(|t| topic_index(kind, &t, time, h))
+            .collect()
+    }
+    /// Topic index entry of a record under `topic` (its own topic or one above it).
     pub fn topic_index(kind: Kind, topic: &Topic, time: u64, h: &FihHash) -> String {
         format!("x/t/{kind}/{topic}/@{time:016}/{h}")
     }
@@ -734,9 +745,10 @@ where
         let c = rec.content();
         let mut n = 0;
         if let Some(topic) = c.topic() {
-            self.kv
-                .set(&keys::topic_index(c.kind(), topic, c.time(), &h), b"")?;
-            n += 1;
+            for key in keys::topic_indexes(c.kind(), topic, c.time(), &h) {
+                self.kv.set(&key, b"")?;
+                n += 1;
+            }
         }
         self.kv
             .set(&keys::time_index(c.kind(), c.time(), &h), b"")?;
@@ -799,6 +811,30 @@ where
                 .then(a.record.hash().cmp(&b.record.hash()))
         });
         Ok(out)
+    }
+
+    /// Scans an index whose keys are `{prefix}{time:016}/{hash}`, so ordered by time:
+    /// starts at `since` directly and ends the paging past `until`.
+    fn scan_by_time(
+        &self,
+        prefix: &str,
+        range: TimeRange,
+        after: Option<&str>,
+        limit: usize,
+    ) -> CoreResult<Page> {
+        let start = match (after, range.since) {
+            (Some(a), _) => Some(a.to_owned()),
+            (None, Some(since)) if since > 0 => Some(format!("{prefix}{:016}", since - 1)),
+            _ => None,
+        };
+        let mut page = self.scan_index(prefix, range, start.as_deref(), limit)?;
+        // Past `until` nothing more can match.
+        if let (Some(until), Some(next)) = (range.until, &page.next)
+            && keys::parse_index(next).is_some_and(|(t, _)| t + 1 >= until)
+        {
+            page.next = None;
+        }
+        Ok(page)
     }
 
     fn scan_index(
@@ -964,7 +1000,7 @@ where
         after: Option<&str>,
         limit: usize,
     ) -> CoreResult<Page> {
-        self.scan_index(&keys::topic_prefix(kind, topic), range, after, limit)
+        self.scan_by_time(&keys::topic_prefix(kind, topic), range, after, limit)
     }
 
     fn by_time(
@@ -974,21 +1010,7 @@ where
         after: Option<&str>,
         limit: usize,
     ) -> CoreResult<Page> {
-        let prefix = keys::time_prefix(kind);
-        // Start at `since` directly: the time index is ordered by time.
-        let start = match (after, range.since) {
-            (Some(a), _) => Some(a.to_owned()),
-            (None, Some(since)) if since > 0 => Some(format!("{prefix}{:016}", since - 1)),
-            _ => None,
-        };
-        let mut page = self.scan_index(&prefix, range, start.as_deref(), limit)?;
-        // Past `until` nothing more can match.
-        if let (Some(until), Some(next)) = (range.until, &page.next)
-            && keys::parse_index(next).is_some_and(|(t, _)| t + 1 >= until)
-        {
-            page.next = None;
-        }
-        Ok(page)
+        self.scan_by_time(&keys::time_prefix(kind), range, after, limit)
     }
 
     fn log_entries(&self, from: u64, limit: usize) -> CoreResult<Vec<(u64, LogEntry)>> {

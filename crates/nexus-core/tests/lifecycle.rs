@@ -363,6 +363,42 @@ fn topic_and_time_queries_page_through_the_indexes() {
         "subtopics included, sibling lab/ab excluded"
     );
     assert_eq!(all.next, None);
+    // One time order across the topic and its subtopics (facts alternate between
+    // them in time), also when paged through a time window.
+    let in_time_order: Vec<_> = facts.iter().map(|f| f.hash()).collect();
+    assert_eq!(all.items, in_time_order);
+    let window = TimeRange {
+        since: Some(T0 + 3),
+        until: Some(T0 + 8),
+    };
+    let mut got = vec![];
+    let mut after = None;
+    loop {
+        let page = s
+            .by_topic(Kind::Fact, &topic("lab/a"), window, after.as_deref(), 2)
+            .expect("page");
+        got.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(got, in_time_order[3..8]);
+    let sub = s
+        .by_topic(
+            Kind::Fact,
+            &topic("lab/a/sub"),
+            TimeRange::default(),
+            None,
+            100,
+        )
+        .expect("subtopic alone");
+    let odd: Vec<_> = in_time_order.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(sub.items, odd, "a subtopic lists only its own facts");
+    let top = s
+        .by_topic(Kind::Fact, &topic("lab"), TimeRange::default(), None, 100)
+        .expect("top level");
+    assert_eq!(top.items.len(), 11, "lab/a, lab/a/sub and lab/ab");
 
     let window = TimeRange {
         since: Some(T0 + 2),
