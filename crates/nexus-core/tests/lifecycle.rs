@@ -341,6 +341,20 @@ fn ids_resolve_by_unambiguous_prefix() {
     ));
 }
 
+/// The items of every page of a query, following `next` from the first page.
+fn every_page(mut query: impl FnMut(Option<&str>) -> CoreResult<Page>) -> Vec<FihHash> {
+    let mut got = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        let page = query(after.as_deref()).expect("page");
+        got.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return got,
+        }
+    }
+}
+
 #[test]
 fn topic_and_time_queries_page_through_the_indexes() {
     let (_, s) = mem();
@@ -371,18 +385,7 @@ fn topic_and_time_queries_page_through_the_indexes() {
         since: Some(T0 + 3),
         until: Some(T0 + 8),
     };
-    let mut got = vec![];
-    let mut after = None;
-    loop {
-        let page = s
-            .by_topic(Kind::Fact, &topic("lab/a"), window, after.as_deref(), 2)
-            .expect("page");
-        got.extend(page.items);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let got = every_page(|after| s.by_topic(Kind::Fact, &topic("lab/a"), window, after, 2));
     assert_eq!(got, in_time_order[3..8]);
     let sub = s
         .by_topic(
@@ -404,18 +407,7 @@ fn topic_and_time_queries_page_through_the_indexes() {
         since: Some(T0 + 2),
         until: Some(T0 + 6),
     };
-    let mut got = vec![];
-    let mut after = None;
-    loop {
-        let page = s
-            .by_time(Kind::Fact, window, after.as_deref(), 2)
-            .expect("page");
-        got.extend(page.items);
-        match page.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
+    let got = every_page(|after| s.by_time(Kind::Fact, window, after, 2));
     let want: Vec<FihHash> = facts[2..6].iter().map(|f| f.hash()).collect();
     assert_eq!(got, want);
 }
