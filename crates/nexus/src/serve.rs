@@ -25,6 +25,7 @@ use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request as AxumRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as AxumResponse;
+use axum::serve::ListenerExt as _;
 use nexus_api::{Api, ApiConfig, ApiError, Job, MAX_JOB_ROUNDS, Prepared, Request, Response};
 use nexus_iobuf::{IoBufferSession, SessionClient, SessionServer};
 use nexus_store_redb::RedbStore;
@@ -99,6 +100,13 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         // A line on stdout that scripts and tests wait for.
         println!("nexus listening on http://{local}");
         let app = Router::new().fallback(handle).with_state(Arc::clone(&state));
+        // Answers go out whole at once; Nagle's algorithm would only hold back the
+        // tail of a large one until the client's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
