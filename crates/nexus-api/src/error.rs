@@ -72,13 +72,14 @@ impl From<&CoreError> for ApiError {
 pub fn status_of(code: &str) -> u16 {
     match code {
         "malformed_json" | "invalid_record" | "hash_mismatch" | "too_many_parents"
-        | "lease_out_of_range" | "clock_skew" | "ambiguous_id" | "bad_request" => 400,
+        | "lease_out_of_range" | "clock_skew" | "ambiguous_id" | "bad_request"
+        | "invalid_contract" => 400,
         "bad_signature" => 401,
-        "inadmissible" | "not_proposer" | "author_not_allowed" => 403,
+        "inadmissible" | "not_proposer" | "author_not_allowed" | "upgrade_refused" => 403,
         "not_found" | "no_route" => 404,
         "method_not_allowed" => 405,
         "already_claimed" | "lease_expired" | "not_holder" | "stale_token" | "already_resolved"
-        | "withdrawn" | "conflict" | "too_many_hints" => 409,
+        | "withdrawn" | "conflict" | "too_many_hints" | "stale_contract" => 409,
         "body_too_large" => 413,
         "unknown_parent" | "wrong_kind" => 422,
         _ => 500,

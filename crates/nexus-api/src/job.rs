@@ -2,6 +2,7 @@
 //! (the deterministic part that runs against storage).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -14,12 +15,15 @@ use nexus_core::{
 use nexus_iobuf::{IoBufferSession, ListQuery, Misses};
 use nexus_store::{BlobStore, KeyValueStore, LOG_HEAD_KEY, ObjectStore, log_key, parse_head};
 
+use nexus_contract::governance::{self, DeployError, HintUpdate};
+use nexus_contract::{Contract, UpgradeError};
+
 use crate::error::{ApiError, core_error, validation_error};
 use crate::query::Query;
 use crate::route::{Route, match_path};
 use crate::wire::{
-    Created, FactList, Health, HintItem, HintList, IntentItem, IntentList, LeaseBody, LogBody,
-    LogItem, ProvenanceBody, RecordBody, WithdrawnBody,
+    ContractBody, ContractHistoryBody, Created, DeployedBody, FactList, Health, HintItem, HintList,
+    IntentItem, IntentList, LeaseBody, LogBody, LogItem, ProvenanceBody, RecordBody, WithdrawnBody,
 };
 use crate::{ApiConfig, Request, Response};
 
@@ -89,6 +93,15 @@ enum Op {
         depth: usize,
     },
     Hints,
+    Deploy {
+        record: Box<Record>,
+        contract: Arc<Contract>,
+        expected: Option<FihHash>,
+    },
+    GetContract,
+    ContractHistory,
+    ApplyHints(Box<HintUpdate>),
+    ContractHead,
     Log {
         from: u64,
         limit: usize,
@@ -310,6 +323,49 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
             q(&[])?;
             Op::Hints
         }
+        Route::DeployContract => {
+            q(&[])?;
+            let rec = parse_signed::<Content>(cfg, &req.body).map_err(fail)?;
+            let Content::Fact(fact) = rec.content() else {
+                return Err(fail(
+                    ApiError::new(
+                        "wrong_kind",
+                        format!(
+                            "{} is a {}; POST /v1/contract takes a deployment fact",
+                            rec.hash(),
+                            rec.content().kind()
+                        ),
+                    )
+                    .with("expected", "fact"),
+                ));
+            };
+            let request =
+                governance::deploy_request(fact).map_err(|m| fail(ApiError::bad_request(m)))?;
+            let contract = Contract::parse_with_limits("contract.nex", &request.source, &cfg.limits)
+                .map_err(|errs| {
+                    let list: Vec<Value> = errs
+                        .0
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({"line": e.line, "column": e.column, "message": e.message})
+                        })
+                        .collect();
+                    fail(ApiError::new("invalid_contract", errs.to_string()).with("errors", list))
+                })?;
+            Op::Deploy {
+                record: Box::new(rec),
+                contract: Arc::new(contract),
+                expected: request.expected,
+            }
+        }
+        Route::GetContract => {
+            q(&[])?;
+            Op::GetContract
+        }
+        Route::ContractHistory => {
+            q(&[])?;
+            Op::ContractHistory
+        }
         Route::Log => {
             let q = q(&["from", "limit"])?;
             let from = q.int("from", 1, 0, u64::MAX).map_err(fail)?.max(1);
@@ -395,6 +451,7 @@ enum Done {
     Submitted(Submitted),
     Leased(nexus_core::Lease),
     Withdrawn(FihHash),
+    Deployed(Box<governance::Deployed>),
 }
 
 impl Outcome {
@@ -454,6 +511,23 @@ impl Outcome {
                     takeover: l.takeover,
                 },
             ),
+            Ok(Done::Deployed(d)) => Response::json(
+                if d.duplicate { 200 } else { 201 },
+                &DeployedBody {
+                    hash: d.entry.hash,
+                    version: d.entry.version,
+                    name: d.entry.name.clone(),
+                    deploy: d.entry.deploy,
+                    previous: d.entry.previous,
+                    approvals: d.entry.approvals.clone(),
+                    duplicate: d.duplicate,
+                    seq: if d.duplicate {
+                        None
+                    } else {
+                        first_seq.or(d.seq)
+                    },
+                },
+            ),
             Ok(Done::Withdrawn(h)) => Response::json(
                 200,
                 &WithdrawnBody {
@@ -481,7 +555,10 @@ impl Job {
 
     /// Whether the job changes state.
     pub fn is_write(&self) -> bool {
-        matches!(self.op, Op::Submit(_) | Op::Act(_))
+        matches!(
+            self.op,
+            Op::Submit(_) | Op::Act(_) | Op::Deploy { .. } | Op::ApplyHints(_)
+        )
     }
 
     /// Session rounds the job may need (provenance walks one level per round).
@@ -550,6 +627,33 @@ impl Job {
                     .push(ListQuery::new(prefix, start.as_deref(), MAX_SCAN.min(256)));
             }
             Op::Hints => m.state_keys.push(keys::HINTS.to_owned()),
+            Op::Deploy { record, .. } => {
+                m.state_keys.extend([
+                    governance::keys::CURRENT.to_owned(),
+                    keys::HINTS.to_owned(),
+                    keys::committed(&record.hash()),
+                    head,
+                ]);
+            }
+            Op::GetContract => m.state_keys.push(governance::keys::CURRENT.to_owned()),
+            Op::ContractHead => {
+                m.state_keys
+                    .extend([governance::keys::CURRENT.to_owned(), head]);
+            }
+            Op::ContractHistory => m.state_lists.push(ListQuery::new(
+                governance::keys::VERSION_PREFIX,
+                None,
+                CONTRACT_HISTORY_LIMIT,
+            )),
+            Op::ApplyHints(u) => {
+                m.state_keys.extend([
+                    governance::keys::CURRENT.to_owned(),
+                    keys::HINTS.to_owned(),
+                    head,
+                ]);
+                m.state_keys
+                    .extend(u.add.iter().map(|r| keys::committed(&r.hash())));
+            }
             // The entries' keys are known only below the head: the second round reads
             // exactly those (no guessing past the head), the third their records.
             Op::Log { .. } => m.state_keys.push(head),
@@ -571,9 +675,20 @@ impl Job {
         B: BlobStore,
         O: ObjectStore,
     {
+        let result = match &self.op {
+            Op::Deploy {
+                record,
+                contract,
+                expected,
+            } => governance::deploy(core, record, contract, *expected, now)
+                .map(|d| Done::Deployed(Box::new(d)))
+                .map_err(|e| deploy_error(&e)),
+            Op::GetContract => get_contract(core),
+            _ => self.run(core, now).map_err(|e| core_error(&e)),
+        };
         Outcome {
             route: self.route,
-            result: self.run(core, now).map_err(|e| core_error(&e)),
+            result,
         }
     }
 
@@ -627,6 +742,19 @@ impl Job {
                         })
                         .collect(),
                 })
+            }
+            Op::Deploy { .. } => unreachable!("deployments run in execute"),
+            Op::GetContract => unreachable!("GET /v1/contract runs in execute"),
+            Op::ContractHead => body(&serde_json::json!({
+                "current": governance::current(core)?,
+                "head": log_head(core)?,
+            })),
+            Op::ContractHistory => body(&ContractHistoryBody {
+                versions: governance::history(core, 1, CONTRACT_HISTORY_LIMIT)?,
+            }),
+            Op::ApplyHints(update) => {
+                let applied = governance::apply_hints(core, update, now)?;
+                body(&serde_json::json!({"applied": format!("{applied:?}")}))
             }
             Op::Health => body(&Health {
                 status: "ok",
@@ -693,6 +821,89 @@ impl Job {
                 now,
             )?),
         }
+    }
+}
+
+/// Most versions `GET /v1/contract/history` lists.
+pub const CONTRACT_HISTORY_LIMIT: usize = 1_000;
+
+impl Job {
+    /// The job that commits a contract Hint update computed by the host's
+    /// [`Governor`](crate::Governor).
+    pub fn apply_hints(update: HintUpdate) -> Job {
+        Job {
+            route: Route::SubmitHint,
+            op: Op::ApplyHints(Box::new(update)),
+        }
+    }
+
+    /// The read job that answers `{"current": {"version","hash"} | null, "head": n}`:
+    /// which contract is in force and how far the commit log goes.
+    pub fn contract_head() -> Job {
+        Job {
+            route: Route::GetContract,
+            op: Op::ContractHead,
+        }
+    }
+
+    /// The read job of `GET /v1/contract`.
+    pub fn get_contract() -> Job {
+        Job {
+            route: Route::GetContract,
+            op: Op::GetContract,
+        }
+    }
+
+    /// The read job of `GET /v1/log?from={from}&limit={limit}`.
+    pub fn log(from: u64, limit: usize) -> Job {
+        Job {
+            route: Route::Log,
+            op: Op::Log {
+                from: from.max(1),
+                limit: limit.clamp(1, LOG_LIMIT.1 as usize),
+            },
+        }
+    }
+}
+
+fn get_contract<K, B, O>(core: &CompositeColdStorage<K, B, O>) -> Result<Done, ApiError>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    let cur = governance::current(core)
+        .map_err(|e| core_error(&e))?
+        .ok_or_else(|| ApiError::new("not_found", "no contract is deployed"))?;
+    let source = governance::source(core, &cur.hash).map_err(|e| core_error(&e))?;
+    let parsed = Contract::parse_with_limits("contract.nex", &source, core.limits()).ok();
+    body(&ContractBody::new(
+        cur.version,
+        cur.hash,
+        source,
+        parsed.as_ref(),
+    ))
+    .map_err(|e| core_error(&e))
+}
+
+fn deploy_error(e: &DeployError) -> ApiError {
+    match e {
+        DeployError::Stale { current, expected } => ApiError::new("stale_contract", e.to_string())
+            .with("current", current.map(|h| h.to_hex()))
+            .with("expected", expected.map(|h| h.to_hex())),
+        DeployError::Refused(u) => {
+            let err = ApiError::new("upgrade_refused", e.to_string());
+            match u {
+                UpgradeError::NotAllowed { deployer, .. } => {
+                    err.with("deployer", deployer.to_string())
+                }
+                UpgradeError::Quorum { needed, found, .. } => err
+                    .with("needed", *needed as u64)
+                    .with("found", *found as u64),
+            }
+        }
+        DeployError::Unreadable { .. } => ApiError::new("storage", e.to_string()),
+        DeployError::Core(c) => core_error(c),
     }
 }
 

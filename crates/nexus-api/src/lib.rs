@@ -56,6 +56,7 @@
 //! ```
 
 mod error;
+mod governor;
 mod job;
 mod metrics;
 mod openapi;
@@ -76,6 +77,7 @@ use nexus_iobuf::{
 use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore};
 
 pub use error::{ApiError, core_error, status_of, validation_error};
+pub use governor::{GovernError, Governor};
 pub use job::{
     DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, MAX_JOB_ROUNDS, Outcome,
     PROVENANCE_DEPTH, PROVENANCE_MAX_RECORDS, Prepared, prepare,
@@ -194,6 +196,7 @@ pub const MAX_ATTEMPTS: usize = 8;
 pub struct Api {
     config: ApiConfig,
     metrics: Metrics,
+    governor: Governor,
 }
 
 impl Api {
@@ -202,7 +205,14 @@ impl Api {
         Self {
             config,
             metrics: Metrics::new(),
+            governor: Governor::new(),
         }
+    }
+
+    /// The contract governor (see [`Governor`]): hosts call
+    /// [`Governor::catch_up`] after each committed write.
+    pub fn governor(&self) -> &Governor {
+        &self.governor
     }
 
     /// The configuration.
@@ -236,7 +246,16 @@ impl Api {
     {
         match self.prepare(req) {
             Prepared::Respond(_, r) => r,
-            Prepared::Job(job) => self.run_job(store, &job, now),
+            Prepared::Job(job) => {
+                let r = self.run_job(store, &job, now);
+                if job.is_write() && r.status / 100 == 2 {
+                    // Derived state: a failure here is retried by the next write.
+                    let _ = self
+                        .governor
+                        .catch_up(&self.config.limits, |j| self.run_job(store, &j, now));
+                }
+                r
+            }
             Prepared::Metrics => self.metrics.response(),
         }
     }

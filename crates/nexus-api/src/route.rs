@@ -35,13 +35,19 @@ pub enum Route {
     Metrics,
     /// `GET /v1/openapi.json`
     OpenApi,
+    /// `POST /v1/contract`
+    DeployContract,
+    /// `GET /v1/contract`
+    GetContract,
+    /// `GET /v1/contract/history`
+    ContractHistory,
     /// No route matched the path.
     Unmatched,
 }
 
 impl Route {
     /// Every route the API serves (not [`Route::Unmatched`]).
-    pub const ALL: [Route; 15] = [
+    pub const ALL: [Route; 18] = [
         Route::ProposeIntent,
         Route::SubmitFact,
         Route::SubmitHint,
@@ -57,6 +63,9 @@ impl Route {
         Route::Health,
         Route::Metrics,
         Route::OpenApi,
+        Route::DeployContract,
+        Route::GetContract,
+        Route::ContractHistory,
     ];
 
     /// The HTTP method (`"-"` for [`Route::Unmatched`]).
@@ -67,7 +76,8 @@ impl Route {
             | Route::SubmitHint
             | Route::Claim
             | Route::Renew
-            | Route::Withdraw => "POST",
+            | Route::Withdraw
+            | Route::DeployContract => "POST",
             Route::Unmatched => "-",
             _ => "GET",
         }
@@ -88,6 +98,8 @@ impl Route {
             Route::Health => "/v1/health",
             Route::Metrics => "/metrics",
             Route::OpenApi => "/v1/openapi.json",
+            Route::DeployContract | Route::GetContract => "/v1/contract",
+            Route::ContractHistory => "/v1/contract/history",
             Route::Unmatched => "unmatched",
         }
     }
@@ -140,6 +152,8 @@ pub fn match_path(path: &str) -> Option<PathMatch<'_>> {
         "/v1/log" => return plain(vec![Route::Log]),
         "/v1/health" => return plain(vec![Route::Health]),
         "/v1/openapi.json" => return plain(vec![Route::OpenApi]),
+        "/v1/contract" => return plain(vec![Route::GetContract, Route::DeployContract]),
+        "/v1/contract/history" => return plain(vec![Route::ContractHistory]),
         _ => {}
     }
     let segs: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();

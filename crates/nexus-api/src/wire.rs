@@ -125,6 +125,114 @@ pub struct HintList {
     pub hints: Vec<HintItem>,
 }
 
+/// `201`/`200` answer to `POST /v1/contract`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeployedBody {
+    /// The contract's hash (the new version in force).
+    #[schema(value_type = String)]
+    pub hash: FihHash,
+    /// Its version number (1 for the first deployment).
+    pub version: u64,
+    /// Its `contract` name.
+    pub name: String,
+    /// The deployment Fact.
+    #[schema(value_type = String)]
+    pub deploy: FihHash,
+    /// The version it replaced (`null` for the first).
+    #[schema(value_type = Option<String>)]
+    pub previous: Option<FihHash>,
+    /// The approval Facts that made the upgrade quorum (empty without one).
+    #[schema(value_type = Vec<String>)]
+    pub approvals: Vec<FihHash>,
+    /// True when this deployment had already been applied (status 200).
+    pub duplicate: bool,
+    /// Commit log sequence number (`null` for a duplicate).
+    pub seq: Option<u64>,
+}
+
+/// One rule of the contract in force, as `GET /v1/contract` summarises it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContractRule {
+    /// The rule's name.
+    pub name: String,
+    /// The topic glob of the Facts it reads.
+    pub topic: String,
+    /// How many matching Facts trigger it.
+    pub threshold: usize,
+    /// Its window over Fact times, ms (`null`: unbounded).
+    pub within_ms: Option<u64>,
+}
+
+/// `GET /v1/contract`: the version in force.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContractBody {
+    /// Version number.
+    pub version: u64,
+    /// The contract's hash.
+    #[schema(value_type = String)]
+    pub hash: FihHash,
+    /// Its `contract` name.
+    pub name: String,
+    /// Its source (`contract.nex`).
+    pub source: String,
+    /// Its rules.
+    pub rules: Vec<ContractRule>,
+    /// Keys allowed to upgrade it (empty: any key the server allows).
+    pub upgrade_keys: Vec<String>,
+    /// Approvals an upgrade needs, and where (`null`: none).
+    #[schema(value_type = Option<Object>)]
+    pub upgrade_quorum: Option<Value>,
+}
+
+impl ContractBody {
+    /// The answer for version `version` with hash `hash` and `source`, parsed as
+    /// `parsed`.
+    pub fn new(
+        version: u64,
+        hash: FihHash,
+        source: String,
+        parsed: Option<&nexus_contract::Contract>,
+    ) -> Self {
+        Self {
+            version,
+            hash,
+            name: parsed.map(|c| c.name().to_owned()).unwrap_or_default(),
+            source,
+            rules: parsed
+                .map(|c| {
+                    c.rules()
+                        .iter()
+                        .map(|r| ContractRule {
+                            name: r.name.clone(),
+                            topic: r.topic.to_string(),
+                            threshold: r.threshold,
+                            within_ms: r.within_ms,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            upgrade_keys: parsed
+                .map(|c| c.upgrade().keys.iter().map(|k| k.to_string()).collect())
+                .unwrap_or_default(),
+            upgrade_quorum: parsed.and_then(|c| {
+                c.upgrade()
+                    .quorum
+                    .as_ref()
+                    .map(|q| serde_json::json!({"count": q.count, "topic": q.topic.as_str()}))
+            }),
+        }
+    }
+}
+
+/// `GET /v1/contract/history`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContractHistoryBody {
+    /// Every deployment, oldest first: `{version, hash, name, deployer, at, deploy,
+    /// approvals, previous}`.
+    #[schema(value_type = Vec<Object>)]
+    pub versions: Vec<nexus_contract::governance::VersionEntry>,
+}
+
 /// One commit log entry with its record or action inlined.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]

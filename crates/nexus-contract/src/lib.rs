@@ -11,7 +11,9 @@
 //!   before deployment;
 //! * [`Evaluator`] — incremental evaluation: [`Evaluator::add_fact`] runs only the
 //!   rules whose topic the Fact matches and returns the [`HintDelta`];
-//! * [`UpgradePolicy::authorize`] — who may deploy the next version.
+//! * [`UpgradePolicy::authorize`] — who may deploy the next version;
+//! * [`governance`] — the contract in the store: the CAS-moved pointer, history,
+//!   deployment and committing emitted Hints.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -52,6 +54,7 @@
 mod error;
 mod eval;
 mod expr;
+pub mod governance;
 mod syntax;
 mod upgrade;
 

@@ -1,0 +1,185 @@
+//! The contract's evaluator, kept in step with the commit log by the host.
+//!
+//! A host calls [`Governor::catch_up`] after each write that committed (and once when
+//! it starts). The governor asks which contract is in force, feeds the Facts committed
+//! since its last call to its [`Evaluator`] (only the rules whose topics they touch
+//! run), and commits what changed in the contract's Hints as one more write job
+//! ([`Job::apply_hints`]). Everything it reads and writes goes through the host's own
+//! job runner, so it works the same over any store and any host. Without a deployed
+//! contract a call costs one small read.
+//!
+//! The Hints are derived state: after a restart or a new deployment the governor
+//! evaluates every Fact in the log and replaces the contract's Hints wholesale, so a
+//! crash between a Fact's commit and its Hints' commit is repaired by the next call.
+
+use std::sync::{Arc, Mutex};
+
+use nexus_contract::governance::{Current, HintUpdate};
+use nexus_contract::{Contract, Evaluator, HintDelta};
+use nexus_core::{Content, FihHash, Limits, Record};
+use serde_json::Value;
+
+use crate::{Job, Response};
+
+/// Log entries read per page while catching up.
+const PAGE: usize = 1_000;
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Governor {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    eval: Option<Evaluator>,
+    current: Option<Current>,
+    cursor: u64,
+    /// The store's contract Hints must be replaced by the evaluator's (after a load).
+    reconcile: bool,
+}
+
+impl std::fmt::Debug for Governor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Governor").finish_non_exhaustive()
+    }
+}
+
+/// Why catching up stopped (the next call tries again).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("contract governance: {0}")]
+pub struct GovernError(String);
+
+fn ok_json(what: &str, r: &Response) -> Result<Value, GovernError> {
+    if r.status / 100 != 2 {
+        return Err(GovernError(format!(
+            "{what} answered {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        )));
+    }
+    serde_json::from_slice(&r.body).map_err(|e| GovernError(format!("{what}: {e}")))
+}
+
+impl Governor {
+    /// A governor that has read nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Why Hint `hash` exists, if the contract in force emitted it: the rule, the
+    /// group and the triggering Facts (see [`nexus_contract::Explanation`]).
+    pub fn explain(&self, hash: &FihHash) -> Option<nexus_contract::Explanation> {
+        let state = self.state.lock().ok()?;
+        state.eval.as_ref()?.explain(hash).cloned()
+    }
+
+    /// Rule failures of the contract in force so far (CEL errors, step budgets), as
+    /// messages.
+    pub fn errors(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.eval
+                    .as_ref()
+                    .map(|e| e.errors().map(|e| e.to_string()).collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Brings the contract's Hints up to date with the commit log. `run` executes a
+    /// job as the host does (reads against the store, writes through its write path)
+    /// and answers its response. Answers the response of the Hint commit, if one was
+    /// needed.
+    pub fn catch_up(
+        &self,
+        limits: &Limits,
+        mut run: impl FnMut(Job) -> Response,
+    ) -> Result<Option<Response>, GovernError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| GovernError("a previous catch-up panicked".into()))?;
+        let head = ok_json("contract head", &run(Job::contract_head()))?;
+        let current: Option<Current> = serde_json::from_value(head["current"].clone())
+            .map_err(|e| GovernError(format!("contract head: {e}")))?;
+        let log_head = head["head"].as_u64().unwrap_or(0);
+        if current != state.current {
+            state.current = current;
+            state.eval = None;
+            state.cursor = 0;
+            state.reconcile = true;
+            if let Some(c) = current {
+                let r = run(Job::get_contract());
+                let body = ok_json("GET /v1/contract", &r)?;
+                let source = body["source"].as_str().unwrap_or_default();
+                let contract = Contract::parse_with_limits("contract.nex", source, limits)
+                    .map_err(|e| GovernError(format!("stored contract {}: {e}", c.hash)))?;
+                state.eval = Some(Evaluator::new(Arc::new(contract)));
+            }
+        }
+        let Some(c) = current else {
+            state.reconcile = false;
+            return Ok(None);
+        };
+        let mut delta = HintDelta::default();
+        while state.cursor < log_head {
+            let page = ok_json("log", &run(Job::log(state.cursor + 1, PAGE)))?;
+            let entries = page["entries"].as_array().cloned().unwrap_or_default();
+            if entries.is_empty() {
+                break;
+            }
+            for e in entries {
+                let seq = e["seq"].as_u64().unwrap_or(state.cursor + 1);
+                state.cursor = state.cursor.max(seq);
+                let Some(rec) = e.get("record") else { continue };
+                if rec["kind"] != "fact" {
+                    continue;
+                }
+                let bytes = serde_json::to_vec(rec).unwrap_or_default();
+                // The host's own log: hashes are rechecked, signatures were checked on
+                // acceptance.
+                let rec = Record::from_stored_json(&bytes, limits)
+                    .map_err(|e| GovernError(format!("log entry {seq}: {e}")))?;
+                if let (Content::Fact(f), Some(eval)) = (rec.content(), state.eval.as_mut()) {
+                    delta.extend(eval.add_fact(rec.hash(), f));
+                }
+            }
+        }
+        let update = if state.reconcile {
+            HintUpdate {
+                contract: c.hash,
+                replace_all: true,
+                remove: Vec::new(),
+                add: state
+                    .eval
+                    .as_ref()
+                    .map(|e| e.hints().cloned().collect())
+                    .unwrap_or_default(),
+            }
+        } else if delta.is_empty() {
+            return Ok(None);
+        } else {
+            HintUpdate {
+                contract: c.hash,
+                replace_all: false,
+                remove: delta.removed,
+                add: delta.added,
+            }
+        };
+        let r = run(Job::apply_hints(update));
+        if r.status / 100 == 2 {
+            state.reconcile = false;
+            Ok(Some(r))
+        } else {
+            // Try again, wholesale, at the next call.
+            state.reconcile = true;
+            Err(GovernError(format!(
+                "committing the contract's Hints answered {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )))
+        }
+    }
+}

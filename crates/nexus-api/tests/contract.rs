@@ -1,0 +1,236 @@
+//! Contract governance through the API (the reference driver `Api::run_sync` on a
+//! memory store): deployment, Hints emitted from Facts, enforcement, upgrades by
+//! compare-and-swap, history.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use nexus_core::FihHash;
+use serde_json::{Value, json};
+
+fn budget(threshold: u32, upgrader: &nexus_core::SigningKey) -> String {
+    format!(
+        r#"contract = "budget"
+
+[upgrade]
+keys = ["{}"]
+
+[[rule]]
+name = "failures"
+topic = "lab/**"
+where = "has(fact.resolves) && fact.body.status == 'failed'"
+group = "fact.topic"
+threshold = {threshold}
+emit = {{ effect = "deny", topic = "${{group}}/**", reason = "budget spent under ${{group}}" }}
+"#,
+        upgrader.author()
+    )
+}
+
+fn deploy(
+    k: &nexus_core::SigningKey,
+    source: &str,
+    expected: Option<FihHash>,
+    t: u64,
+) -> nexus_core::Record {
+    fact(
+        k,
+        "nexus/contract",
+        json!({"source": source, "expected": expected.map(|h| h.to_hex())}),
+        vec![],
+        None,
+        t,
+    )
+}
+
+fn post_deploy(h: &Harness, rec: nexus_core::Record) -> Answer {
+    h.post("/v1/contract", &rec, NOW)
+}
+
+/// Proposes, claims and resolves an Intent under `topic` with a failed Fact.
+fn failed_run(h: &Harness, k: &nexus_core::SigningKey, topic: &str, n: u64) -> Answer {
+    let i = intent_at(k, topic, json!({"n": n}), vec![], NOW + n);
+    let a = h.submit(&i);
+    if a.status != 201 {
+        return a;
+    }
+    let c = h.act(&claim_at(k, i.hash(), LEASE, NOW + n), NOW + n);
+    assert_eq!(c.status, 200, "{}", c.json);
+    let token = c.json["token"].as_u64().unwrap();
+    h.submit(&fact(
+        k,
+        topic,
+        json!({"status": "failed"}),
+        vec![i.hash()],
+        Some((i.hash(), token)),
+        NOW + n,
+    ))
+}
+
+#[test]
+fn deploy_enforce_upgrade_by_cas() {
+    let h = Harness::open();
+    let (lead, other) = (key(1), key(2));
+    assert_eq!(h.get("/v1/contract").code(), "not_found");
+
+    // A broken contract is refused with its positions, and nothing changes.
+    let bad = h.expect_error(400, "invalid_contract", |h| {
+        post_deploy(
+            h,
+            deploy(&lead, "contract = \"x\"\n[[rule]]\nname = 1\n", None, NOW),
+        )
+    });
+    assert_eq!(bad.json["error"]["errors"][0]["line"], 3);
+
+    let v1 = budget(2, &lead);
+    let a = post_deploy(&h, deploy(&lead, &v1, None, NOW));
+    assert_eq!(a.status, 201, "{}", a.json);
+    let v1_hash: FihHash = a.json["hash"].as_str().unwrap().parse().unwrap();
+    assert_eq!(a.json["version"], 1);
+    let shown = h.get("/v1/contract");
+    assert_eq!(shown.json["hash"], v1_hash.to_hex());
+    assert_eq!(shown.json["source"], v1);
+    assert_eq!(shown.json["rules"][0]["name"], "failures");
+
+    // Two failed runs under lab/chem spend its budget.
+    assert_eq!(failed_run(&h, &other, "lab/chem", 1).status, 201);
+    assert!(
+        h.get("/v1/hints").json["hints"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(failed_run(&h, &other, "lab/chem", 2).status, 201);
+    let hints = h.get("/v1/hints").json["hints"].clone();
+    assert_eq!(hints.as_array().unwrap().len(), 1, "{hints}");
+    let hint = &hints[0]["hint"];
+    assert_eq!(hint["source"]["contract"], v1_hash.to_hex());
+    assert_eq!(hint["source"]["rule"], "failures");
+    assert_eq!(hint["source"]["facts"].as_array().unwrap().len(), 2);
+    // The Hint is a committed record: fetchable, with its Facts as links.
+    let hint_id = hints[0]["hash"].as_str().unwrap().to_owned();
+    let rec = h.get(&format!("/v1/records/{hint_id}"));
+    assert_eq!(rec.json["parents"].as_array().unwrap().len(), 2);
+
+    // Proposing under lab/chem is refused, naming the Hint and its reason.
+    let refused = h.expect_error(403, "inadmissible", |h| {
+        h.submit(&intent_at(
+            &other,
+            "lab/chem/hot",
+            json!({}),
+            vec![],
+            NOW + 10,
+        ))
+    });
+    assert_eq!(refused.json["error"]["hint"], hint_id);
+    assert_eq!(
+        refused.json["error"]["reason"],
+        "budget spent under lab/chem"
+    );
+    // Elsewhere is fine.
+    assert_eq!(
+        h.submit(&intent_at(&other, "lab/bio", json!({}), vec![], NOW + 10))
+            .status,
+        201
+    );
+
+    let v2 = budget(5, &lead);
+    // Only the lead may upgrade (the policy of the version in force)…
+    h.expect_error(403, "upgrade_refused", |h| {
+        post_deploy(h, deploy(&other, &v2, Some(v1_hash), NOW + 20))
+    });
+    // …and only from the version in force: a stale expectation changes nothing.
+    let stale = h.expect_error(409, "stale_contract", |h| {
+        post_deploy(h, deploy(&lead, &v2, Some(FihHash([7; 32])), NOW + 20))
+    });
+    assert_eq!(stale.json["error"]["current"], v1_hash.to_hex());
+    let up = post_deploy(&h, deploy(&lead, &v2, Some(v1_hash), NOW + 21));
+    assert_eq!(up.status, 201, "{}", up.json);
+    assert_eq!(up.json["version"], 2);
+    assert_eq!(up.json["previous"], v1_hash.to_hex());
+    // Under v2 two failures are within budget: the deny Hint is gone, the proposal is admitted.
+    assert!(
+        h.get("/v1/hints").json["hints"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        h.submit(&intent_at(
+            &other,
+            "lab/chem/hot",
+            json!({}),
+            vec![],
+            NOW + 22
+        ))
+        .status,
+        201
+    );
+    // Re-deploying the same request (same signed Fact) is a duplicate, not a new version.
+    let again = post_deploy(&h, deploy(&lead, &v2, Some(v1_hash), NOW + 21));
+    assert_eq!(
+        (again.status, again.json["duplicate"].clone()),
+        (200, Value::Bool(true))
+    );
+
+    let history = h.get("/v1/contract/history").json["versions"].clone();
+    let versions: Vec<(u64, String)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["hash"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0], (1, v1_hash.to_hex()));
+    assert_eq!(history[1]["previous"], v1_hash.to_hex());
+    assert_eq!(history[1]["deployer"], lead.author().to_string());
+}
+
+#[test]
+fn a_restarted_api_rebuilds_the_contract_hints_from_the_log() {
+    let h = Harness::open();
+    let lead = key(1);
+    assert_eq!(
+        post_deploy(&h, deploy(&lead, &budget(1, &lead), None, NOW)).status,
+        201
+    );
+    assert_eq!(failed_run(&h, &lead, "lab/a", 1).status, 201);
+    let before = h.get("/v1/hints").json;
+    assert_eq!(before["hints"].as_array().unwrap().len(), 1);
+    // A fresh API over the same store (a restart) agrees, and changes nothing.
+    let fresh = Harness {
+        api: nexus_api::Api::new(nexus_api::ApiConfig {
+            open: true,
+            ..Default::default()
+        }),
+        store: h.store.clone(),
+    };
+    let snapshot = fresh.snapshot();
+    let r = fresh
+        .api
+        .governor()
+        .catch_up(&limits(), |j| fresh.api.run_job(&fresh.store, &j, NOW));
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(fresh.get("/v1/hints").json, before);
+    assert_eq!(fresh.snapshot(), snapshot);
+    let explained = fresh
+        .api
+        .governor()
+        .explain(
+            &before["hints"][0]["hash"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        )
+        .expect("explained");
+    assert_eq!(explained.rule, "failures");
+    assert_eq!(explained.group, json!("lab/a"));
+}
