@@ -33,7 +33,10 @@ use crate::wire::*;
         log,
         health,
         metrics,
-        openapi
+        openapi,
+        deploy_contract,
+        get_contract,
+        contract_history
     ),
     components(schemas(
         Created,
@@ -46,6 +49,10 @@ use crate::wire::*;
         ProvenanceBody,
         HintItem,
         HintList,
+        DeployedBody,
+        ContractRule,
+        ContractBody,
+        ContractHistoryBody,
         LogItem,
         LogBody,
         Health,
@@ -214,6 +221,34 @@ fn get_record() {}
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
 fn provenance() {}
+
+/// Deploys a contract version: the body is a signed Fact under `nexus/contract` whose
+/// body is `{"source": "<contract.nex>", "expected": "<hash in force>" | null}`
+/// (see spec/contract.md). The pointer moves by compare-and-swap from `expected`.
+#[utoipa::path(post, path = "/v1/contract", tag = "writes", request_body = WireRecord,
+    responses(
+        (status = 201, description = "Deployed: the new version is in force", body = DeployedBody),
+        (status = 200, description = "This deployment was already applied (duplicate)", body = DeployedBody),
+        (status = 400, description = "invalid_contract (names errors: line, column, message), malformed_json, invalid_record, bad_request", body = ErrorBody),
+        (status = 401, description = "bad_signature", body = ErrorBody),
+        (status = 403, description = "upgrade_refused (the version in force does not allow this key, or lacks its approval quorum), author_not_allowed", body = ErrorBody),
+        (status = 409, description = "stale_contract (names current and expected): nothing changed; conflict", body = ErrorBody),
+        (status = 413, description = "body_too_large", body = ErrorBody),
+    ))]
+fn deploy_contract() {}
+
+/// The contract in force.
+#[utoipa::path(get, path = "/v1/contract", tag = "reads",
+    responses(
+        (status = 200, description = "The version in force, its source and rules", body = ContractBody),
+        (status = 404, description = "not_found: no contract is deployed", body = ErrorBody),
+    ))]
+fn get_contract() {}
+
+/// Every deployed version, oldest first.
+#[utoipa::path(get, path = "/v1/contract/history", tag = "reads",
+    responses((status = 200, description = "The version history", body = ContractHistoryBody)))]
+fn contract_history() {}
 
 /// The active Hints.
 #[utoipa::path(get, path = "/v1/hints", tag = "reads",
