@@ -121,6 +121,10 @@ pub struct Rule {
     pub name: String,
     /// The Facts it reads.
     pub topic: TopicGlob,
+    /// The text of its `where` expression, if any.
+    pub where_source: Option<String>,
+    /// The text of its `group` expression, if any.
+    pub group_source: Option<String>,
     pub(crate) where_: Option<Expr>,
     pub(crate) group: Option<Expr>,
     /// How many matching Facts (in one group, within the window) trigger it.
@@ -470,6 +474,8 @@ impl Cx<'_> {
         Some(Rule {
             name,
             topic: topic?,
+            where_source: r.where_.map(|w| w.into_inner()),
+            group_source: r.group.map(|g| g.into_inner()),
             where_,
             group,
             threshold,

@@ -75,7 +75,7 @@ pub fn fmt_time(ms: u64) -> String {
     )
 }
 
-fn short(h: &impl std::fmt::Display) -> String {
+pub(crate) fn short(h: &impl std::fmt::Display) -> String {
     let s = h.to_string();
     s.chars().take(12).collect()
 }
@@ -188,7 +188,7 @@ fn parse_body(body: Option<&str>) -> Result<Value> {
     }
 }
 
-fn out(g: &Global, doc: Value, text: impl FnOnce() -> String) {
+pub(crate) fn out(g: &Global, doc: Value, text: impl FnOnce() -> String) {
     if g.json {
         say!("{doc}");
     } else {
@@ -454,7 +454,7 @@ pub fn hint(g: &Global, cmd: HintCmd) -> Result<()> {
     }
 }
 
-fn describe_record(r: &Record) -> String {
+pub(crate) fn describe_record(r: &Record) -> String {
     let content = r.content();
     let mut s = format!(
         "{} {}\n  author  {}\n  time    {}",

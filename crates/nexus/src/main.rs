@@ -9,6 +9,7 @@ macro_rules! say {
 
 mod agents;
 mod cli;
+mod contract_cmd;
 mod export;
 mod serve;
 
@@ -89,6 +90,15 @@ enum Command {
     /// Add and list Hints (deny, allow, priority).
     #[command(subcommand)]
     Hint(HintCmd),
+    /// Check, deploy and show the governance contract (`contract.nex`).
+    #[command(subcommand)]
+    Contract(ContractCmd),
+    /// List the Hints in force, or explain one: the rule and the Facts behind it.
+    Hints {
+        /// Explain this Hint (full hash or prefix).
+        #[arg(long, value_name = "ID")]
+        explain: Option<String>,
+    },
     /// Show a record (full hash or a prefix of at least 8 hex digits) and its parents.
     Show {
         /// The record's hash or prefix.
@@ -211,6 +221,30 @@ pub enum FactCmd {
     },
 }
 
+/// `nexus contract …`.
+#[derive(Debug, Subcommand)]
+pub enum ContractCmd {
+    /// Parse and check a contract locally (positions, unknown fields, types); exit 1 on problems.
+    Check {
+        /// The contract file.
+        file: PathBuf,
+    },
+    /// Deploy a contract: moves the server's pointer by compare-and-swap from the version in force.
+    Deploy {
+        /// The contract file.
+        file: PathBuf,
+        /// The hash of the version expected in force (`none`: no contract yet); default: what the server says now.
+        #[arg(long, value_name = "HASH")]
+        expect: Option<String>,
+    },
+    /// Show the contract in force.
+    Show {
+        /// List every deployed version instead.
+        #[arg(long)]
+        history: bool,
+    },
+}
+
 /// `nexus hint …`.
 #[derive(Debug, Subcommand)]
 pub enum HintCmd {
@@ -283,6 +317,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Intent(c) => cli::intent(&g, c)?,
         Command::Fact(c) => cli::fact(&g, c)?,
         Command::Hint(c) => cli::hint(&g, c)?,
+        Command::Contract(ContractCmd::Check { file }) => {
+            if !contract_cmd::check(&g, &file)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Contract(ContractCmd::Deploy { file, expect }) => {
+            contract_cmd::deploy(&g, &file, expect.as_deref())?
+        }
+        Command::Contract(ContractCmd::Show { history }) => contract_cmd::show(&g, history)?,
+        Command::Hints { explain: None } => cli::hint(&g, HintCmd::List)?,
+        Command::Hints { explain: Some(id) } => contract_cmd::explain(&g, &id)?,
         Command::Show { id } => cli::show(&g, &id)?,
         Command::Log { from, limit } => cli::log(&g, from, limit)?,
         Command::Export { out } => export::export(&g, out.as_deref())?,
