@@ -209,6 +209,14 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
                     .with("expected", want.as_str()),
                 ));
             }
+            if let Content::Fact(f) = rec.content()
+                && f.topic.as_str() == governance::DEPLOY_TOPIC
+            {
+                return Err(fail(ApiError::bad_request(format!(
+                    "facts under {} are contract deployments: POST them to /v1/contract",
+                    governance::DEPLOY_TOPIC
+                ))));
+            }
             Op::Submit(Box::new(rec))
         }
         Route::Claim | Route::Renew | Route::Withdraw => {

@@ -356,7 +356,18 @@ fn check_line(
         }
         if let Some(store) = replay {
             match store.submit(&record, at) {
-                Ok(s) if !s.duplicate && s.seq.is_none_or(|n| n == seq) => {}
+                Ok(s) if !s.duplicate && s.seq.is_none_or(|n| n == seq) => {
+                    // A contract deployment also withdrew the old version's Hints.
+                    if let Err(e) = nexus_contract::governance::replay_deployment(store, &record) {
+                        return fail(
+                            err,
+                            Problem::Replay {
+                                code: e.code(),
+                                message: e.to_string(),
+                            },
+                        );
+                    }
+                }
                 Ok(s) => {
                     return fail(
                         err,

@@ -407,19 +407,11 @@ where
         },
     ];
     // The old version's Hints stop applying with it.
-    let hints: Vec<ActiveHint> = match &hints_raw {
-        None => Vec::new(),
-        Some(v) => decode(core_keys::HINTS, v)?,
-    };
-    let kept: Vec<&ActiveHint> = hints
-        .iter()
-        .filter(|a| a.hint.source.as_ref().is_none_or(|s| s.contract.is_none()))
-        .collect();
-    if kept.len() != hints.len() {
+    if let Some(kept) = without_contract_hints(hints_raw.as_deref())? {
         ops.push(CasOp {
             key: core_keys::HINTS.to_owned(),
             expected: hints_raw.clone(),
-            new: Some(serde_json::to_vec(&kept).unwrap_or_default()),
+            new: Some(kept),
         });
     }
     let log = vec![log_entry(h, Kind::Fact, now)];
@@ -433,6 +425,52 @@ where
         seq,
         duplicate: false,
     })
+}
+
+/// The active Hint list without the Hints contracts emitted (`None`: it has none).
+fn without_contract_hints(raw: Option<&[u8]>) -> CoreResult<Option<Vec<u8>>> {
+    let hints: Vec<ActiveHint> = match raw {
+        None => return Ok(None),
+        Some(v) => decode(core_keys::HINTS, v)?,
+    };
+    let kept: Vec<&ActiveHint> = hints
+        .iter()
+        .filter(|a| a.hint.source.as_ref().is_none_or(|s| s.contract.is_none()))
+        .collect();
+    Ok((kept.len() != hints.len()).then(|| serde_json::to_vec(&kept).unwrap_or_default()))
+}
+
+/// For a replay of the commit log (`nexus verify --replay`): what a deployment's
+/// commit did besides storing its Fact, when the replayed Fact `rec` is one — the
+/// Hints of the version it replaced stop applying. Answers whether it was one.
+pub fn replay_deployment<K, B, O>(
+    core: &CompositeColdStorage<K, B, O>,
+    rec: &Record,
+) -> CoreResult<bool>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    let Content::Fact(f) = rec.content() else {
+        return Ok(false);
+    };
+    if f.topic.as_str() != DEPLOY_TOPIC {
+        return Ok(false);
+    }
+    let raw = core.objects().get_state(core_keys::HINTS)?;
+    if let Some(kept) = without_contract_hints(raw.as_deref())? {
+        commit(
+            core,
+            vec![CasOp {
+                key: core_keys::HINTS.to_owned(),
+                expected: raw,
+                new: Some(kept),
+            }],
+            Vec::new(),
+        )?;
+    }
+    Ok(true)
 }
 
 fn log_entry(hash: FihHash, kind: Kind, at: u64) -> Vec<u8> {

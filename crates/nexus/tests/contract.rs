@@ -163,6 +163,18 @@ fn deploy_refuse_upgrade_through_the_server_and_cli() {
     c.submit(&builders::propose(&agent, "lab/chem/next", json!({}), &[]).expect("intent"))
         .expect("admitted");
 
+    // The whole log verifies offline, lifecycle and admissibility replayed: the
+    // deployment withdrew v1's deny Hint, so the admitted proposal replays too.
+    let verified = nexus_ok(&["verify", "--replay", &server.url], &env);
+    assert!(verified.starts_with("ok:"), "{verified}");
+    // A deployment cannot sneak in as a plain Fact.
+    let sneaky =
+        builders::fact(&agent, "nexus/contract", json!({"source": "x"}), &[], None).expect("fact");
+    assert_eq!(
+        c.submit(&sneaky).expect_err("refused").code(),
+        Some("bad_request")
+    );
+
     let history = nexus_ok(&["contract", "show", "--history", "--json"], &env);
     let history: serde_json::Value = serde_json::from_str(&history).expect("json");
     let versions = history["versions"].as_array().expect("versions");
