@@ -12,6 +12,7 @@
 //! evaluates every Fact in the log and replaces the contract's Hints wholesale, so a
 //! crash between a Fact's commit and its Hints' commit is repaired by the next call.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nexus_contract::governance::{Current, HintUpdate};
@@ -19,7 +20,7 @@ use nexus_contract::{Contract, Evaluator, HintDelta};
 use nexus_core::{Content, FihHash, Limits, Record};
 use serde_json::Value;
 
-use crate::{Job, Response};
+use crate::{Job, Response, Route};
 
 /// Log entries read per page while catching up.
 const PAGE: usize = 1_000;
@@ -28,6 +29,9 @@ const PAGE: usize = 1_000;
 #[derive(Default)]
 pub struct Governor {
     state: Mutex<State>,
+    /// The last poll found no contract: until a deployment through this host,
+    /// [`after_write`](Governor::after_write) costs nothing.
+    idle: AtomicBool,
 }
 
 #[derive(Default)]
@@ -88,6 +92,24 @@ impl Governor {
             .unwrap_or_default()
     }
 
+    /// [`catch_up`](Self::catch_up) after a write on `route` committed, for a host that
+    /// is the only writer of its store: while no contract is deployed it skips the poll
+    /// until a deployment (`POST /v1/contract`) passes through it, so writes pay nothing
+    /// for governance they do not use.
+    pub fn after_write(
+        &self,
+        route: Route,
+        limits: &Limits,
+        run: impl FnMut(Job) -> Response,
+    ) -> Result<Option<Response>, GovernError> {
+        if route == Route::DeployContract {
+            self.idle.store(false, Ordering::SeqCst);
+        } else if self.idle.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.catch_up(limits, run)
+    }
+
     /// Brings the contract's Hints up to date with the commit log. `run` executes a
     /// job as the host does (reads against the store, writes through its write path)
     /// and answers its response. Answers the response of the Hint commit, if one was
@@ -121,8 +143,10 @@ impl Governor {
         }
         let Some(c) = current else {
             state.reconcile = false;
+            self.idle.store(true, Ordering::SeqCst);
             return Ok(None);
         };
+        self.idle.store(false, Ordering::SeqCst);
         let mut delta = HintDelta::default();
         while state.cursor < log_head {
             let page = ok_json("log", &run(Job::log(state.cursor + 1, PAGE)))?;

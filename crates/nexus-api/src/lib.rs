@@ -252,7 +252,9 @@ impl Api {
                     // Derived state: a failure here is retried by the next write.
                     let _ = self
                         .governor
-                        .catch_up(&self.config.limits, |j| self.run_job(store, &j, now));
+                        .after_write(job.route(), &self.config.limits, |j| {
+                            self.run_job(store, &j, now)
+                        });
                 }
                 r
             }
