@@ -92,22 +92,92 @@ impl Governor {
             .unwrap_or_default()
     }
 
-    /// [`catch_up`](Self::catch_up) after a write on `route` committed, for a host that
-    /// is the only writer of its store: while no contract is deployed it skips the poll
-    /// until a deployment (`POST /v1/contract`) passes through it, so writes pay nothing
-    /// for governance they do not use.
+    /// After a write on `route` committed, for a host that is the only writer of its
+    /// store. `committed` is the record the write submitted, if any. While no contract
+    /// is deployed this costs nothing until a deployment (`POST /v1/contract`) passes
+    /// through the host. With one, a committed Fact is evaluated directly (the
+    /// evaluator does not depend on the order Facts arrive in, so concurrent writes
+    /// may hand theirs over in any order) and only a change in the contract's Hints
+    /// costs a commit; anything else, and any earlier failure, falls back to
+    /// [`catch_up`](Self::catch_up).
     pub fn after_write(
         &self,
         route: Route,
+        committed: Option<&Record>,
         limits: &Limits,
-        run: impl FnMut(Job) -> Response,
+        mut run: impl FnMut(Job) -> Response,
     ) -> Result<Option<Response>, GovernError> {
         if route == Route::DeployContract {
             self.idle.store(false, Ordering::SeqCst);
-        } else if self.idle.load(Ordering::SeqCst) {
+            return self.catch_up(limits, run);
+        }
+        if self.idle.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        if let Some(rec) = committed
+            && let Content::Fact(fact) = rec.content()
+        {
+            let mut state = self.lock()?;
+            let reconcile = state.reconcile;
+            if let (Some(c), Some(eval), false) = (state.current, state.eval.as_mut(), reconcile) {
+                let delta = eval.add_fact(rec.hash(), fact);
+                return Self::commit(&mut state, c.hash, delta, &mut run);
+            }
+            drop(state);
+        } else if committed.is_some() || route != Route::SubmitFact {
+            // Intents, claims and Hints change no Fact: nothing to evaluate.
             return Ok(None);
         }
         self.catch_up(limits, run)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, GovernError> {
+        self.state
+            .lock()
+            .map_err(|_| GovernError("a previous catch-up panicked".into()))
+    }
+
+    /// Commits `delta` (or, when reconciling, every Hint of the evaluator).
+    fn commit(
+        state: &mut State,
+        contract: FihHash,
+        delta: HintDelta,
+        run: &mut impl FnMut(Job) -> Response,
+    ) -> Result<Option<Response>, GovernError> {
+        let update = if state.reconcile {
+            HintUpdate {
+                contract,
+                replace_all: true,
+                remove: Vec::new(),
+                add: state
+                    .eval
+                    .as_ref()
+                    .map(|e| e.hints().cloned().collect())
+                    .unwrap_or_default(),
+            }
+        } else if delta.is_empty() {
+            return Ok(None);
+        } else {
+            HintUpdate {
+                contract,
+                replace_all: false,
+                remove: delta.removed,
+                add: delta.added,
+            }
+        };
+        let r = run(Job::apply_hints(update));
+        if r.status / 100 == 2 {
+            state.reconcile = false;
+            Ok(Some(r))
+        } else {
+            // Try again, wholesale, at the next call.
+            state.reconcile = true;
+            Err(GovernError(format!(
+                "committing the contract's Hints answered {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )))
+        }
     }
 
     /// Brings the contract's Hints up to date with the commit log. `run` executes a
@@ -119,10 +189,7 @@ impl Governor {
         limits: &Limits,
         mut run: impl FnMut(Job) -> Response,
     ) -> Result<Option<Response>, GovernError> {
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| GovernError("a previous catch-up panicked".into()))?;
+        let mut state = self.lock()?;
         let head = ok_json("contract head", &run(Job::contract_head()))?;
         let current: Option<Current> = serde_json::from_value(head["current"].clone())
             .map_err(|e| GovernError(format!("contract head: {e}")))?;
@@ -171,39 +238,6 @@ impl Governor {
                 }
             }
         }
-        let update = if state.reconcile {
-            HintUpdate {
-                contract: c.hash,
-                replace_all: true,
-                remove: Vec::new(),
-                add: state
-                    .eval
-                    .as_ref()
-                    .map(|e| e.hints().cloned().collect())
-                    .unwrap_or_default(),
-            }
-        } else if delta.is_empty() {
-            return Ok(None);
-        } else {
-            HintUpdate {
-                contract: c.hash,
-                replace_all: false,
-                remove: delta.removed,
-                add: delta.added,
-            }
-        };
-        let r = run(Job::apply_hints(update));
-        if r.status / 100 == 2 {
-            state.reconcile = false;
-            Ok(Some(r))
-        } else {
-            // Try again, wholesale, at the next call.
-            state.reconcile = true;
-            Err(GovernError(format!(
-                "committing the contract's Hints answered {}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            )))
-        }
+        Self::commit(&mut state, c.hash, delta, &mut run)
     }
 }

@@ -561,6 +561,14 @@ impl Job {
         self.route
     }
 
+    /// The record a submission job carries (`None` for other jobs).
+    pub fn record(&self) -> Option<&Record> {
+        match &self.op {
+            Op::Submit(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// Whether the job changes state.
     pub fn is_write(&self) -> bool {
         matches!(

@@ -250,11 +250,12 @@ impl Api {
                 let r = self.run_job(store, &job, now);
                 if job.is_write() && r.status / 100 == 2 {
                     // Derived state: a failure here is retried by the next write.
-                    let _ = self
-                        .governor
-                        .after_write(job.route(), &self.config.limits, |j| {
-                            self.run_job(store, &j, now)
-                        });
+                    let _ = self.governor.after_write(
+                        job.route(),
+                        job.record(),
+                        &self.config.limits,
+                        |j| self.run_job(store, &j, now),
+                    );
                 }
                 r
             }
