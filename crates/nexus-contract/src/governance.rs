@@ -599,9 +599,16 @@ where
             new_records.push(rec);
         }
         if hint.active_at(now) && !hints.iter().any(|a| a.hash == h) {
+            // The active list is read and decoded by every proposal and claim: it keeps
+            // what admissibility and priority need, and the record (by hash) keeps the
+            // triggering Facts, up to 64 hashes a Hint.
+            let mut lean = hint.clone();
+            if let Some(src) = &mut lean.source {
+                src.facts.clear();
+            }
             hints.push(ActiveHint {
                 hash: h,
-                hint: hint.clone(),
+                hint: lean,
             });
             changed = true;
         }

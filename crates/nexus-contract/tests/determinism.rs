@@ -171,7 +171,7 @@ fn by_time(facts: &[(FihHash, Fact)]) -> Vec<usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     #[test]
     fn every_allowed_order_of_a_small_set_gives_the_same_hints(specs in proptest::collection::vec(spec(), 1..=6)) {
