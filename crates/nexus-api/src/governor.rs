@@ -29,13 +29,30 @@ const PAGE: usize = 1_000;
 #[derive(Default)]
 pub struct Governor {
     state: Mutex<State>,
+    /// Held while Hint changes are committed, so that they commit in the order they
+    /// were evaluated, without holding `state` (which [`Governor::observe`] takes on
+    /// the host's async workers) across the commit. Taken before `state`.
+    flushing: Mutex<()>,
     /// The last poll found no contract: until a deployment through this host,
     /// [`after_write`](Governor::after_write) costs nothing.
     idle: AtomicBool,
 }
 
+/// What a host should do after [`Governor::observe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing.
+    Nothing,
+    /// Call [`Governor::flush`]: a change in the contract's Hints is queued.
+    Flush,
+    /// Call [`Governor::catch_up`]: a deployment, or the evaluator must be rebuilt.
+    CatchUp,
+}
+
 #[derive(Default)]
 struct State {
+    /// Changes evaluated but not yet committed, in order.
+    pending: HintDelta,
     eval: Option<Evaluator>,
     current: Option<Current>,
     cursor: u64,
@@ -93,42 +110,83 @@ impl Governor {
     }
 
     /// After a write on `route` committed, for a host that is the only writer of its
-    /// store. `committed` is the record the write submitted, if any. While no contract
-    /// is deployed this costs nothing until a deployment (`POST /v1/contract`) passes
-    /// through the host. With one, a committed Fact is evaluated directly (the
-    /// evaluator does not depend on the order Facts arrive in, so concurrent writes
-    /// may hand theirs over in any order) and only a change in the contract's Hints
-    /// costs a commit; anything else, and any earlier failure, falls back to
-    /// [`catch_up`](Self::catch_up).
+    /// store: [`observe`](Self::observe), then [`flush`](Self::flush) or
+    /// [`catch_up`](Self::catch_up) as it says. `committed` is the record the write
+    /// submitted, if any.
     pub fn after_write(
         &self,
         route: Route,
         committed: Option<&Record>,
         limits: &Limits,
-        mut run: impl FnMut(Job) -> Response,
+        run: impl FnMut(Job) -> Response,
     ) -> Result<Option<Response>, GovernError> {
+        match self.observe(route, committed)? {
+            Next::Nothing => Ok(None),
+            Next::Flush => self.flush(run),
+            Next::CatchUp => self.catch_up(limits, run),
+        }
+    }
+
+    /// The no-I/O half of [`after_write`](Self::after_write), for hosts that must not
+    /// block where writes complete: while no contract is deployed this costs nothing
+    /// until a deployment (`POST /v1/contract`) passes through the host. With one, a
+    /// committed Fact is evaluated at once (the evaluator does not depend on the order
+    /// Facts arrive in, so concurrent writes may hand theirs over in any order) and
+    /// any change in the contract's Hints is queued, in order, for
+    /// [`flush`](Self::flush); anything else, and any earlier failure, asks for
+    /// [`catch_up`](Self::catch_up).
+    pub fn observe(&self, route: Route, committed: Option<&Record>) -> Result<Next, GovernError> {
         if route == Route::DeployContract {
             self.idle.store(false, Ordering::SeqCst);
-            return self.catch_up(limits, run);
+            return Ok(Next::CatchUp);
         }
         if self.idle.load(Ordering::SeqCst) {
-            return Ok(None);
+            return Ok(Next::Nothing);
         }
-        if let Some(rec) = committed
-            && let Content::Fact(fact) = rec.content()
-        {
-            let mut state = self.lock()?;
-            let reconcile = state.reconcile;
-            if let (Some(c), Some(eval), false) = (state.current, state.eval.as_mut(), reconcile) {
-                let delta = eval.add_fact(rec.hash(), fact);
-                return Self::commit(&mut state, c.hash, delta, &mut run);
-            }
-            drop(state);
-        } else if committed.is_some() || route != Route::SubmitFact {
+        let Some(rec) = committed else {
+            return Ok(if route == Route::SubmitFact {
+                Next::CatchUp
+            } else {
+                Next::Nothing
+            });
+        };
+        let Content::Fact(fact) = rec.content() else {
             // Intents, claims and Hints change no Fact: nothing to evaluate.
-            return Ok(None);
-        }
-        self.catch_up(limits, run)
+            return Ok(Next::Nothing);
+        };
+        let mut state = self.lock()?;
+        let reconcile = state.reconcile;
+        let Some(eval) = state.eval.as_mut().filter(|_| !reconcile) else {
+            return Ok(Next::CatchUp);
+        };
+        let delta = eval.add_fact(rec.hash(), fact);
+        state.pending.extend(delta);
+        Ok(if state.pending.is_empty() {
+            Next::Nothing
+        } else {
+            Next::Flush
+        })
+    }
+
+    /// Commits the queued change in the contract's Hints (see [`observe`](Self::observe))
+    /// through `run`, the host's job runner; blocks while the commit runs. Answers the
+    /// commit's response, if there was one to make.
+    pub fn flush(
+        &self,
+        mut run: impl FnMut(Job) -> Response,
+    ) -> Result<Option<Response>, GovernError> {
+        let _order = self
+            .flushing
+            .lock()
+            .map_err(|_| GovernError("a previous commit panicked".into()))?;
+        let (contract, pending) = {
+            let mut state = self.lock()?;
+            let Some(c) = state.current else {
+                return Ok(None);
+            };
+            (c.hash, std::mem::take(&mut state.pending))
+        };
+        self.commit(contract, pending, &mut run)
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, GovernError> {
@@ -137,37 +195,45 @@ impl Governor {
             .map_err(|_| GovernError("a previous catch-up panicked".into()))
     }
 
-    /// Commits `delta` (or, when reconciling, every Hint of the evaluator).
+    /// Commits `delta` (or, when reconciling, every Hint of the evaluator); the caller
+    /// holds `flushing`, not `state`.
     fn commit(
-        state: &mut State,
+        &self,
         contract: FihHash,
         delta: HintDelta,
         run: &mut impl FnMut(Job) -> Response,
     ) -> Result<Option<Response>, GovernError> {
-        let update = if state.reconcile {
-            HintUpdate {
-                contract,
-                replace_all: true,
-                remove: Vec::new(),
-                add: state
-                    .eval
-                    .as_ref()
-                    .map(|e| e.hints().cloned().collect())
-                    .unwrap_or_default(),
-            }
-        } else if delta.is_empty() {
-            return Ok(None);
-        } else {
-            HintUpdate {
-                contract,
-                replace_all: false,
-                remove: delta.removed,
-                add: delta.added,
+        let update = {
+            let state = self.lock()?;
+            if state.reconcile {
+                HintUpdate {
+                    contract,
+                    replace_all: true,
+                    remove: Vec::new(),
+                    add: state
+                        .eval
+                        .as_ref()
+                        .map(|e| e.hints().cloned().collect())
+                        .unwrap_or_default(),
+                }
+            } else if delta.is_empty() {
+                return Ok(None);
+            } else {
+                HintUpdate {
+                    contract,
+                    replace_all: false,
+                    remove: delta.removed,
+                    add: delta.added,
+                }
             }
         };
+        let replaced_all = update.replace_all;
         let r = run(Job::apply_hints(update));
+        let mut state = self.lock()?;
         if r.status / 100 == 2 {
-            state.reconcile = false;
+            if replaced_all {
+                state.reconcile = false;
+            }
             Ok(Some(r))
         } else {
             // Try again, wholesale, at the next call.
@@ -189,6 +255,10 @@ impl Governor {
         limits: &Limits,
         mut run: impl FnMut(Job) -> Response,
     ) -> Result<Option<Response>, GovernError> {
+        let _order = self
+            .flushing
+            .lock()
+            .map_err(|_| GovernError("a previous commit panicked".into()))?;
         let mut state = self.lock()?;
         let head = ok_json("contract head", &run(Job::contract_head()))?;
         let current: Option<Current> = serde_json::from_value(head["current"].clone())
@@ -196,6 +266,7 @@ impl Governor {
         let log_head = head["head"].as_u64().unwrap_or(0);
         if current != state.current {
             state.current = current;
+            state.pending = HintDelta::default();
             state.eval = None;
             state.cursor = 0;
             state.reconcile = true;
@@ -214,7 +285,7 @@ impl Governor {
             return Ok(None);
         };
         self.idle.store(false, Ordering::SeqCst);
-        let mut delta = HintDelta::default();
+        let mut delta = std::mem::take(&mut state.pending);
         while state.cursor < log_head {
             let page = ok_json("log", &run(Job::log(state.cursor + 1, PAGE)))?;
             let entries = page["entries"].as_array().cloned().unwrap_or_default();
@@ -238,6 +309,7 @@ impl Governor {
                 }
             }
         }
-        Self::commit(&mut state, c.hash, delta, &mut run)
+        drop(state);
+        self.commit(c.hash, delta, &mut run)
     }
 }

@@ -77,7 +77,7 @@ use nexus_iobuf::{
 use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore};
 
 pub use error::{ApiError, core_error, status_of, validation_error};
-pub use governor::{GovernError, Governor};
+pub use governor::{GovernError, Governor, Next};
 pub use job::{
     DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, MAX_JOB_ROUNDS, Outcome,
     PROVENANCE_DEPTH, PROVENANCE_MAX_RECORDS, Prepared, prepare,

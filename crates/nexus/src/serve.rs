@@ -26,7 +26,7 @@ use axum::extract::{Request as AxumRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as AxumResponse;
 use axum::serve::ListenerExt as _;
-use nexus_api::{Api, ApiConfig, ApiError, Job, MAX_JOB_ROUNDS, Prepared, Request, Response};
+use nexus_api::{Api, ApiConfig, ApiError, Job, MAX_JOB_ROUNDS, Next, Prepared, Request, Response};
 use nexus_iobuf::{IoBufferSession, SessionClient, SessionServer};
 use nexus_store_redb::RedbStore;
 
@@ -87,6 +87,8 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         store,
         writes: server.client(),
     });
+    // Contract Hints are derived from the log: bring them up to date before serving.
+    govern_blocking(&state, Next::CatchUp);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -189,7 +191,19 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
     let (route, response) = match state.api.prepare(&request) {
         Prepared::Respond(route, r) => (route, r),
         Prepared::Metrics => (nexus_api::Route::Metrics, state.api.metrics().response()),
-        Prepared::Job(job) if job.is_write() => (job.route(), write(&state, job).await),
+        Prepared::Job(job) if job.is_write() => {
+            let route = job.route();
+            // A committed Fact is handed to the contract's evaluator.
+            let fact = job
+                .record()
+                .filter(|r| r.content().kind() == nexus_core::Kind::Fact)
+                .cloned();
+            let response = write(&state, job).await;
+            if response.status / 100 == 2 {
+                govern(&state, route, fact.as_ref()).await;
+            }
+            (route, response)
+        }
         Prepared::Job(job) => {
             // Reads may scan many entries: on a blocking thread, straight against redb.
             let route = job.route();
@@ -265,6 +279,56 @@ async fn write(state: &AppState, job: Job) -> Response {
         .await
         .unwrap_or(Err(nexus_iobuf::JobError::ServerGone));
     state.api.finish_server_job(reply)
+}
+
+/// Contract governance after a committed write (see [`nexus_api::Governor`]): the
+/// evaluation runs here; only a change in the contract's Hints (or a deployment) costs
+/// a blocking thread, which commits it through the write queue. This server is its
+/// store's only writer, so without a contract a write pays nothing. A failure is
+/// logged and repaired at the next write.
+async fn govern(state: &Arc<AppState>, route: nexus_api::Route, fact: Option<&nexus_core::Record>) {
+    let next = match state.api.governor().observe(route, fact) {
+        Ok(next) => next,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return;
+        }
+    };
+    if next == Next::Nothing {
+        return;
+    }
+    let st = Arc::clone(state);
+    if tokio::task::spawn_blocking(move || govern_blocking(&st, next))
+        .await
+        .is_err()
+    {
+        tracing::warn!("contract governance panicked");
+    }
+}
+
+/// Flushes or catches up (as `next` says), on a thread that may block.
+fn govern_blocking(state: &AppState, next: Next) {
+    let run = |job: Job| {
+        if job.is_write() {
+            let limits = state.api.config().limits.clone();
+            let now = now_ms();
+            let ticket = state
+                .writes
+                .submit(move |s: &IoBufferSession| job.execute_session(s, &limits, now));
+            state.api.finish_server_job(ticket.wait())
+        } else {
+            state.api.run_job(&state.store, &job, now_ms())
+        }
+    };
+    let governor = state.api.governor();
+    let result = match next {
+        Next::Nothing => Ok(None),
+        Next::Flush => governor.flush(run),
+        Next::CatchUp => governor.catch_up(&state.api.config().limits, run),
+    };
+    if let Err(e) = result {
+        tracing::warn!("{e}");
+    }
 }
 
 fn into_axum(r: Response) -> AxumResponse {
