@@ -175,10 +175,7 @@ impl Governor {
         &self,
         mut run: impl FnMut(Job) -> Response,
     ) -> Result<Option<Response>, GovernError> {
-        let _order = self
-            .flushing
-            .lock()
-            .map_err(|_| GovernError("a previous commit panicked".into()))?;
+        let _order = self.order()?;
         let (contract, pending) = {
             let mut state = self.lock()?;
             let Some(c) = state.current else {
@@ -187,6 +184,13 @@ impl Governor {
             (c.hash, std::mem::take(&mut state.pending))
         };
         self.commit(contract, pending, &mut run)
+    }
+
+    /// Takes the commit-order lock (before `state`).
+    fn order(&self) -> Result<std::sync::MutexGuard<'_, ()>, GovernError> {
+        self.flushing
+            .lock()
+            .map_err(|_| GovernError("a previous commit panicked".into()))
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, GovernError> {
@@ -255,10 +259,7 @@ impl Governor {
         limits: &Limits,
         mut run: impl FnMut(Job) -> Response,
     ) -> Result<Option<Response>, GovernError> {
-        let _order = self
-            .flushing
-            .lock()
-            .map_err(|_| GovernError("a previous commit panicked".into()))?;
+        let _order = self.order()?;
         let mut state = self.lock()?;
         let head = ok_json("contract head", &run(Job::contract_head()))?;
         let current: Option<Current> = serde_json::from_value(head["current"].clone())

@@ -89,6 +89,11 @@ fn deploy_enforce_upgrade_by_cas() {
     assert_eq!(a.status, 201, "{}", a.json);
     let v1_hash: FihHash = a.json["hash"].as_str().unwrap().parse().unwrap();
     assert_eq!(a.json["version"], 1);
+    // The deployment Fact is indexed like any Fact: listed under its topic and above.
+    for topic in ["nexus", "nexus/contract"] {
+        let listed = h.get(&format!("/v1/facts?topic={topic}")).json;
+        assert_eq!(listed["facts"].as_array().unwrap().len(), 1, "{topic}: {listed}");
+    }
     let shown = h.get("/v1/contract");
     assert_eq!(shown.json["hash"], v1_hash.to_hex());
     assert_eq!(shown.json["source"], v1);

@@ -496,6 +496,8 @@ where
     }
 }
 
+/// The index entries the core writes after a record's commit (same keys, from
+/// `nexus_core::storage::keys`, whose `write_indexes` is private).
 fn write_indexes<K, B, O>(core: &CompositeColdStorage<K, B, O>, rec: &Record) -> CoreResult<()>
 where
     K: KeyValueStore,
@@ -504,8 +506,9 @@ where
 {
     let (h, c) = (rec.hash(), rec.content());
     if let Some(topic) = c.topic() {
-        core.kv()
-            .set(&core_keys::topic_index(c.kind(), topic, c.time(), &h), b"")?;
+        for key in core_keys::topic_indexes(c.kind(), topic, c.time(), &h) {
+            core.kv().set(&key, b"")?;
+        }
     }
     core.kv()
         .set(&core_keys::time_index(c.kind(), c.time(), &h), b"")?;
