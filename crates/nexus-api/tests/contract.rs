@@ -92,7 +92,11 @@ fn deploy_enforce_upgrade_by_cas() {
     // The deployment Fact is indexed like any Fact: listed under its topic and above.
     for topic in ["nexus", "nexus/contract"] {
         let listed = h.get(&format!("/v1/facts?topic={topic}")).json;
-        assert_eq!(listed["facts"].as_array().unwrap().len(), 1, "{topic}: {listed}");
+        assert_eq!(
+            listed["facts"].as_array().unwrap().len(),
+            1,
+            "{topic}: {listed}"
+        );
     }
     let shown = h.get("/v1/contract");
     assert_eq!(shown.json["hash"], v1_hash.to_hex());
