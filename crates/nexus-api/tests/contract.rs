@@ -243,3 +243,59 @@ fn a_restarted_api_rebuilds_the_contract_hints_from_the_log() {
     assert_eq!(explained.rule, "failures");
     assert_eq!(explained.group, json!("lab/a"));
 }
+
+#[test]
+fn a_quorum_contract_governs_its_own_upgrade() {
+    let h = Harness::open();
+    let (s1, s2, s3, outsider) = (key(1), key(2), key(3), key(4));
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/contracts/quorum.nex"
+    );
+    let v1 = std::fs::read_to_string(path).unwrap();
+    let a = post_deploy(&h, deploy(&outsider, &v1, None, NOW));
+    assert_eq!(a.status, 201, "{}", a.json);
+    let v1_hash: FihHash = a.json["hash"].as_str().unwrap().parse().unwrap();
+    let v2 = "contract = \"steward-quorum-2\"\n";
+    let v2_hash = nexus_contract::contract_hash(v2.as_bytes());
+    let approve = |k: &nexus_core::SigningKey, t: u64| {
+        let f = fact(
+            k,
+            "governance/upgrade",
+            json!({"contract": v2_hash.to_hex()}),
+            vec![],
+            None,
+            NOW + t,
+        );
+        assert_eq!(h.submit(&f).status, 201);
+        f.hash()
+    };
+    // No approval yet, then one steward (twice) and an outsider: no quorum.
+    let refused = h.expect_error(403, "upgrade_refused", |h| {
+        post_deploy(h, deploy(&s3, v2, Some(v1_hash), NOW + 1))
+    });
+    assert_eq!(
+        (
+            refused.json["error"]["needed"].clone(),
+            refused.json["error"]["found"].clone()
+        ),
+        (json!(2), json!(0))
+    );
+    let first = approve(&s1, 2);
+    approve(&s1, 3);
+    approve(&outsider, 4);
+    let refused = h.expect_error(403, "upgrade_refused", |h| {
+        post_deploy(h, deploy(&s3, v2, Some(v1_hash), NOW + 5))
+    });
+    assert_eq!(refused.json["error"]["found"], 1);
+    // A second steward approves: any allowed key may now deploy it.
+    let second = approve(&s2, 6);
+    let up = post_deploy(&h, deploy(&outsider, v2, Some(v1_hash), NOW + 7));
+    assert_eq!(up.status, 201, "{}", up.json);
+    assert_eq!(
+        up.json["approvals"],
+        json!([first.to_hex(), second.to_hex()])
+    );
+    let history = h.get("/v1/contract/history").json;
+    assert_eq!(history["versions"][1]["approvals"], up.json["approvals"]);
+}

@@ -18,7 +18,7 @@
 //! priority need nothing new; each is also committed as a record (and logged), so it
 //! can be fetched and explained by hash.
 
-use nexus_core::storage::{MAX_ACTIVE_HINTS, keys as core_keys};
+use nexus_core::storage::{MAX_ACTIVE_HINTS, decode_stored_record, keys as core_keys};
 use nexus_core::{
     ActiveHint, AuthorKey, ColdStorage, CompositeColdStorage, Content, CoreError, CoreResult, Fact,
     FihHash, Kind, LogEntry, Record, TimeRange, Topic,
@@ -289,10 +289,13 @@ where
             after.as_deref(),
             1_000,
         )?;
-        for h in &page.items {
-            if let Some(rec) = core.get_record(h)?
-                && let Content::Fact(f) = rec.content()
-            {
+        // One bulk read per page: a session learns the whole page's keys in one round.
+        let keys: Vec<String> = page.items.iter().map(core_keys::record).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        for ((h, key), bytes) in page.items.iter().zip(&keys).zip(core.kv().get_many(&refs)?) {
+            let bytes = bytes.ok_or_else(|| corrupt(key, "indexed record missing"))?;
+            let rec = decode_stored_record(key, &bytes, core.limits())?;
+            if let Content::Fact(f) = rec.content() {
                 out.push((*h, f.clone()));
             }
         }
