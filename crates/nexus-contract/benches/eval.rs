@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
     }
     let hints_before = eval.hints().count();
     eprintln!(
-        "setup: {} rules, {} Facts held, {hints_before} Hints emitted, {} rule errors",
+        "setup: {} rules, {FACTS} Facts added ({} kept: matched by a rule), {hints_before} Hints emitted, {} rule errors",
         RULES,
         eval.fact_count(),
         eval.errors().count()
@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     eprintln!(
-        "after: {} Facts held, {} Hints",
+        "after: {} Facts kept, {} Hints",
         eval.fact_count(),
         eval.hints().count()
     );

@@ -139,7 +139,6 @@ pub struct Evaluator {
     index: HashMap<String, Vec<usize>>,
     wild: Vec<usize>,
     facts: HashMap<FihHash, Arc<Fact>>,
-    seen: HashMap<FihHash, ()>,
     hints: BTreeMap<FihHash, (Record, Explanation)>,
     errors: BTreeMap<(usize, FihHash), EvalError>,
 }
@@ -148,7 +147,7 @@ impl std::fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Evaluator")
             .field("contract", &self.contract.hash())
-            .field("facts", &self.seen.len())
+            .field("facts", &self.facts.len())
             .field("hints", &self.hints.len())
             .finish()
     }
@@ -179,7 +178,6 @@ impl Evaluator {
             index,
             wild,
             facts: HashMap::new(),
-            seen: HashMap::new(),
             hints: BTreeMap::new(),
             errors: BTreeMap::new(),
         }
@@ -211,16 +209,19 @@ impl Evaluator {
         self.errors.values()
     }
 
-    /// How many distinct Facts were added.
+    /// How many distinct Facts some rule matched (`where` true): the only ones the
+    /// evaluator keeps.
     pub fn fact_count(&self) -> usize {
-        self.seen.len()
+        self.facts.len()
     }
 
     /// Adds a committed Fact; evaluates only the rules whose topic glob matches it.
-    /// Adding a Fact twice changes nothing.
+    /// Adding a Fact twice changes nothing: a kept Fact is skipped, and evaluating any
+    /// other again finds the same groups and triggers (each a function of the set of
+    /// Facts), so nothing is kept for the Facts no rule matched.
     pub fn add_fact(&mut self, hash: FihHash, fact: &Fact) -> HintDelta {
         let mut delta = HintDelta::default();
-        if self.seen.insert(hash, ()).is_some() {
+        if self.facts.contains_key(&hash) {
             return delta;
         }
         let first = fact.topic.as_str().split('/').next().unwrap_or("");
