@@ -299,3 +299,90 @@ fn a_quorum_contract_governs_its_own_upgrade() {
     let history = h.get("/v1/contract/history").json;
     assert_eq!(history["versions"][1]["approvals"], up.json["approvals"]);
 }
+
+/// Through the whole pipeline (API, store, governor, Hint commits): Facts committed in
+/// different orders — including late Facts with earlier times, which move a trigger
+/// earlier and so replace a Hint — leave the same Hints in force.
+#[test]
+fn the_hints_in_force_do_not_depend_on_commit_order() {
+    let source = r#"contract = "order"
+
+[[rule]]
+name = "window"
+topic = "lab/**"
+where = "fact.body.status == 'failed'"
+group = "fact.topic"
+threshold = 3
+within = "10s"
+emit = { effect = "deny", topic = "${group}/**", reason = "${size(facts)} failures, the last at ${fact.time}" }
+
+[[rule]]
+name = "first-two"
+topic = "lab/a"
+threshold = 2
+emit = { effect = "priority", priority = 2, topic = "lab/a/**", reason = "first two at ${facts[0].time}, ${facts[1].time}" }
+"#;
+    let authors = [key(5), key(6), key(7)];
+    // (topic, failed, seconds after NOW)
+    let specs = [
+        ("lab/a", true, 30),
+        ("lab/a", true, 34),
+        ("lab/a", true, 38),
+        ("lab/b", true, 3),
+        ("lab/a", true, 2),
+        ("lab/a", false, 1),
+        ("lab/b", true, 9),
+        ("lab/a", true, 6),
+        ("lab/b", true, 11),
+        ("lab/a", true, 9),
+    ];
+    let facts: Vec<nexus_core::Record> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, (topic, failed, dt))| {
+            let status = if *failed { "failed" } else { "ok" };
+            fact(
+                &authors[i % 3],
+                topic,
+                json!({"status": status, "i": i}),
+                vec![],
+                None,
+                NOW + dt * 1_000,
+            )
+        })
+        .collect();
+    let n = facts.len();
+    let orders: Vec<Vec<usize>> = vec![
+        (0..n).collect(),
+        (0..n).rev().collect(),
+        vec![4, 0, 7, 1, 9, 2, 3, 5, 8, 6],
+        vec![2, 1, 0, 9, 8, 7, 6, 5, 4, 3],
+    ];
+    let mut results = Vec::new();
+    for order in &orders {
+        let h = Harness::open();
+        assert_eq!(
+            post_deploy(&h, deploy(&key(1), source, None, NOW)).status,
+            201
+        );
+        for &i in order {
+            assert_eq!(h.submit(&facts[i]).status, 201);
+        }
+        let mut hints: Vec<String> = h.get("/v1/hints").json["hints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["hash"].as_str().unwrap().to_owned())
+            .collect();
+        hints.sort();
+        results.push(hints);
+    }
+    assert_eq!(
+        results[0].len(),
+        3,
+        "window under lab/a and lab/b, first-two under lab/a"
+    );
+    for r in &results[1..] {
+        assert_eq!(r, &results[0]);
+    }
+}
