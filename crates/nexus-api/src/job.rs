@@ -209,6 +209,16 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
                     .with("expected", want.as_str()),
                 ));
             }
+            if let Content::Hint(h) = rec.content()
+                && h.source.as_ref().is_some_and(|s| s.contract.is_some())
+            {
+                // Anyone can derive a contract's key: a Hint that names a contract is
+                // accepted only from its evaluation, never from an agent.
+                return Err(fail(ApiError::bad_request(
+                    "a Hint whose source names a contract is emitted by that contract's \
+                     evaluation, not submitted",
+                )));
+            }
             if let Content::Fact(f) = rec.content()
                 && f.topic.as_str() == governance::DEPLOY_TOPIC
             {

@@ -123,6 +123,10 @@ fn deploy_enforce_upgrade_by_cas() {
     let rec = h.get(&format!("/v1/records/{hint_id}"));
     assert_eq!(rec.json["parents"].as_array().unwrap().len(), 2);
 
+    // Its key is public (derived from the contract's hash), so the same Hint cannot be
+    // submitted by anyone: contract Hints come only from evaluation.
+    let forged = h.get(&format!("/v1/records/{hint_id}")).json["record"].clone();
+    h.expect_error(400, "bad_request", |h| h.post("/v1/hints", &forged, NOW));
     // Proposing under lab/chem is refused, naming the Hint and its reason.
     let refused = h.expect_error(403, "inadmissible", |h| {
         h.submit(&intent_at(
