@@ -301,16 +301,7 @@ impl Api {
                 Err(FlushError::Store { source, .. }) => return storage_error(&source.to_string()),
             }
         }
-        let keys: Vec<String> = failures.into_iter().map(|f| f.key).collect();
-        ApiError::new(
-            "conflict",
-            format!(
-                "lost the race on {} in each of {MAX_ATTEMPTS} attempts",
-                keys.join(", ")
-            ),
-        )
-        .with("keys", keys)
-        .to_response()
+        conflict_error(&failures, MAX_ATTEMPTS)
     }
 }
 
@@ -335,22 +326,31 @@ impl Api {
                 for _ in 0..attempts {
                     self.metrics.record_conflict();
                 }
-                let keys: Vec<String> = failures.into_iter().map(|f| f.key).collect();
-                ApiError::new(
-                    "conflict",
-                    format!(
-                        "lost the race on {} in each of {attempts} attempts",
-                        keys.join(", ")
-                    ),
-                )
-                .with("keys", keys)
-                .to_response()
+                conflict_error(&failures, attempts)
             }
             Err(e) => storage_error(&e.to_string()),
         }
     }
 }
 
-fn storage_error(message: &str) -> Response {
+/// The `500 storage` answer: a store call failed (`message` says which and why), or a
+/// job still missed data after its rounds. For hosts that drive jobs themselves (the
+/// Worker), so that their errors are byte-identical to [`Api::run_job`]'s.
+pub fn storage_error(message: &str) -> Response {
     ApiError::new("storage", format!("storage failed: {message}")).to_response()
+}
+
+/// The `409 conflict` answer: each of `attempts` commits lost its race, the last one
+/// on the keys of `failures`.
+pub fn conflict_error(failures: &[CasFailure], attempts: usize) -> Response {
+    let keys: Vec<&str> = failures.iter().map(|f| f.key.as_str()).collect();
+    ApiError::new(
+        "conflict",
+        format!(
+            "lost the race on {} in each of {attempts} attempts",
+            keys.join(", ")
+        ),
+    )
+    .with("keys", keys)
+    .to_response()
 }

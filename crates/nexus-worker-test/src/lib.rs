@@ -1,0 +1,188 @@
+//! Runs the neXus Worker (`workers/nexus-single`) under the real Workers runtime:
+//! `wrangler dev --local` (workerd, from npm) on `127.0.0.1`, a free port of its own,
+//! state persisted in a directory the caller owns. [`WranglerDev`] stops the whole
+//! process group (wrangler and its workerd children) when dropped.
+//!
+//! The Worker must have been built first: `scripts/worker-build` writes the deployable
+//! build to `workers/nexus-single/build/` and the test build (feature `test-hooks`:
+//! fault injection, storage conformance) to `build-test/`.
+//!
+//! The tests in `tests/` are `#[ignore]`d: a plain `cargo nextest run` skips them, and
+//! `scripts/test` runs them with `--run-ignored only` after building the Worker.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `wrangler dev` may take to answer its first request.
+pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The Worker's directory (`workers/nexus-single`), or `NEXUS_WORKER_DIR`.
+pub fn worker_dir() -> PathBuf {
+    std::env::var_os("NEXUS_WORKER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workers/nexus-single"))
+}
+
+/// Which build of the Worker to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// `build/`: what `wrangler deploy` ships.
+    Deploy,
+    /// `build-test/`: with the `test-hooks` feature.
+    Test,
+}
+
+impl Build {
+    /// The entry module of the build, relative to the Worker's directory.
+    pub fn script(self) -> &'static str {
+        match self {
+            Build::Deploy => "build/worker/shim.mjs",
+            Build::Test => "build-test/worker/shim.mjs",
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when this returns; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running `wrangler dev`.
+#[derive(Debug)]
+pub struct WranglerDev {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The `--persist-to` directory.
+    pub state: PathBuf,
+}
+
+impl WranglerDev {
+    /// Starts `wrangler dev --local` with `config` (a wrangler config file, relative to
+    /// the Worker's directory) serving `build`, state persisted under `state`, and
+    /// waits until `GET /v1/health` answers 200. Panics if it does not start.
+    pub fn start_with(config: &str, build: Build, state: &Path) -> WranglerDev {
+        let dir = worker_dir();
+        let script = dir.join(build.script());
+        assert!(
+            script.exists(),
+            "{} is missing: build the Worker first (scripts/worker-build)",
+            script.display()
+        );
+        let wrangler = dir.join("node_modules/.bin/wrangler");
+        assert!(
+            wrangler.exists(),
+            "{} is missing: run `npm ci` in {} (scripts/setup does)",
+            wrangler.display(),
+            dir.display()
+        );
+        let port = free_port();
+        let inspector = free_port();
+        let mut cmd = Command::new(&wrangler);
+        cmd.current_dir(&dir)
+            .arg("dev")
+            .arg(build.script())
+            .args(["--config", config, "--local", "--ip", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .args(["--inspector-port", &inspector.to_string()])
+            .arg("--persist-to")
+            .arg(state)
+            .args([
+                "--log-level",
+                "warn",
+                "--show-interactive-dev-session=false",
+            ])
+            // Offline: no telemetry, no prompts, no request-metadata fetch.
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("WRANGLER_LOG_PATH", state.join("wrangler-logs"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // Its own process group, so that drop stops workerd with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().expect("spawn wrangler dev");
+        let mut dev = WranglerDev {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            state: state.to_owned(),
+        };
+        dev.wait_ready();
+        dev
+    }
+
+    /// [`start_with`](Self::start_with) the Worker's own `wrangler.toml`.
+    pub fn start(build: Build, state: &Path) -> WranglerDev {
+        Self::start_with("wrangler.toml", build, state)
+    }
+
+    fn wait_ready(&mut self) {
+        let agent = agent(Duration::from_secs(5));
+        let deadline = Instant::now() + START_TIMEOUT;
+        let health = format!("{}/v1/health", self.url);
+        loop {
+            if let Ok(r) = agent.get(&health).call()
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("wrangler dev exited before it served: {status}");
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                panic!("wrangler dev did not answer {health} within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops wrangler and workerd: SIGINT to the process group, SIGKILL after 10 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let group = format!("-{}", child.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-INT");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                // wrangler exited; make sure no workerd of the group outlives it.
+                signal("-KILL");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        signal("-KILL");
+        let _ = child.wait();
+    }
+}
+
+impl Drop for WranglerDev {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTP agent that returns every status as a response (not an error).
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}

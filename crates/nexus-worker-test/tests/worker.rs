@@ -1,0 +1,271 @@
+//! The neXus Worker under `wrangler dev` (workerd): the native server's conformance
+//! suite unchanged, byte-identical error bodies, the per-request metrics header,
+//! persistence across a restart, the coordinator's storage conformance, claim races
+//! and injected faults.
+//!
+//! Ignored by default (they need the built Worker and npm's wrangler): `scripts/test`
+//! runs them with `cargo nextest run -p nexus-worker-test --run-ignored only`.
+
+#[path = "../../nexus/tests/conformance/mod.rs"]
+mod conformance;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use nexus_api::{Api, ApiConfig, Request};
+use nexus_client::builders::{self, now_ms};
+use nexus_client::{Client, KeyFile};
+use nexus_store::MemoryStore;
+use nexus_worker_test::{Build, WranglerDev, agent};
+use serde_json::{Value, json};
+
+const NEEDS: &str = "needs the built Worker and wrangler (scripts/test runs it)";
+
+fn client(dev: &WranglerDev) -> Client {
+    Client::new(&dev.url)
+        .expect("client")
+        .with_timeout(Duration::from_secs(30))
+}
+
+fn key() -> KeyFile {
+    KeyFile::generate().expect("key")
+}
+
+/// One raw exchange: status, body bytes and the metrics header.
+struct Raw {
+    status: u16,
+    body: Vec<u8>,
+    metrics: BTreeMap<String, u64>,
+}
+
+fn raw(url: &str, method: &str, target: &str, body: &[u8], headers: &[(&str, &str)]) -> Raw {
+    let agent = agent(Duration::from_secs(30));
+    let full = format!("{url}{target}");
+    let mut resp = match method {
+        "GET" => {
+            let mut r = agent.get(&full);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
+        _ => {
+            let mut r = agent.post(&full);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.send(body)
+        }
+    }
+    .expect("HTTP exchange");
+    let metrics = resp
+        .headers()
+        .get("x-nexus-metrics")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(16 << 20)
+        .read_to_vec()
+        .expect("body");
+    Raw {
+        status,
+        body,
+        metrics,
+    }
+}
+
+fn post_json(url: &str, target: &str, body: &[u8], headers: &[(&str, &str)]) -> Raw {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    raw(url, "POST", target, body, &all)
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn conformance_suite_passes_against_the_worker() {
+    let _ = NEEDS;
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Deploy, state.path());
+    conformance::run_conformance(&dev.url);
+    // Again on the same state, with a trailing slash on the base URL.
+    conformance::run_conformance(&format!("{}/", dev.url));
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn error_bodies_are_byte_identical_to_nexus_api() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Deploy, state.path());
+    let api = Api::new(ApiConfig {
+        open: true,
+        ..ApiConfig::default()
+    });
+    let store = MemoryStore::new();
+    let ghost = nexus_core::FihHash::of_canonical(b"worker test: no such record");
+    let alice = key();
+    let claim = builders::claim(alice.key(), ghost, 30_000).expect("claim");
+    let intent =
+        builders::propose(alice.key(), "worker/bytes", json!({"n": 1}), &[]).expect("intent");
+    let mut bad_sig = intent.to_value();
+    let other = builders::propose(alice.key(), "worker/bytes", json!({"n": 2}), &[]).expect("x");
+    bad_sig["sig"] = json!(other.sig().to_string());
+    let cases: Vec<(&str, String, Vec<u8>)> = vec![
+        ("POST", "/v1/intents".into(), b"{\"kind\":".to_vec()),
+        (
+            "POST",
+            "/v1/intents".into(),
+            serde_json::to_vec(&bad_sig).expect("json"),
+        ),
+        ("POST", "/v1/facts".into(), vec![b' '; 256 * 1024]),
+        ("GET", "/v1/records/not-a-hash".into(), vec![]),
+        ("GET", format!("/v1/records/{ghost}"), vec![]),
+        (
+            "POST",
+            format!("/v1/intents/{ghost}/claim"),
+            claim.to_json(),
+        ),
+        ("GET", "/v1/intents?state=sleeping".into(), vec![]),
+        ("GET", "/v1/intents?limit=100000".into(), vec![]),
+        ("POST", "/v1/health".into(), b"{}".to_vec()),
+        ("GET", "/v1/nothing/here".into(), vec![]),
+    ];
+    for (method, target, body) in cases {
+        let native = api.run_sync(
+            &store,
+            &Request::new(method, &target, body.clone()),
+            now_ms(),
+        );
+        let worker = raw(&dev.url, method, &target, &body, &[]);
+        assert!(native.status >= 400, "{method} {target}: not an error case");
+        assert_eq!(
+            (worker.status, String::from_utf8_lossy(&worker.body)),
+            (native.status, String::from_utf8_lossy(&native.body)),
+            "{method} {target}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn every_answer_carries_its_costs() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Deploy, state.path());
+    let alice = key();
+    let intent =
+        builders::propose(alice.key(), "worker/metrics", json!({"n": 1}), &[]).expect("intent");
+    let created = post_json(&dev.url, "/v1/intents", &intent.to_json(), &[]);
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let m = &created.metrics;
+    for name in [
+        "wall_ms",
+        "kv_reads",
+        "kv_writes",
+        "r2_reads",
+        "r2_writes",
+        "do_calls",
+    ] {
+        assert!(m.contains_key(name), "{name} missing from {m:?}");
+    }
+    // The record and its two index entries; exactly one commit call.
+    assert_eq!(m["kv_writes"], 3, "{m:?}");
+    assert!(m["do_calls"] <= 2, "{m:?}");
+    assert_eq!(m["commits"], 1, "{m:?}");
+
+    let claim = builders::claim(alice.key(), intent.hash(), 30_000).expect("claim");
+    let target = format!("/v1/intents/{}/claim", intent.hash());
+    let claimed = post_json(&dev.url, &target, &claim.to_json(), &[]);
+    assert_eq!(claimed.status, 200);
+    assert_eq!(claimed.metrics["commits"], 1, "{:?}", claimed.metrics);
+
+    // A refused request costs no commit and no write.
+    let bad = post_json(&dev.url, "/v1/intents", b"{", &[]);
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        (bad.metrics["do_calls"], bad.metrics["kv_writes"]),
+        (0, 0),
+        "{:?}",
+        bad.metrics
+    );
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn state_survives_a_restart_with_persist_to() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let alice = key();
+    let bob = key();
+    let intent =
+        builders::propose(alice.key(), "worker/persist", json!({"n": 1}), &[]).expect("intent");
+    let (head, lease) = {
+        let dev = WranglerDev::start(Build::Deploy, state.path());
+        let c = client(&dev);
+        c.submit(&intent).expect("propose");
+        let lease = c
+            .claim(&builders::claim(bob.key(), intent.hash(), 60_000).expect("claim"))
+            .expect("claim");
+        (c.health().expect("health").log_head, lease)
+    };
+    let dev = WranglerDev::start(Build::Deploy, state.path());
+    let c = client(&dev);
+    assert_eq!(c.health().expect("health").log_head, head);
+    let info = c
+        .record(&intent.hash().to_string())
+        .expect("record after restart");
+    assert_eq!(info.record, intent);
+    let e = c
+        .claim(&builders::claim(alice.key(), intent.hash(), 60_000).expect("claim"))
+        .expect_err("still claimed by bob");
+    let api = e.api().expect("api error");
+    assert_eq!(api.code, "already_claimed");
+    assert_eq!(api.holder(), Some(bob.author()));
+    assert_eq!(api.lease_until(), Some(lease.lease_until));
+    let log = c.log(1, None).expect("log");
+    assert_eq!(log.head, head);
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn coordinator_storage_passes_the_store_conformance_cases() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Test, state.path());
+    let r = raw(&dev.url, "POST", "/__test/conformance", b"", &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let report: Value = serde_json::from_slice(&r.body).expect("report");
+    assert!(report["cases"].as_u64().expect("cases") >= 5, "{report}");
+    assert!(report["steps"].as_u64().expect("steps") >= 20, "{report}");
+    assert_eq!(report["failures"], json!([]), "{report}");
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn test_hooks_are_not_in_the_deployed_build() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Deploy, state.path());
+    let r = raw(&dev.url, "POST", "/__test/conformance", b"", &[]);
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    // A fault header is ignored: the commit applies.
+    let alice = key();
+    let intent =
+        builders::propose(alice.key(), "worker/hooks", json!({"n": 1}), &[]).expect("intent");
+    let created = post_json(
+        &dev.url,
+        "/v1/intents",
+        &intent.to_json(),
+        &[("x-nexus-test-fail-commit-after", "0")],
+    );
+    assert_eq!(created.status, 201);
+}

@@ -1,0 +1,375 @@
+//! The async half of the IoBuffer bridge (design §5): drives a [`Job`] of `nexus-api`
+//! over the Worker's bindings.
+//!
+//! 1. **hydrate** the job's read set: Workers KV bulk gets (≤ 100 keys a call), R2 gets,
+//!    and ONE coordinator `/read` call for every state key and state listing;
+//! 2. **execute** the sync core over the session; while it misses data, hydrate the
+//!    misses and re-execute from scratch (at most [`Job::max_rounds`] rounds);
+//! 3. **drain** the delta;
+//! 4. **flush** in design order: R2 blobs and immutable KV records first (idempotent,
+//!    content-addressed), then ONE coordinator `/commit` call carrying every CAS op and
+//!    log entry (the commit point), then the write-once KV index entries, then deletes.
+//!    A conflicting commit restarts the job with the conflict's current values.
+//!
+//! No `block_on` and no executor: the only awaits are the bindings', between rounds.
+
+use std::cell::Cell;
+
+use worker::{Bucket, KvStore, Method, Request, RequestInit, Stub};
+
+use nexus_api::{Job, MAX_ATTEMPTS, Outcome, Response, conflict_error, storage_error};
+use nexus_core::Limits;
+use nexus_core::storage::keys;
+use nexus_iobuf::{Delta, Executed, IoBufferSession, ListQuery, Misses, StoreSession};
+use nexus_store::{CasFailure, CommitOutcome, StoreError, StoreResult};
+
+use crate::protocol::{
+    COMMIT_PATH, CommitReply, CommitRequest, ListSpec, READ_PATH, ReadReply, ReadRequest,
+};
+
+/// Most keys of one Workers KV bulk get.
+pub const KV_BULK_GET: usize = 100;
+/// Most keys of one Workers KV list call.
+pub const KV_LIST_PAGE: u64 = 1_000;
+/// Most keys of one R2 list call.
+pub const R2_LIST_PAGE: usize = 1_000;
+
+/// What one request cost: the operations it made on each binding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// KV read calls (a bulk get of up to 100 keys or a list page counts once).
+    pub kv_reads: u32,
+    /// KV writes.
+    pub kv_writes: u32,
+    /// R2 reads (gets and list pages).
+    pub r2_reads: u32,
+    /// R2 writes (puts and deletes).
+    pub r2_writes: u32,
+    /// Calls to the coordinator Durable Object.
+    pub do_calls: u32,
+    /// Session rounds executed, over all attempts.
+    pub rounds: u32,
+    /// Attempts (1 + commits lost to a race and retried).
+    pub attempts: u32,
+    /// Commits applied (0 or 1).
+    pub commits: u32,
+}
+
+/// Test-only faults a request may ask for (honoured only in a `test-hooks` build).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// The coordinator fails the commit after writing this many ops (rolled back).
+    pub fail_commit_after_ops: Option<usize>,
+    /// The write-once index entries after the commit are not written (lost).
+    pub drop_index_writes: bool,
+}
+
+/// The Worker's bindings, with per-request counters.
+#[derive(Debug)]
+pub struct Host {
+    kv: KvStore,
+    blobs: Bucket,
+    coordinator: Stub,
+    faults: Faults,
+    counters: Cell<Counters>,
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
+}
+
+/// Why a flush stopped.
+enum FlushFailed {
+    Conflict(Vec<CasFailure>),
+    Store(StoreError),
+}
+
+impl Host {
+    /// A host over the given bindings.
+    pub fn new(kv: KvStore, blobs: Bucket, coordinator: Stub, faults: Faults) -> Self {
+        Self {
+            kv,
+            blobs,
+            coordinator,
+            faults,
+            counters: Cell::new(Counters::default()),
+        }
+    }
+
+    /// What the request cost so far.
+    pub fn counters(&self) -> Counters {
+        self.counters.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    /// Runs `job` at host time `now` as `Api::run_job` does natively: the same
+    /// answers, the same errors.
+    pub async fn run(&self, job: &Job, limits: &Limits, now: u64) -> Response {
+        let mut failures: Vec<CasFailure> = Vec::new();
+        for _ in 0..MAX_ATTEMPTS {
+            self.count(|c| c.attempts += 1);
+            let mut driver = StoreSession::with_max_rounds(job.max_rounds());
+            driver.restart(&failures);
+            let (outcome, delta) = match self.execute(&mut driver, job, limits, now).await {
+                Ok(done) => done,
+                Err(message) => return storage_error(&message),
+            };
+            if !outcome.commits() || delta.is_empty() {
+                return outcome.response(None);
+            }
+            match self.flush(&delta).await {
+                Ok(first_seq) => return outcome.response(first_seq),
+                Err(FlushFailed::Conflict(f)) => failures = f,
+                Err(FlushFailed::Store(e)) => return storage_error(&e.to_string()),
+            }
+        }
+        conflict_error(&failures, MAX_ATTEMPTS)
+    }
+
+    async fn execute(
+        &self,
+        driver: &mut StoreSession,
+        job: &Job,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<(Outcome, Delta), String> {
+        self.hydrate(driver.session(), &job.read_set())
+            .await
+            .map_err(|e| format!("hydration failed: {e}"))?;
+        loop {
+            self.count(|c| c.rounds += 1);
+            let step = driver
+                .execute(|s| job.execute_session(s, limits, now))
+                .map_err(|e| e.to_string())?;
+            match step {
+                Executed::Done(outcome, delta) => return Ok((outcome, delta)),
+                Executed::NeedsHydration(m) => self
+                    .hydrate(driver.session(), &m)
+                    .await
+                    .map_err(|e| format!("hydration failed: {e}"))?,
+            }
+        }
+    }
+
+    /// Loads `misses` into the session: KV bulk gets, R2 gets and listings, and one
+    /// coordinator call for all state keys and listings.
+    pub async fn hydrate(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
+        for chunk in misses.kv_keys.chunks(KV_BULK_GET) {
+            let values = self
+                .kv
+                .get_bulk(chunk)
+                .text()
+                .await
+                .map_err(|e| backend("KV bulk get", e))?;
+            self.count(|c| c.kv_reads += 1);
+            session.kv_buf().hydrate_batch(chunk.iter().map(|k| {
+                let v = values.get(k).cloned().flatten().map(String::into_bytes);
+                (k.clone(), v)
+            }));
+        }
+        for q in &misses.kv_lists {
+            let keys = self.kv_list(q).await?;
+            session.kv_buf().hydrate_list(q, keys);
+        }
+        for key in &misses.blob_keys {
+            let object = self
+                .blobs
+                .get(key.as_str())
+                .execute()
+                .await
+                .map_err(|e| backend("R2 get", e))?;
+            self.count(|c| c.r2_reads += 1);
+            let value = match object.as_ref().and_then(|o| o.body()) {
+                None => None,
+                Some(body) => Some(body.bytes().await.map_err(|e| backend("R2 body", e))?),
+            };
+            session.blob_buf().hydrate(key.clone(), value);
+        }
+        for q in &misses.blob_lists {
+            let keys = self.r2_list(q).await?;
+            session.blob_buf().hydrate_list(q, keys);
+        }
+        if !misses.state_keys.is_empty() || !misses.state_lists.is_empty() {
+            let req = ReadRequest {
+                keys: misses.state_keys.clone(),
+                lists: misses.state_lists.iter().map(ListSpec::from).collect(),
+            };
+            let reply: ReadReply = self.call(READ_PATH, &req).await?;
+            if reply.values.len() != req.keys.len() || reply.lists.len() != req.lists.len() {
+                return Err(backend(
+                    "coordinator read",
+                    "answer does not match the request",
+                ));
+            }
+            session.object_buf().hydrate_batch(
+                req.keys
+                    .into_iter()
+                    .zip(reply.values)
+                    .map(|(k, v)| (k, v.map(|h| h.0))),
+            );
+            for (q, keys) in misses.state_lists.iter().zip(reply.lists) {
+                session.object_buf().hydrate_list(q, keys);
+            }
+        }
+        Ok(())
+    }
+
+    /// A KV listing with `start_after`: KV lists only by prefix and cursor, so the
+    /// pages are walked from the start of the prefix and the keys up to `start_after`
+    /// skipped.
+    async fn kv_list(&self, q: &ListQuery) -> StoreResult<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor: Option<String> = None;
+        while keys.len() < q.limit {
+            let mut call = self.kv.list().prefix(q.prefix.clone()).limit(KV_LIST_PAGE);
+            if let Some(c) = cursor.take() {
+                call = call.cursor(c);
+            }
+            let page = call.execute().await.map_err(|e| backend("KV list", e))?;
+            self.count(|c| c.kv_reads += 1);
+            let after = q.start_after.as_deref();
+            keys.extend(
+                page.keys
+                    .into_iter()
+                    .map(|k| k.name)
+                    .filter(|k| after.is_none_or(|a| k.as_str() > a)),
+            );
+            match page.cursor {
+                Some(c) if !page.list_complete && !c.is_empty() => cursor = Some(c),
+                _ => break,
+            }
+        }
+        keys.truncate(q.limit);
+        Ok(keys)
+    }
+
+    async fn r2_list(&self, q: &ListQuery) -> StoreResult<Vec<String>> {
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: Option<String> = None;
+        while keys.len() < q.limit {
+            let want = (q.limit - keys.len()).min(R2_LIST_PAGE);
+            let mut call = self
+                .blobs
+                .list()
+                .prefix(q.prefix.clone())
+                .limit(u32::try_from(want).unwrap_or(1_000));
+            match (cursor.take(), &q.start_after) {
+                (Some(c), _) => call = call.cursor(c),
+                (None, Some(a)) => call = call.start_after(a.clone()),
+                (None, None) => {}
+            }
+            let page = call.execute().await.map_err(|e| backend("R2 list", e))?;
+            self.count(|c| c.r2_reads += 1);
+            keys.extend(page.objects().into_iter().map(|o| o.key()));
+            match page.cursor() {
+                Some(c) if page.truncated() => cursor = Some(c),
+                _ => break,
+            }
+        }
+        keys.truncate(q.limit);
+        Ok(keys)
+    }
+
+    async fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        // Bulk gets return text: every value neXus writes to KV is UTF-8 (JSON records,
+        // empty index entries); refuse anything else rather than corrupt it.
+        let text = std::str::from_utf8(value)
+            .map_err(|_| backend("KV put", format!("value of {key} is not UTF-8")))?;
+        self.kv
+            .put(key, text)
+            .map_err(|e| backend("KV put", e))?
+            .execute()
+            .await
+            .map_err(|e| backend("KV put", e))?;
+        self.count(|c| c.kv_writes += 1);
+        Ok(())
+    }
+
+    /// Flushes the delta in design order; answers the commit's `first_seq`.
+    async fn flush(&self, delta: &Delta) -> Result<Option<u64>, FlushFailed> {
+        let store = FlushFailed::Store;
+        for (key, bytes) in &delta.blob_puts {
+            self.blobs
+                .put(key.as_str(), bytes.clone())
+                .execute()
+                .await
+                .map_err(|e| store(backend("R2 put", e)))?;
+            self.count(|c| c.r2_writes += 1);
+        }
+        let (before, after) = delta.split_kv_puts(keys::is_after_commit);
+        for (key, value) in before {
+            self.kv_put(key, value).await.map_err(store)?;
+        }
+        let mut first_seq = None;
+        if !delta.commit.is_empty() {
+            let mut req = CommitRequest::new(&delta.commit);
+            req.fail_after_ops = self.faults.fail_commit_after_ops;
+            let reply: CommitReply = self.call(COMMIT_PATH, &req).await.map_err(store)?;
+            match reply.outcome() {
+                CommitOutcome::Applied { first_seq: s } => {
+                    self.count(|c| c.commits += 1);
+                    first_seq = s;
+                }
+                CommitOutcome::Conflict(failures) => return Err(FlushFailed::Conflict(failures)),
+                other => {
+                    return Err(store(backend(
+                        "commit",
+                        format!("unsupported outcome {other:?}"),
+                    )));
+                }
+            }
+        }
+        // After the commit point the answer stands: an index entry lost here is
+        // rewritten from the commit log (see `repair`), so errors are not fatal.
+        if !self.faults.drop_index_writes {
+            for (key, value) in after {
+                if let Err(e) = self.kv_put(key, value).await {
+                    worker::console_warn!("index entry {key} not written: {e}");
+                }
+            }
+        }
+        for key in &delta.kv_deletes {
+            if self.kv.delete(key).await.is_ok() {
+                self.count(|c| c.kv_writes += 1);
+            }
+        }
+        for key in &delta.blob_deletes {
+            if self.blobs.delete(key.as_str()).await.is_ok() {
+                self.count(|c| c.r2_writes += 1);
+            }
+        }
+        Ok(first_seq)
+    }
+
+    /// One call to the coordinator.
+    async fn call<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Q,
+    ) -> StoreResult<A> {
+        let body = serde_json::to_string(request).map_err(|e| backend("coordinator", e))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(body.into()));
+        let req = Request::new_with_init(&format!("https://coordinator{path}"), &init)
+            .map_err(|e| backend("coordinator", e))?;
+        self.count(|c| c.do_calls += 1);
+        let mut resp = self
+            .coordinator
+            .fetch_with_request(req)
+            .await
+            .map_err(|e| backend("coordinator", e))?;
+        let bytes = resp.bytes().await.map_err(|e| backend("coordinator", e))?;
+        if resp.status_code() != 200 {
+            return Err(backend(
+                "coordinator",
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| backend("coordinator answer", e))
+    }
+}

@@ -1,0 +1,411 @@
+//! `NexusCoordinatorDO`: the only place mutable state lives on Cloudflare (design §4).
+//!
+//! It keeps the object tier — Intent states, committed-record markers, active Hints,
+//! the ordered commit log and its head — in one table of its SQLite-backed storage, and
+//! implements [`ObjectStore`] over it **synchronously**: Durable Object SQL calls are
+//! synchronous, so the store needs no buffer and no async runtime. A commit runs inside
+//! one `transactionSync`: every compare is checked, then every op and log entry is
+//! written, and any failure part-way rolls the whole transaction back.
+//!
+//! The Worker talks to it with two calls (see [`crate::protocol`]): `/read` (states and
+//! state listings for hydration) and `/commit` (the commit point of a request).
+
+#[cfg(feature = "test-hooks")]
+use std::cell::Cell;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use worker::{
+    DurableObject, Env, Request, Response, Result as WorkerResult, SqlStorage, SqlStorageValue,
+    State, durable_object, js_sys,
+};
+
+use nexus_store::{
+    CasFailure, Commit, CommitOutcome, LOG_HEAD_KEY, ObjectStore, StoreError, StoreResult,
+    check_commit, check_key, check_writable_state_key, log_key, parse_head,
+};
+
+use crate::protocol::{
+    COMMIT_PATH, CommitReply, CommitRequest, Hex, READ_PATH, ReadReply, ReadRequest,
+};
+
+#[wasm_bindgen]
+extern "C" {
+    /// `ctx.storage`, for the one method the `worker` crate does not bind.
+    #[derive(Debug, Clone)]
+    type TransactionalStorage;
+
+    /// `ctx.storage.transactionSync(fn)`: runs `fn` in one SQLite transaction, rolled
+    /// back if it throws.
+    #[wasm_bindgen(method, catch, js_name = transactionSync)]
+    fn transaction_sync(
+        this: &TransactionalStorage,
+        body: &js_sys::Function,
+    ) -> Result<JsValue, JsValue>;
+}
+
+const SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID";
+
+fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
+}
+
+/// The smallest string greater than every string that starts with `prefix` (`None`
+/// when there is none, i.e. the prefix is empty or all `char::MAX`). SQLite compares
+/// TEXT bytewise, and UTF-8 byte order is code point order.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// The object tier in Durable Object SQL storage: [`ObjectStore`], synchronously.
+#[derive(Clone, Debug)]
+pub struct SqlStates {
+    sql: SqlStorage,
+    storage: TransactionalStorage,
+    #[cfg(feature = "test-hooks")]
+    fail_after_ops: Rc<Cell<Option<usize>>>,
+}
+
+impl SqlStates {
+    /// The store over a Durable Object's storage (creates its table if needed).
+    pub fn open(state: &State) -> StoreResult<Self> {
+        let storage = state.storage();
+        let sql = storage.sql();
+        sql.exec(SCHEMA, None)
+            .map_err(|e| backend("create table", e))?;
+        Ok(Self {
+            sql,
+            storage: storage
+                .as_raw()
+                .unchecked_ref::<TransactionalStorage>()
+                .clone(),
+            #[cfg(feature = "test-hooks")]
+            fail_after_ops: Rc::default(),
+        })
+    }
+
+    /// Test-only: the next commit fails after writing `n` ops (inside its transaction).
+    #[cfg(feature = "test-hooks")]
+    pub fn fail_next_commit_after(&self, n: Option<usize>) {
+        self.fail_after_ops.set(n);
+    }
+
+    /// Removes every state (test-only: each storage conformance case starts empty).
+    #[cfg(feature = "test-hooks")]
+    pub fn clear(&self) -> StoreResult<()> {
+        exec(&self.sql, "DELETE FROM states", vec![]).map(drop)
+    }
+
+    /// Runs `body` in one storage transaction: its writes apply together when it
+    /// returns `Ok`, and none do when it returns `Err` (or the runtime fails).
+    fn transaction<T: 'static>(
+        &self,
+        body: impl FnOnce(&SqlStorage) -> StoreResult<T> + 'static,
+    ) -> StoreResult<T> {
+        let sql = self.sql.clone();
+        let out: Rc<RefCell<Option<StoreResult<T>>>> = Rc::default();
+        let slot = Rc::clone(&out);
+        let mut body = Some(body);
+        let closure = Closure::<dyn FnMut() -> Result<JsValue, JsValue>>::new(move || {
+            let body = body
+                .take()
+                .ok_or_else(|| JsValue::from_str("transaction body ran twice"))?;
+            let result = body(&sql);
+            let failed = result.is_err();
+            *slot.borrow_mut() = Some(result);
+            if failed {
+                // Throwing is how transactionSync is told to roll back.
+                Err(JsValue::from_str("neXus: transaction rolled back"))
+            } else {
+                Ok(JsValue::UNDEFINED)
+            }
+        });
+        let called = self
+            .storage
+            .transaction_sync(closure.as_ref().unchecked_ref());
+        drop(closure);
+        let result = out.borrow_mut().take();
+        match (called, result) {
+            (Ok(_), Some(r)) => r,
+            // The body failed: its own error says why.
+            (Err(_), Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(backend("transaction", format!("{e:?}"))),
+            (Ok(_), None) => Err(backend("transaction", "body did not run")),
+        }
+    }
+}
+
+fn exec(
+    sql: &SqlStorage,
+    query: &str,
+    args: Vec<SqlStorageValue>,
+) -> StoreResult<worker::SqlCursor> {
+    sql.exec(query, args).map_err(|e| backend("sql", e))
+}
+
+fn read(sql: &SqlStorage, key: &str) -> StoreResult<Option<Vec<u8>>> {
+    let cursor = exec(
+        sql,
+        "SELECT value FROM states WHERE key = ?",
+        vec![key.into()],
+    )?;
+    let row = match cursor.raw().next() {
+        None => return Ok(None),
+        Some(row) => row.map_err(|e| backend("sql row", e))?,
+    };
+    match row.into_iter().next() {
+        Some(SqlStorageValue::Blob(v)) => Ok(Some(v)),
+        Some(SqlStorageValue::String(s)) => Ok(Some(s.into_bytes())),
+        other => Err(StoreError::Corrupt {
+            key: key.to_owned(),
+            reason: format!("unexpected SQL value {other:?}"),
+        }),
+    }
+}
+
+fn write(sql: &SqlStorage, key: &str, value: Option<&[u8]>) -> StoreResult<()> {
+    match value {
+        Some(v) => exec(
+            sql,
+            "INSERT INTO states (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            vec![key.into(), v.to_vec().into()],
+        ),
+        None => exec(sql, "DELETE FROM states WHERE key = ?", vec![key.into()]),
+    }
+    .map(drop)
+}
+
+fn list(
+    sql: &SqlStorage,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: usize,
+) -> StoreResult<Vec<String>> {
+    if limit == 0 {
+        return Ok(vec![]);
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut query = String::from("SELECT key FROM states WHERE key >= ?");
+    let mut args: Vec<SqlStorageValue> = vec![prefix.into()];
+    if let Some(after) = start_after {
+        query.push_str(" AND key > ?");
+        args.push(after.into());
+    }
+    if let Some(end) = prefix_end(prefix) {
+        query.push_str(" AND key < ?");
+        args.push(end.into());
+    }
+    query.push_str(" ORDER BY key LIMIT ?");
+    args.push(SqlStorageValue::Integer(limit));
+    let cursor = exec(sql, &query, args)?;
+    let mut keys = Vec::new();
+    for row in cursor.raw() {
+        let row = row.map_err(|e| backend("sql row", e))?;
+        match row.into_iter().next() {
+            Some(SqlStorageValue::String(k)) => keys.push(k),
+            other => return Err(backend("sql list", format!("unexpected key {other:?}"))),
+        }
+    }
+    Ok(keys)
+}
+
+fn apply_commit(
+    sql: &SqlStorage,
+    commit: &Commit,
+    fail_after_ops: Option<usize>,
+) -> StoreResult<CommitOutcome> {
+    let mut failures = Vec::new();
+    for op in &commit.ops {
+        let current = read(sql, &op.key)?;
+        if current != op.expected {
+            failures.push(CasFailure {
+                key: op.key.clone(),
+                current,
+            });
+        }
+    }
+    if !failures.is_empty() {
+        return Ok(CommitOutcome::Conflict(failures));
+    }
+    for (i, op) in commit.ops.iter().enumerate() {
+        if fail_after_ops == Some(i) {
+            return Err(backend("commit", "injected failure part-way (test hook)"));
+        }
+        write(sql, &op.key, op.new.as_deref())?;
+    }
+    if commit.log.is_empty() {
+        return Ok(CommitOutcome::Applied { first_seq: None });
+    }
+    let head = match read(sql, LOG_HEAD_KEY)? {
+        None => 0,
+        Some(v) => parse_head(&v)?,
+    };
+    for (i, entry) in commit.log.iter().enumerate() {
+        write(sql, &log_key(head + 1 + i as u64), Some(entry))?;
+    }
+    let new_head = head + commit.log.len() as u64;
+    write(sql, LOG_HEAD_KEY, Some(new_head.to_string().as_bytes()))?;
+    if fail_after_ops.is_some_and(|n| n >= commit.ops.len()) {
+        return Err(backend(
+            "commit",
+            "injected failure after the log (test hook)",
+        ));
+    }
+    Ok(CommitOutcome::Applied {
+        first_seq: Some(head + 1),
+    })
+}
+
+impl ObjectStore for SqlStates {
+    fn get_state(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        check_key(key)?;
+        read(&self.sql, key)
+    }
+
+    fn put_state(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> StoreResult<bool> {
+        check_writable_state_key(key)?;
+        let (key, expected, new) = (key.to_owned(), expected.map(<[u8]>::to_vec), new.to_vec());
+        self.transaction(move |sql| {
+            if read(sql, &key)? != expected {
+                return Ok(false);
+            }
+            write(sql, &key, Some(&new))?;
+            Ok(true)
+        })
+    }
+
+    fn list_states(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        list(&self.sql, prefix, start_after, limit)
+    }
+
+    fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
+        check_commit(commit)?;
+        #[cfg(feature = "test-hooks")]
+        let fail_after_ops = self.fail_after_ops.take();
+        #[cfg(not(feature = "test-hooks"))]
+        let fail_after_ops = None;
+        let commit = commit.clone();
+        self.transaction(move |sql| apply_commit(sql, &commit, fail_after_ops))
+    }
+}
+
+pub use class::NexusCoordinatorDO;
+
+/// The class itself, in a module of its own: the `#[durable_object]` macro generates
+/// undocumented public bindings.
+#[allow(missing_docs)]
+mod class {
+    use super::*;
+
+    /// The coordinator Durable Object (SQLite-backed: `new_sqlite_classes` in
+    /// `wrangler.toml`). One instance (named `coordinator`) arbitrates every CAS.
+    #[durable_object]
+    pub struct NexusCoordinatorDO {
+        state: State,
+        store: RefCell<Option<SqlStates>>,
+    }
+
+    impl NexusCoordinatorDO {
+        fn store(&self) -> StoreResult<SqlStates> {
+            if let Some(s) = self.store.borrow().as_ref() {
+                return Ok(s.clone());
+            }
+            let s = SqlStates::open(&self.state)?;
+            *self.store.borrow_mut() = Some(s.clone());
+            Ok(s)
+        }
+
+        /// Answers one call; every error becomes a `500` whose body says what failed.
+        fn answer(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+            let store = self.store().map_err(|e| e.to_string())?;
+            let json = |v: serde_json::Result<Vec<u8>>| v.map_err(|e| format!("encode: {e}"));
+            match path {
+                READ_PATH => {
+                    let req: ReadRequest = serde_json::from_slice(body)
+                        .map_err(|e| format!("bad read request: {e}"))?;
+                    let refs: Vec<&str> = req.keys.iter().map(String::as_str).collect();
+                    let values = store.get_states(&refs).map_err(|e| e.to_string())?;
+                    let mut lists = Vec::with_capacity(req.lists.len());
+                    for q in &req.lists {
+                        lists.push(
+                            store
+                                .list_states(&q.prefix, q.start_after.as_deref(), q.limit)
+                                .map_err(|e| e.to_string())?,
+                        );
+                    }
+                    json(serde_json::to_vec(&ReadReply {
+                        values: values.into_iter().map(|v| v.map(Hex)).collect(),
+                        lists,
+                    }))
+                }
+                COMMIT_PATH => {
+                    let req: CommitRequest = serde_json::from_slice(body)
+                        .map_err(|e| format!("bad commit request: {e}"))?;
+                    #[cfg(feature = "test-hooks")]
+                    store.fail_next_commit_after(req.fail_after_ops);
+                    let outcome = store.commit(&req.commit()).map_err(|e| e.to_string())?;
+                    let reply = CommitReply::new(&outcome)
+                        .ok_or_else(|| format!("unsupported commit outcome {outcome:?}"))?;
+                    json(serde_json::to_vec(&reply))
+                }
+                #[cfg(feature = "test-hooks")]
+                crate::protocol::CONFORMANCE_PATH => {
+                    json(serde_json::to_vec(&crate::testing::run_conformance(&store)))
+                }
+                other => Err(format!("no coordinator call {other}")),
+            }
+        }
+    }
+
+    impl DurableObject for NexusCoordinatorDO {
+        fn new(state: State, _env: Env) -> Self {
+            Self {
+                state,
+                store: RefCell::new(None),
+            }
+        }
+
+        async fn fetch(&self, mut req: Request) -> WorkerResult<Response> {
+            let path = req.path();
+            let body = req.bytes().await?;
+            match self.answer(&path, &body) {
+                Ok(bytes) => Response::from_bytes(bytes),
+                Err(message) => Response::error(message, 500),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end("intent/").as_deref(), Some("intent0"));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+    }
+}

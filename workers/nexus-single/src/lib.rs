@@ -1,0 +1,185 @@
+//! neXus on Cloudflare Workers (design §6 phases 1–2): the `/v1` API of `nexus-api`,
+//! served over Workers KV (immutable records, write-once index entries), R2 (blobs) and
+//! the [`NexusCoordinatorDO`] Durable Object (every mutable state, the commit log, the
+//! commit point), through the IoBuffer bridge of [`bridge`].
+//!
+//! Every answer carries the header [`METRICS_HEADER`]: wall time and the KV, R2 and
+//! Durable Object operations the request made.
+//!
+//! Configuration (`[vars]` of `wrangler.toml`):
+//! - `NEXUS_OPEN`: `"true"` accepts any valid author key (local work);
+//! - `NEXUS_AUTHORS`: comma-separated hex author keys allowed to write otherwise;
+//! - `NEXUS_DO_LOCATION`: optional location hint for the coordinator (`weur`, `enam`, …).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bridge;
+pub mod coordinator;
+pub mod protocol;
+#[cfg(feature = "test-hooks")]
+pub mod testing;
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use worker::{Context, Date, Env, Headers, Request, Response, Result, event};
+
+use nexus_api::{Api, ApiConfig, Prepared, Route, storage_error};
+use nexus_core::AuthorKey;
+
+pub use bridge::{Counters, Faults, Host};
+pub use coordinator::NexusCoordinatorDO;
+
+/// The KV namespace binding.
+pub const KV_BINDING: &str = "NEXUS_KV";
+/// The R2 bucket binding.
+pub const R2_BINDING: &str = "NEXUS_BLOBS";
+/// The coordinator Durable Object namespace binding.
+pub const DO_BINDING: &str = "COORDINATOR";
+/// Name of the one coordinator instance (a single shard).
+pub const COORDINATOR_NAME: &str = "coordinator";
+/// Response header with the request's costs: `wall_ms=…;kv_reads=…;kv_writes=…;
+/// r2_reads=…;r2_writes=…;do_calls=…;commits=…;rounds=…;attempts=…`.
+pub const METRICS_HEADER: &str = "x-nexus-metrics";
+
+/// The API of this isolate (its `/metrics` counts what this isolate served).
+static API: OnceLock<Api> = OnceLock::new();
+
+fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string())
+}
+
+/// The API configuration from the Worker's variables. Unparsable author keys are
+/// skipped with a log line (they could never sign anything).
+fn config(env: &Env) -> ApiConfig {
+    let open = var(env, "NEXUS_OPEN").is_some_and(|v| v.trim() == "true");
+    let mut allowed = BTreeSet::new();
+    for key in var(env, "NEXUS_AUTHORS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        match key.parse::<AuthorKey>() {
+            Ok(k) => {
+                allowed.insert(k);
+            }
+            Err(e) => worker::console_warn!("NEXUS_AUTHORS: skipping {key}: {e}"),
+        }
+    }
+    ApiConfig {
+        open,
+        allowed,
+        ..ApiConfig::default()
+    }
+}
+
+fn host(env: &Env, faults: Faults) -> Result<Host> {
+    let namespace = env.durable_object(DO_BINDING)?;
+    let stub = match var(env, "NEXUS_DO_LOCATION").filter(|l| !l.is_empty()) {
+        Some(hint) => namespace.get_by_name_with_location_hint(COORDINATOR_NAME, &hint)?,
+        None => namespace.get_by_name(COORDINATOR_NAME)?,
+    };
+    Ok(Host::new(
+        env.kv(KV_BINDING)?,
+        env.bucket(R2_BINDING)?,
+        stub,
+        faults,
+    ))
+}
+
+#[cfg(feature = "test-hooks")]
+fn faults(req: &Request) -> Faults {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    Faults {
+        fail_commit_after_ops: header("x-nexus-test-fail-commit-after")
+            .and_then(|v| v.parse().ok()),
+        drop_index_writes: header("x-nexus-test-drop-index").is_some(),
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn faults(_req: &Request) -> Faults {
+    Faults::default()
+}
+
+fn into_worker(r: &nexus_api::Response, costs: &Counters, wall_ms: u64) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", r.content_type)?;
+    headers.set(
+        METRICS_HEADER,
+        &format!(
+            "wall_ms={wall_ms};kv_reads={};kv_writes={};r2_reads={};r2_writes={};do_calls={};commits={};rounds={};attempts={}",
+            costs.kv_reads,
+            costs.kv_writes,
+            costs.r2_reads,
+            costs.r2_writes,
+            costs.do_calls,
+            costs.commits,
+            costs.rounds,
+            costs.attempts
+        ),
+    )?;
+    Ok(Response::from_bytes(r.body.clone())?
+        .with_status(r.status)
+        .with_headers(headers))
+}
+
+/// The Worker's entry point: every request, answered in the API's JSON shapes (a
+/// binding failure is a `500 storage` error, never a bare 500).
+#[event(fetch)]
+pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let started = Date::now().as_millis();
+    let api = API.get_or_init(|| Api::new(config(&env)));
+    let url = req.url()?;
+    let method = req.method().to_string();
+    #[cfg(feature = "test-hooks")]
+    if url.path() == "/__test/conformance" {
+        return testing::conformance_route(&env).await;
+    }
+    let body = match req.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            let r = storage_error(&format!("request body could not be read: {e}"));
+            return into_worker(&r, &Counters::default(), 0);
+        }
+    };
+    let request = nexus_api::Request {
+        method,
+        path: url.path().to_owned(),
+        query: url.query().map(str::to_owned),
+        body,
+    };
+    let (route, response, costs) = match api.prepare(&request) {
+        Prepared::Respond(route, r) => (route, r, Counters::default()),
+        Prepared::Metrics => (
+            Route::Metrics,
+            api.metrics().response(),
+            Counters::default(),
+        ),
+        Prepared::Job(job) => match host(&env, faults(&req)) {
+            Ok(host) => {
+                let r = host
+                    .run(&job, &api.config().limits, Date::now().as_millis())
+                    .await;
+                (job.route(), r, host.counters())
+            }
+            Err(e) => (
+                job.route(),
+                storage_error(&format!("bindings: {e}")),
+                Counters::default(),
+            ),
+        },
+    };
+    for _ in 1..costs.attempts {
+        api.metrics().record_conflict();
+    }
+    if costs.commits > 0 {
+        api.metrics().record_commit();
+    }
+    let wall_ms = Date::now().as_millis().saturating_sub(started);
+    api.metrics()
+        .observe_response(route, &response, wall_ms.saturating_mul(1_000));
+    into_worker(&response, &costs, wall_ms)
+}
