@@ -64,9 +64,15 @@ pub struct WranglerDev {
 
 impl WranglerDev {
     /// Starts `wrangler dev --local` with `config` (a wrangler config file, relative to
-    /// the Worker's directory) serving `build`, state persisted under `state`, and
-    /// waits until `GET /v1/health` answers 200. Panics if it does not start.
-    pub fn start_with(config: &str, build: Build, state: &Path) -> WranglerDev {
+    /// the Worker's directory) serving `build`, state persisted under `state`, with
+    /// `vars` overriding the config's variables, and waits until `GET /v1/health`
+    /// answers 200. Panics if it does not start.
+    pub fn start_with(
+        config: &str,
+        build: Build,
+        state: &Path,
+        vars: &[(&str, &str)],
+    ) -> WranglerDev {
         let dir = worker_dir();
         let script = dir.join(build.script());
         assert!(
@@ -97,13 +103,21 @@ impl WranglerDev {
                 "warn",
                 "--show-interactive-dev-session=false",
             ])
+            .args(
+                vars.iter()
+                    .flat_map(|(k, v)| ["--var".to_owned(), format!("{k}:{v}")]),
+            )
             // Offline: no telemetry, no prompts, no request-metadata fetch.
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CI", "true")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("WRANGLER_LOG_PATH", state.join("wrangler-logs"))
+            // The dev registry through which one wrangler dev reaches a Durable Object
+            // of another: private to this state directory, so that parallel tests
+            // never find each other's Workers.
+            .env("WRANGLER_REGISTRY_PATH", state.join("registry"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
         // Its own process group, so that drop stops workerd with it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -119,7 +133,7 @@ impl WranglerDev {
 
     /// [`start_with`](Self::start_with) the Worker's own `wrangler.toml`.
     pub fn start(build: Build, state: &Path) -> WranglerDev {
-        Self::start_with("wrangler.toml", build, state)
+        Self::start_with("wrangler.toml", build, state, &[])
     }
 
     fn wait_ready(&mut self) {

@@ -23,12 +23,11 @@ use nexus_core::storage::keys;
 use nexus_iobuf::{Delta, Executed, IoBufferSession, ListQuery, Misses, StoreSession};
 use nexus_store::{CasFailure, CommitOutcome, StoreError, StoreResult};
 
+use crate::kv::{self, backend};
 use crate::protocol::{
     COMMIT_PATH, CommitReply, CommitRequest, ListSpec, READ_PATH, ReadReply, ReadRequest,
 };
 
-/// Most keys of one Workers KV bulk get.
-pub const KV_BULK_GET: usize = 100;
 /// Most keys of one Workers KV list call.
 pub const KV_LIST_PAGE: u64 = 1_000;
 /// Most keys of one R2 list call.
@@ -72,10 +71,6 @@ pub struct Host {
     coordinator: Stub,
     faults: Faults,
     counters: Cell<Counters>,
-}
-
-fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{what}: {e}"))
 }
 
 /// Why a flush stopped.
@@ -159,18 +154,12 @@ impl Host {
     /// Loads `misses` into the session: KV bulk gets, R2 gets and listings, and one
     /// coordinator call for all state keys and listings.
     pub async fn hydrate(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
-        for chunk in misses.kv_keys.chunks(KV_BULK_GET) {
-            let values = self
-                .kv
-                .get_bulk(chunk)
-                .text()
-                .await
-                .map_err(|e| backend("KV bulk get", e))?;
-            self.count(|c| c.kv_reads += 1);
-            session.kv_buf().hydrate_batch(chunk.iter().map(|k| {
-                let v = values.get(k).cloned().flatten().map(String::into_bytes);
-                (k.clone(), v)
-            }));
+        if !misses.kv_keys.is_empty() {
+            let (values, calls) = kv::get_many(&self.kv, &misses.kv_keys).await?;
+            self.count(|c| c.kv_reads += calls);
+            session
+                .kv_buf()
+                .hydrate_batch(misses.kv_keys.iter().cloned().zip(values));
         }
         for q in &misses.kv_lists {
             let keys = self.kv_list(q).await?;
@@ -276,16 +265,7 @@ impl Host {
     }
 
     async fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        // Bulk gets return text: every value neXus writes to KV is UTF-8 (JSON records,
-        // empty index entries); refuse anything else rather than corrupt it.
-        let text = std::str::from_utf8(value)
-            .map_err(|_| backend("KV put", format!("value of {key} is not UTF-8")))?;
-        self.kv
-            .put(key, text)
-            .map_err(|e| backend("KV put", e))?
-            .execute()
-            .await
-            .map_err(|e| backend("KV put", e))?;
+        kv::put(&self.kv, key, value).await?;
         self.count(|c| c.kv_writes += 1);
         Ok(())
     }

@@ -46,6 +46,9 @@ extern "C" {
     ) -> Result<JsValue, JsValue>;
 }
 
+/// Default delay of the index repair after a commit, in milliseconds.
+pub const REPAIR_DELAY_MS: i64 = 60_000;
+
 const SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID";
 
@@ -322,6 +325,7 @@ mod class {
     #[durable_object]
     pub struct NexusCoordinatorDO {
         state: State,
+        env: Env,
         store: RefCell<Option<SqlStates>>,
     }
 
@@ -333,6 +337,22 @@ mod class {
             let s = SqlStates::open(&self.state)?;
             *self.store.borrow_mut() = Some(s.clone());
             Ok(s)
+        }
+
+        /// Schedules the index repair ([`crate::repair`]) unless it already is: after
+        /// `NEXUS_INDEX_REPAIR_DELAY_MS` (default a minute, KV's propagation time).
+        async fn schedule_repair(&self) -> WorkerResult<()> {
+            let storage = self.state.storage();
+            if storage.get_alarm().await?.is_none() {
+                let delay = self
+                    .env
+                    .var("NEXUS_INDEX_REPAIR_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.to_string().parse().ok())
+                    .unwrap_or(REPAIR_DELAY_MS);
+                storage.set_alarm(delay).await?;
+            }
+            Ok(())
         }
 
         /// Answers one call; every error becomes a `500` whose body says what failed.
@@ -378,9 +398,10 @@ mod class {
     }
 
     impl DurableObject for NexusCoordinatorDO {
-        fn new(state: State, _env: Env) -> Self {
+        fn new(state: State, env: Env) -> Self {
             Self {
                 state,
+                env,
                 store: RefCell::new(None),
             }
         }
@@ -388,10 +409,45 @@ mod class {
         async fn fetch(&self, mut req: Request) -> WorkerResult<Response> {
             let path = req.path();
             let body = req.bytes().await?;
-            match self.answer(&path, &body) {
+            // The answer is computed synchronously: no other call interleaves.
+            let answer = self.answer(&path, &body);
+            if path == COMMIT_PATH && answer.is_ok() {
+                // After the commit: awaiting here lets other calls in, which is fine.
+                if let Err(e) = self.schedule_repair().await {
+                    worker::console_warn!("index repair not scheduled: {e}");
+                }
+            }
+            match answer {
                 Ok(bytes) => Response::from_bytes(bytes),
                 Err(message) => Response::error(message, 500),
             }
+        }
+
+        async fn alarm(&self) -> WorkerResult<Response> {
+            let store = self
+                .store()
+                .map_err(|e| worker::Error::RustError(e.to_string()))?;
+            let kv = self.env.kv(crate::KV_BINDING)?;
+            match crate::repair::repair_batch(&store, &kv).await {
+                Ok(done) => {
+                    if done.written > 0 {
+                        worker::console_log!(
+                            "index repair: {} log entries checked, {} index entries rewritten",
+                            done.entries,
+                            done.written
+                        );
+                    }
+                    if done.more {
+                        self.state.storage().set_alarm(0).await?;
+                    }
+                }
+                // Records may not have reached this location's KV yet: try later.
+                Err(e) => {
+                    worker::console_warn!("index repair failed, retrying later: {e}");
+                    self.state.storage().set_alarm(REPAIR_DELAY_MS).await?;
+                }
+            }
+            Response::ok("")
         }
     }
 }

@@ -16,7 +16,9 @@
 
 pub mod bridge;
 pub mod coordinator;
+pub mod kv;
 pub mod protocol;
+pub mod repair;
 #[cfg(feature = "test-hooks")]
 pub mod testing;
 
