@@ -180,16 +180,66 @@ fn every_answer_carries_its_costs() {
     ] {
         assert!(m.contains_key(name), "{name} missing from {m:?}");
     }
-    // The record and its two index entries; exactly one commit call.
+    // The record and its two index entries, and ONE coordinator call: the commit.
     assert_eq!(m["kv_writes"], 3, "{m:?}");
-    assert!(m["do_calls"] <= 2, "{m:?}");
-    assert_eq!(m["commits"], 1, "{m:?}");
+    assert_eq!((m["do_calls"], m["commits"]), (1, 1), "{m:?}");
 
+    // Claim, renew and resolve: one coordinator call each.
     let claim = builders::claim(alice.key(), intent.hash(), 30_000).expect("claim");
     let target = format!("/v1/intents/{}/claim", intent.hash());
     let claimed = post_json(&dev.url, &target, &claim.to_json(), &[]);
     assert_eq!(claimed.status, 200);
-    assert_eq!(claimed.metrics["commits"], 1, "{:?}", claimed.metrics);
+    let m = &claimed.metrics;
+    assert_eq!(
+        (m["do_calls"], m["commits"], m["kv_writes"]),
+        (1, 1, 0),
+        "{m:?}"
+    );
+    let renew = builders::renew(alice.key(), intent.hash(), 1, 60_000).expect("renew");
+    let target = format!("/v1/intents/{}/renew", intent.hash());
+    let renewed = post_json(&dev.url, &target, &renew.to_json(), &[]);
+    assert_eq!(renewed.status, 200);
+    assert_eq!(renewed.metrics["do_calls"], 1, "{:?}", renewed.metrics);
+    let fact = builders::fact(
+        alice.key(),
+        "worker/metrics",
+        json!({"done": true}),
+        &[intent.hash()],
+        Some((intent.hash(), 1)),
+    )
+    .expect("fact");
+    let resolved = post_json(&dev.url, "/v1/facts", &fact.to_json(), &[]);
+    assert_eq!(
+        resolved.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&resolved.body)
+    );
+    assert_eq!(resolved.metrics["do_calls"], 1, "{:?}", resolved.metrics);
+
+    // An error is only answered on states read from the coordinator: a claim of the
+    // resolved Intent reads them (one call) and commits nothing.
+    let late = builders::claim(alice.key(), intent.hash(), 30_000).expect("claim");
+    let target = format!("/v1/intents/{}/claim", intent.hash());
+    let refused = post_json(&dev.url, &target, &late.to_json(), &[]);
+    assert_eq!(refused.status, 409);
+    let m = &refused.metrics;
+    assert_eq!((m["do_calls"], m["commits"]), (1, 0), "{m:?}");
+
+    // A read: one coordinator call.
+    let read = raw(
+        &dev.url,
+        "GET",
+        &format!("/v1/records/{}", intent.hash()),
+        b"",
+        &[],
+    );
+    assert_eq!(
+        (read.status, read.metrics["do_calls"]),
+        (200, 1),
+        "{:?}",
+        read.metrics
+    );
 
     // A refused request costs no commit and no write.
     let bad = post_json(&dev.url, "/v1/intents", b"{", &[]);
@@ -503,4 +553,55 @@ fn lost_index_entries_are_repaired_from_the_commit_log() {
         .facts(&nexus_client::http::FactQuery::default())
         .expect("facts");
     assert!(all.facts.contains(&fact));
+}
+
+/// A Worker executes writes on the states it cached; the commit checks every state the
+/// write read. A deny Hint committed through another Worker (another isolate) after
+/// this one cached the active Hints must still stop a proposal here: the stale read
+/// fails the commit's check, and the proposal is refused on the current Hints.
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn a_stale_cache_never_admits_what_the_coordinator_forbids() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let a = WranglerDev::start(Build::Deploy, state.path());
+    let b = WranglerDev::start_with("wrangler.peer.toml", Build::Deploy, state.path(), &[]);
+    let (alice, carol) = (key(), key());
+    let topic = format!("worker/stale/t{}", &alice.author().to_string()[..12]);
+    // A caches the (empty) active Hints with a first proposal.
+    let first = builders::propose(alice.key(), &format!("{topic}/a"), json!(1), &[]).expect("a");
+    let r = post_json(&a.url, "/v1/intents", &first.to_json(), &[]);
+    assert_eq!(r.status, 201);
+    // B commits a deny Hint over the topic.
+    let deny = builders::hint_at(
+        carol.key(),
+        builders::selector(Some(&format!("{topic}/**")), None).expect("selector"),
+        nexus_core::Effect::Deny,
+        "worker test: stale caches",
+        None,
+        Some(now_ms() + 300_000),
+        now_ms(),
+    )
+    .expect("deny");
+    let r = post_json(&b.url, "/v1/hints", &deny.to_json(), &[]);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // A proposes under the topic: refused, naming the Hint.
+    let second = builders::propose(alice.key(), &format!("{topic}/b"), json!(2), &[]).expect("b");
+    let r = post_json(&a.url, "/v1/intents", &second.to_json(), &[]);
+    let body: Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(
+        (r.status, &body["error"]["code"]),
+        (403, &json!("inadmissible")),
+        "{body}"
+    );
+    assert_eq!(body["error"]["hint"], json!(deny.hash()), "{body}");
+    assert_eq!(r.metrics["commits"], 0, "{:?}", r.metrics);
+    assert!(
+        r.metrics["conflicts"] >= 1,
+        "the stale read was caught: {:?}",
+        r.metrics
+    );
+    let e = client(&a)
+        .record(&second.hash().to_string())
+        .expect_err("not committed");
+    assert_eq!(e.code(), Some("not_found"));
 }

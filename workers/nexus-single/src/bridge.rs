@@ -2,18 +2,22 @@
 //! over the Worker's bindings.
 //!
 //! 1. **hydrate** the job's read set: Workers KV bulk gets (≤ 100 keys a call), R2 gets,
-//!    and ONE coordinator `/read` call for every state key and state listing;
+//!    and ONE coordinator `/read` call for every state key and state listing — or, for
+//!    a write, the states this isolate cached, validated by the commit (see
+//!    [`Host::run`]), so that a write that commits costs one coordinator call;
 //! 2. **execute** the sync core over the session; while it misses data, hydrate the
 //!    misses and re-execute from scratch (at most [`Job::max_rounds`] rounds);
 //! 3. **drain** the delta;
 //! 4. **flush** in design order: R2 blobs and immutable KV records first (idempotent,
 //!    content-addressed), then ONE coordinator `/commit` call carrying every CAS op and
-//!    log entry (the commit point), then the write-once KV index entries, then deletes.
-//!    A conflicting commit restarts the job with the conflict's current values.
+//!    log entry and a check of every state the job read (the commit point), then the
+//!    write-once KV index entries, then deletes. A conflicting commit restarts the job
+//!    with the conflict's current values.
 //!
 //! No `block_on` and no executor: the only awaits are the bindings', between rounds.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use worker::{Bucket, KvStore, Method, Request, RequestInit, Stub};
 
@@ -21,11 +25,12 @@ use nexus_api::{Job, MAX_ATTEMPTS, Outcome, Response, conflict_error, storage_er
 use nexus_core::Limits;
 use nexus_core::storage::keys;
 use nexus_iobuf::{Delta, Executed, IoBufferSession, ListQuery, Misses, StoreSession};
-use nexus_store::{CasFailure, CommitOutcome, StoreError, StoreResult};
+use nexus_store::{CasFailure, CommitOutcome, LOG_HEAD_KEY, StoreError, StoreResult};
 
 use crate::kv::{self, backend};
 use crate::protocol::{
-    COMMIT_PATH, CommitReply, CommitRequest, ListSpec, READ_PATH, ReadReply, ReadRequest,
+    COMMIT_PATH, CommitReply, CommitRequest, Hex, ListSpec, READ_PATH, ReadReply, ReadRequest,
+    WireCheck,
 };
 
 /// Most keys of one Workers KV list call.
@@ -52,6 +57,8 @@ pub struct Counters {
     pub attempts: u32,
     /// Commits applied (0 or 1).
     pub commits: u32,
+    /// Commits refused because a state had changed (each followed by a retry).
+    pub conflicts: u32,
 }
 
 /// Test-only faults a request may ask for (honoured only in a `test-hooks` build).
@@ -71,6 +78,67 @@ pub struct Host {
     coordinator: Stub,
     faults: Faults,
     counters: Cell<Counters>,
+}
+
+/// Most states one isolate caches; past it the cache starts afresh.
+pub const CACHE_MAX_ENTRIES: usize = 20_000;
+
+thread_local! {
+    /// States this isolate last saw at the coordinator: the values optimistic writes
+    /// execute on (every commit re-checks them, see [`Host::run`]).
+    static CACHE: RefCell<HashMap<String, Option<Vec<u8>>>> = RefCell::new(HashMap::new());
+}
+
+fn cache_get(key: &str) -> Option<Option<Vec<u8>>> {
+    CACHE.with(|c| c.borrow().get(key).cloned())
+}
+
+fn cache_put(entries: impl IntoIterator<Item = (String, Option<Vec<u8>>)>) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        for (k, v) in entries {
+            if c.len() >= CACHE_MAX_ENTRIES {
+                c.clear();
+            }
+            c.insert(k, v);
+        }
+    });
+}
+
+/// The states one attempt of a job executed on.
+struct Attempt {
+    /// States come from the cache (else from the coordinator).
+    optimistic: bool,
+    /// Every state value the session was given.
+    states: BTreeMap<String, Option<Vec<u8>>>,
+    /// Whether any of them (the log head aside) came from the cache rather than from
+    /// the coordinator during this attempt.
+    unverified: bool,
+}
+
+impl Attempt {
+    /// The reads a commit must validate: every state the job was given that its
+    /// compare-and-swaps do not already check. The log head is left out: the
+    /// coordinator numbers the entries itself.
+    fn checks(&self, delta: &Delta) -> Vec<WireCheck> {
+        let written: BTreeSet<&str> = delta.commit.ops.iter().map(|op| op.key.as_str()).collect();
+        self.states
+            .iter()
+            .filter(|(k, _)| k.as_str() != LOG_HEAD_KEY && !written.contains(k.as_str()))
+            .map(|(k, v)| WireCheck {
+                key: k.clone(),
+                value: v.clone().map(Hex),
+            })
+            .collect()
+    }
+}
+
+/// Why an attempt stopped before its flush.
+enum Failed {
+    /// It needs a listing of states, which only the coordinator can answer.
+    NeedsCoordinator,
+    /// A binding failed.
+    Storage(String),
 }
 
 /// Why a flush stopped.
@@ -104,22 +172,55 @@ impl Host {
 
     /// Runs `job` at host time `now` as `Api::run_job` does natively: the same
     /// answers, the same errors.
+    ///
+    /// A write first runs **optimistically**: the states it reads come from this
+    /// isolate's cache (a key never seen counts as absent), so that a commit that
+    /// succeeds costs one coordinator call in all. Every commit carries, besides its
+    /// compare-and-swaps, a check of each state the job read, so a stale cache can
+    /// only make the commit conflict (then the conflict's current values are used)
+    /// and never makes it wrong. An answer that commits nothing (an error, a
+    /// duplicate) is only given on states read from the coordinator in that attempt.
     pub async fn run(&self, job: &Job, limits: &Limits, now: u64) -> Response {
         let mut failures: Vec<CasFailure> = Vec::new();
+        let mut optimistic = job.is_write();
         for _ in 0..MAX_ATTEMPTS {
             self.count(|c| c.attempts += 1);
             let mut driver = StoreSession::with_max_rounds(job.max_rounds());
             driver.restart(&failures);
-            let (outcome, delta) = match self.execute(&mut driver, job, limits, now).await {
+            let mut attempt = Attempt {
+                optimistic,
+                states: failures
+                    .iter()
+                    .map(|f| (f.key.clone(), f.current.clone()))
+                    .collect(),
+                unverified: false,
+            };
+            let (outcome, delta) = match self
+                .execute(&mut driver, &mut attempt, job, limits, now)
+                .await
+            {
                 Ok(done) => done,
-                Err(message) => return storage_error(&message),
+                Err(Failed::NeedsCoordinator) => {
+                    optimistic = false;
+                    continue;
+                }
+                Err(Failed::Storage(message)) => return storage_error(&message),
             };
             if !outcome.commits() || delta.is_empty() {
+                if attempt.unverified {
+                    optimistic = false;
+                    continue;
+                }
                 return outcome.response(None);
             }
-            match self.flush(&delta).await {
+            let checks = attempt.checks(&delta);
+            match self.flush(&delta, checks).await {
                 Ok(first_seq) => return outcome.response(first_seq),
-                Err(FlushFailed::Conflict(f)) => failures = f,
+                Err(FlushFailed::Conflict(f)) => {
+                    self.count(|c| c.conflicts += 1);
+                    cache_put(f.iter().map(|f| (f.key.clone(), f.current.clone())));
+                    failures = f;
+                }
                 Err(FlushFailed::Store(e)) => return storage_error(&e.to_string()),
             }
         }
@@ -129,31 +230,74 @@ impl Host {
     async fn execute(
         &self,
         driver: &mut StoreSession,
+        attempt: &mut Attempt,
         job: &Job,
         limits: &Limits,
         now: u64,
-    ) -> Result<(Outcome, Delta), String> {
-        self.hydrate(driver.session(), &job.read_set())
-            .await
-            .map_err(|e| format!("hydration failed: {e}"))?;
+    ) -> Result<(Outcome, Delta), Failed> {
+        let mut misses = job.read_set();
         loop {
+            self.hydrate_for(driver.session(), attempt, &misses).await?;
             self.count(|c| c.rounds += 1);
             let step = driver
                 .execute(|s| job.execute_session(s, limits, now))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Failed::Storage(e.to_string()))?;
             match step {
                 Executed::Done(outcome, delta) => return Ok((outcome, delta)),
-                Executed::NeedsHydration(m) => self
-                    .hydrate(driver.session(), &m)
-                    .await
-                    .map_err(|e| format!("hydration failed: {e}"))?,
+                Executed::NeedsHydration(m) => misses = m,
             }
         }
     }
 
+    /// Hydrates `misses` for an attempt: states from the cache when it is optimistic
+    /// (listings always need the coordinator), from the coordinator otherwise.
+    async fn hydrate_for(
+        &self,
+        session: &IoBufferSession,
+        attempt: &mut Attempt,
+        misses: &Misses,
+    ) -> Result<(), Failed> {
+        let hydrate_failed = |e: StoreError| Failed::Storage(format!("hydration failed: {e}"));
+        // States the attempt already has (a conflict's current values) stay as they are.
+        let mut misses = misses.clone();
+        misses
+            .state_keys
+            .retain(|k| !attempt.states.contains_key(k));
+        if !attempt.optimistic {
+            let read = self
+                .hydrate(session, &misses)
+                .await
+                .map_err(hydrate_failed)?;
+            attempt.states.extend(read);
+            return Ok(());
+        }
+        if !misses.state_lists.is_empty() {
+            return Err(Failed::NeedsCoordinator);
+        }
+        let state_keys = std::mem::take(&mut misses.state_keys);
+        self.hydrate(session, &misses)
+            .await
+            .map_err(hydrate_failed)?;
+        let served: Vec<(String, Option<Vec<u8>>)> = state_keys
+            .into_iter()
+            .map(|k| {
+                let v = cache_get(&k).flatten();
+                (k, v)
+            })
+            .collect();
+        attempt.unverified |= served.iter().any(|(k, _)| k != LOG_HEAD_KEY);
+        session.object_buf().hydrate_batch(served.iter().cloned());
+        attempt.states.extend(served);
+        Ok(())
+    }
+
     /// Loads `misses` into the session: KV bulk gets, R2 gets and listings, and one
-    /// coordinator call for all state keys and listings.
-    pub async fn hydrate(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
+    /// coordinator call for all state keys and listings. Answers the states read.
+    pub async fn hydrate(
+        &self,
+        session: &IoBufferSession,
+        misses: &Misses,
+    ) -> StoreResult<Vec<(String, Option<Vec<u8>>)>> {
         if !misses.kv_keys.is_empty() {
             let (values, calls) = kv::get_many(&self.kv, &misses.kv_keys).await?;
             self.count(|c| c.kv_reads += calls);
@@ -183,29 +327,32 @@ impl Host {
             let keys = self.r2_list(q).await?;
             session.blob_buf().hydrate_list(q, keys);
         }
-        if !misses.state_keys.is_empty() || !misses.state_lists.is_empty() {
-            let req = ReadRequest {
-                keys: misses.state_keys.clone(),
-                lists: misses.state_lists.iter().map(ListSpec::from).collect(),
-            };
-            let reply: ReadReply = self.call(READ_PATH, &req).await?;
-            if reply.values.len() != req.keys.len() || reply.lists.len() != req.lists.len() {
-                return Err(backend(
-                    "coordinator read",
-                    "answer does not match the request",
-                ));
-            }
-            session.object_buf().hydrate_batch(
-                req.keys
-                    .into_iter()
-                    .zip(reply.values)
-                    .map(|(k, v)| (k, v.map(|h| h.0))),
-            );
-            for (q, keys) in misses.state_lists.iter().zip(reply.lists) {
-                session.object_buf().hydrate_list(q, keys);
-            }
+        if misses.state_keys.is_empty() && misses.state_lists.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let req = ReadRequest {
+            keys: misses.state_keys.clone(),
+            lists: misses.state_lists.iter().map(ListSpec::from).collect(),
+        };
+        let reply: ReadReply = self.call(READ_PATH, &req).await?;
+        if reply.values.len() != req.keys.len() || reply.lists.len() != req.lists.len() {
+            return Err(backend(
+                "coordinator read",
+                "answer does not match the request",
+            ));
+        }
+        let states: Vec<(String, Option<Vec<u8>>)> = req
+            .keys
+            .into_iter()
+            .zip(reply.values)
+            .map(|(k, v)| (k, v.map(|h| h.0)))
+            .collect();
+        cache_put(states.iter().cloned());
+        session.object_buf().hydrate_batch(states.iter().cloned());
+        for (q, keys) in misses.state_lists.iter().zip(reply.lists) {
+            session.object_buf().hydrate_list(q, keys);
+        }
+        Ok(states)
     }
 
     /// A KV listing with `start_after`: KV lists only by prefix and cursor, so the
@@ -271,7 +418,11 @@ impl Host {
     }
 
     /// Flushes the delta in design order; answers the commit's `first_seq`.
-    async fn flush(&self, delta: &Delta) -> Result<Option<u64>, FlushFailed> {
+    async fn flush(
+        &self,
+        delta: &Delta,
+        checks: Vec<WireCheck>,
+    ) -> Result<Option<u64>, FlushFailed> {
         let store = FlushFailed::Store;
         for (key, bytes) in &delta.blob_puts {
             self.blobs
@@ -288,12 +439,26 @@ impl Host {
         let mut first_seq = None;
         if !delta.commit.is_empty() {
             let mut req = CommitRequest::new(&delta.commit);
+            req.checks = checks;
             req.fail_after_ops = self.faults.fail_commit_after_ops;
             let reply: CommitReply = self.call(COMMIT_PATH, &req).await.map_err(store)?;
             match reply.outcome() {
                 CommitOutcome::Applied { first_seq: s } => {
                     self.count(|c| c.commits += 1);
                     first_seq = s;
+                    // What the commit read and wrote is what the coordinator now holds.
+                    cache_put(
+                        req.checks
+                            .into_iter()
+                            .map(|c| (c.key, c.value.map(|h| h.0)))
+                            .chain(
+                                delta
+                                    .commit
+                                    .ops
+                                    .iter()
+                                    .map(|op| (op.key.clone(), op.new.clone())),
+                            ),
+                    );
                 }
                 CommitOutcome::Conflict(failures) => return Err(FlushFailed::Conflict(failures)),
                 other => {

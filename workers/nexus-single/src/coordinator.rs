@@ -107,6 +107,27 @@ impl SqlStates {
         self.fail_after_ops.set(n);
     }
 
+    /// [`ObjectStore::commit`] that also validates `checks` (reads the Worker made from
+    /// its cache): all ops and log entries apply only if every op's expected value and
+    /// every check hold, in one transaction; otherwise the outcome names each key that
+    /// did not, with its current value.
+    pub fn commit_checked(
+        &self,
+        commit: &Commit,
+        checks: Vec<Check>,
+    ) -> StoreResult<CommitOutcome> {
+        check_commit(commit)?;
+        for (key, _) in &checks {
+            check_key(key)?;
+        }
+        #[cfg(feature = "test-hooks")]
+        let fail_after_ops = self.fail_after_ops.take();
+        #[cfg(not(feature = "test-hooks"))]
+        let fail_after_ops = None;
+        let commit = commit.clone();
+        self.transaction(move |sql| apply_commit(sql, &commit, &checks, fail_after_ops))
+    }
+
     /// Removes every state (test-only: each storage conformance case starts empty).
     #[cfg(feature = "test-hooks")]
     pub fn clear(&self) -> StoreResult<()> {
@@ -227,17 +248,26 @@ fn list(
     Ok(keys)
 }
 
+/// A read to validate: the key and the value it must still hold.
+pub type Check = (String, Option<Vec<u8>>);
+
 fn apply_commit(
     sql: &SqlStorage,
     commit: &Commit,
+    checks: &[Check],
     fail_after_ops: Option<usize>,
 ) -> StoreResult<CommitOutcome> {
     let mut failures = Vec::new();
-    for op in &commit.ops {
-        let current = read(sql, &op.key)?;
-        if current != op.expected {
+    let expectations = commit
+        .ops
+        .iter()
+        .map(|op| (&op.key, &op.expected))
+        .chain(checks.iter().map(|(k, v)| (k, v)));
+    for (key, expected) in expectations {
+        let current = read(sql, key)?;
+        if current != *expected {
             failures.push(CasFailure {
-                key: op.key.clone(),
+                key: key.clone(),
                 current,
             });
         }
@@ -302,13 +332,7 @@ impl ObjectStore for SqlStates {
     }
 
     fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
-        check_commit(commit)?;
-        #[cfg(feature = "test-hooks")]
-        let fail_after_ops = self.fail_after_ops.take();
-        #[cfg(not(feature = "test-hooks"))]
-        let fail_after_ops = None;
-        let commit = commit.clone();
-        self.transaction(move |sql| apply_commit(sql, &commit, fail_after_ops))
+        self.commit_checked(commit, Vec::new())
     }
 }
 
@@ -383,7 +407,10 @@ mod class {
                         .map_err(|e| format!("bad commit request: {e}"))?;
                     #[cfg(feature = "test-hooks")]
                     store.fail_next_commit_after(req.fail_after_ops);
-                    let outcome = store.commit(&req.commit()).map_err(|e| e.to_string())?;
+                    let checks = req.checks();
+                    let outcome = store
+                        .commit_checked(&req.commit(), checks)
+                        .map_err(|e| e.to_string())?;
                     let reply = CommitReply::new(&outcome)
                         .ok_or_else(|| format!("unsupported commit outcome {outcome:?}"))?;
                     json(serde_json::to_vec(&reply))

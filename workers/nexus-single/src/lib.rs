@@ -42,7 +42,7 @@ pub const DO_BINDING: &str = "COORDINATOR";
 /// Name of the one coordinator instance (a single shard).
 pub const COORDINATOR_NAME: &str = "coordinator";
 /// Response header with the request's costs: `wall_ms=…;kv_reads=…;kv_writes=…;
-/// r2_reads=…;r2_writes=…;do_calls=…;commits=…;rounds=…;attempts=…`.
+/// r2_reads=…;r2_writes=…;do_calls=…;commits=…;conflicts=…;rounds=…;attempts=…`.
 pub const METRICS_HEADER: &str = "x-nexus-metrics";
 
 /// The API of this isolate (its `/metrics` counts what this isolate served).
@@ -112,13 +112,14 @@ fn into_worker(r: &nexus_api::Response, costs: &Counters, wall_ms: u64) -> Resul
     headers.set(
         METRICS_HEADER,
         &format!(
-            "wall_ms={wall_ms};kv_reads={};kv_writes={};r2_reads={};r2_writes={};do_calls={};commits={};rounds={};attempts={}",
+            "wall_ms={wall_ms};kv_reads={};kv_writes={};r2_reads={};r2_writes={};do_calls={};commits={};conflicts={};rounds={};attempts={}",
             costs.kv_reads,
             costs.kv_writes,
             costs.r2_reads,
             costs.r2_writes,
             costs.do_calls,
             costs.commits,
+            costs.conflicts,
             costs.rounds,
             costs.attempts
         ),
@@ -174,7 +175,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             ),
         },
     };
-    for _ in 1..costs.attempts {
+    for _ in 0..costs.conflicts {
         api.metrics().record_conflict();
     }
     if costs.commits > 0 {

@@ -94,6 +94,12 @@ pub struct CommitRequest {
     pub ops: Vec<WireOp>,
     /// Log entries to append, in order.
     pub log: Vec<Hex>,
+    /// Reads to validate: each key must still hold this value (`null`: absent) for the
+    /// commit to apply; a key that does not is refused like a failed op. This makes a
+    /// commit serializable when the Worker executed on values it had cached instead
+    /// of reading them from the coordinator first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<WireCheck>,
     /// Test-only: fail the storage transaction after writing this many ops (ignored
     /// unless the Worker was built with the `test-hooks` feature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,8 +120,17 @@ impl CommitRequest {
                 })
                 .collect(),
             log: commit.log.iter().cloned().map(Hex).collect(),
+            checks: Vec::new(),
             fail_after_ops: None,
         }
+    }
+
+    /// The reads to validate, as `(key, value)`.
+    pub fn checks(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        self.checks
+            .iter()
+            .map(|c| (c.key.clone(), c.value.as_ref().map(|h| h.0.clone())))
+            .collect()
     }
 
     /// Back to a [`Commit`].
@@ -133,6 +148,15 @@ impl CommitRequest {
             log: self.log.into_iter().map(|h| h.0).collect(),
         }
     }
+}
+
+/// One read to validate in a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCheck {
+    /// State key.
+    pub key: String,
+    /// The value it must hold (`null`: absent).
+    pub value: Option<Hex>,
 }
 
 /// One refused key on the wire.
@@ -218,8 +242,14 @@ mod tests {
             ],
             log: vec![b"{\"a\":1}".to_vec()],
         };
-        let json = serde_json::to_string(&CommitRequest::new(&commit)).expect("json");
+        let mut req = CommitRequest::new(&commit);
+        req.checks = vec![WireCheck {
+            key: "hints/active".into(),
+            value: None,
+        }];
+        let json = serde_json::to_string(&req).expect("json");
         let back: CommitRequest = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.checks(), vec![("hints/active".to_owned(), None)]);
         assert_eq!(back.commit(), commit);
 
         let conflict = CommitOutcome::Conflict(vec![CasFailure {
