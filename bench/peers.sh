@@ -150,19 +150,11 @@ done
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- the table (medians over repeats) ----
-jq -rs '
-  def med: sort | if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end;
-  def f: . * 100 | round / 100;
-  def r1: . * 10 | round / 10;
+jq -rs -L "$ROOT/bench" 'include "stats";
   group_by([.agents, .target]) | map({
     k: .[0].agents, t: .[0].target,
-    cps: (map(.cycles_per_s) | med),
-    pp50: (map(.propose.p50_ms) | med), pp99: (map(.propose.p99_ms) | med),
-    cp50: (map(.claim.p50_ms) | med),   cp99: (map(.claim.p99_ms) | med),
-    rp50: (map(.resolve.p50_ms) | med), rp99: (map(.resolve.p99_ms) | med),
-    err: (map(.errors) | add), load: (map(.load1) | med),
     scpu: (map(1000 * .server_cpu_s / .cycles) | med), ccpu: (map(1000 * .client_cpu_s / .cycles) | med)
-  }) as $rows
+  } + step_medians) as $rows
   | "| K | system | cycles/s | propose p50 / p99 ms | claim p50 / p99 ms | resolve p50 / p99 ms | errors | CPU ms/cycle server / client | load1 |",
     "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ($rows | sort_by(.k, (.t | if . == "nexus" then 0 elif . == "etcd" then 1 else 2 end))[]

@@ -507,7 +507,8 @@ fn lost_index_entries_are_repaired_from_the_commit_log() {
         "wrangler.toml",
         Build::Test,
         state.path(),
-        &[("NEXUS_INDEX_REPAIR_DELAY_MS", "2000")],
+        // Long enough for the "not indexed yet" check below even on a loaded machine.
+        &[("NEXUS_INDEX_REPAIR_DELAY_MS", "8000")],
     );
     let c = client(&dev);
     let alice = key();
@@ -536,7 +537,7 @@ fn lost_index_entries_are_repaired_from_the_commit_log() {
         fact
     );
     assert!(c.facts(&query).expect("facts").facts.is_empty());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let listed = c.facts(&query).expect("facts").facts;
         if listed == vec![fact.clone()] {
