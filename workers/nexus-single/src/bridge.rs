@@ -292,12 +292,23 @@ impl Host {
     }
 
     /// Loads `misses` into the session: KV bulk gets, R2 gets and listings, and one
-    /// coordinator call for all state keys and listings. Answers the states read.
+    /// coordinator call for all state keys and listings, the tiers concurrently.
+    /// Answers the states read.
     pub async fn hydrate(
         &self,
         session: &IoBufferSession,
         misses: &Misses,
     ) -> StoreResult<Vec<(String, Option<Vec<u8>>)>> {
+        let (tiers, states) = futures_util::future::join(
+            self.hydrate_tiers(session, misses),
+            self.hydrate_states(session, misses),
+        )
+        .await;
+        tiers?;
+        states
+    }
+
+    async fn hydrate_tiers(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
         if !misses.kv_keys.is_empty() {
             let (values, calls) = kv::get_many(&self.kv, &misses.kv_keys).await?;
             self.count(|c| c.kv_reads += calls);
@@ -327,6 +338,14 @@ impl Host {
             let keys = self.r2_list(q).await?;
             session.blob_buf().hydrate_list(q, keys);
         }
+        Ok(())
+    }
+
+    async fn hydrate_states(
+        &self,
+        session: &IoBufferSession,
+        misses: &Misses,
+    ) -> StoreResult<Vec<(String, Option<Vec<u8>>)>> {
         if misses.state_keys.is_empty() && misses.state_lists.is_empty() {
             return Ok(Vec::new());
         }
@@ -471,12 +490,14 @@ impl Host {
         }
         // After the commit point the answer stands: an index entry lost here is
         // rewritten from the commit log (see `repair`), so errors are not fatal.
+        // The index entries are independent of each other: written concurrently.
         if !self.faults.drop_index_writes {
-            for (key, value) in after {
+            let writes = after.iter().map(|(key, value)| async move {
                 if let Err(e) = self.kv_put(key, value).await {
                     worker::console_warn!("index entry {key} not written: {e}");
                 }
-            }
+            });
+            futures_util::future::join_all(writes).await;
         }
         for key in &delta.kv_deletes {
             if self.kv.delete(key).await.is_ok() {
