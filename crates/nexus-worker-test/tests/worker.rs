@@ -287,17 +287,38 @@ fn state_survives_a_restart_with_persist_to() {
     assert_eq!(log.head, head);
 }
 
+/// Runs a storage conformance hook of the test build and checks its report: at least
+/// `cases` cases and `steps` steps run, no failure.
+fn storage_conformance(hook: &str, cases: u64, steps: u64) {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Test, state.path());
+    let r = raw(&dev.url, "POST", hook, b"", &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let report: Value = serde_json::from_slice(&r.body).expect("report");
+    eprintln!("{hook}: {report}");
+    assert!(
+        report["cases"].as_u64().expect("cases") >= cases,
+        "{report}"
+    );
+    assert!(
+        report["steps"].as_u64().expect("steps") >= steps,
+        "{report}"
+    );
+    assert_eq!(report["failures"], json!([]), "{report}");
+}
+
 #[test]
 #[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
 fn coordinator_storage_passes_the_store_conformance_cases() {
-    let state = tempfile::tempdir().expect("tempdir");
-    let dev = WranglerDev::start(Build::Test, state.path());
-    let r = raw(&dev.url, "POST", "/__test/conformance", b"", &[]);
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let report: Value = serde_json::from_slice(&r.body).expect("report");
-    assert!(report["cases"].as_u64().expect("cases") >= 5, "{report}");
-    assert!(report["steps"].as_u64().expect("steps") >= 20, "{report}");
-    assert_eq!(report["failures"], json!([]), "{report}");
+    // The object-tier cases, inside the Durable Object.
+    storage_conformance("/__test/conformance", 5, 20);
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn kv_and_r2_adapters_pass_the_store_conformance_cases() {
+    // The key-value cases (6) and blob cases (2), through the bridge's adapters.
+    storage_conformance("/__test/tiers", 8, 40);
 }
 
 #[test]
@@ -305,8 +326,15 @@ fn coordinator_storage_passes_the_store_conformance_cases() {
 fn test_hooks_are_not_in_the_deployed_build() {
     let state = tempfile::tempdir().expect("tempdir");
     let dev = WranglerDev::start(Build::Deploy, state.path());
-    let r = raw(&dev.url, "POST", "/__test/conformance", b"", &[]);
-    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    for hook in ["/__test/conformance", "/__test/tiers"] {
+        let r = raw(&dev.url, "POST", hook, b"", &[]);
+        assert_eq!(
+            r.status,
+            404,
+            "{hook}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
     // A fault header is ignored: the commit applies.
     let alice = key();
     let intent =

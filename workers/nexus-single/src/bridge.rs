@@ -24,7 +24,7 @@ use worker::{Bucket, KvStore, Method, Request, RequestInit, Stub};
 use nexus_api::{Job, MAX_ATTEMPTS, Outcome, Response, conflict_error, storage_error};
 use nexus_core::Limits;
 use nexus_core::storage::keys;
-use nexus_iobuf::{Delta, Executed, IoBufferSession, ListQuery, Misses, StoreSession};
+use nexus_iobuf::{Delta, Executed, IoBufferSession, Misses, StoreSession};
 use nexus_store::{CasFailure, CommitOutcome, LOG_HEAD_KEY, StoreError, StoreResult};
 
 use crate::kv::{self, backend};
@@ -32,11 +32,7 @@ use crate::protocol::{
     COMMIT_PATH, CommitReply, CommitRequest, Hex, ListSpec, READ_PATH, ReadReply, ReadRequest,
     WireCheck,
 };
-
-/// Most keys of one Workers KV list call.
-pub const KV_LIST_PAGE: u64 = 1_000;
-/// Most keys of one R2 list call.
-pub const R2_LIST_PAGE: usize = 1_000;
+use crate::r2;
 
 /// What one request cost: the operations it made on each binding.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -317,25 +313,18 @@ impl Host {
                 .hydrate_batch(misses.kv_keys.iter().cloned().zip(values));
         }
         for q in &misses.kv_lists {
-            let keys = self.kv_list(q).await?;
+            let (keys, calls) = kv::list(&self.kv, q).await?;
+            self.count(|c| c.kv_reads += calls);
             session.kv_buf().hydrate_list(q, keys);
         }
         for key in &misses.blob_keys {
-            let object = self
-                .blobs
-                .get(key.as_str())
-                .execute()
-                .await
-                .map_err(|e| backend("R2 get", e))?;
+            let value = r2::get(&self.blobs, key).await?;
             self.count(|c| c.r2_reads += 1);
-            let value = match object.as_ref().and_then(|o| o.body()) {
-                None => None,
-                Some(body) => Some(body.bytes().await.map_err(|e| backend("R2 body", e))?),
-            };
             session.blob_buf().hydrate(key.clone(), value);
         }
         for q in &misses.blob_lists {
-            let keys = self.r2_list(q).await?;
+            let (keys, calls) = r2::list(&self.blobs, q).await?;
+            self.count(|c| c.r2_reads += calls);
             session.blob_buf().hydrate_list(q, keys);
         }
         Ok(())
@@ -374,62 +363,6 @@ impl Host {
         Ok(states)
     }
 
-    /// A KV listing with `start_after`: KV lists only by prefix and cursor, so the
-    /// pages are walked from the start of the prefix and the keys up to `start_after`
-    /// skipped.
-    async fn kv_list(&self, q: &ListQuery) -> StoreResult<Vec<String>> {
-        let mut keys = Vec::new();
-        let mut cursor: Option<String> = None;
-        while keys.len() < q.limit {
-            let mut call = self.kv.list().prefix(q.prefix.clone()).limit(KV_LIST_PAGE);
-            if let Some(c) = cursor.take() {
-                call = call.cursor(c);
-            }
-            let page = call.execute().await.map_err(|e| backend("KV list", e))?;
-            self.count(|c| c.kv_reads += 1);
-            let after = q.start_after.as_deref();
-            keys.extend(
-                page.keys
-                    .into_iter()
-                    .map(|k| k.name)
-                    .filter(|k| after.is_none_or(|a| k.as_str() > a)),
-            );
-            match page.cursor {
-                Some(c) if !page.list_complete && !c.is_empty() => cursor = Some(c),
-                _ => break,
-            }
-        }
-        keys.truncate(q.limit);
-        Ok(keys)
-    }
-
-    async fn r2_list(&self, q: &ListQuery) -> StoreResult<Vec<String>> {
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: Option<String> = None;
-        while keys.len() < q.limit {
-            let want = (q.limit - keys.len()).min(R2_LIST_PAGE);
-            let mut call = self
-                .blobs
-                .list()
-                .prefix(q.prefix.clone())
-                .limit(u32::try_from(want).unwrap_or(1_000));
-            match (cursor.take(), &q.start_after) {
-                (Some(c), _) => call = call.cursor(c),
-                (None, Some(a)) => call = call.start_after(a.clone()),
-                (None, None) => {}
-            }
-            let page = call.execute().await.map_err(|e| backend("R2 list", e))?;
-            self.count(|c| c.r2_reads += 1);
-            keys.extend(page.objects().into_iter().map(|o| o.key()));
-            match page.cursor() {
-                Some(c) if page.truncated() => cursor = Some(c),
-                _ => break,
-            }
-        }
-        keys.truncate(q.limit);
-        Ok(keys)
-    }
-
     async fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()> {
         kv::put(&self.kv, key, value).await?;
         self.count(|c| c.kv_writes += 1);
@@ -444,11 +377,7 @@ impl Host {
     ) -> Result<Option<u64>, FlushFailed> {
         let store = FlushFailed::Store;
         for (key, bytes) in &delta.blob_puts {
-            self.blobs
-                .put(key.as_str(), bytes.clone())
-                .execute()
-                .await
-                .map_err(|e| store(backend("R2 put", e)))?;
+            r2::put(&self.blobs, key, bytes).await.map_err(store)?;
             self.count(|c| c.r2_writes += 1);
         }
         let (before, after) = delta.split_kv_puts(keys::is_after_commit);
@@ -500,12 +429,12 @@ impl Host {
             futures_util::future::join_all(writes).await;
         }
         for key in &delta.kv_deletes {
-            if self.kv.delete(key).await.is_ok() {
+            if kv::delete(&self.kv, key).await.is_ok() {
                 self.count(|c| c.kv_writes += 1);
             }
         }
         for key in &delta.blob_deletes {
-            if self.blobs.delete(key.as_str()).await.is_ok() {
+            if r2::delete(&self.blobs, key).await.is_ok() {
                 self.count(|c| c.r2_writes += 1);
             }
         }

@@ -19,6 +19,7 @@ pub mod bridge;
 pub mod coordinator;
 pub mod kv;
 pub mod protocol;
+pub mod r2;
 pub mod repair;
 #[cfg(feature = "test-hooks")]
 pub mod testing;
@@ -139,8 +140,12 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
     let url = req.url()?;
     let method = req.method().to_string();
     #[cfg(feature = "test-hooks")]
-    if url.path() == "/__test/conformance" {
-        return testing::conformance_route(&env).await;
+    match url.path() {
+        "/__test/conformance" => return testing::conformance_route(&env).await,
+        "/__test/tiers" => {
+            return Response::from_json(&testing::run_tier_conformance(&env).await?);
+        }
+        _ => {}
     }
     let body = match req.bytes().await {
         Ok(b) => b,

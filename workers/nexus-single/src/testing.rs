@@ -1,9 +1,12 @@
 //! Test-only hooks (the `test-hooks` feature; never in a deployed build): the storage
 //! conformance cases of `nexus_store::conformance` run against the coordinator's
-//! SQL-backed [`ObjectStore`](nexus_store::ObjectStore), inside the Durable Object.
+//! SQL-backed [`ObjectStore`](nexus_store::ObjectStore), inside the Durable Object, and
+//! against the Worker's KV namespace and R2 bucket through the bridge's adapters.
 
 use serde::Serialize;
-use worker::{Env, Method, Request, RequestInit, Response, Result};
+use worker::{Bucket, Env, KvStore, Method, Request, RequestInit, Response, Result};
+
+use nexus_iobuf::ListQuery;
 
 use nexus_store::conformance::{Op, Outcome, apply, cases};
 use nexus_store::{
@@ -12,6 +15,7 @@ use nexus_store::{
 
 use crate::coordinator::SqlStates;
 use crate::protocol::CONFORMANCE_PATH;
+use crate::{kv, r2};
 
 /// What the conformance run found.
 #[derive(Debug, Default, Serialize)]
@@ -127,4 +131,102 @@ pub async fn conformance_route(env: &Env) -> Result<Response> {
     init.with_method(Method::Post);
     let req = Request::new_with_init(&format!("https://coordinator{CONFORMANCE_PATH}"), &init)?;
     stub.fetch_with_request(req).await
+}
+
+fn tier_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::KvGet(_)
+            | Op::KvGetMany(_)
+            | Op::KvSet(..)
+            | Op::KvDelete(_)
+            | Op::KvList { .. }
+            | Op::BlobGet(_)
+            | Op::BlobPut(..)
+            | Op::BlobDelete(_)
+            | Op::BlobList { .. }
+    )
+}
+
+fn outcome<T>(r: StoreResult<T>, f: impl FnOnce(T) -> Outcome) -> Outcome {
+    match r {
+        Ok(v) => f(v),
+        Err(e) => nexus_store::conformance::error_outcome(&e),
+    }
+}
+
+/// Runs one key-value or blob op through the adapters the bridge uses.
+async fn apply_to_bindings(kv: &KvStore, bucket: &Bucket, op: &Op) -> Outcome {
+    let query = |prefix: &str, after: &Option<String>, limit: usize| {
+        ListQuery::new(prefix, after.as_deref(), limit)
+    };
+    match op {
+        Op::KvGet(k) => outcome(kv::get_many(kv, std::slice::from_ref(k)).await, |(v, _)| {
+            Outcome::Value(v.into_iter().next().flatten())
+        }),
+        Op::KvGetMany(ks) => outcome(kv::get_many(kv, ks).await, |(v, _)| Outcome::Values(v)),
+        Op::KvSet(k, v) => outcome(kv::put(kv, k, v).await, |_| Outcome::Done),
+        Op::KvDelete(k) => outcome(kv::delete(kv, k).await, |_| Outcome::Done),
+        Op::KvList {
+            prefix,
+            start_after,
+            limit,
+        } => outcome(
+            kv::list(kv, &query(prefix, start_after, *limit)).await,
+            |(keys, _)| Outcome::Keys(keys),
+        ),
+        Op::BlobGet(k) => outcome(r2::get(bucket, k).await, Outcome::Value),
+        Op::BlobPut(k, v) => outcome(r2::put(bucket, k, v).await, |_| Outcome::Done),
+        Op::BlobDelete(k) => outcome(r2::delete(bucket, k).await, |_| Outcome::Done),
+        Op::BlobList {
+            prefix,
+            start_after,
+            limit,
+        } => outcome(
+            r2::list(bucket, &query(prefix, start_after, *limit)).await,
+            |(keys, _)| Outcome::Keys(keys),
+        ),
+        other => Outcome::Failed(format!("not a key-value or blob op: {other:?}")),
+    }
+}
+
+/// Empties the KV namespace and the bucket (test instances only).
+async fn clear(kv: &KvStore, bucket: &Bucket) -> StoreResult<()> {
+    let all = ListQuery::new("", None, usize::MAX);
+    for key in kv::list(kv, &all).await?.0 {
+        kv::delete(kv, &key).await?;
+    }
+    for key in r2::list(bucket, &all).await?.0 {
+        r2::delete(bucket, &key).await?;
+    }
+    Ok(())
+}
+
+/// Runs every key-value and blob conformance case against the Worker's own KV
+/// namespace and R2 bucket, through the bridge's adapters, each on emptied storage.
+pub async fn run_tier_conformance(env: &Env) -> Result<Report> {
+    let kv = env.kv(crate::KV_BINDING)?;
+    let bucket = env.bucket(crate::R2_BINDING)?;
+    let mut report = Report::default();
+    for case in cases() {
+        if !case.steps.iter().all(|s| tier_op(&s.op)) {
+            continue;
+        }
+        report.cases += 1;
+        if let Err(e) = clear(&kv, &bucket).await {
+            report.failures.push(format!("{}: clear: {e}", case.name));
+            continue;
+        }
+        for (i, step) in case.steps.iter().enumerate() {
+            report.steps += 1;
+            let got = apply_to_bindings(&kv, &bucket, &step.op).await;
+            if got != step.expect {
+                report.failures.push(format!(
+                    "case {:?}, step {i}: {:?}: expected {:?}, got {got:?}",
+                    case.name, step.op, step.expect
+                ));
+            }
+        }
+    }
+    Ok(report)
 }
