@@ -49,7 +49,8 @@ pub struct Counters {
     pub do_calls: u32,
     /// Session rounds executed, over all attempts.
     pub rounds: u32,
-    /// Attempts (1 + commits lost to a race and retried).
+    /// Attempts: 1, plus one per retry (after a commit lost to a race, or to decide
+    /// again on states read from the coordinator what cached states decided).
     pub attempts: u32,
     /// Commits applied (0 or 1).
     pub commits: u32,
@@ -198,13 +199,16 @@ impl Host {
                 Ok(done) => done,
                 Err(Failed::NeedsCoordinator) => {
                     optimistic = false;
+                    failures.clear();
                     continue;
                 }
                 Err(Failed::Storage(message)) => return storage_error(&message),
             };
             if !outcome.commits() || delta.is_empty() {
                 if attempt.unverified {
+                    // Decide again on states read from the coordinator now.
                     optimistic = false;
+                    failures.clear();
                     continue;
                 }
                 return outcome.response(None);
