@@ -9,7 +9,7 @@
 //!    misses and re-execute from scratch (at most [`Job::max_rounds`] rounds);
 //! 3. **drain** the delta;
 //! 4. **flush** in design order: R2 blobs and immutable KV records first (idempotent,
-//!    content-addressed), then ONE coordinator `/commit` call carrying every CAS op and
+//!    content-addressed; a record's content also goes to R2, see [`RECORD_PREFIX`]), then ONE coordinator `/commit` call carrying every CAS op and
 //!    log entry and a check of every state the job read (the commit point), then the
 //!    write-once KV index entries, then deletes. A conflicting commit restarts the job
 //!    with the conflict's current values.
@@ -65,7 +65,16 @@ pub struct Faults {
     pub fail_commit_after_ops: Option<usize>,
     /// The write-once index entries after the commit are not written (lost).
     pub drop_index_writes: bool,
+    /// KV answers every record (`r/…`) as absent, as a location KV has not reached yet.
+    pub kv_misses_records: bool,
 }
+
+/// Prefix of the KV keys of record contents ([`keys::record`]). Their content is also
+/// kept in R2 under the same key: KV takes up to a minute to reach other locations
+/// (and caches a miss as long), so a Worker in another location can find a record's
+/// commit marker at the coordinator before KV has its content; R2 is strongly
+/// consistent and answers then.
+pub const RECORD_PREFIX: &str = "r/";
 
 /// The Worker's bindings, with per-request counters.
 #[derive(Debug)]
@@ -310,8 +319,29 @@ impl Host {
 
     async fn hydrate_tiers(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
         if !misses.kv_keys.is_empty() {
-            let (values, calls) = kv::get_many(&self.kv, &misses.kv_keys).await?;
+            let (mut values, calls) = kv::get_many(&self.kv, &misses.kv_keys).await?;
             self.count(|c| c.kv_reads += calls);
+            if self.faults.kv_misses_records {
+                for (k, v) in misses.kv_keys.iter().zip(values.iter_mut()) {
+                    if k.starts_with(RECORD_PREFIX) {
+                        *v = None;
+                    }
+                }
+            }
+            // Records KV does not have (yet) are read from their R2 copy, concurrently.
+            let fallback = misses
+                .kv_keys
+                .iter()
+                .zip(values.iter_mut())
+                .filter(|(k, v)| v.is_none() && k.starts_with(RECORD_PREFIX))
+                .map(|(k, v)| async move {
+                    self.count(|c| c.r2_reads += 1);
+                    *v = r2::get(&self.blobs, k).await?;
+                    StoreResult::Ok(())
+                });
+            for r in futures_util::future::join_all(fallback).await {
+                r?;
+            }
             session
                 .kv_buf()
                 .hydrate_batch(misses.kv_keys.iter().cloned().zip(values));
@@ -386,7 +416,18 @@ impl Host {
         }
         let (before, after) = delta.split_kv_puts(keys::is_after_commit);
         for (key, value) in before {
-            self.kv_put(key, value).await.map_err(store)?;
+            if key.starts_with(RECORD_PREFIX) {
+                let (in_kv, in_r2) = futures_util::future::join(
+                    self.kv_put(key, value),
+                    r2::put(&self.blobs, key, value),
+                )
+                .await;
+                in_kv.map_err(store)?;
+                in_r2.map_err(store)?;
+                self.count(|c| c.r2_writes += 1);
+            } else {
+                self.kv_put(key, value).await.map_err(store)?;
+            }
         }
         let mut first_seq = None;
         if !delta.commit.is_empty() {

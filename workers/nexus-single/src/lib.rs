@@ -100,6 +100,7 @@ fn faults(req: &Request) -> Faults {
         fail_commit_after_ops: header("x-nexus-test-fail-commit-after")
             .and_then(|v| v.parse().ok()),
         drop_index_writes: header("x-nexus-test-drop-index").is_some(),
+        kv_misses_records: header("x-nexus-test-kv-misses-records").is_some(),
     }
 }
 
