@@ -9,7 +9,8 @@
 //!    misses and re-execute from scratch (at most [`Job::max_rounds`] rounds);
 //! 3. **drain** the delta;
 //! 4. **flush** in design order: R2 blobs and immutable KV records first (idempotent,
-//!    content-addressed; a record's content also goes to R2, see [`RECORD_PREFIX`]), then ONE coordinator `/commit` call carrying every CAS op and
+//!    content-addressed; a record's content also goes to R2, see [`r2::RECORD_PREFIX`]),
+//!    then ONE coordinator `/commit` call carrying every CAS op and
 //!    log entry and a check of every state the job read (the commit point), then the
 //!    write-once KV index entries, then deletes. A conflicting commit restarts the job
 //!    with the conflict's current values.
@@ -32,7 +33,7 @@ use crate::protocol::{
     COMMIT_PATH, CommitReply, CommitRequest, Hex, ListSpec, READ_PATH, ReadReply, ReadRequest,
     WireCheck,
 };
-use crate::r2;
+use crate::r2::{self, RECORD_PREFIX};
 
 /// What one request cost: the operations it made on each binding.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,13 +69,6 @@ pub struct Faults {
     /// KV answers every record (`r/…`) as absent, as a location KV has not reached yet.
     pub kv_misses_records: bool,
 }
-
-/// Prefix of the KV keys of record contents ([`keys::record`]). Their content is also
-/// kept in R2 under the same key: KV takes up to a minute to reach other locations
-/// (and caches a miss as long), so a Worker in another location can find a record's
-/// commit marker at the coordinator before KV has its content; R2 is strongly
-/// consistent and answers then.
-pub const RECORD_PREFIX: &str = "r/";
 
 /// The Worker's bindings, with per-request counters.
 #[derive(Debug)]
@@ -328,20 +322,9 @@ impl Host {
                     }
                 }
             }
-            // Records KV does not have (yet) are read from their R2 copy, concurrently.
-            let fallback = misses
-                .kv_keys
-                .iter()
-                .zip(values.iter_mut())
-                .filter(|(k, v)| v.is_none() && k.starts_with(RECORD_PREFIX))
-                .map(|(k, v)| async move {
-                    self.count(|c| c.r2_reads += 1);
-                    *v = r2::get(&self.blobs, k).await?;
-                    StoreResult::Ok(())
-                });
-            for r in futures_util::future::join_all(fallback).await {
-                r?;
-            }
+            let r2_reads =
+                r2::fill_missing_records(&self.blobs, &misses.kv_keys, &mut values).await?;
+            self.count(|c| c.r2_reads += r2_reads);
             session
                 .kv_buf()
                 .hydrate_batch(misses.kv_keys.iter().cloned().zip(values));

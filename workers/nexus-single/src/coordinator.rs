@@ -455,7 +455,8 @@ mod class {
                 .store()
                 .map_err(|e| worker::Error::RustError(e.to_string()))?;
             let kv = self.env.kv(crate::KV_BINDING)?;
-            match crate::repair::repair_batch(&store, &kv).await {
+            let bucket = self.env.bucket(crate::R2_BINDING)?;
+            match crate::repair::repair_batch(&store, &kv, &bucket).await {
                 Ok(done) => {
                     if done.written > 0 {
                         worker::console_log!(

@@ -8,6 +8,37 @@ use nexus_store::{StoreResult, check_key};
 
 use crate::kv::backend;
 
+/// Prefix of the KV keys of record contents (`nexus_core::storage::keys::record`).
+/// Their content is also kept in R2 under the same key: KV takes up to a minute to
+/// reach other locations (and caches a miss as long), so a Worker in another location
+/// can find a record's commit marker at the coordinator before KV has its content; R2
+/// is strongly consistent and answers then.
+pub const RECORD_PREFIX: &str = "r/";
+
+/// Fills in, from their R2 copies and concurrently, the records (keys under
+/// [`RECORD_PREFIX`]) that a KV read of `keys` answered as absent; answers the number
+/// of R2 reads made.
+pub async fn fill_missing_records(
+    bucket: &Bucket,
+    keys: &[String],
+    values: &mut [Option<Vec<u8>>],
+) -> StoreResult<u32> {
+    let reads = keys
+        .iter()
+        .zip(values.iter_mut())
+        .filter(|(k, v)| v.is_none() && k.starts_with(RECORD_PREFIX))
+        .map(|(k, v)| async move {
+            *v = get(bucket, k).await?;
+            StoreResult::Ok(())
+        });
+    let mut n = 0;
+    for r in futures_util::future::join_all(reads).await {
+        r?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Most keys of one R2 list call.
 pub const R2_LIST_PAGE: usize = 1_000;
 

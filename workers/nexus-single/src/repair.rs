@@ -8,10 +8,10 @@
 use nexus_core::{ColdStorage, CompositeColdStorage, Limits};
 use nexus_iobuf::{Executed, IoBufferBlob, IoBufferKv, StoreSession};
 use nexus_store::{LOG_HEAD_KEY, ObjectStore, StoreError, StoreResult, parse_head};
-use worker::KvStore;
+use worker::{Bucket, KvStore};
 
 use crate::coordinator::SqlStates;
-use crate::kv;
+use crate::{kv, r2};
 
 /// State key of the repair cursor: the last log entry whose index entries are known
 /// to be in KV.
@@ -55,7 +55,11 @@ fn core_error(e: nexus_core::CoreError) -> StoreError {
 
 /// Repairs the index entries of up to [`REPAIR_BATCH`] log entries after the cursor
 /// and moves the cursor past them.
-pub async fn repair_batch(states: &SqlStates, kv: &KvStore) -> StoreResult<Repaired> {
+pub async fn repair_batch(
+    states: &SqlStates,
+    kv: &KvStore,
+    bucket: &Bucket,
+) -> StoreResult<Repaired> {
     let limits = Limits::default();
     let cursor_value = states.get_state(INDEX_CURSOR)?;
     let cursor = number(INDEX_CURSOR, cursor_value.clone())?;
@@ -95,7 +99,8 @@ pub async fn repair_batch(states: &SqlStates, kv: &KvStore) -> StoreResult<Repai
                 break delta;
             }
             Executed::NeedsHydration(misses) => {
-                let (values, _) = kv::get_many(kv, &misses.kv_keys).await?;
+                let (mut values, _) = kv::get_many(kv, &misses.kv_keys).await?;
+                r2::fill_missing_records(bucket, &misses.kv_keys, &mut values).await?;
                 driver
                     .session()
                     .kv_buf()
