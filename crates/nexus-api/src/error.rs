@@ -82,6 +82,7 @@ pub fn status_of(code: &str) -> u16 {
         | "withdrawn" | "conflict" | "too_many_hints" | "stale_contract" => 409,
         "body_too_large" => 413,
         "unknown_parent" | "wrong_kind" => 422,
+        "not_implemented" => 501,
         _ => 500,
     }
 }

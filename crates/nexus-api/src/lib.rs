@@ -340,6 +340,18 @@ pub fn storage_error(message: &str) -> Response {
     ApiError::new("storage", format!("storage failed: {message}")).to_response()
 }
 
+/// The `501 not_implemented` answer of a host that does not serve `route`, saying
+/// `why` (the Cloudflare Worker and contract deployment, for now).
+pub fn not_implemented(route: Route, why: &str) -> Response {
+    let name = format!("{} {}", route.method(), route.template());
+    ApiError::new(
+        "not_implemented",
+        format!("{name} is not served by this host: {why}"),
+    )
+    .with("route", name)
+    .to_response()
+}
+
 /// The `409 conflict` answer: each of `attempts` commits lost its race, the last one
 /// on the keys of `failures`.
 pub fn conflict_error(failures: &[CasFailure], attempts: usize) -> Response {

@@ -152,6 +152,31 @@ fn error_bodies_are_byte_identical_to_nexus_api() {
             "{method} {target}"
         );
     }
+    // No contract governance runs on the Worker: a deployment is refused, clearly,
+    // rather than accepted and never evaluated.
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/contracts/budget.nex"),
+    )
+    .expect("example contract");
+    let deployment = builders::fact(
+        alice.key(),
+        "nexus/contract",
+        json!({"source": source, "expected": null}),
+        &[],
+        None,
+    )
+    .expect("deployment");
+    let deploy = post_json(&dev.url, "/v1/contract", &deployment.to_json(), &[]);
+    assert_eq!(
+        deploy.status,
+        501,
+        "{}",
+        String::from_utf8_lossy(&deploy.body)
+    );
+    assert_eq!(error_code(&deploy), "not_implemented");
+    let body: serde_json::Value = serde_json::from_slice(&deploy.body).expect("json");
+    assert_eq!(body["error"]["route"], "POST /v1/contract");
 }
 
 #[test]

@@ -29,7 +29,7 @@ use std::sync::OnceLock;
 
 use worker::{Context, Date, Env, Headers, Request, Response, Result, event};
 
-use nexus_api::{Api, ApiConfig, Prepared, Route, storage_error};
+use nexus_api::{Api, ApiConfig, Prepared, Route, not_implemented, storage_error};
 use nexus_core::AuthorKey;
 
 pub use bridge::{Counters, Faults, Host};
@@ -166,6 +166,18 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         Prepared::Metrics => (
             Route::Metrics,
             api.metrics().response(),
+            Counters::default(),
+        ),
+        // A deployed contract would never be evaluated here (no Governor runs on this
+        // host): refuse the deployment rather than accept a contract that governs
+        // nothing. Reading the contract in force still works.
+        Prepared::Job(job) if job.route() == Route::DeployContract => (
+            Route::DeployContract,
+            not_implemented(
+                Route::DeployContract,
+                "the Worker runs no contract governance yet (design: a governance Durable \
+                 Object, phase 4); deploy contracts to a `nexus serve` host",
+            ),
             Counters::default(),
         ),
         Prepared::Job(job) => match host(&env, faults(&req)) {
