@@ -8,10 +8,10 @@
 //! committed records. At the end it flushes (which must repair lost index entries) and
 //! exports the whole log.
 //!
-//! The child is this very test binary, re-executed with `--exact <this test> --nocapture`
-//! and [`CHILD_ENV`] naming the database: libtest then runs only this test, which sees the
-//! variable and plays the worker. That works the same under `cargo test` and under
-//! `cargo nextest run` (both run the same libtest binary).
+//! The child is this very test binary, re-executed by [`nexus_testkit::CrashTest`] with
+//! `--exact <this test> --nocapture` and an environment variable naming the database:
+//! libtest then runs only this test, which sees the variable and plays the worker. That
+//! works the same under `cargo test` and under `cargo nextest run`.
 //!
 //! The workload is a pure function of the loop counter `i`: item `i` is log entries
 //! `3i+1` (the Intent), `3i+2` (its claim) and `3i+3` (the resolving Fact); the Intent of
@@ -20,9 +20,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -30,18 +28,20 @@ use nexus_core::storage::keys;
 use nexus_core::*;
 use nexus_store::{BlobStore, LOG_HEAD_KEY, ObjectStore, Snapshot, parse_head, parse_log_key};
 use nexus_store_redb::RedbStore;
+use nexus_testkit::{CrashTest, xorshift};
 use serde_json::json;
 
 type Redb = CompositeColdStorage<RedbStore, RedbStore, RedbStore>;
 
-const TEST_NAME: &str = "core_worker_killed_at_random_moments_leaves_a_consistent_store";
-const CHILD_ENV: &str = "NEXUS_CORE_REDB_CRASH_CHILD_DB";
-const KILLS: usize = 24;
-/// Every this many runs, the kill comes at a random moment of start-up or of the open
-/// (redb's repair of the previous crash) instead of during the workload.
-const EARLY_KILL_EVERY: usize = 6;
-/// What the child prints once the database is open.
-const READY: &str = "worker ready";
+/// 24 kills; every 6th comes at a random moment of start-up or of the open (redb's
+/// repair of the previous crash) instead of during the workload.
+const CRASH: CrashTest = CrashTest {
+    test_name: "core_worker_killed_at_random_moments_leaves_a_consistent_store",
+    child_env: "NEXUS_CORE_REDB_CRASH_CHILD_DB",
+    kills: 24,
+    early_kill_every: 6,
+    max_delay_ms: 120,
+};
 /// A child left alone (the parent died) stops working after this long.
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 const LEASE_MS: u64 = 60_000;
@@ -49,13 +49,6 @@ const PROPOSER: u8 = 1;
 /// Workers are `key(WORKER_BASE + i % WORKERS)`.
 const WORKER_BASE: u8 = 2;
 const WORKERS: u64 = 3;
-
-fn xorshift(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
 
 /// 4–16 KiB of hex digits, a function of `i` and `salt`.
 fn pad(i: u64, salt: u64) -> String {
@@ -180,9 +173,7 @@ fn head_of(store: &RedbStore) -> u64 {
 /// step must succeed and land at the log position the workload predicts.
 fn run_child(path: &Path) {
     let store = RedbStore::open(path).expect("child: open");
-    // Tell the parent the database is open, so that most kills land during the work.
-    println!("{READY}");
-    std::io::Write::flush(&mut std::io::stdout()).expect("child: flush stdout");
+    CRASH.ready();
     let head = head_of(&store);
     let s: Redb = CompositeColdStorage::unified(store, Limits::default());
     let (mut i, mut step) = (head / 3, head % 3);
@@ -537,91 +528,19 @@ fn flush_and_export(path: &Path, model: &mut Model, head: u64) {
     assert_eq!(indexed, committed, "flush repaired every index entry");
 }
 
-fn stderr_of(child: &mut Child) -> String {
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    stderr
-}
-
-/// Blocks until the child printed [`READY`]; panics with its stderr if it died first.
-fn wait_until_ready(child: &mut Child) {
-    let stdout = child.stdout.take().expect("child stdout is piped");
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            // libtest may print "test <name> ... " on the same line first
-            Some(Ok(line)) if line.trim_end().ends_with(READY) => return,
-            Some(Ok(_)) => {}
-            Some(Err(err)) => panic!("reading the child's stdout: {err}"),
-            None => {
-                let status = child.wait().expect("reap the child");
-                panic!(
-                    "worker child exited ({status}) before opening the database:\n{}",
-                    stderr_of(child)
-                );
-            }
-        }
-    }
-}
-
-/// Kills the child if the parent's test panics before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn core_worker_killed_at_random_moments_leaves_a_consistent_store() {
-    if let Some(path) = std::env::var_os(CHILD_ENV) {
-        run_child(Path::new(&path));
+    if let Some(path) = CRASH.child_path() {
+        run_child(&path);
         return;
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("core-crash.redb");
-    let exe = std::env::current_exe().expect("test binary path");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    let mut seed = now.map_or(0x5EED, |d| d.as_nanos() as u64) | 1;
-    eprintln!("core crash test: kill timing seed {seed:#x}");
-    let mut next_random = move || xorshift(&mut seed);
-
     let mut model = Model::default();
     let mut cache = Verified::default();
     let (mut head, mut grew, mut mid_item, mut orphans, mut unindexed) = (0, 0, 0, 0, 0);
-    for kill in 0..KILLS {
-        let mut child = KillOnDrop(
-            Command::new(&exe)
-                .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-                .env(CHILD_ENV, &path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn worker child"),
-        );
-        if kill % EARLY_KILL_EVERY == EARLY_KILL_EVERY - 1 {
-            std::thread::sleep(Duration::from_millis(next_random() % 40));
-        } else {
-            wait_until_ready(&mut child.0);
-            std::thread::sleep(Duration::from_millis(next_random() % 120));
-        }
-        if let Some(status) = child.0.try_wait().expect("poll child") {
-            panic!(
-                "worker child exited on its own ({status}) before kill {kill}:\n{}",
-                stderr_of(&mut child.0)
-            );
-        }
-        // Child::kill is SIGKILL on unix: no destructor, no flush, no clean shutdown.
-        child.0.kill().expect("SIGKILL the child");
-        child.0.wait().expect("reap the child");
-        drop(child);
-
+    CRASH.run(&path, |kill| {
         let found = verify(&path, &mut model, &mut cache);
         let new_head = found.head;
         // A kill cuts off the index entries of at most the one record it interrupts.
@@ -639,14 +558,15 @@ fn core_worker_killed_at_random_moments_leaves_a_consistent_store() {
         grew += usize::from(new_head > head);
         mid_item += usize::from(!new_head.is_multiple_of(3));
         head = new_head;
-    }
+    });
+    let kills = CRASH.kills;
     assert!(
-        grew >= KILLS / 2,
-        "the worker made progress in only {grew} of {KILLS} runs"
+        grew >= kills / 2,
+        "the worker made progress in only {grew} of {kills} runs"
     );
     flush_and_export(&path, &mut model, head);
     eprintln!(
-        "{KILLS} SIGKILLs ({mid_item} mid-item, {orphans} between a record's write and its \
+        "{kills} SIGKILLs ({mid_item} mid-item, {orphans} between a record's write and its \
          commit, {unindexed} records' index entries cut off and repaired by flush), {} items / \
          {head} log entries survived and verified, in {:.2?}",
         head / 3,

@@ -3,15 +3,13 @@
 //! and checks that nothing is half-written and that claims, log entries and the log head
 //! agree.
 //!
-//! The child is this very test binary, re-executed with `--exact <this test> --nocapture`
-//! and [`CHILD_ENV`] naming the database: libtest then runs only this test, which sees the
-//! variable and plays the writer. That works the same under `cargo test` and under
-//! `cargo nextest run` (both run the same libtest binary).
+//! The child is this very test binary, re-executed by [`nexus_testkit::CrashTest`] with
+//! `--exact <this test> --nocapture` and an environment variable naming the database:
+//! libtest then runs only this test, which sees the variable and plays the writer. That
+//! works the same under `cargo test` and under `cargo nextest run`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nexus_store::{
@@ -19,16 +17,18 @@ use nexus_store::{
     parse_log_key,
 };
 use nexus_store_redb::{PutPhase, RedbStore, WriteBatch};
+use nexus_testkit::CrashTest;
 
-const TEST_NAME: &str = "writer_killed_at_random_moments_leaves_a_consistent_store";
-const CHILD_ENV: &str = "NEXUS_STORE_REDB_CRASH_CHILD_DB";
+/// 25 kills; every 5th comes at a random moment of start-up or of the open (redb's
+/// repair of the previous crash) instead of during the writes.
+const CRASH: CrashTest = CrashTest {
+    test_name: "writer_killed_at_random_moments_leaves_a_consistent_store",
+    child_env: "NEXUS_STORE_REDB_CRASH_CHILD_DB",
+    kills: 25,
+    early_kill_every: 5,
+    max_delay_ms: 50,
+};
 const RECORD_LEN: usize = 64 * 1024;
-const KILLS: usize = 25;
-/// Every this many runs, the kill comes at a random moment of start-up or of the open
-/// (redb's repair of the previous crash) instead of during the writes.
-const EARLY_KILL_EVERY: usize = 5;
-/// What the child prints once the database is open.
-const READY: &str = "writer ready";
 /// A child left alone (the parent died) stops writing after this long.
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -38,10 +38,7 @@ fn record(i: u64) -> Vec<u8> {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(RECORD_LEN);
     while out.len() < RECORD_LEN {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
+        out.extend_from_slice(&nexus_testkit::xorshift(&mut x).to_le_bytes());
     }
     out
 }
@@ -86,10 +83,7 @@ fn head_of(store: &RedbStore) -> u64 {
 /// (two transactions), odd ones with one `write_batch`.
 fn run_child(path: &Path) {
     let store = RedbStore::open(path).expect("child: open");
-    // Tell the parent the database is open (opening is slow in debug builds, where redb
-    // checks its allocator state), so that most kills land while records are written.
-    println!("{READY}");
-    std::io::Write::flush(&mut std::io::stdout()).expect("child: flush stdout");
+    CRASH.ready();
     let deadline = Instant::now() + CHILD_LIFETIME;
     let mut i = head_of(&store) + 1;
     while Instant::now() < deadline {
@@ -188,96 +182,18 @@ fn verify(path: &Path) -> u64 {
     head
 }
 
-fn stderr_of(child: &mut Child) -> String {
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    stderr
-}
-
-/// Blocks until the child printed [`READY`]; panics with its stderr if it died first.
-fn wait_until_ready(child: &mut Child) {
-    let stdout = child.stdout.take().expect("child stdout is piped");
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            // libtest may print "test <name> ... " on the same line first
-            Some(Ok(line)) if line.trim_end().ends_with(READY) => return,
-            Some(Ok(_)) => {}
-            Some(Err(err)) => panic!("reading the child's stdout: {err}"),
-            None => {
-                let status = child.wait().expect("reap the child");
-                panic!(
-                    "writer child exited ({status}) before opening the database:\n{}",
-                    stderr_of(child)
-                );
-            }
-        }
-    }
-}
-
-/// Kills the child if the parent's test panics before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn writer_killed_at_random_moments_leaves_a_consistent_store() {
-    if let Some(path) = std::env::var_os(CHILD_ENV) {
-        run_child(Path::new(&path));
+    if let Some(path) = CRASH.child_path() {
+        run_child(&path);
         return;
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("crash.redb");
-    let exe = std::env::current_exe().expect("test binary path");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    let mut seed = now.map_or(0x5EED, |d| d.as_nanos() as u64) | 1;
-    eprintln!("crash test: kill timing seed {seed:#x}");
-    let mut next_random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-
     let mut head = 0;
     let mut grew = 0;
-    for kill in 0..KILLS {
-        let mut child = KillOnDrop(
-            Command::new(&exe)
-                .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-                .env(CHILD_ENV, &path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn writer child"),
-        );
-        let early = kill % EARLY_KILL_EVERY == EARLY_KILL_EVERY - 1;
-        if early {
-            std::thread::sleep(Duration::from_millis(next_random() % 40));
-        } else {
-            wait_until_ready(&mut child.0);
-            std::thread::sleep(Duration::from_millis(next_random() % 50));
-        }
-        if let Some(status) = child.0.try_wait().expect("poll child") {
-            panic!(
-                "writer child exited on its own ({status}) before kill {kill}:\n{}",
-                stderr_of(&mut child.0)
-            );
-        }
-        // Child::kill is SIGKILL on unix: no destructor, no flush, no clean shutdown.
-        child.0.kill().expect("SIGKILL the child");
-        child.0.wait().expect("reap the child");
-
-        drop(child);
+    CRASH.run(&path, |_| {
         let new_head = verify(&path);
         assert!(
             new_head >= head,
@@ -285,13 +201,15 @@ fn writer_killed_at_random_moments_leaves_a_consistent_store() {
         );
         grew += usize::from(new_head > head);
         head = new_head;
-    }
+    });
     assert!(
-        grew >= KILLS / 2,
-        "the writer made progress in only {grew} of {KILLS} runs"
+        grew >= CRASH.kills / 2,
+        "the writer made progress in only {grew} of {} runs",
+        CRASH.kills
     );
     eprintln!(
-        "{KILLS} SIGKILLs, {head} claims of 64 KiB records survived, in {:.2?}",
+        "{} SIGKILLs, {head} claims of 64 KiB records survived, in {:.2?}",
+        CRASH.kills,
         started.elapsed()
     );
 }
