@@ -158,6 +158,8 @@ fn bench_record_1k(c: &mut Criterion) {
     g.bench_function("ed25519_verify", |b| {
         b.iter(|| assert!(alice.author().verify(black_box(&hash), black_box(&sig))))
     });
+    // The client's share of every write: one signature.
+    g.bench_function("ed25519_sign", |b| b.iter(|| alice.sign(black_box(&hash))));
     g.finish();
 }
 
