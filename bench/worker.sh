@@ -61,7 +61,8 @@ echo "== starting wrangler dev on 127.0.0.1:$PORT (state in $TMP/worker)"
     WRANGLER_REGISTRY_PATH="$TMP/registry" \
     exec setsid node_modules/.bin/wrangler dev build/worker/shim.mjs --local \
     --ip 127.0.0.1 --port "$PORT" --inspector-port $((PORT + 1)) --persist-to "$TMP/worker" \
-    --log-level error --show-interactive-dev-session=false >"$TMP/wrangler.log" 2>&1
+    --log-level error --show-interactive-dev-session=false --var NEXUS_OPEN:true \
+    >"$TMP/wrangler.log" 2>&1
 ) &
 WRANGLER_PID=$!
 WORKER_URL="http://127.0.0.1:$PORT"

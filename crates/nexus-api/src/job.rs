@@ -117,6 +117,28 @@ pub struct Job {
     op: Op,
 }
 
+/// The `413 body_too_large` error of a `size`-byte body over `limit`.
+pub fn body_too_large(size: usize, limit: usize) -> ApiError {
+    ApiError::new(
+        "body_too_large",
+        format!("request body is {size} bytes; the limit is {limit}"),
+    )
+    .with("size", size as u64)
+    .with("limit", limit as u64)
+}
+
+/// The route `method` and `path` (without query) name, if any: the route a host may
+/// answer before reading the body — for instance [`body_too_large`] from a declared
+/// `Content-Length`, which is then exactly what [`prepare`] would answer with the body.
+pub fn served_route(method: &str, path: &str) -> Option<Route> {
+    let method = method.to_ascii_uppercase();
+    match_path(path)?
+        .routes
+        .iter()
+        .copied()
+        .find(|r| r.method() == method)
+}
+
 /// Pure CPU work a host can do on any thread: route matching, query validation, JSON
 /// parsing, hash and signature verification, the allowlist, id syntax.
 pub fn prepare(cfg: &ApiConfig, req: &Request) -> Prepared {
@@ -150,18 +172,7 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
     };
     let fail = |e: ApiError| (route, e);
     if req.body.len() > cfg.max_request_bytes {
-        return Err(fail(
-            ApiError::new(
-                "body_too_large",
-                format!(
-                    "request body is {} bytes; the limit is {}",
-                    req.body.len(),
-                    cfg.max_request_bytes
-                ),
-            )
-            .with("size", req.body.len() as u64)
-            .with("limit", cfg.max_request_bytes as u64),
-        ));
+        return Err(fail(body_too_large(req.body.len(), cfg.max_request_bytes)));
     }
     let id = match m.id {
         Some(raw) => Some(check_id(raw).map_err(fail)?),

@@ -80,7 +80,7 @@ pub use error::{ApiError, core_error, status_of, validation_error};
 pub use governor::{GovernError, Governor, Next};
 pub use job::{
     DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, MAX_JOB_ROUNDS, Outcome,
-    PROVENANCE_DEPTH, PROVENANCE_MAX_RECORDS, Prepared, prepare,
+    PROVENANCE_DEPTH, PROVENANCE_MAX_RECORDS, Prepared, body_too_large, prepare, served_route,
 };
 pub use metrics::{LATENCY_BUCKETS_US, Metrics};
 pub use openapi::{ApiDoc, openapi_json};

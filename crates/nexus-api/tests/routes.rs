@@ -353,6 +353,18 @@ fn oversize_bodies_are_refused_with_413() {
     let big = intent(&key(1), "a", json!({"pad": "x".repeat(2_000)}));
     let a = h.expect_error(413, "body_too_large", |h| h.submit(&big));
     assert_eq!(a.json["error"]["limit"], 1_000);
+    // A host that refuses on the declared length alone answers the very same bytes.
+    let size = big.to_json().len();
+    assert_eq!(
+        nexus_api::served_route("post", "/v1/intents"),
+        Some(Route::ProposeIntent)
+    );
+    assert_eq!(
+        nexus_api::body_too_large(size, 1_000).to_response().body,
+        serde_json::to_vec(&a.json).unwrap()
+    );
+    assert_eq!(nexus_api::served_route("DELETE", "/v1/intents"), None);
+    assert_eq!(nexus_api::served_route("POST", "/v1/nowhere"), None);
     // A record body over the record limit, within the request limit.
     let h = Harness::with(ApiConfig {
         open: true,

@@ -103,6 +103,9 @@ impl WranglerDev {
                 "warn",
                 "--show-interactive-dev-session=false",
             ])
+            // Tests run open (any valid key writes), as local work does; the
+            // config's own default is closed. `vars` come after and can override it.
+            .args(["--var", "NEXUS_OPEN:true"])
             .args(
                 vars.iter()
                     .flat_map(|(k, v)| ["--var".to_owned(), format!("{k}:{v}")]),

@@ -659,6 +659,42 @@ fn a_stale_cache_never_admits_what_the_coordinator_forbids() {
         .record(&second.hash().to_string())
         .expect_err("not committed");
     assert_eq!(e.code(), Some("not_found"));
+
+    // B commits another Hint, elsewhere: A's cached Hints are stale again. A proposal
+    // they do not deny commits after one conflict, and its retry does not write the
+    // record to KV a second time (KV refuses a second write to a key within a second).
+    let elsewhere = builders::hint_at(
+        carol.key(),
+        builders::selector(Some(&format!("{topic}-elsewhere/**")), None).expect("selector"),
+        nexus_core::Effect::Deny,
+        "worker test: another Hint",
+        None,
+        Some(now_ms() + 300_000),
+        now_ms(),
+    )
+    .expect("deny elsewhere");
+    let r = post_json(&b.url, "/v1/hints", &elsewhere.to_json(), &[]);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let third = builders::propose(alice.key(), &format!("{topic}-ok/c"), json!(3), &[]).expect("c");
+    let retried = post_json(&a.url, "/v1/intents", &third.to_json(), &[]);
+    assert_eq!(
+        retried.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&retried.body)
+    );
+    assert_eq!(retried.metrics["commits"], 1, "{:?}", retried.metrics);
+    assert!(retried.metrics["conflicts"] >= 1, "{:?}", retried.metrics);
+    let fourth =
+        builders::propose(alice.key(), &format!("{topic}-ok/d"), json!(4), &[]).expect("d");
+    let direct = post_json(&a.url, "/v1/intents", &fourth.to_json(), &[]);
+    assert_eq!(direct.status, 201);
+    assert_eq!(direct.metrics["conflicts"], 0, "{:?}", direct.metrics);
+    assert_eq!(
+        retried.metrics["kv_writes"], direct.metrics["kv_writes"],
+        "the same writes with and without a retry: {:?} vs {:?}",
+        retried.metrics, direct.metrics
+    );
 }
 
 /// KV reaches other locations only within about a minute: a Worker there may find a

@@ -165,17 +165,13 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
         Ok(b) => b,
         Err(seen) => {
             let r = match seen {
-                Some(size) => ApiError::new(
-                    "body_too_large",
-                    format!("request body is {size} bytes; the limit is {limit}"),
-                )
-                .with("size", size as u64),
+                Some(size) => nexus_api::body_too_large(size, limit),
                 None => ApiError::new(
                     "body_too_large",
                     format!("request body is larger than {limit} bytes (or could not be read)"),
-                ),
+                )
+                .with("limit", limit as u64),
             }
-            .with("limit", limit as u64)
             .to_response();
             // Counted like every other answer (errors by code, requests by route).
             let path = target.split('?').next().unwrap_or("/");

@@ -78,6 +78,10 @@ pub struct Host {
     coordinator: Stub,
     faults: Faults,
     counters: Cell<Counters>,
+    /// Puts before the commit that an earlier attempt of this request already made,
+    /// with their values: a retry after a conflict does not write them again (KV
+    /// refuses a second write to one key within a second).
+    written: RefCell<HashMap<String, Vec<u8>>>,
 }
 
 /// Most states one isolate caches; past it the cache starts afresh.
@@ -156,6 +160,7 @@ impl Host {
             coordinator,
             faults,
             counters: Cell::new(Counters::default()),
+            written: RefCell::new(HashMap::new()),
         }
     }
 
@@ -399,6 +404,9 @@ impl Host {
         }
         let (before, after) = delta.split_kv_puts(keys::is_after_commit);
         for (key, value) in before {
+            if self.written.borrow().get(key).is_some_and(|v| v == value) {
+                continue;
+            }
             if key.starts_with(RECORD_PREFIX) {
                 let (in_kv, in_r2) = futures_util::future::join(
                     self.kv_put(key, value),
@@ -411,6 +419,9 @@ impl Host {
             } else {
                 self.kv_put(key, value).await.map_err(store)?;
             }
+            self.written
+                .borrow_mut()
+                .insert(key.to_owned(), value.to_vec());
         }
         let mut first_seq = None;
         if !delta.commit.is_empty() {

@@ -29,7 +29,9 @@ use std::sync::OnceLock;
 
 use worker::{Context, Date, Env, Headers, Request, Response, Result, event};
 
-use nexus_api::{Api, ApiConfig, Prepared, Route, not_implemented, storage_error};
+use nexus_api::{
+    Api, ApiConfig, Prepared, Route, body_too_large, not_implemented, served_route, storage_error,
+};
 use nexus_core::AuthorKey;
 
 pub use bridge::{Counters, Faults, Host};
@@ -147,6 +149,25 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             return Response::from_json(&testing::run_tier_conformance(&env).await?);
         }
         _ => {}
+    }
+    // A body declared larger than the limit is refused before it is read (it would be
+    // copied whole into the isolate's memory first): the same answer `prepare` gives
+    // once it has the body, for a route that takes one.
+    let limit = api.config().max_request_bytes;
+    let declared = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if let (Some(size), Some(route)) = (declared, served_route(&method, url.path()))
+        && size > limit
+    {
+        let r = body_too_large(size, limit).to_response();
+        let wall_ms = Date::now().as_millis().saturating_sub(started);
+        api.metrics()
+            .observe_response(route, &r, wall_ms.saturating_mul(1_000));
+        return into_worker(&r, &Counters::default(), wall_ms);
     }
     let body = match req.bytes().await {
         Ok(b) => b,
