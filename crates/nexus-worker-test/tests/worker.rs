@@ -15,6 +15,7 @@ use std::time::Duration;
 use nexus_api::{Api, ApiConfig, Request};
 use nexus_client::builders::{self, now_ms};
 use nexus_client::{Client, KeyFile};
+use nexus_core::Effect;
 use nexus_store::MemoryStore;
 use nexus_worker_test::{Build, WranglerDev, agent};
 use serde_json::{Value, json};
@@ -626,19 +627,25 @@ fn a_stale_cache_never_admits_what_the_coordinator_forbids() {
     let first = builders::propose(alice.key(), &format!("{topic}/a"), json!(1), &[]).expect("a");
     let r = post_json(&a.url, "/v1/intents", &first.to_json(), &[]);
     assert_eq!(r.status, 201);
-    // B commits a deny Hint over the topic.
-    let deny = builders::hint_at(
-        carol.key(),
-        builders::selector(Some(&format!("{topic}/**")), None).expect("selector"),
-        nexus_core::Effect::Deny,
-        "worker test: stale caches",
-        None,
-        Some(now_ms() + 300_000),
-        now_ms(),
-    )
-    .expect("deny");
-    let r = post_json(&b.url, "/v1/hints", &deny.to_json(), &[]);
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // B commits a deny Hint over the topic, valid for 5 minutes.
+    let commit_deny = |glob: String, reason: &str| {
+        let selector = builders::selector(Some(&glob), None).expect("selector");
+        let (now, until) = (now_ms(), Some(now_ms() + 300_000));
+        let hint = builders::hint_at(
+            carol.key(),
+            selector,
+            Effect::Deny,
+            reason,
+            None,
+            until,
+            now,
+        )
+        .expect("deny");
+        let r = post_json(&b.url, "/v1/hints", &hint.to_json(), &[]);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        hint
+    };
+    let deny = commit_deny(format!("{topic}/**"), "worker test: stale caches");
     // A proposes under the topic: refused, naming the Hint.
     let second = builders::propose(alice.key(), &format!("{topic}/b"), json!(2), &[]).expect("b");
     let r = post_json(&a.url, "/v1/intents", &second.to_json(), &[]);
@@ -663,18 +670,7 @@ fn a_stale_cache_never_admits_what_the_coordinator_forbids() {
     // B commits another Hint, elsewhere: A's cached Hints are stale again. A proposal
     // they do not deny commits after one conflict, and its retry does not write the
     // record to KV a second time (KV refuses a second write to a key within a second).
-    let elsewhere = builders::hint_at(
-        carol.key(),
-        builders::selector(Some(&format!("{topic}-elsewhere/**")), None).expect("selector"),
-        nexus_core::Effect::Deny,
-        "worker test: another Hint",
-        None,
-        Some(now_ms() + 300_000),
-        now_ms(),
-    )
-    .expect("deny elsewhere");
-    let r = post_json(&b.url, "/v1/hints", &elsewhere.to_json(), &[]);
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    commit_deny(format!("{topic}-elsewhere/**"), "worker test: another Hint");
     let third = builders::propose(alice.key(), &format!("{topic}-ok/c"), json!(3), &[]).expect("c");
     let retried = post_json(&a.url, "/v1/intents", &third.to_json(), &[]);
     assert_eq!(
