@@ -20,6 +20,18 @@ use serde_json::Value as Json;
 /// comprehension counted as its body times the longest list a record body can hold).
 pub const MAX_EXPR_COST: u64 = 1_000_000;
 
+/// Most tokens (names, literals, operators, brackets) one expression may have. The
+/// CEL parser and the checker recurse once per nesting level of the syntax tree, and a
+/// long operator chain such as `a + a + … + a` is as deep as it is long; this bound,
+/// checked by [`scan`] before anything recursive runs, keeps both far from the stack's
+/// end.
+pub const MAX_EXPR_TOKENS: usize = 256;
+
+/// Deepest nesting of `(`, `[` and `{` one expression may have (see
+/// [`MAX_EXPR_TOKENS`]). The CEL parser takes up to ~200 KiB of stack a bracket level
+/// in a debug build, so this is small: 8 levels fit a 2 MiB thread stack with room.
+pub const MAX_EXPR_DEPTH: usize = 8;
+
 /// Which variables an expression sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -160,6 +172,7 @@ pub(crate) fn compile(
     want: Want,
     limits: &Limits,
 ) -> Result<Expr, Vec<ExprError>> {
+    scan(text).map_err(|e| vec![e])?;
     let program = env.compile(text).map_err(|errs| {
         errs.errors
             .iter()
@@ -222,6 +235,102 @@ pub(crate) fn compile(
         errors.sort_by_key(|e| e.offset);
         Err(errors)
     }
+}
+
+/// Refuses, without recursion, an expression with more than [`MAX_EXPR_TOKENS`]
+/// tokens or nested deeper than [`MAX_EXPR_DEPTH`], at the token that goes over. A
+/// small lexer: string and bytes literals (quoted, triple-quoted, raw) and `//`
+/// comments are skipped, a run of letters, digits and `_` is one token, and so is a
+/// two-character operator.
+pub(crate) fn scan(text: &str) -> Result<(), ExprError> {
+    let b = text.as_bytes();
+    let (mut i, mut tokens, mut depth) = (0usize, 0usize, 0usize);
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if b[i..].starts_with(b"//") {
+            i = b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |n| i + n);
+            continue;
+        }
+        let start = i;
+        tokens += 1;
+        if tokens > MAX_EXPR_TOKENS {
+            return Err(ExprError {
+                offset: start,
+                message: format!(
+                    "expression too long: more than {MAX_EXPR_TOKENS} tokens (split the \
+                     condition across rules, or simplify it)"
+                ),
+            });
+        }
+        if c == b'"' || c == b'\'' {
+            i = string_end(b, start, false);
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            // `r"…"`, `b'…'`, `br"…"`: the prefix and its string are one token.
+            if i < b.len() && matches!(b[i], b'"' | b'\'') && i - start <= 2 {
+                let raw = b[start..i].iter().any(|c| matches!(c, b'r' | b'R'));
+                i = string_end(b, i, raw);
+            }
+            continue;
+        }
+        match c {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_EXPR_DEPTH {
+                    return Err(ExprError {
+                        offset: start,
+                        message: format!(
+                            "expression nested too deeply: more than {MAX_EXPR_DEPTH} levels \
+                             of brackets"
+                        ),
+                    });
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        let two = b.get(i..i + 2);
+        i += if matches!(
+            two,
+            Some(b"&&" | b"||" | b"==" | b"!=" | b"<=" | b">=" | b"?." | b"?[")
+        ) {
+            2
+        } else {
+            // One character (a multi-byte one stays whole for the CEL parser to refuse).
+            text[i..].chars().next().map_or(1, char::len_utf8)
+        };
+    }
+    Ok(())
+}
+
+/// Byte index just past the string literal whose opening quote is at `at` (the end
+/// of `b` when it is not closed: the CEL parser then reports it).
+fn string_end(b: &[u8], at: usize, raw: bool) -> usize {
+    let q = b[at];
+    let triple = b.get(at..at + 3).is_some_and(|t| t.iter().all(|&c| c == q));
+    let mut i = at + if triple { 3 } else { 1 };
+    while i < b.len() {
+        if b[i] == b'\\' && !raw {
+            i += 2;
+            continue;
+        }
+        if b[i] == q && (!triple || b.get(i..i + 3).is_some_and(|t| t.iter().all(|&c| c == q))) {
+            return i + if triple { 3 } else { 1 };
+        }
+        i += 1;
+    }
+    b.len()
 }
 
 /// Byte offset of a CEL parser position (1-based line, 0-based column in characters).

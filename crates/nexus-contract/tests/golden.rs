@@ -41,3 +41,36 @@ fn parser_errors_match_their_golden_files() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// An expression as deep as it is long (a 5,000-term `+` chain, or 5,000 nested
+/// brackets) is refused with a positioned error, not a stack overflow in the CEL
+/// parser or the checker; one just inside the bounds still parses.
+#[test]
+fn huge_expressions_are_refused_not_a_crash() {
+    let rule = |expr: &str| {
+        format!(
+            "contract = \"x\"\n\n[[rule]]\nname = \"a\"\ntopic = \"lab/**\"\n\
+             where = \"{expr}\"\nemit = {{ effect = \"deny\", reason = \"r\" }}\n"
+        )
+    };
+    let chain = vec!["fact.body.l"; 5000].join("+");
+    let deep = format!("{}1{} == 1", "(".repeat(5000), ")".repeat(5000));
+    for (expr, want) in [
+        (format!("size({chain}) > 0"), "expression too long"),
+        (deep, "expression nested too deeply"),
+    ] {
+        let err = Contract::parse("big.nex", &rule(&expr)).expect_err("refused");
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].line, 6, "{err}");
+        assert!(err.0[0].message.starts_with(want), "{err}");
+    }
+    // Just inside both bounds, on a 2 MiB stack (a tokio worker's): 8 brackets
+    // around a 119-term chain, 255 tokens in all.
+    let inner = vec!["1"; 119].join("+");
+    let ok = format!("{}{inner}{} > 0", "(".repeat(8), ")".repeat(8));
+    let handle = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || Contract::parse("ok.nex", &rule(&ok)).map(|_| ()))
+        .expect("spawn");
+    handle.join().expect("no crash").expect("accepted");
+}
