@@ -452,10 +452,23 @@ impl Checker {
                 (Ty::List(Box::new(elem.unwrap_or(Ty::Dyn))), cost)
             }
             Ast::Map(map) => {
-                let mut cost = 1;
+                let mut cost = 1u64;
                 for entry in &map.entries {
                     if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
-                        cost += self.check(&me.key).1 + self.check(&me.value).1;
+                        let (key, key_cost) = self.check(&me.key);
+                        if key.known() && key != Ty::Str {
+                            self.err(
+                                me.key.id,
+                                format!(
+                                    "type error: map keys must be strings (records are JSON), \
+                                     found {}",
+                                    key.name()
+                                ),
+                            );
+                        }
+                        cost = cost
+                            .saturating_add(key_cost)
+                            .saturating_add(self.check(&me.value).1);
                     }
                 }
                 (Ty::Map, cost)
@@ -724,8 +737,8 @@ pub(crate) fn json_to_cel(v: &Json) -> Cel {
     }
 }
 
-/// A CEL value as JSON, for a selector body; `None` for what records cannot hold
-/// (doubles, bytes, types, functions). Map keys are sorted by the JSON object.
+/// A CEL value as JSON, for a selector body; an error for what records cannot hold
+/// (doubles, bytes, types, functions, maps with keys other than strings).
 pub(crate) fn cel_to_json(v: &Cel) -> Result<Json, String> {
     Ok(match v {
         Cel::Null => Json::Null,
@@ -735,15 +748,22 @@ pub(crate) fn cel_to_json(v: &Cel) -> Result<Json, String> {
         Cel::String(s) => Json::String(s.as_str().to_owned()),
         Cel::List(l) => Json::Array(l.iter().map(cel_to_json).collect::<Result<_, _>>()?),
         Cel::Map(m) => {
-            let mut out = serde_json::Map::new();
+            // Only string keys: `1`, `1u`, `'1'` would all become the JSON key "1", and
+            // which of them won would follow the map's (per-process random) order. Keys
+            // are put in sorted order so the result is the same whatever JSON's map.
+            let mut sorted = std::collections::BTreeMap::new();
             for (k, v) in m.map.iter() {
-                let key = match k {
-                    Key::String(s) => s.as_str().to_owned(),
-                    Key::Int(i) => i.to_string(),
-                    Key::Uint(u) => u.to_string(),
-                    Key::Bool(b) => b.to_string(),
+                // (Which other key is found first follows that order too: name none.)
+                let Key::String(key) = k else {
+                    return Err("a map key must be a string to go into a record \
+                                (records are JSON)"
+                        .into());
                 };
-                out.insert(key, cel_to_json(v)?);
+                sorted.insert(key.as_str(), v);
+            }
+            let mut out = serde_json::Map::new();
+            for (k, v) in sorted {
+                out.insert(k.to_owned(), cel_to_json(v)?);
             }
             Json::Object(out)
         }
