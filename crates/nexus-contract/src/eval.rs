@@ -321,13 +321,22 @@ impl Evaluator {
             delta.removed.push(old);
         }
         if let Some(trigger) = new {
-            let (record, explanation) = self.build_hint(rule, &group_key, &trigger)?;
-            let h = record.hash();
-            if let Some(g) = self.rules[i].groups.get_mut(&group_key) {
-                g.hint = Some(h);
+            // The old Hint is gone whether or not the new one can be built: a failure
+            // here is recorded, and the removal still reaches the host, so that it
+            // holds what a replay of the same Facts holds (no Hint for this group).
+            match self.build_hint(rule, &group_key, &trigger) {
+                Ok((record, explanation)) => {
+                    let h = record.hash();
+                    if let Some(g) = self.rules[i].groups.get_mut(&group_key) {
+                        g.hint = Some(h);
+                    }
+                    self.hints.insert(h, (record.clone(), explanation));
+                    delta.added.push(record);
+                }
+                Err(e) => {
+                    self.errors.insert((i, hash), e);
+                }
             }
-            self.hints.insert(h, (record.clone(), explanation));
-            delta.added.push(record);
         }
         Ok(delta)
     }

@@ -65,3 +65,37 @@ emit = { effect = "deny", reason = "r", body = { m = "${ {'b': 2, 'a': 1, 'c': f
     }
     assert_eq!(seen.len(), 1, "{seen:?}");
 }
+
+/// A Fact with an earlier time moves the trigger to itself, and the Hint for it
+/// cannot be built (its template reads a member the Fact lacks): the old Hint must
+/// still be reported removed, as a replay in time order never emits it.
+#[test]
+fn a_replaced_hint_is_removed_even_when_its_successor_fails_to_build() {
+    let c = contract(
+        r#"
+contract = "stale"
+
+[[rule]]
+name = "area"
+topic = "lab/**"
+emit = { effect = "deny", topic = "${fact.body.area}/**", reason = "r" }
+"#,
+    );
+    let a = fact(&key(1), "lab/x", json!({"area": "chem"}), 100);
+    let b = fact(&key(1), "lab/x", json!({}), 50);
+    let mut eval = Evaluator::new(Arc::clone(&c));
+    let first = eval.add_fact(hash_of(&a), &a);
+    assert_eq!(first.added.len(), 1);
+    let old = first.added[0].hash();
+    let second = eval.add_fact(hash_of(&b), &b);
+    assert_eq!(second.removed, vec![old], "the old Hint must be removed");
+    assert!(second.added.is_empty());
+    assert_eq!(eval.hints().count(), 0);
+    assert_eq!(eval.errors().count(), 1);
+
+    let mut replay = Evaluator::new(c);
+    replay.add_fact(hash_of(&b), &b);
+    replay.add_fact(hash_of(&a), &a);
+    assert_eq!(replay.hints().count(), 0);
+    assert_eq!(replay.errors().count(), 1);
+}
