@@ -193,6 +193,7 @@ pub(crate) fn compile(
         vars,
         errors: Vec::new(),
         list_bound,
+        byte_bound: (limits.max_body_bytes as u64).max(1),
     };
     let (ty, cost) = checker.check(program.expression());
     let root = program.expression();
@@ -225,7 +226,8 @@ pub(crate) fn compile(
             offset: 0,
             message: format!(
                 "expression may take up to {cost} evaluation steps (nested comprehensions \
-                 over Fact bodies?); the limit is {MAX_EXPR_COST}"
+                 over Fact bodies, or `+` chains of strings or lists?); the limit is \
+                 {MAX_EXPR_COST}"
             ),
         });
     }
@@ -357,6 +359,9 @@ struct Checker {
     vars: Vec<(String, Ty)>,
     errors: Vec<(u64, String)>,
     list_bound: u64,
+    /// Longest string (in bytes) or list (in elements) a value read from a record can
+    /// be: its body's size bound.
+    byte_bound: u64,
 }
 
 impl Checker {
@@ -371,6 +376,28 @@ impl Checker {
             .rev()
             .find(|(n, _)| n == name)
             .map(|(_, t)| t.clone())
+    }
+
+    /// A bound on the length of `e`'s value when it is a string (bytes) or a list
+    /// (elements): literals by their length, a `+` by the sum of its operands, a
+    /// conditional by its longer branch, anything else by [`Checker::byte_bound`]
+    /// (what a record can hold; a comprehension's list has at most that many items).
+    /// Recursive, but run only on expressions [`scan`] let through.
+    fn len_bound(&self, e: &IdedExpr) -> u64 {
+        match &e.expr {
+            Ast::Literal(LiteralValue::String(s)) => s.len() as u64,
+            Ast::Literal(LiteralValue::Bytes(b)) => b.len() as u64,
+            Ast::Literal(_) => 1,
+            Ast::List(l) => l.elements.len() as u64,
+            Ast::Map(m) => m.entries.len() as u64,
+            Ast::Call(c) if c.func_name == operators::ADD && c.args.len() == 2 => self
+                .len_bound(&c.args[0])
+                .saturating_add(self.len_bound(&c.args[1])),
+            Ast::Call(c) if c.func_name == operators::CONDITIONAL && c.args.len() == 3 => {
+                self.len_bound(&c.args[1]).max(self.len_bound(&c.args[2]))
+            }
+            _ => self.byte_bound,
+        }
     }
 
     /// The type of `e` and the static bound of its cost.
@@ -546,6 +573,41 @@ impl Checker {
             .collect();
         let name = call.func_name.as_str();
         let arg = |i: usize| args.get(i).cloned().unwrap_or(Ty::Dyn);
+        // Operations that walk or copy a string or a list cost its length, not one
+        // step: `+` (a copy of both), `==`/`!=`, `in` over a list, `contains`,
+        // `startsWith`, `endsWith` and `size` of a string (counts characters).
+        let seq = |t: &Ty| matches!(t, Ty::Str | Ty::Bytes | Ty::List(_) | Ty::Dyn);
+        let len = |e: Option<&IdedExpr>| e.map_or(0, |e| self.len_bound(e));
+        // `@result + [x]`, the step of map() and filter() (`@result` cannot be
+        // written in CEL source), appends in place in the `cel` crate: only `[x]`.
+        let accu_step = name == operators::ADD
+            && call
+                .args
+                .first()
+                .is_some_and(|a| matches!(&a.expr, Ast::Ident(n) if n.starts_with('@')));
+        let walk = match name {
+            operators::ADD if accu_step => len(call.args.get(1)),
+            operators::ADD | operators::EQUALS | operators::NOT_EQUALS if args.iter().any(seq) => {
+                len(call.args.first()).saturating_add(len(call.args.get(1)))
+            }
+            operators::IN if matches!(arg(1), Ty::List(_) | Ty::Dyn) => len(call.args.get(1)),
+            "contains" | "startsWith" | "endsWith" => {
+                len(call.target.as_deref()).saturating_add(len(call.args.first()))
+            }
+            "size" => {
+                let (t, e) = match call.target.as_deref() {
+                    Some(t) => (target.clone().unwrap_or(Ty::Dyn), Some(t)),
+                    None => (arg(0), call.args.first()),
+                };
+                if matches!(t, Ty::Str | Ty::Dyn) {
+                    len(e)
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        };
+        cost = cost.saturating_add(walk);
         let ty = match name {
             operators::LOGICAL_AND | operators::LOGICAL_OR | operators::LOGICAL_NOT => {
                 for (i, a) in args.iter().enumerate() {
