@@ -262,6 +262,15 @@ impl Evaluator {
             fact: hash,
             message,
         };
+        // The rule's static bound is checked before anything is kept, so that a rule
+        // over budget refuses every Fact alike, whatever their order.
+        if rule.cost() > self.max_steps {
+            return Err(EvalError::StepLimit {
+                rule: rule.name.clone(),
+                fact: hash,
+                limit: self.max_steps,
+            });
+        }
         let mut steps = 0u64;
         let env = Arc::clone(self.contract.env());
         let mut ctx = Context::with_env(env);
@@ -297,19 +306,22 @@ impl Evaluator {
                 cel_to_json(&v).map(|j| j.to_string()).unwrap_or(text)
             }
         };
-        let shared = shared.get_or_insert_with(|| Arc::new(fact.clone()));
-        self.facts.entry(hash).or_insert_with(|| Arc::clone(shared));
         let member = (fact.time, hash);
         let max_steps = self.max_steps;
         let group = self.rules[i].groups.entry(group_key.clone()).or_default();
         group.members.insert(member);
-        let new = next_trigger(group, member, rule, max_steps, &mut steps).ok_or_else(|| {
-            EvalError::StepLimit {
+        let Some(new) = next_trigger(group, member, rule, max_steps, &mut steps) else {
+            // Within the static bound this cannot happen; should it, the Fact is not
+            // kept, rather than kept without its trigger recomputed.
+            group.members.remove(&member);
+            return Err(EvalError::StepLimit {
                 rule: rule.name.clone(),
                 fact: hash,
                 limit: max_steps,
-            }
-        })?;
+            });
+        };
+        let shared = shared.get_or_insert_with(|| Arc::new(fact.clone()));
+        self.facts.entry(hash).or_insert_with(|| Arc::clone(shared));
         if new == group.trigger {
             return Ok(HintDelta::default());
         }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{ContractError, ContractErrors, SourceMap};
+use crate::eval::DEFAULT_MAX_STEPS;
 use crate::expr::{self, Expr, ExprError, Scope, Want};
 
 /// BLAKE3 key-derivation context of a contract's hash (its blob's address).
@@ -134,6 +135,23 @@ pub struct Rule {
     pub(crate) emit: Emit,
 }
 
+impl Rule {
+    /// The static bound of the evaluation steps this rule takes on one Fact: its
+    /// `where` and `group` costs, its `emit` templates' costs, and
+    /// `threshold × (threshold + 2)` for finding the trigger (a new Fact is checked
+    /// as the trigger's end against at most `threshold + 2` Facts of its group, each
+    /// by looking at `threshold` Facts; see `spec/contract.md` §4).
+    pub fn cost(&self) -> u64 {
+        let k = self.threshold as u64;
+        let exprs = [&self.where_, &self.group]
+            .into_iter()
+            .flatten()
+            .map(Expr::cost)
+            .chain(self.emit.templates().map(Template::cost));
+        exprs.fold(k.saturating_mul(k + 2), u64::saturating_add)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Emit {
     pub(crate) effect: Effect,
@@ -141,6 +159,16 @@ pub(crate) struct Emit {
     pub(crate) body: Vec<(String, BodyValue)>,
     pub(crate) reason: Template,
     pub(crate) expires_ms: Option<u64>,
+}
+
+impl Emit {
+    fn templates(&self) -> impl Iterator<Item = &Template> {
+        let body = self.body.iter().filter_map(|(_, v)| match v {
+            BodyValue::Template(t) => Some(t),
+            BodyValue::Literal(_) => None,
+        });
+        self.topic.iter().chain(body).chain([&self.reason])
+    }
 }
 
 #[derive(Debug)]
@@ -154,6 +182,18 @@ pub(crate) enum BodyValue {
 #[derive(Debug)]
 pub(crate) struct Template {
     pub(crate) parts: Vec<Part>,
+}
+
+impl Template {
+    fn cost(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(_) => 0,
+                Part::Hole(e) => e.cost(),
+            })
+            .fold(0, u64::saturating_add)
+    }
 }
 
 #[derive(Debug)]
@@ -423,6 +463,7 @@ impl Cx<'_> {
     }
 
     fn rule(&mut self, r: RawRule, _span: Range<usize>) -> Option<Rule> {
+        let name_span = r.name.span();
         let before = self.errors.len();
         let name = r.name.get_ref().clone();
         if name.is_empty()
@@ -471,7 +512,7 @@ impl Cx<'_> {
         if self.errors.len() > before {
             return None;
         }
-        Some(Rule {
+        let rule = Rule {
             name,
             topic: topic?,
             where_source: r.where_.map(|w| w.into_inner()),
@@ -481,7 +522,21 @@ impl Cx<'_> {
             threshold,
             within_ms,
             emit: emit?,
-        })
+        };
+        if rule.cost() > DEFAULT_MAX_STEPS {
+            self.at(
+                name_span,
+                format!(
+                    "rule `{}` may take up to {} evaluation steps on one Fact (its \
+                     expressions and templates together, and finding its trigger); \
+                     the budget is {DEFAULT_MAX_STEPS}",
+                    rule.name,
+                    rule.cost()
+                ),
+            );
+            return None;
+        }
+        Some(rule)
     }
 
     fn emit(&mut self, e: Spanned<RawEmit>) -> Option<Emit> {

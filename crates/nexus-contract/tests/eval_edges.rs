@@ -99,3 +99,40 @@ emit = { effect = "deny", topic = "${fact.body.area}/**", reason = "r" }
     assert_eq!(replay.hints().count(), 0);
     assert_eq!(replay.errors().count(), 1);
 }
+
+/// A rule over its step budget used to keep the Fact but skip its trigger, so that
+/// the Hints depended on the order the Facts came in. Now the rule's static bound is
+/// checked before anything is kept: every order gives the same Hints, for budgets
+/// below, at and above it.
+#[test]
+fn a_step_budget_gives_the_same_hints_in_every_order() {
+    let c = contract(
+        r#"
+contract = "budget"
+
+[[rule]]
+name = "pair"
+topic = "lab/**"
+threshold = 2
+within = "10s"
+emit = { effect = "deny", reason = "two" }
+"#,
+    );
+    let cost = c.rules()[0].cost();
+    assert_eq!(cost, 8);
+    let early = fact(&key(1), "lab/x", json!({"n": 0}), T0);
+    let late = fact(&key(1), "lab/x", json!({"n": 1}), T0 + 5_000);
+    for max in [3, cost - 1, cost, nexus_contract::DEFAULT_MAX_STEPS] {
+        let run = |order: [&Fact; 2]| {
+            let mut eval = Evaluator::new(Arc::clone(&c)).with_max_steps(max);
+            for f in order {
+                eval.add_fact(hash_of(f), f);
+            }
+            let hints: Vec<FihHash> = eval.hints().map(|r| r.hash()).collect();
+            (hints, eval.fact_count(), eval.errors().count())
+        };
+        let forward = run([&early, &late]);
+        assert_eq!(forward, run([&late, &early]), "budget {max}");
+        assert_eq!(forward.0.len(), usize::from(max >= cost), "budget {max}");
+    }
+}
