@@ -266,7 +266,7 @@ fn a_quorum_contract_governs_its_own_upgrade() {
         let f = fact(
             k,
             "governance/upgrade",
-            json!({"contract": v2_hash.to_hex()}),
+            json!({"contract": v2_hash.to_hex(), "replaces": v1_hash.to_hex()}),
             vec![],
             None,
             NOW + t,

@@ -375,7 +375,7 @@ where
             Some(q) => approvals(core, &q.topic)?,
             None => Vec::new(),
         };
-        counted = policy.authorize(&fact.author, &contract.hash(), &found)?;
+        counted = policy.authorize(&fact.author, &c.hash, &contract.hash(), &found)?;
     }
     let version = cur.map_or(1, |c| c.version + 1);
     let entry = VersionEntry {

@@ -106,7 +106,8 @@ pub struct UpgradePolicy {
 }
 
 /// An upgrade quorum: `count` approval Facts, from distinct allowed keys, under
-/// `topic`, whose body is `{"contract": "<hash of the new version>", …}`.
+/// `topic`, whose body is `{"contract": "<hash of the new version>", "replaces":
+/// "<hash of the version in force>", …}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quorum {
     /// How many distinct keys must approve.

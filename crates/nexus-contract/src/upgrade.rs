@@ -34,15 +34,18 @@ pub enum UpgradeError {
 }
 
 impl UpgradePolicy {
-    /// Checks that `deployer` may replace the contract governed by this policy with
-    /// version `new`. `approvals` are candidate approval Facts (hash and content):
-    /// those under the quorum topic (or below it) from allowed keys whose body has
-    /// `"contract": "<new as hex>"` count once per key. Returns the Facts that
-    /// counted (empty without a quorum). Without `[upgrade]` anyone the host allows
-    /// may upgrade; the host's allowlist applies in every case.
+    /// Checks that `deployer` may replace `current`, the contract governed by this
+    /// policy, with version `new`. `approvals` are candidate approval Facts (hash and
+    /// content): those under the quorum topic (or below it) from allowed keys whose
+    /// body has `"contract": "<new as hex>"` and `"replaces": "<current as hex>"`
+    /// count once per key (naming the version replaced keeps an approval from being
+    /// used again later to roll back to `new` from another version). Returns the
+    /// Facts that counted (empty without a quorum). Without `[upgrade]` anyone the
+    /// host allows may upgrade; the host's allowlist applies in every case.
     pub fn authorize(
         &self,
         deployer: &AuthorKey,
+        current: &FihHash,
         new: &FihHash,
         approvals: &[(FihHash, Fact)],
     ) -> Result<Vec<FihHash>, UpgradeError> {
@@ -61,6 +64,7 @@ impl UpgradePolicy {
             });
         };
         let want = new.to_hex();
+        let replaces = current.to_hex();
         let mut by: BTreeSet<AuthorKey> = BTreeSet::new();
         let mut counted = Vec::new();
         let mut sorted: Vec<&(FihHash, Fact)> = approvals.iter().collect();
@@ -68,7 +72,8 @@ impl UpgradePolicy {
         for (h, f) in sorted {
             let approves = f.topic.starts_with(&q.topic)
                 && self.keys.contains(&f.author)
-                && f.body.get("contract").and_then(|c| c.as_str()) == Some(want.as_str());
+                && f.body.get("contract").and_then(|c| c.as_str()) == Some(want.as_str())
+                && f.body.get("replaces").and_then(|c| c.as_str()) == Some(replaces.as_str());
             if approves && by.insert(f.author) {
                 counted.push(*h);
             }

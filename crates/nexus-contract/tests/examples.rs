@@ -159,28 +159,35 @@ fn quorum_governs_upgrades_and_freezes() {
     let contract = lab.eval.contract().clone();
     let (s1, s2, s3, outsider) = (key(1), key(2), key(3), key(4));
     let next = nexus_contract::contract_hash(b"contract = \"v2\"\n");
-    let approve = |who: &nexus_core::SigningKey, c: &nexus_core::FihHash, t| {
-        let f = fact(
-            who,
-            "governance/upgrade",
-            json!({"contract": c.to_hex()}),
-            t,
-        );
+    let current = contract.hash().to_hex();
+    let approve_body = |who: &nexus_core::SigningKey, body, t| {
+        let f = fact(who, "governance/upgrade", body, t);
         let rec = sign(nexus_core::Content::Fact(f.clone()), who);
         (rec.hash(), f)
     };
+    let approve = |who, c: &nexus_core::FihHash, t| {
+        approve_body(who, json!({"contract": c.to_hex(), "replaces": current}), t)
+    };
     let policy = contract.upgrade();
     // One steward, plus the outsider, plus a second approval by the same steward, plus
-    // an approval of another version: not a quorum.
+    // an approval of another version, plus approvals of this one that do not name the
+    // version they replace, or name another (an old approval, replayed to roll back
+    // to `next` later): not a quorum.
     let other = nexus_contract::contract_hash(b"other");
     let some = vec![
         approve(&s1, &next, T0),
         approve(&outsider, &next, T0),
         approve(&s1, &next, T0 + 1),
         approve(&s2, &other, T0),
+        approve_body(&s2, json!({"contract": next.to_hex()}), T0),
+        approve_body(
+            &s3,
+            json!({"contract": next.to_hex(), "replaces": other.to_hex()}),
+            T0,
+        ),
     ];
     let err = policy
-        .authorize(&s1.author(), &next, &some)
+        .authorize(&s1.author(), &contract.hash(), &next, &some)
         .expect_err("no quorum");
     assert_eq!(
         err.to_string(),
@@ -191,9 +198,9 @@ fn quorum_governs_upgrades_and_freezes() {
     let mut enough = some.clone();
     enough.push(approve(&s3, &next, T0 + 2));
     let counted = policy
-        .authorize(&outsider.author(), &next, &enough)
+        .authorize(&outsider.author(), &contract.hash(), &next, &enough)
         .expect("quorum");
-    assert_eq!(counted, vec![enough[0].0, enough[4].0]);
+    assert_eq!(counted, vec![enough[0].0, enough[6].0]);
 
     // A steward freezes a topic; an outsider's freeze does nothing.
     lab.submit_fact(
