@@ -421,7 +421,8 @@ impl Cx<'_> {
         let quorum = match (&u.quorum, &u.approvals) {
             (None, None) => None,
             (Some(q), Some(t)) => {
-                let count = *q.get_ref() as usize;
+                // Not `as usize`: on a 32-bit target 2^32 + 1 would pass as 1.
+                let count = usize::try_from(*q.get_ref()).unwrap_or(usize::MAX);
                 if count == 0 || count > keys.len() {
                     self.at(
                         q.span(),
@@ -498,7 +499,8 @@ impl Cx<'_> {
         let threshold = match &r.threshold {
             None => 1,
             Some(t) => {
-                let n = *t.get_ref() as usize;
+                // Not `as usize`: on a 32-bit target 2^32 + 1 would pass as 1.
+                let n = usize::try_from(*t.get_ref()).unwrap_or(usize::MAX);
                 if n == 0 || n > self.limits.max_parents {
                     self.at(
                         t.span(),
