@@ -574,8 +574,9 @@ impl Checker {
         let name = call.func_name.as_str();
         let arg = |i: usize| args.get(i).cloned().unwrap_or(Ty::Dyn);
         // Operations that walk or copy a string or a list cost its length, not one
-        // step: `+` (a copy of both), `==`/`!=`, `in` over a list, `contains`,
-        // `startsWith`, `endsWith` and `size` of a string (counts characters).
+        // step: `+` (a copy of both), a comparison (up to the shorter one: lengths
+        // that differ end `==` at once), `in` over a list, `contains`, `startsWith`,
+        // `endsWith` and `size` of a string (counts characters).
         let seq = |t: &Ty| matches!(t, Ty::Str | Ty::Bytes | Ty::List(_) | Ty::Dyn);
         let len = |e: Option<&IdedExpr>| e.map_or(0, |e| self.len_bound(e));
         // `@result + [x]`, the step of map() and filter() (`@result` cannot be
@@ -587,8 +588,18 @@ impl Checker {
                 .is_some_and(|a| matches!(&a.expr, Ast::Ident(n) if n.starts_with('@')));
         let walk = match name {
             operators::ADD if accu_step => len(call.args.get(1)),
-            operators::ADD | operators::EQUALS | operators::NOT_EQUALS if args.iter().any(seq) => {
+            operators::ADD if args.iter().any(seq) => {
                 len(call.args.first()).saturating_add(len(call.args.get(1)))
+            }
+            operators::EQUALS
+            | operators::NOT_EQUALS
+            | operators::LESS
+            | operators::LESS_EQUALS
+            | operators::GREATER
+            | operators::GREATER_EQUALS
+                if args.iter().all(seq) =>
+            {
+                len(call.args.first()).min(len(call.args.get(1)))
             }
             operators::IN if matches!(arg(1), Ty::List(_) | Ty::Dyn) => len(call.args.get(1)),
             "contains" | "startsWith" | "endsWith" => {

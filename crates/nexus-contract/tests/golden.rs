@@ -74,3 +74,18 @@ fn huge_expressions_are_refused_not_a_crash() {
         .expect("spawn");
     handle.join().expect("no crash").expect("accepted");
 }
+
+/// Comparing a body member with a short literal costs the literal's length (lengths
+/// that differ end `==` at once): many such tests fit the cost bound, unlike a `+`
+/// chain over body members.
+#[test]
+fn comparisons_cost_their_shorter_side() {
+    let tests: Vec<String> = (0..30).map(|i| format!("fact.body.f{i} == 'v'")).collect();
+    let src = format!(
+        "contract = \"x\"\n\n[[rule]]\nname = \"a\"\ntopic = \"lab/**\"\n\
+         where = \"{}\"\nemit = {{ effect = \"deny\", reason = \"r\" }}\n",
+        tests.join(" || ")
+    );
+    let c = Contract::parse("cmp.nex", &src).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.rules()[0].cost() < 1_000, "{}", c.rules()[0].cost());
+}
