@@ -81,7 +81,8 @@ pub enum EvalError {
         /// CEL's message.
         message: String,
     },
-    /// The rule used more evaluation steps than allowed.
+    /// The rule may use more evaluation steps than allowed (its static bound is over
+    /// the evaluator's budget): the Fact is not kept for it.
     #[error("rule `{rule}` exceeded its budget of {limit} evaluation steps on fact {fact}")]
     StepLimit {
         /// The rule.
@@ -183,7 +184,10 @@ impl Evaluator {
         }
     }
 
-    /// Sets the budget of evaluation steps per rule and Fact.
+    /// Sets the budget of evaluation steps per rule and Fact. It is compared with each
+    /// rule's static bound ([`Rule::cost`]) before a Fact is kept: a rule whose bound
+    /// is over it refuses every Fact alike ([`EvalError::StepLimit`]), whatever their
+    /// order.
     pub fn with_max_steps(mut self, max_steps: u64) -> Self {
         self.max_steps = max_steps;
         self
