@@ -497,6 +497,27 @@ fn query_parameters_are_validated() {
     }
 }
 
+/// Follows `next` from `first` (a `/v1/intents` query): every Intent hash seen (each
+/// seen once) and the number of pages (fewer than 10).
+fn intent_pages(h: &Harness, first: &str) -> (std::collections::BTreeSet<String>, usize) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut target = first.to_owned();
+    let mut pages = 0;
+    loop {
+        let a = h.get(&target);
+        assert_eq!(a.status, 200, "{}", a.json);
+        for it in a.json["intents"].as_array().unwrap() {
+            assert!(seen.insert(it["record"]["hash"].as_str().unwrap().to_owned()));
+        }
+        pages += 1;
+        match a.json["next"].as_str() {
+            Some(c) => target = format!("{first}&cursor={c}"),
+            None => return (seen, pages),
+        }
+        assert!(pages < 10);
+    }
+}
+
 #[test]
 fn intent_pages_cover_everything_once() {
     let h = Harness::open();
@@ -507,26 +528,7 @@ fn intent_pages_cover_everything_once() {
         h.submit(&i);
     }
     h.submit(&intent(&key(1), "elsewhere", json!({})));
-    let mut seen = std::collections::BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let target = match &cursor {
-            Some(c) => format!("/v1/intents?topic=pg&limit=3&cursor={c}"),
-            None => "/v1/intents?topic=pg&limit=3".to_owned(),
-        };
-        let a = h.get(&target);
-        assert_eq!(a.status, 200, "{}", a.json);
-        for it in a.json["intents"].as_array().unwrap() {
-            assert!(seen.insert(it["record"]["hash"].as_str().unwrap().to_owned()));
-        }
-        pages += 1;
-        match a.json["next"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-        assert!(pages < 10);
-    }
+    let (seen, _) = intent_pages(&h, "/v1/intents?topic=pg&limit=3");
     assert_eq!(seen, all);
 }
 
@@ -717,26 +719,7 @@ fn intent_listing_continues_past_a_scan_window() {
     for i in 0..n {
         h.submit(&intent_at(&key(1), "w", json!({"i": i}), vec![], NOW));
     }
-    let mut seen = std::collections::BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let target = match &cursor {
-            Some(c) => format!("/v1/intents?limit=500&cursor={c}"),
-            None => "/v1/intents?limit=500".to_owned(),
-        };
-        let a = h.get(&target);
-        assert_eq!(a.status, 200, "{}", a.json);
-        for it in a.json["intents"].as_array().unwrap() {
-            assert!(seen.insert(it["record"]["hash"].as_str().unwrap().to_owned()));
-        }
-        pages += 1;
-        match a.json["next"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-        assert!(pages < 10);
-    }
+    let (seen, pages) = intent_pages(&h, "/v1/intents?limit=500");
     assert_eq!(seen.len(), n);
     assert_eq!(pages, 3);
 }

@@ -170,6 +170,12 @@ impl World {
         (!v.is_empty()).then(|| v[i % v.len()])
     }
 
+    /// The Intent's current fencing token, off by `delta`.
+    fn token(direct: &Mem, i: &FihHash, delta: i8) -> Option<u64> {
+        let state = direct.intent_state(i).ok()??;
+        Some(state.token().saturating_add_signed(i64::from(delta)))
+    }
+
     fn topic(t: u8) -> String {
         format!("lab/t{t}")
     }
@@ -232,11 +238,7 @@ impl World {
                 token_delta,
             } => {
                 let i = Self::pick(&self.intents, *intent)?;
-                let token = direct
-                    .intent_state(&i)
-                    .ok()??
-                    .token()
-                    .saturating_add_signed(*token_delta as i64);
+                let token = Self::token(direct, &i, *token_delta)?;
                 Input::Action(renew(&key(*agent), i, token, 2_000, self.now))
             }
             Op::Resolve {
@@ -245,11 +247,7 @@ impl World {
                 token_delta,
             } => {
                 let i = Self::pick(&self.intents, *intent)?;
-                let token = direct
-                    .intent_state(&i)
-                    .ok()??
-                    .token()
-                    .saturating_add_signed(*token_delta as i64);
+                let token = Self::token(direct, &i, *token_delta)?;
                 Input::Record(fact(
                     &key(*agent),
                     "lab/results",

@@ -39,6 +39,15 @@ fn json_answer(status: u16, body: Value) -> Answer {
 
 type Handler = Box<dyn Fn(&Seen) -> Answer + Send>;
 
+/// The request targets the server has seen, in order.
+fn targets_of(seen: &Mutex<Vec<Seen>>) -> Vec<String> {
+    seen.lock()
+        .expect("lock")
+        .iter()
+        .map(|s| s.target.clone())
+        .collect()
+}
+
 /// Serves every connection on a fresh loopback port with `handler`, one request per
 /// connection (`Connection: close`). The thread is detached; it ends with the test
 /// process.
@@ -380,12 +389,7 @@ fn listings_are_decoded_and_verified() {
     let err = client.get_json("/v1/nowhere").expect_err("404");
     assert_eq!(err.code(), Some("no_route"));
 
-    let targets: Vec<String> = seen
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|s| s.target.clone())
-        .collect();
+    let targets = targets_of(&seen);
     assert_eq!(
         targets[0],
         "/v1/intents?state=claimed&topic=chem%2Fx%2By&limit=10&cursor=c%2F1%20%26%3D"
@@ -450,12 +454,7 @@ fn actions_go_to_their_routes() {
             state: "withdrawn".into()
         })
     );
-    let targets: Vec<String> = seen
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|s| s.target.clone())
-        .collect();
+    let targets = targets_of(&seen);
     let base = format!("/v1/intents/{}", intent.hash());
     assert_eq!(
         targets,
@@ -508,12 +507,7 @@ fn log_pages_walk_to_the_head_and_export_verifies() {
         pages.iter().map(|p| p.entries.len()).collect::<Vec<_>>(),
         vec![3, 3, 1]
     );
-    let targets: Vec<String> = seen
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|s| s.target.clone())
-        .collect();
+    let targets = targets_of(&seen);
     assert_eq!(
         targets,
         vec![
