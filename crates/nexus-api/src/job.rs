@@ -12,7 +12,7 @@ use nexus_core::{
     Action, ActionContent, Applied, ColdStorage, CompositeColdStorage, Content, CoreError,
     CoreResult, FihHash, IntentState, Kind, Limits, LogEntry, Record, Submitted, TimeRange, Topic,
 };
-use nexus_iobuf::{IoBufferSession, ListQuery, Misses};
+use nexus_iobuf::{DriveConfig, Driver, IoBufferSession, ListQuery, Misses};
 use nexus_store::{BlobStore, KeyValueStore, LOG_HEAD_KEY, ObjectStore, log_key, parse_head};
 
 use nexus_contract::governance::{self, DeployError, HintUpdate};
@@ -727,6 +727,33 @@ impl Job {
             route: self.route,
             result,
         }
+    }
+
+    /// The job's sans-IO [`Driver`]: it first asks to hydrate [`Job::read_set`], runs
+    /// [`Job::execute_session`] at host time `now`, commits with the read checks and
+    /// flush phases of the core ([`keys::is_after_commit`]) and retries a lost commit
+    /// up to [`MAX_ATTEMPTS`](crate::MAX_ATTEMPTS) times. `cache_ok`: the host may
+    /// serve states from a cache that can be stale (the Worker's isolate cache).
+    /// Every host drives this same machine; [`Api::finish`](crate::Api::finish) turns
+    /// its result into the answer.
+    pub fn driver(
+        &self,
+        limits: &Limits,
+        now: u64,
+        cache_ok: bool,
+    ) -> Driver<impl FnMut(&IoBufferSession) -> Outcome + Send + 'static, Outcome> {
+        let job = self.clone();
+        let limits = limits.clone();
+        Driver::new(
+            move |s: &IoBufferSession| job.execute_session(s, &limits, now),
+            self.read_set(),
+            DriveConfig {
+                max_rounds: self.max_rounds(),
+                max_attempts: crate::MAX_ATTEMPTS,
+                after_commit: keys::is_after_commit,
+                cache_ok,
+            },
+        )
     }
 
     /// [`execute`](Self::execute) over a session's buffers (see

@@ -68,11 +68,9 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use nexus_core::storage::keys;
 use nexus_core::{AuthorKey, CompositeColdStorage, Limits};
 use nexus_iobuf::{
-    FlushError, IoBufferBlob, IoBufferKv, IoBufferObject, IoBufferSession, JobError, JobOutput,
-    StoreSession,
+    IoBufferBlob, IoBufferKv, IoBufferObject, IoBufferSession, JobError, JobOutput, drive_sync,
 };
 use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore};
 
@@ -188,8 +186,10 @@ pub fn session_core(session: &IoBufferSession, limits: &Limits) -> SessionCore {
     )
 }
 
-/// How many times [`Api::run_sync`] retries a job whose commit lost a race.
-pub const MAX_ATTEMPTS: usize = 8;
+/// Most attempts of one job on every host ([`Job::driver`]): a commit that loses its
+/// race (a state it wrote or read changed) starts a new attempt, up to this many; then
+/// `409 conflict`.
+pub const MAX_ATTEMPTS: usize = 16;
 
 /// The API: configuration plus metrics.
 #[derive(Debug, Default)]
@@ -263,58 +263,26 @@ impl Api {
         }
     }
 
-    /// Runs a prepared job as [`run_sync`](Self::run_sync) does.
+    /// Runs a prepared job as [`run_sync`](Self::run_sync) does: its
+    /// [`Job::driver`] driven against `store` ([`nexus_iobuf::drive_sync`]), answered
+    /// with [`Api::finish`].
     pub fn run_job<S>(&self, store: &S, job: &Job, now: u64) -> Response
     where
         S: KeyValueStore + BlobStore + ObjectStore + ?Sized,
     {
-        let mut failures: Vec<CasFailure> = Vec::new();
-        for _ in 0..MAX_ATTEMPTS {
-            let mut driver = StoreSession::with_max_rounds(job.max_rounds());
-            if let Err(e) = driver.hydrate_from(store, &job.read_set()) {
-                return storage_error(&e.to_string());
-            }
-            let limits = &self.config.limits;
-            let (outcome, delta) = match driver.run(store, |s| job.execute_session(s, limits, now))
-            {
-                Ok(done) => done,
-                Err(e) => return storage_error(&e.to_string()),
-            };
-            if !outcome.commits() || delta.is_empty() {
-                return outcome.response(None);
-            }
-            match delta.flush(store, keys::is_after_commit) {
-                Ok(report) => {
-                    self.metrics.record_commit();
-                    return outcome.response(report.first_seq);
-                }
-                Err(FlushError::Conflict { failures: f }) => {
-                    self.metrics.record_conflict();
-                    failures = f;
-                }
-                // The commit applied; only index entries failed, and the next flush
-                // of the log repairs them. The answer stands.
-                Err(FlushError::Store { stage, .. }) if stage.after_commit() => {
-                    self.metrics.record_commit();
-                    return outcome.response(None);
-                }
-                Err(FlushError::Store { source, .. }) => return storage_error(&source.to_string()),
-            }
-        }
-        conflict_error(&failures, MAX_ATTEMPTS)
+        let mut driver = job.driver(&self.config.limits, now, false);
+        self.finish(drive_sync(store, &mut driver))
     }
-}
 
-impl Api {
-    /// The answer to a job a [`SessionServer`](nexus_iobuf::SessionServer) ran as
-    /// `move |s| job.execute_session(s, &limits, now)` (the server built
-    /// `.with_after_commit(keys::is_after_commit).with_max_rounds(MAX_JOB_ROUNDS)`):
-    /// the outcome's answer with the flush's `first_seq`; `409 conflict` when every
-    /// attempt lost its commit; `500 storage` otherwise. Counts commits and conflicts.
-    pub fn finish_server_job(&self, result: Result<JobOutput<Outcome>, JobError>) -> Response {
+    /// The answer to a job's driver result, on every host: the outcome's answer with
+    /// the commit's `first_seq`; `409 conflict` when every attempt lost its commit;
+    /// `500 storage` when a store call failed or the job still missed data after its
+    /// rounds. Counts commits and conflicts in the metrics (the host adds
+    /// [`Metrics::observe`] with the latency it measured).
+    pub fn finish(&self, result: Result<JobOutput<Outcome>, JobError>) -> Response {
         match result {
             Ok(out) => {
-                for _ in 1..out.attempts {
+                for _ in 0..out.conflicts {
                     self.metrics.record_conflict();
                 }
                 if out.report.commits > 0 {

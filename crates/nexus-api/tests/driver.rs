@@ -357,15 +357,13 @@ fn failed_jobs_leave_empty_deltas_and_jobs_are_send() {
     assert!(delta.is_empty());
 }
 
-/// The native host's path: jobs on a `SessionServer` (sequential queue, no read-set
-/// pre-hydration), answered with `Api::finish_server_job`.
+/// The native host's path: each job's driver on a `SessionServer` (sequential queue),
+/// answered with `Api::finish`.
 #[test]
 fn jobs_run_on_a_session_server() {
     use nexus_iobuf::SessionServer;
     let api = open_api();
-    let server = SessionServer::new(MemoryStore::new())
-        .with_after_commit(keys::is_after_commit)
-        .with_max_rounds(nexus_api::MAX_JOB_ROUNDS);
+    let server = SessionServer::new(MemoryStore::new());
     let limits = api.config().limits.clone();
     let ask = |method: &str, target: &str, body: Vec<u8>| {
         let job = match api.prepare(&Request::new(method, target, body)) {
@@ -373,10 +371,14 @@ fn jobs_run_on_a_session_server() {
             Prepared::Respond(_, r) => return (r.status, r.json_body()),
             Prepared::Metrics => panic!("metrics"),
         };
-        let limits = limits.clone();
-        let ticket = server.submit(move |s| job.execute_session(s, &limits, NOW));
+        let (done, answer) = std::sync::mpsc::channel();
+        server
+            .client()
+            .submit_driver(job.driver(&limits, NOW, false), move |r| {
+                let _ = done.send(r);
+            });
         assert!(server.process_one());
-        let r = api.finish_server_job(ticket.wait());
+        let r = api.finish(answer.recv().unwrap());
         (r.status, r.json_body())
     };
     let (alice, bob, carol) = (key(1), key(2), key(3));

@@ -490,7 +490,11 @@ where
     B: BlobStore,
     O: ObjectStore,
 {
-    match core.objects().commit(&Commit { ops, log })? {
+    match core.objects().commit(&Commit {
+        reads: Vec::new(),
+        ops,
+        log,
+    })? {
         CommitOutcome::Applied { first_seq } => Ok(first_seq),
         CommitOutcome::Conflict(failed) => Err(CoreError::Conflict {
             keys: failed.into_iter().map(|f| f.key).collect(),

@@ -506,6 +506,7 @@ fn raw_commits(store: &RedbStore, seq: &mut u64, n: u64, value: &[u8]) {
     for _ in 0..n {
         *seq += 1;
         let commit = Commit {
+            reads: Vec::new(),
             ops: vec![CasOp {
                 key: format!("raw/{:016}", *seq),
                 expected: None,

@@ -724,7 +724,11 @@ where
 
     fn commit(&self, ops: Vec<CasOp>, entry: &LogEntry) -> CoreResult<Option<u64>> {
         let log = vec![serde_json::to_vec(entry).unwrap_or_default()];
-        self.commit_raw(&Commit { ops, log })
+        self.commit_raw(&Commit {
+            reads: Vec::new(),
+            ops,
+            log,
+        })
     }
 
     /// The commit point: applies `commit` or reports the lost race.
@@ -1079,7 +1083,11 @@ where
             expected: current,
             new: Some(to.to_string().into_bytes()),
         }];
-        self.commit_raw(&Commit { ops, log: vec![] })?;
+        self.commit_raw(&Commit {
+            reads: Vec::new(),
+            ops,
+            log: vec![],
+        })?;
         Ok(FlushReport {
             from,
             to,

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use nexus_store::{
-    BlobStore, CasFailure, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, ObjectStore,
-    StoreResult, check_commit, check_key, check_writable_state_key, log_key, parse_head,
+    BlobStore, CasFailure, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, LOG_PREFIX,
+    ObjectStore, ReadCheck, StoreResult, check_commit, check_key, check_writable_state_key,
+    log_key, parse_head,
 };
 
 /// A listing request (`list`, `list_blobs` or `list_states`): the unit in which listings
@@ -68,6 +69,9 @@ struct Tier {
     list_misses: BTreeMap<ListKey, usize>,
     /// Commit log entries queued by in-memory commits (object tier only).
     pending_log: Vec<Vec<u8>>,
+    /// Keys this round read from the hydrated view (not from its own writes), with the
+    /// value read: the object tier's read checks.
+    reads: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 /// One drained change: key, value as hydrated (`None`: never hydrated; `Some(None)`:
@@ -80,6 +84,9 @@ impl Tier {
             return v.clone();
         }
         if let Some(v) = self.base.get(key) {
+            if !self.reads.contains_key(key) {
+                self.reads.insert(key.to_owned(), v.clone());
+            }
             return v.clone();
         }
         self.misses.insert(key.to_owned());
@@ -166,6 +173,7 @@ impl Tier {
         self.misses.clear();
         self.list_misses.clear();
         self.pending_log.clear();
+        self.reads.clear();
     }
 
     fn is_dirty(&self) -> bool {
@@ -448,18 +456,23 @@ impl IoBufferObject {
     /// Takes the session's state changes as one [`Commit`]: for every dirty key whose
     /// final value differs from the hydrated one, a [`CasOp`] expecting the hydrated
     /// value (`None` if known absent, or if never hydrated) and setting the final value
-    /// (`None`: delete); then the queued log entries in order. Ops are sorted by key.
+    /// (`None`: delete); then a [`ReadCheck`](nexus_store::ReadCheck) of every other
+    /// state the session read from its hydrated view, with the value it read; then the
+    /// queued log entries in order. Ops and reads are sorted by key.
     ///
-    /// Only changed keys carry an expectation: a state the session merely read is not
-    /// re-checked at the commit point. A job whose writes must be fenced by a state
-    /// should change that state (as a claim or a fencing token does).
+    /// The read checks make the commit **serializable**: a store applies it only if
+    /// every state the job's decision depended on still holds what the job saw (design
+    /// §5). Keys under [`nexus_store::LOG_PREFIX`] are left out (log entries never
+    /// change, and the store numbers new entries itself), and so are state listings:
+    /// a job whose decision depends on which keys exist under a prefix must read those
+    /// keys (a listing alone is not checked at the commit point).
     ///
     /// The drained changes and log entries become part of the hydrated view (the
     /// session assumes the commit will be flushed); after a failed flush, start a new
     /// session rather than reusing this one.
     pub fn drain_object_puts(&self) -> Commit {
         let mut tier = self.lock();
-        let ops = tier
+        let ops: Vec<CasOp> = tier
             .drain(|_| true)
             .into_iter()
             .map(|(key, before, new)| CasOp {
@@ -467,6 +480,13 @@ impl IoBufferObject {
                 expected: before.flatten(),
                 new,
             })
+            .collect();
+        let reads: Vec<ReadCheck> = std::mem::take(&mut tier.reads)
+            .into_iter()
+            .filter(|(key, _)| {
+                !key.starts_with(LOG_PREFIX) && !ops.iter().any(|op: &CasOp| op.key == *key)
+            })
+            .map(|(key, value)| ReadCheck { key, value })
             .collect();
         let log = std::mem::take(&mut tier.pending_log);
         if !log.is_empty() {
@@ -485,7 +505,7 @@ impl IoBufferObject {
                 }
             }
         }
-        Commit { ops, log }
+        Commit { ops, reads, log }
     }
 
     /// The log entries queued by this session's commits, in order.
@@ -532,11 +552,11 @@ impl ObjectStore for IoBufferObject {
         let mut tier = self.lock();
         // Read every key (so every miss is recorded in one round) before deciding.
         let mut failed = Vec::new();
-        for op in &commit.ops {
-            let current = tier.read(&op.key);
-            if current.as_deref() != op.expected.as_deref() {
+        for (key, expected) in commit.expectations() {
+            let current = tier.read(key);
+            if current.as_deref() != expected {
                 failed.push(CasFailure {
-                    key: op.key.clone(),
+                    key: key.to_owned(),
                     current,
                 });
             }

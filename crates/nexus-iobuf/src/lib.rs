@@ -79,7 +79,7 @@
 //!         expected,
 //!         new: Some(n.to_string().into_bytes()),
 //!     };
-//!     let commit = Commit {
+//!     let commit = Commit { reads: Vec::new(),
 //!         ops: vec![set(from, from_raw, from_bal - amount), set(to, to_raw, to_bal + amount)],
 //!         log: vec![format!("{from}->{to}:{amount}").into_bytes()],
 //!     };
@@ -121,11 +121,15 @@
 //! ```
 
 mod buffer;
+mod drive;
 mod driver;
 mod server;
 mod session;
 
 pub use buffer::{IoBufferBlob, IoBufferKv, IoBufferObject, ListQuery};
+pub use drive::{
+    DriveConfig, DriveStats, Driver, StateSource, Step, drive_sync, flush_batch, write_batch,
+};
 pub use driver::{DEFAULT_MAX_ROUNDS, Executed, SessionError, StoreSession};
 #[cfg(not(target_arch = "wasm32"))]
 pub use server::ServerThread;

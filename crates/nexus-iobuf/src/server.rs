@@ -10,8 +10,9 @@ use nexus_store::{
     WriteBatch,
 };
 
-use crate::driver::{DEFAULT_MAX_ROUNDS, Executed, SessionError, StoreSession};
-use crate::session::{Delta, FlushError, FlushReport, FlushStage, IoBufferSession};
+use crate::drive::{DriveConfig, Driver, StateSource, Step, flush_batch};
+use crate::driver::{DEFAULT_MAX_ROUNDS, SessionError};
+use crate::session::{FlushError, FlushReport, FlushStage, IoBufferSession, Misses};
 
 /// Attempts (execute + flush) a [`SessionServer`] makes per job unless told otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: usize = 4;
@@ -23,10 +24,12 @@ pub struct JobOutput<T> {
     pub value: T,
     /// What the flush wrote.
     pub report: FlushReport,
-    /// Attempts made (1 unless a commit conflicted).
+    /// Attempts made (1 unless a commit conflicted or an answer was verified).
     pub attempts: usize,
     /// Rounds executed over all attempts.
     pub rounds: usize,
+    /// Commits refused on the way (each followed by a new attempt).
+    pub conflicts: usize,
 }
 
 /// Why a queued job did not complete.
@@ -56,29 +59,59 @@ pub enum JobError {
 
 type Reply<T> = Result<JobOutput<T>, JobError>;
 
-/// Attempt statistics handed to a job when it finishes.
-struct JobStats {
-    report: FlushReport,
-    attempts: usize,
-    rounds: usize,
+/// What a queued job asks of the server next (a [`Step`] with its result type erased).
+enum Asks {
+    Hydrate(Misses),
+    Commit(WriteBatch),
+    Done,
 }
 
-/// A queued job with its result type erased. Executing and finishing are separate so
-/// that a later group commit can execute several jobs before one flush.
+/// A queued job with its result type erased: a [`Driver`] (made with the server's
+/// configuration when the job did not bring its own) and where its answer goes.
 trait ErasedJob: Send {
-    /// Runs one round against `session`, keeping the result.
-    fn execute(&mut self, session: &IoBufferSession);
-    /// Answers the submitter.
-    fn finish(self: Box<Self>, result: Result<JobStats, JobError>);
+    /// Polls the job's driver (running a round of the job when it can); a panicking
+    /// job finishes with [`JobError::Panicked`].
+    fn poll(&mut self, config: &DriveConfig) -> Asks;
+    /// The session to hydrate (`None` before the first poll).
+    fn session(&self) -> Option<&IoBufferSession>;
+    /// Feeds a hydration's result.
+    fn hydrated(&mut self, result: Result<(), StoreError>);
+    /// Feeds a commit's result.
+    fn committed(&mut self, result: Result<CommitOutcome, FlushError>);
+    /// Answers the submitter with the finished result.
+    fn finish(self: Box<Self>);
 }
 
 /// Where a finished job's answer goes.
 type Answer<T> = Box<dyn FnOnce(Reply<T>) + Send>;
 
+/// A job is either a bare closure (made into a driver at its first poll, with the
+/// server's configuration) or a driver its submitter built.
+enum Work<F, T> {
+    Job(Option<F>),
+    Driver(Box<Driver<F, T>>),
+}
+
 struct TypedJob<F, T> {
-    job: F,
-    output: Option<T>,
+    work: Work<F, T>,
+    result: Option<Reply<T>>,
     reply: Answer<T>,
+}
+
+impl<F, T> TypedJob<F, T>
+where
+    F: FnMut(&IoBufferSession) -> T,
+{
+    fn driver(&mut self, config: &DriveConfig) -> Option<&mut Driver<F, T>> {
+        if let Work::Job(job) = &mut self.work {
+            let job = job.take()?;
+            self.work = Work::Driver(Box::new(Driver::new(job, Misses::default(), *config)));
+        }
+        match &mut self.work {
+            Work::Driver(d) => Some(d),
+            Work::Job(_) => None,
+        }
+    }
 }
 
 impl<F, T> ErasedJob for TypedJob<F, T>
@@ -86,22 +119,50 @@ where
     F: FnMut(&IoBufferSession) -> T + Send,
     T: Send,
 {
-    fn execute(&mut self, session: &IoBufferSession) {
-        self.output = Some((self.job)(session));
+    fn poll(&mut self, config: &DriveConfig) -> Asks {
+        let Some(driver) = self.driver(config) else {
+            self.result = Some(Err(JobError::Panicked));
+            return Asks::Done;
+        };
+        match catch_unwind(AssertUnwindSafe(|| driver.poll())) {
+            Ok(Step::Hydrate { misses, .. }) => Asks::Hydrate(misses),
+            Ok(Step::Commit(batch)) => Asks::Commit(batch),
+            Ok(Step::Done(result)) => {
+                self.result = Some(result);
+                Asks::Done
+            }
+            Err(_) => {
+                self.result = Some(Err(JobError::Panicked));
+                Asks::Done
+            }
+        }
     }
 
-    fn finish(self: Box<Self>, result: Result<JobStats, JobError>) {
-        let TypedJob { output, reply, .. } = *self;
-        let answer = result.and_then(|stats| {
-            // A job only finishes successfully after a round that ran it.
-            let value = output.ok_or(JobError::Panicked)?;
-            Ok(JobOutput {
-                value,
-                report: stats.report,
-                attempts: stats.attempts,
-                rounds: stats.rounds,
-            })
-        });
+    fn session(&self) -> Option<&IoBufferSession> {
+        match &self.work {
+            Work::Driver(d) => Some(d.session()),
+            Work::Job(_) => None,
+        }
+    }
+
+    fn hydrated(&mut self, result: Result<(), StoreError>) {
+        if let Work::Driver(d) = &mut self.work {
+            match result {
+                Ok(()) => d.hydrated(StateSource::Store),
+                Err(e) => d.hydrate_failed(e),
+            }
+        }
+    }
+
+    fn committed(&mut self, result: Result<CommitOutcome, FlushError>) {
+        if let Work::Driver(d) = &mut self.work {
+            d.committed(result);
+        }
+    }
+
+    fn finish(self: Box<Self>) {
+        let TypedJob { result, reply, .. } = *self;
+        let answer = result.unwrap_or(Err(JobError::Panicked));
         // A panicking answer callback must not take the server thread (and every
         // queued job) down with it.
         let _ = catch_unwind(AssertUnwindSafe(move || reply(answer)));
@@ -208,16 +269,36 @@ impl SessionClient {
         T: Send + 'static,
         D: FnOnce(Reply<T>) + Send + 'static,
     {
+        self.enqueue(Work::Job(Some(job)), Box::new(on_done));
+    }
+
+    /// Enqueues a [`Driver`] the caller built (with its own read set and
+    /// configuration, which take the place of the server's) and hands its answer to
+    /// `on_done`, as [`SessionClient::submit_with`] does.
+    pub fn submit_driver<T, F, D>(&self, driver: Driver<F, T>, on_done: D)
+    where
+        F: FnMut(&IoBufferSession) -> T + Send + 'static,
+        T: Send + 'static,
+        D: FnOnce(Reply<T>) + Send + 'static,
+    {
+        self.enqueue(Work::Driver(Box::new(driver)), Box::new(on_done));
+    }
+
+    fn enqueue<T, F>(&self, work: Work<F, T>, reply: Answer<T>)
+    where
+        F: FnMut(&IoBufferSession) -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let mut state = self.queue.lock();
         if state.closed {
             drop(state);
-            on_done(Err(JobError::ServerGone));
+            reply(Err(JobError::ServerGone));
             return;
         }
         state.jobs.push_back(Box::new(TypedJob {
-            job,
-            output: None,
-            reply: Box::new(on_done),
+            work,
+            result: None,
+            reply,
         }));
         self.queue.ready.notify_one();
     }
@@ -238,17 +319,14 @@ impl SessionClient {
 pub struct SessionServer<S> {
     store: S,
     queue: Arc<Queue>,
-    max_rounds: usize,
-    max_attempts: usize,
-    after_commit: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    config: DriveConfig,
 }
 
 impl<S> fmt::Debug for SessionServer<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionServer")
             .field("pending", &self.queue.lock().jobs.len())
-            .field("max_rounds", &self.max_rounds)
-            .field("max_attempts", &self.max_attempts)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -260,30 +338,30 @@ impl<S: KeyValueStore + BlobStore + ObjectStore> SessionServer<S> {
         Self {
             store,
             queue: Arc::default(),
-            max_rounds: DEFAULT_MAX_ROUNDS,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            after_commit: Arc::new(|_| false),
+            config: DriveConfig {
+                max_rounds: DEFAULT_MAX_ROUNDS,
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                ..DriveConfig::default()
+            },
         }
     }
 
-    /// Sets the bound on execution rounds per attempt.
+    /// Sets the bound on execution rounds per attempt (for jobs submitted without a
+    /// driver of their own).
     pub fn with_max_rounds(mut self, max_rounds: usize) -> Self {
-        self.max_rounds = max_rounds.max(1);
+        self.config.max_rounds = max_rounds.max(1);
         self
     }
 
     /// Sets the bound on attempts per job (a conflict starts a new attempt).
     pub fn with_max_attempts(mut self, max_attempts: usize) -> Self {
-        self.max_attempts = max_attempts.max(1);
+        self.config.max_attempts = max_attempts.max(1);
         self
     }
 
-    /// Selects the key-value puts flushed after the commit (see [`crate::Delta::flush`]).
-    pub fn with_after_commit(
-        mut self,
-        after_commit: impl Fn(&str) -> bool + Send + Sync + 'static,
-    ) -> Self {
-        self.after_commit = Arc::new(after_commit);
+    /// Selects the key-value puts flushed after the commit (see [`DriveConfig`]).
+    pub fn with_after_commit(mut self, after_commit: fn(&str) -> bool) -> Self {
+        self.config.after_commit = after_commit;
         self
     }
 
@@ -320,189 +398,109 @@ impl<S: KeyValueStore + BlobStore + ObjectStore> SessionServer<S> {
     }
 
     /// Runs the oldest queued job to completion (hydrate → execute → flush, retrying
-    /// on conflict) and answers its ticket. Returns false if the queue was empty.
+    /// on conflict, as its [`Driver`] says) and answers it. Returns false if the queue
+    /// was empty.
     pub fn process_one(&self) -> bool {
         let Some(mut job) = self.queue.pop() else {
             return false;
         };
-        let result = catch_unwind(AssertUnwindSafe(|| self.attempt(job.as_mut())))
-            .unwrap_or(Err(JobError::Panicked));
-        job.finish(result);
+        loop {
+            match self.advance(job.as_mut()) {
+                None => break,
+                Some(batch) => {
+                    let result = flush_batch(&self.store, &batch);
+                    job.committed(result);
+                }
+            }
+        }
+        job.finish();
         true
     }
 
-    /// Executes `job` round by round, hydrating misses from the store, to its delta.
-    fn execute_rounds(
-        &self,
-        job: &mut dyn ErasedJob,
-        driver: &mut StoreSession,
-    ) -> Result<Delta, SessionError> {
+    /// Polls `job`, hydrating from the store, until it asks for a commit (returned) or
+    /// finishes (`None`).
+    fn advance(&self, job: &mut dyn ErasedJob) -> Option<WriteBatch> {
         loop {
-            match driver.execute(|s| job.execute(s))? {
-                Executed::Done((), delta) => return Ok(delta),
-                Executed::NeedsHydration(misses) => driver.hydrate_from(&self.store, &misses)?,
+            match job.poll(&self.config) {
+                Asks::Hydrate(misses) => {
+                    let result = match job.session() {
+                        Some(session) => session.hydrate_from(&self.store, &misses),
+                        None => Err(StoreError::Backend("job has no session".into())),
+                    };
+                    job.hydrated(result);
+                }
+                Asks::Commit(batch) => return Some(batch),
+                Asks::Done => return None,
             }
         }
     }
-
-    fn attempt(&self, job: &mut dyn ErasedJob) -> Result<JobStats, JobError> {
-        let mut driver = StoreSession::with_max_rounds(self.max_rounds);
-        let mut rounds = 0;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let delta = self.execute_rounds(job, &mut driver);
-            rounds += driver.rounds();
-            match delta?.flush(&self.store, |k| (self.after_commit)(k)) {
-                Ok(report) => {
-                    return Ok(JobStats {
-                        report,
-                        attempts,
-                        rounds,
-                    });
-                }
-                Err(FlushError::Conflict { failures }) if attempts < self.max_attempts => {
-                    driver.restart(&failures);
-                }
-                Err(FlushError::Conflict { failures }) => {
-                    return Err(JobError::Conflict { attempts, failures });
-                }
-                Err(e) => return Err(JobError::Flush(e)),
-            }
-        }
-    }
-}
-
-/// A job of a group in progress: its session driver and counters across attempts.
-struct InFlight {
-    job: Box<dyn ErasedJob>,
-    driver: StoreSession,
-    attempts: usize,
-    rounds: usize,
 }
 
 impl<S: KeyValueStore + BlobStore + ObjectStore + BatchWrite> SessionServer<S> {
     /// **Group commit.** Takes up to `max_jobs` queued jobs, executes each in its own
     /// session (hydrated from the store as it stands before the group), and writes all
-    /// their deltas with ONE [`BatchWrite::write_batch_group`] — one durable transaction
-    /// on redb, so one `fsync` for the group instead of one per job.
+    /// their batches with ONE [`BatchWrite::write_batch_group`] — one durable
+    /// transaction on redb, so one `fsync` for the group instead of one per job.
     ///
-    /// Each job's commit stays all-or-nothing on its own, in queue order. A job whose
-    /// commit conflicts (an earlier job of the group, or another writer, changed a
-    /// state it hydrated) is executed again from hydration in the next pass of the same
-    /// call, up to the attempt bound; so of several jobs claiming one key, exactly one
-    /// wins and the others re-run against the winner's state. Jobs that changed nothing
-    /// finish without a write; a delta that deletes is flushed on its own.
+    /// Each job's commit stays all-or-nothing on its own, in queue order, and carries
+    /// the read checks of every state the job read: a job whose commit conflicts
+    /// (an earlier job of the group, or another writer, changed a state it wrote *or
+    /// read*) is executed again from hydration in the next pass of the same call, up to
+    /// the attempt bound. So the group's commits are serializable in log order: of
+    /// several jobs claiming one key exactly one wins, and a claim executed before a
+    /// deny Hint committed earlier in the group re-runs against that Hint. Jobs that
+    /// changed nothing finish without a write.
     ///
     /// Returns how many jobs were taken (0: the queue was empty).
     pub fn process_group(&self, max_jobs: usize) -> usize {
-        let mut flight = Vec::new();
+        let mut flight: Vec<Box<dyn ErasedJob>> = Vec::new();
         while flight.len() < max_jobs.max(1) {
             let Some(job) = self.queue.pop() else { break };
-            flight.push(InFlight {
-                job,
-                driver: StoreSession::with_max_rounds(self.max_rounds),
-                attempts: 0,
-                rounds: 0,
-            });
+            flight.push(job);
         }
         let taken = flight.len();
         while !flight.is_empty() {
-            let mut writes: Vec<(InFlight, Delta, WriteBatch)> = Vec::new();
-            for mut f in std::mem::take(&mut flight) {
-                f.attempts += 1;
-                let run = catch_unwind(AssertUnwindSafe(|| {
-                    self.execute_rounds(f.job.as_mut(), &mut f.driver)
-                }));
-                f.rounds += f.driver.rounds();
-                let delta = match run {
-                    Err(_) => {
-                        f.job.finish(Err(JobError::Panicked));
-                        continue;
-                    }
-                    Ok(Err(e)) => {
-                        f.job.finish(Err(JobError::Session(e)));
-                        continue;
-                    }
-                    Ok(Ok(delta)) => delta,
-                };
-                if delta.is_empty() {
-                    let report = delta.report(|k| (self.after_commit)(k), None);
-                    self.finish_ok(f, report);
-                    continue;
-                }
-                match delta.to_write_batch(|k| (self.after_commit)(k)) {
-                    Some(batch) if batch.check().is_ok() => writes.push((f, delta, batch)),
-                    // Deletes, or a key the store refuses: flush alone, so that one bad
-                    // delta cannot refuse the whole group.
-                    _ => match delta.flush(&self.store, |k| (self.after_commit)(k)) {
-                        Ok(report) => self.finish_ok(f, report),
-                        Err(FlushError::Conflict { failures }) => {
-                            self.retry_or_fail(f, failures, &mut flight)
+            let mut writes: Vec<(Box<dyn ErasedJob>, WriteBatch)> = Vec::new();
+            for mut job in std::mem::take(&mut flight) {
+                match self.advance(job.as_mut()) {
+                    None => job.finish(),
+                    // A key the store refuses would refuse the whole group: that job
+                    // alone fails.
+                    Some(batch) => match batch.check() {
+                        Ok(()) => writes.push((job, batch)),
+                        Err(source) => {
+                            job.committed(Err(FlushError::Store {
+                                stage: FlushStage::Commit,
+                                source,
+                            }));
+                            flight.push(job);
                         }
-                        Err(e) => f.job.finish(Err(JobError::Flush(e))),
                     },
                 }
             }
             if writes.is_empty() {
                 continue;
             }
-            let batches: Vec<WriteBatch> = writes.iter().map(|(_, _, b)| b.clone()).collect();
+            let batches: Vec<WriteBatch> = writes.iter().map(|(_, b)| b.clone()).collect();
             match self.store.write_batch_group(&batches) {
                 Ok(outcomes) => {
-                    for ((f, delta, _), outcome) in writes.into_iter().zip(outcomes) {
-                        match outcome {
-                            CommitOutcome::Applied { first_seq } => {
-                                let report = delta.report(|k| (self.after_commit)(k), first_seq);
-                                self.finish_ok(f, report);
-                            }
-                            CommitOutcome::Conflict(failures) => {
-                                self.retry_or_fail(f, failures, &mut flight)
-                            }
-                            other => f.job.finish(Err(JobError::Flush(FlushError::Store {
-                                stage: FlushStage::Commit,
-                                source: StoreError::Backend(format!(
-                                    "unsupported commit outcome {other:?}"
-                                )),
-                            }))),
-                        }
+                    for ((mut job, _), outcome) in writes.into_iter().zip(outcomes) {
+                        job.committed(Ok(outcome));
+                        flight.push(job);
                     }
                 }
                 Err(e) => {
-                    let message = e.to_string();
-                    for (f, _, _) in writes {
-                        f.job.finish(Err(JobError::Flush(FlushError::Store {
+                    for (mut job, _) in writes {
+                        job.committed(Err(FlushError::Store {
                             stage: FlushStage::Commit,
-                            source: StoreError::Backend(message.clone()),
-                        })));
+                            source: e.clone(),
+                        }));
+                        flight.push(job);
                     }
                 }
             }
         }
         taken
-    }
-
-    fn finish_ok(&self, f: InFlight, report: FlushReport) {
-        f.job.finish(Ok(JobStats {
-            report,
-            attempts: f.attempts,
-            rounds: f.rounds,
-        }));
-    }
-
-    fn retry_or_fail(
-        &self,
-        mut f: InFlight,
-        failures: Vec<CasFailure>,
-        flight: &mut Vec<InFlight>,
-    ) {
-        if f.attempts < self.max_attempts {
-            f.driver.restart(&failures);
-            flight.push(f);
-        } else {
-            let attempts = f.attempts;
-            f.job.finish(Err(JobError::Conflict { attempts, failures }));
-        }
     }
 }
 

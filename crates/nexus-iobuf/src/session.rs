@@ -3,8 +3,8 @@
 use std::fmt;
 
 use nexus_store::{
-    BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, ObjectStore, PutPhase, StoreError,
-    StoreResult, WriteBatch,
+    BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, ObjectStore, StoreError,
+    StoreResult,
 };
 
 use crate::buffer::{IoBufferBlob, IoBufferKv, IoBufferObject, ListQuery};
@@ -326,37 +326,6 @@ impl Delta {
             && self.commit.is_empty()
     }
 
-    /// Splits the key-value puts into those written before the commit and those
-    /// written after it (`after_commit` selects the latter). For async hosts that run
-    /// the flush order themselves.
-    pub fn split_kv_puts(&self, after_commit: impl Fn(&str) -> bool) -> (Vec<&KvPut>, Vec<&KvPut>) {
-        self.kv_puts.iter().partition(|(k, _)| !after_commit(k))
-    }
-
-    /// The delta as one [`WriteBatch`] for a store that applies batches together
-    /// ([`nexus_store::BatchWrite`], the native group commit): blob puts and the
-    /// key-value puts not selected by `after_commit` go before the commit, the selected
-    /// ones after it. `None` when the delta deletes anything (a batch has no deletes;
-    /// flush such a delta with [`Delta::flush`]).
-    pub fn to_write_batch(&self, after_commit: impl Fn(&str) -> bool) -> Option<WriteBatch> {
-        if !self.kv_deletes.is_empty() || !self.blob_deletes.is_empty() {
-            return None;
-        }
-        let mut batch = WriteBatch::new(self.commit.clone());
-        for (key, bytes) in &self.blob_puts {
-            batch.blob(PutPhase::BeforeCommit, key.clone(), bytes.clone());
-        }
-        for (key, value) in &self.kv_puts {
-            let phase = if after_commit(key) {
-                PutPhase::AfterCommit
-            } else {
-                PutPhase::BeforeCommit
-            };
-            batch.kv(phase, key.clone(), value.clone());
-        }
-        Some(batch)
-    }
-
     /// What flushing this delta writes, as a [`FlushReport`] for a commit that applied
     /// with `first_seq`.
     pub fn report(
@@ -379,12 +348,13 @@ impl Delta {
         }
     }
 
-    /// Writes the delta to `target` in the order of design §5:
+    /// Writes the delta to `target` in the order of design §5 (the batch of
+    /// [`crate::write_batch`], written by [`crate::flush_batch`]):
     ///
     /// 1. blob puts, then the key-value puts **not** selected by `after_commit`
     ///    (immutable, content-addressed: idempotent, safe to repeat);
-    /// 2. **one** `target.commit(&self.commit)` — the commit point (skipped when the
-    ///    session changed no state);
+    /// 2. **one** `target.commit(&self.commit)` — the commit point, with the read
+    ///    checks (skipped when the session changed and checked no state);
     /// 3. the key-value puts selected by `after_commit` (write-once index entries that
     ///    depend on the commit);
     /// 4. key-value deletes, then blob deletes.
@@ -399,52 +369,14 @@ impl Delta {
     where
         S: KeyValueStore + BlobStore + ObjectStore + ?Sized,
     {
-        fn at<T>(stage: FlushStage, r: StoreResult<T>) -> Result<T, FlushError> {
-            r.map_err(|source| FlushError::Store { stage, source })
+        let batch = crate::write_batch(self, &after_commit);
+        match crate::flush_batch(target, &batch)? {
+            CommitOutcome::Applied { first_seq } => Ok(self.report(after_commit, first_seq)),
+            CommitOutcome::Conflict(failures) => Err(FlushError::Conflict { failures }),
+            other => Err(FlushError::Store {
+                stage: FlushStage::Commit,
+                source: StoreError::Backend(format!("unsupported commit outcome {other:?}")),
+            }),
         }
-        let mut report = FlushReport::default();
-        let (before, after) = self.split_kv_puts(&after_commit);
-        for (key, bytes) in &self.blob_puts {
-            at(FlushStage::BlobPuts, target.put_blob(key, bytes))?;
-            report.blob_puts += 1;
-        }
-        for (key, value) in before {
-            at(FlushStage::KvPuts, target.set(key, value))?;
-            report.kv_puts_before_commit += 1;
-        }
-        if !self.commit.is_empty() {
-            match at(FlushStage::Commit, target.commit(&self.commit))? {
-                CommitOutcome::Applied { first_seq } => {
-                    report.commits = 1;
-                    report.commit_ops = self.commit.ops.len();
-                    report.log_entries = self.commit.log.len();
-                    report.first_seq = first_seq;
-                }
-                CommitOutcome::Conflict(failures) => {
-                    return Err(FlushError::Conflict { failures });
-                }
-                other => {
-                    return Err(FlushError::Store {
-                        stage: FlushStage::Commit,
-                        source: StoreError::Backend(format!(
-                            "unsupported commit outcome {other:?}"
-                        )),
-                    });
-                }
-            }
-        }
-        for (key, value) in after {
-            at(FlushStage::AfterCommitKvPuts, target.set(key, value))?;
-            report.kv_puts_after_commit += 1;
-        }
-        for key in &self.kv_deletes {
-            at(FlushStage::Deletes, target.delete(key))?;
-            report.kv_deletes += 1;
-        }
-        for key in &self.blob_deletes {
-            at(FlushStage::Deletes, target.delete_blob(key))?;
-            report.blob_deletes += 1;
-        }
-        Ok(report)
     }
 }

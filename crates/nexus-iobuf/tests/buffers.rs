@@ -5,7 +5,7 @@
 use nexus_iobuf::{IoBufferBlob, IoBufferKv, IoBufferObject, IoBufferSession, ListQuery, Misses};
 use nexus_store::{
     BlobStore, CasFailure, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, ObjectStore,
-    StoreError, log_key,
+    ReadCheck, StoreError, log_key,
 };
 
 fn b(x: &str) -> Vec<u8> {
@@ -147,6 +147,7 @@ fn a_truncated_listing_asks_for_more_when_deletes_leave_it_short() {
     assert!(
         state
             .commit(&Commit {
+                reads: Vec::new(),
                 ops: vec![cas("k/2", Some("v"), None)],
                 log: vec![],
             })
@@ -208,6 +209,7 @@ fn commit_in_memory_is_all_or_nothing() {
     ]);
     let outcome = obj
         .commit(&Commit {
+            reads: Vec::new(),
             ops: vec![
                 cas("new", None, Some("n")),
                 cas("x", Some("1"), Some("2")),
@@ -237,6 +239,7 @@ fn commit_in_memory_is_all_or_nothing() {
 
     // Applied commits number their log entries from the hydrated head on.
     let c1 = Commit {
+        reads: Vec::new(),
         ops: vec![cas("x", Some("1"), Some("2")), cas("y", Some("1"), None)],
         log: vec![b("e1"), b("e2")],
     };
@@ -245,6 +248,7 @@ fn commit_in_memory_is_all_or_nothing() {
         CommitOutcome::Applied { first_seq: Some(5) }
     );
     let c2 = Commit {
+        reads: Vec::new(),
         ops: vec![],
         log: vec![b("e3")],
     };
@@ -260,6 +264,7 @@ fn commit_in_memory_is_all_or_nothing() {
 
     // Log keys and duplicate keys are refused, changing nothing.
     let forged = Commit {
+        reads: Vec::new(),
         ops: vec![cas(&log_key(1), None, Some("forged"))],
         log: vec![],
     };
@@ -268,6 +273,7 @@ fn commit_in_memory_is_all_or_nothing() {
         Err(StoreError::InvalidKey { .. })
     ));
     let twice = Commit {
+        reads: Vec::new(),
         ops: vec![cas("d", None, Some("1")), cas("d", None, Some("2"))],
         log: vec![],
     };
@@ -282,6 +288,7 @@ fn commit_in_memory_is_all_or_nothing() {
 fn a_commit_with_log_entries_predicts_its_sequence_only_from_a_hydrated_head() {
     let obj = IoBufferObject::new();
     let c = Commit {
+        reads: Vec::new(),
         ops: vec![],
         log: vec![b("e")],
     };
@@ -386,11 +393,13 @@ fn object_drain_is_a_commit_against_the_hydrated_values() {
     assert!(obj.put_state("c", Some(b"keep"), b"tmp").unwrap());
     assert!(obj.put_state("c", Some(b"tmp"), b"keep").unwrap());
     obj.commit(&Commit {
+        reads: Vec::new(),
         ops: vec![cas("d", Some("del"), None)],
         log: vec![b("first")],
     })
     .unwrap();
     obj.commit(&Commit {
+        reads: Vec::new(),
         ops: vec![],
         log: vec![b("second")],
     })
@@ -399,6 +408,11 @@ fn object_drain_is_a_commit_against_the_hydrated_values() {
     assert_eq!(
         commit,
         Commit {
+            // Read (then restored): its value must still hold at the commit point.
+            reads: vec![ReadCheck {
+                key: s("c"),
+                value: Some(b("keep")),
+            }],
             ops: vec![
                 cas("a", Some("1"), Some("y")),
                 cas("b", None, Some("2")),
@@ -414,6 +428,57 @@ fn object_drain_is_a_commit_against_the_hydrated_values() {
 }
 
 #[test]
+fn every_state_read_from_the_hydrated_view_becomes_a_read_check() {
+    let obj = IoBufferObject::new();
+    obj.hydrate_batch([
+        (s("hints"), Some(b("[]"))),
+        (s("rec/p"), None),
+        (s("intent/1"), Some(b("available"))),
+        (s("unread"), Some(b("x"))),
+        (s(LOG_HEAD_KEY), Some(b("7"))),
+    ]);
+    // A round that is rolled back leaves no read behind.
+    assert_eq!(obj.get_state("unread").unwrap(), Some(b("x")));
+    obj.rollback();
+    assert_eq!(obj.get_state("hints").unwrap(), Some(b("[]")));
+    assert_eq!(
+        obj.get_states(&["rec/p", LOG_HEAD_KEY]).unwrap(),
+        vec![None, Some(b("7"))]
+    );
+    // Read, then written: the op's expectation checks it, not a read check.
+    assert!(
+        obj.put_state("intent/1", Some(b"available"), b"claimed")
+            .unwrap()
+    );
+    // A read of the session's own write is no read of the store.
+    assert_eq!(obj.get_state("fresh").unwrap(), None);
+    assert!(obj.put_state("fresh", None, b"1").unwrap());
+    obj.commit(&Commit::new(vec![], vec![b("entry")])).unwrap();
+    let commit = obj.drain_object_puts();
+    assert_eq!(
+        commit.reads,
+        vec![
+            ReadCheck {
+                key: s("hints"),
+                value: Some(b("[]")),
+            },
+            ReadCheck {
+                key: s("rec/p"),
+                value: None,
+            },
+        ],
+        "log keys, written keys and unread keys carry no read check"
+    );
+    assert_eq!(commit.ops.len(), 2);
+    // The misses of a round were recorded, not read checks.
+    assert_eq!(obj.misses(), vec![s("fresh")]);
+    assert!(
+        obj.drain_object_puts().reads.is_empty(),
+        "a drain takes the reads"
+    );
+}
+
+#[test]
 fn rollback_drops_writes_and_misses_but_keeps_the_hydrated_view() {
     let session = IoBufferSession::new();
     session.kv_buf().hydrate(s("k"), Some(b("v")));
@@ -426,6 +491,7 @@ fn rollback_drops_writes_and_misses_but_keeps_the_hydrated_view() {
     session.get_state("missing").unwrap();
     session
         .commit(&Commit {
+            reads: Vec::new(),
             ops: vec![],
             log: vec![b("e")],
         })

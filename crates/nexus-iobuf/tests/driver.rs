@@ -12,7 +12,7 @@ use nexus_iobuf::{
 };
 use nexus_store::{
     BlobStore, CasFailure, CasOp, Commit, CommitOutcome, KeyValueStore, MemoryStore, ObjectStore,
-    Snapshot, StoreResult,
+    PutPhase, Snapshot, StoreResult,
 };
 
 /// Follows a chain of KV pointers `start -> ... -> "end"`; each hop is a new miss.
@@ -137,6 +137,7 @@ fn sample_delta() -> Delta {
         blob_puts: vec![(s("blob/x"), b("x"))],
         blob_deletes: vec![s("blob/old")],
         commit: Commit {
+            reads: Vec::new(),
             ops: vec![CasOp {
                 key: s("intent/1"),
                 expected: Some(b("available")),
@@ -263,9 +264,14 @@ fn an_empty_commit_is_not_sent() {
     assert_eq!(report.kv_puts_after_commit, 1);
     assert!(Delta::default().is_empty());
     let sample = sample_delta();
-    let (before, after) = sample.split_kv_puts(after_commit);
-    assert_eq!(before.len(), 2);
-    assert_eq!(after, vec![&(s("idx/a"), b("1"))]);
+    let batch = nexus_iobuf::write_batch(&sample, after_commit);
+    let before: Vec<_> = batch.puts_in(PutPhase::BeforeCommit).collect();
+    let after: Vec<_> = batch
+        .puts_in(PutPhase::AfterCommit)
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    assert_eq!(before.len(), 3, "two key-value puts and a blob");
+    assert_eq!(after, vec![(s("idx/a"), b("1"))]);
 }
 
 /// Claims an intent with the lease value `me`, reporting whether it won.
@@ -275,6 +281,7 @@ fn claim(s: &IoBufferSession, me: &str) -> StoreResult<bool> {
         return Ok(false);
     }
     let outcome = s.commit(&Commit {
+        reads: Vec::new(),
         ops: vec![CasOp {
             key: s_("intent/1"),
             expected: current,

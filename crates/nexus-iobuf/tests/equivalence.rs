@@ -193,7 +193,7 @@ fn op() -> impl Strategy<Value = Op> {
             proptest::collection::vec(cas_op(), 0..4),
             proptest::collection::vec(value(), 0..3),
         )
-            .prop_map(|(ops, log)| Op::Commit(Commit { ops, log })),
+            .prop_map(|(ops, log)| Op::Commit(Commit { reads: Vec::new(),  ops, log })),
     ]
 }
 
@@ -329,6 +329,7 @@ fn on_tier(tier: u8, op: &Dense) -> Op {
         },
         // States have no delete but a commit with `new: None`.
         (_, Dense::Write(k)) => Op::Commit(Commit {
+            reads: Vec::new(),
             ops: vec![CasOp {
                 key: k,
                 expected: None,
@@ -337,6 +338,7 @@ fn on_tier(tier: u8, op: &Dense) -> Op {
             log: vec![],
         }),
         (_, Dense::Delete(k)) => Op::Commit(Commit {
+            reads: Vec::new(),
             ops: vec![CasOp {
                 key: k,
                 expected: Some(b"v".to_vec()),

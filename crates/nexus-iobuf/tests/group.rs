@@ -77,6 +77,7 @@ fn claim(s: &IoBufferSession, key: &str, who: &str) -> StoreResult<String> {
     }
     s.set(&format!("r/{who}"), who.as_bytes())?;
     s.commit(&Commit {
+        reads: Vec::new(),
         ops: vec![CasOp {
             key: key.into(),
             expected: None,

@@ -25,6 +25,7 @@ fn increment(s: &IoBufferSession, key: &str) -> StoreResult<Option<(u64, u64)>> 
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
         .unwrap_or(0);
     let outcome = s.commit(&Commit {
+        reads: Vec::new(),
         ops: vec![nexus_store::CasOp {
             key: key.to_owned(),
             expected: raw,

@@ -15,7 +15,7 @@
 //! # fn main() -> nexus_store::StoreResult<()> {
 //! # let dir = tempfile::tempdir().map_err(|e| nexus_store::StoreError::Backend(e.to_string()))?;
 //! let store = RedbStore::open(dir.path().join("nexus.redb"))?;
-//! let outcome = store.commit(&Commit {
+//! let outcome = store.commit(&Commit { reads: Vec::new(),
 //!     ops: vec![CasOp { key: "intent/1".into(), expected: None, new: Some(b"open".to_vec()) }],
 //!     log: vec![b"intent/1 proposed".to_vec()],
 //! })?;
@@ -66,12 +66,12 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use nexus_store::{BatchPut, BatchWrite, PutPhase, Tier, WriteBatch};
 use nexus_store::{
-    BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, ObjectStore,
-    Snapshot, StoreError, StoreResult, StoreSnapshot, check_commit, check_key,
+    BatchDelete, BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY,
+    ObjectStore, Snapshot, StoreError, StoreResult, StoreSnapshot, check_commit, check_key,
     check_writable_state_key, log_key, parse_head,
 };
+pub use nexus_store::{BatchPut, BatchWrite, PutPhase, Tier, WriteBatch};
 use redb::{
     Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
     WriteTransaction,
@@ -305,7 +305,7 @@ impl RedbStore {
         for commit in commits {
             check_commit(commit)?;
         }
-        let items: Vec<(&[BatchPut], &Commit)> = commits.iter().map(|c| (&[][..], c)).collect();
+        let items: Vec<GroupItem<'_>> = commits.iter().map(|c| (&[][..], c, &[][..])).collect();
         self.apply_group(&items)
     }
 
@@ -317,7 +317,7 @@ impl RedbStore {
     /// key refuses the whole batch and nothing applies.
     pub fn write_batch(&self, batch: &WriteBatch) -> StoreResult<CommitOutcome> {
         batch.check()?;
-        let mut outcomes = self.apply_group(&[(&batch.puts, &batch.commit)])?;
+        let mut outcomes = self.apply_group(&[(&batch.puts, &batch.commit, &batch.deletes)])?;
         outcomes
             .pop()
             .ok_or_else(|| StoreError::Backend("redb: write batch produced no outcome".into()))
@@ -331,19 +331,18 @@ impl RedbStore {
         for batch in batches {
             batch.check()?;
         }
-        let items: Vec<(&[BatchPut], &Commit)> = batches
+        let items: Vec<GroupItem<'_>> = batches
             .iter()
-            .map(|b| (b.puts.as_slice(), &b.commit))
+            .map(|b| (b.puts.as_slice(), &b.commit, b.deletes.as_slice()))
             .collect();
         self.apply_group(&items)
     }
 
     /// Applies already-checked (puts, commit) pairs in one write transaction.
-    fn apply_group(&self, items: &[(&[BatchPut], &Commit)]) -> StoreResult<Vec<CommitOutcome>> {
-        if items
-            .iter()
-            .all(|(puts, commit)| puts.is_empty() && commit.is_empty())
-        {
+    fn apply_group(&self, items: &[GroupItem<'_>]) -> StoreResult<Vec<CommitOutcome>> {
+        if items.iter().all(|(puts, commit, deletes)| {
+            puts.is_empty() && commit.is_empty() && deletes.is_empty()
+        }) {
             // Nothing to write: every empty commit applies trivially.
             return Ok(items
                 .iter()
@@ -356,7 +355,7 @@ impl RedbStore {
             let mut states = open_write_table(txn, STATE_TABLE)?;
             let mut changed = false;
             let mut outcomes = Vec::with_capacity(items.len());
-            for (puts, commit) in items {
+            for (puts, commit, deletes) in items {
                 let outcome = apply_commit_in(&mut states, commit)?;
                 let applied = matches!(outcome, CommitOutcome::Applied { .. });
                 changed |= applied && !commit.is_empty();
@@ -374,12 +373,27 @@ impl RedbStore {
                         changed = true;
                     }
                 }
+                if applied {
+                    for delete in deletes.iter() {
+                        let table = match delete.tier {
+                            Tier::Kv => &mut kv,
+                            Tier::Blob => &mut blobs,
+                        };
+                        let removed = table.remove(delete.key.as_str()).map_err(|e| {
+                            backend(format_args!("delete {}", tier_table(delete.tier).name()), e)
+                        })?;
+                        changed |= removed.is_some();
+                    }
+                }
                 outcomes.push(outcome);
             }
             Ok((outcomes, changed))
         })
     }
 }
+
+/// One batch of a group: its puts, its commit and its deletes.
+type GroupItem<'a> = (&'a [BatchPut], &'a Commit, &'a [BatchDelete]);
 
 fn open_write_table<'txn>(
     txn: &'txn WriteTransaction,
@@ -390,8 +404,9 @@ fn open_write_table<'txn>(
 }
 
 /// Evaluates one (already checked) commit against the object tier inside a write
-/// transaction: either every expectation holds and everything is applied, or nothing is
-/// written and the failed keys come back in op order with their current values.
+/// transaction: either every expectation (ops' and read checks') holds and everything is
+/// applied, or nothing is written and the failed keys come back in order (ops, then read
+/// checks) with their current values.
 fn apply_commit_in(
     states: &mut Table<'_, &'static str, &'static [u8]>,
     commit: &Commit,
@@ -399,12 +414,12 @@ fn apply_commit_in(
     let read_err = |e| backend("read nexus_states", e);
     let write_err = |e| backend("write nexus_states", e);
     let mut failed = Vec::new();
-    for op in &commit.ops {
-        let guard = states.get(op.key.as_str()).map_err(read_err)?;
+    for (key, expected) in commit.expectations() {
+        let guard = states.get(key).map_err(read_err)?;
         let current = guard.as_ref().map(|g| g.value());
-        if current != op.expected.as_deref() {
+        if current != expected {
             failed.push(CasFailure {
-                key: op.key.clone(),
+                key: key.to_owned(),
                 current: current.map(<[u8]>::to_vec),
             });
         }
@@ -541,7 +556,7 @@ impl ObjectStore for RedbStore {
 
     fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
         check_commit(commit)?;
-        let mut outcomes = self.apply_group(&[(&[], commit)])?;
+        let mut outcomes = self.apply_group(&[(&[], commit, &[])])?;
         outcomes
             .pop()
             .ok_or_else(|| StoreError::Backend("redb: commit produced no outcome".into()))

@@ -38,6 +38,7 @@ fn attempt(store: &RedbStore, round: u64, thread: usize) -> Attempt {
         .expect("put_state");
     let outcome = store
         .commit(&Commit {
+            reads: Vec::new(),
             ops: vec![CasOp {
                 key: commit_key(round),
                 expected: Some(b"available".to_vec()),
@@ -75,7 +76,13 @@ fn prepare(store: &RedbStore, rounds: std::ops::Range<u64>) {
             new: Some(b"available".to_vec()),
         })
         .collect();
-    let outcome = store.commit(&Commit { ops, log: vec![] }).expect("prepare");
+    let outcome = store
+        .commit(&Commit {
+            reads: Vec::new(),
+            ops,
+            log: vec![],
+        })
+        .expect("prepare");
     assert_eq!(outcome, CommitOutcome::Applied { first_seq: None });
 }
 

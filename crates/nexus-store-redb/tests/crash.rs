@@ -56,6 +56,7 @@ fn claim_key(i: u64) -> String {
 fn claim_commit(i: u64) -> Commit {
     let progress = |n: u64| (n > 0).then(|| n.to_string().into_bytes());
     Commit {
+        reads: Vec::new(),
         ops: vec![
             CasOp {
                 key: claim_key(i),

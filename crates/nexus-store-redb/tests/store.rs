@@ -30,6 +30,7 @@ fn cas(key: &str, expected: Option<&str>, new: Option<&str>) -> CasOp {
 
 fn commit(ops: Vec<CasOp>, log: &[&str]) -> Commit {
     Commit {
+        reads: Vec::new(),
         ops,
         log: log.iter().map(|e| e.as_bytes().to_vec()).collect(),
     }
@@ -385,6 +386,7 @@ fn commit_strategy() -> impl Strategy<Value = Commit> {
         prop::collection::vec(value_strategy(), 0..3),
     )
         .prop_map(|(ops, log)| Commit {
+            reads: Vec::new(),
             ops,
             log: log.into_iter().map(Option::unwrap_or_default).collect(),
         })

@@ -40,19 +40,31 @@ pub struct BatchPut {
     pub phase: PutPhase,
 }
 
+/// One key-value or blob delete of a [`WriteBatch`]: applied after the commit, and only
+/// when it applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchDelete {
+    /// The tier deleted from.
+    pub tier: Tier,
+    /// The key (checked with [`check_key`]).
+    pub key: String,
+}
+
 /// Key-value entries, blobs and a [`Commit`] written in one durable transaction by
-/// [`BatchWrite::write_batch_group`].
+/// [`BatchWrite::write_batch_group`], in the flush order of design §5.
 ///
 /// When the commit applies, everything applies. When it conflicts, only the puts marked
 /// [`PutPhase::BeforeCommit`] apply (they are idempotent by contract); the commit's ops
-/// and log entries and the [`PutPhase::AfterCommit`] puts do not. Either way the batch
-/// costs at most one `fsync`, and none when nothing changes.
+/// and log entries, the [`PutPhase::AfterCommit`] puts and the deletes do not. Either
+/// way the batch costs at most one `fsync`, and none when nothing changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     /// The key-value and blob writes, applied in order (a later put of the same key wins).
     pub puts: Vec<BatchPut>,
-    /// The all-or-nothing commit of the object tier.
+    /// The all-or-nothing commit of the object tier (its ops, read checks and log).
     pub commit: Commit,
+    /// Key-value and blob deletes, applied last, only when the commit applies.
+    pub deletes: Vec<BatchDelete>,
 }
 
 impl WriteBatch {
@@ -61,7 +73,27 @@ impl WriteBatch {
         Self {
             puts: Vec::new(),
             commit,
+            deletes: Vec::new(),
         }
+    }
+
+    /// Adds a delete (after the commit, only if it applies).
+    pub fn delete(&mut self, tier: Tier, key: impl Into<String>) -> &mut Self {
+        self.deletes.push(BatchDelete {
+            tier,
+            key: key.into(),
+        });
+        self
+    }
+
+    /// The puts of `phase`, in order.
+    pub fn puts_in(&self, phase: PutPhase) -> impl Iterator<Item = &BatchPut> {
+        self.puts.iter().filter(move |p| p.phase == phase)
+    }
+
+    /// True when writing the batch would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.commit.is_empty() && self.deletes.is_empty()
     }
 
     /// Adds a key-value write.
@@ -105,6 +137,9 @@ impl WriteBatch {
         for put in &self.puts {
             check_key(&put.key)?;
         }
+        for delete in &self.deletes {
+            check_key(&delete.key)?;
+        }
         check_commit(&self.commit)
     }
 }
@@ -121,8 +156,8 @@ pub trait BatchWrite {
 }
 
 /// Applies one batch through the ordinary traits, in flush order (puts before the
-/// commit, the commit, puts after it): for stores without a transaction spanning the
-/// tiers. Atomic only as far as `commit` is.
+/// commit, the commit, puts after it, deletes): for stores without a transaction
+/// spanning the tiers. Atomic only as far as `commit` is.
 pub fn write_batch_in_order<S>(store: &S, batch: &WriteBatch) -> StoreResult<CommitOutcome>
 where
     S: KeyValueStore + BlobStore + ObjectStore + ?Sized,
@@ -147,6 +182,12 @@ where
             .filter(|p| p.phase == PutPhase::AfterCommit)
         {
             put(p)?;
+        }
+        for d in &batch.deletes {
+            match d.tier {
+                Tier::Kv => store.delete(&d.key)?,
+                Tier::Blob => store.delete_blob(&d.key)?,
+            }
         }
     }
     Ok(outcome)

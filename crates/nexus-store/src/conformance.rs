@@ -396,6 +396,7 @@ pub fn cases() -> Vec<Case> {
                 ),
                 step(
                     Op::Commit(Commit {
+                        reads: Vec::new(),
                         ops: vec![cas(&log_key(1), None, Some("forged"))],
                         log: vec![],
                     }),
@@ -433,6 +434,7 @@ pub fn cases() -> Vec<Case> {
                 ),
                 step(
                     Op::Commit(Commit {
+                        reads: Vec::new(),
                         ops: vec![cas("a", None, Some("1")), cas("b", Some("old"), None)],
                         log: vec![b("first"), b("second")],
                     }),
@@ -445,6 +447,7 @@ pub fn cases() -> Vec<Case> {
                 step(Op::StateGet(s(LOG_HEAD_KEY)), val("2")),
                 step(
                     Op::Commit(Commit {
+                        reads: Vec::new(),
                         ops: vec![],
                         log: vec![b("third")],
                     }),
@@ -453,6 +456,7 @@ pub fn cases() -> Vec<Case> {
                 step(Op::StateGet(s(LOG_HEAD_KEY)), val("3")),
                 step(
                     Op::Commit(Commit {
+                        reads: Vec::new(),
                         ops: vec![cas("c", None, Some("x"))],
                         log: vec![],
                     }),
@@ -475,6 +479,7 @@ pub fn cases() -> Vec<Case> {
             steps: vec![
                 step(
                     Op::Commit(Commit {
+                        reads: Vec::new(),
                         ops: vec![cas("x", None, Some("1")), cas("y", None, Some("1"))],
                         log: vec![b("e1")],
                     }),
@@ -482,6 +487,7 @@ pub fn cases() -> Vec<Case> {
                 ),
                 step(
                     Op::Commit(Commit {
+                        reads: Vec::new(),
                         ops: vec![
                             cas("new", None, Some("n")),
                             cas("x", Some("1"), Some("2")),
@@ -513,12 +519,127 @@ pub fn cases() -> Vec<Case> {
             steps: vec![
                 step(
                     Op::Commit(Commit {
+                        reads: Vec::new(),
                         ops: vec![cas("d", None, Some("1")), cas("d", None, Some("2"))],
                         log: vec![b("e")],
                     }),
                     Outcome::InvalidKey,
                 ),
                 step(Op::StateGet(s("d")), Outcome::Value(None)),
+                step(Op::StateGet(s(LOG_HEAD_KEY)), Outcome::Value(None)),
+            ],
+        },
+        Case {
+            name: "commit: read checks that still hold let it apply; reads are not written",
+            steps: vec![
+                step(
+                    Op::StatePut {
+                        key: s("hints"),
+                        expected: None,
+                        new: b("[]"),
+                    },
+                    Outcome::Swapped(true),
+                ),
+                step(
+                    Op::Commit(
+                        Commit::new(vec![cas("intent/1", None, Some("claimed"))], vec![b("e1")])
+                            .with_read("hints", Some(b("[]")))
+                            .with_read("rec/absent", None),
+                    ),
+                    applied(Some(1)),
+                ),
+                step(Op::StateGet(s("intent/1")), val("claimed")),
+                step(Op::StateGet(s("hints")), val("[]")),
+                step(Op::StateGet(s("rec/absent")), Outcome::Value(None)),
+                // A commit of read checks alone changes nothing and applies.
+                step(
+                    Op::Commit(Commit::default().with_read("hints", Some(b("[]")))),
+                    applied(None),
+                ),
+            ],
+        },
+        Case {
+            name: "commit: a changed read refuses the whole commit and names the key",
+            steps: vec![
+                step(
+                    Op::StatePut {
+                        key: s("hints"),
+                        expected: None,
+                        new: b("[]"),
+                    },
+                    Outcome::Swapped(true),
+                ),
+                // Another writer changes the state the next commit read.
+                step(
+                    Op::StatePut {
+                        key: s("hints"),
+                        expected: Some(b("[]")),
+                        new: b("[deny]"),
+                    },
+                    Outcome::Swapped(true),
+                ),
+                step(
+                    Op::Commit(
+                        Commit::new(vec![cas("intent/1", None, Some("claimed"))], vec![b("e1")])
+                            .with_read("hints", Some(b("[]")))
+                            .with_read("rec/p", None)
+                            .with_read("contract", None),
+                    ),
+                    Outcome::Committed(CommitOutcome::Conflict(vec![CasFailure {
+                        key: s("hints"),
+                        current: Some(b("[deny]")),
+                    }])),
+                ),
+                step(Op::StateGet(s("intent/1")), Outcome::Value(None)),
+                step(Op::StateGet(s(LOG_HEAD_KEY)), Outcome::Value(None)),
+                // A read of an absent key fails once the key exists; failed ops and
+                // failed reads are all named, ops first.
+                step(
+                    Op::StatePut {
+                        key: s("rec/p"),
+                        expected: None,
+                        new: b("fact"),
+                    },
+                    Outcome::Swapped(true),
+                ),
+                step(
+                    Op::Commit(
+                        Commit::new(
+                            vec![cas("intent/1", Some("available"), Some("claimed"))],
+                            vec![b("e1")],
+                        )
+                        .with_read("hints", Some(b("[deny]")))
+                        .with_read("rec/p", None),
+                    ),
+                    Outcome::Committed(CommitOutcome::Conflict(vec![
+                        CasFailure {
+                            key: s("intent/1"),
+                            current: None,
+                        },
+                        CasFailure {
+                            key: s("rec/p"),
+                            current: Some(b("fact")),
+                        },
+                    ])),
+                ),
+                step(Op::StateGet(s(LOG_HEAD_KEY)), Outcome::Value(None)),
+            ],
+        },
+        Case {
+            name: "commit: a read check may not repeat a key of the commit",
+            steps: vec![
+                step(
+                    Op::Commit(
+                        Commit::new(vec![cas("k", None, Some("1"))], vec![b("e")])
+                            .with_read("k", None),
+                    ),
+                    Outcome::InvalidKey,
+                ),
+                step(
+                    Op::Commit(Commit::default().with_read("", None)),
+                    Outcome::InvalidKey,
+                ),
+                step(Op::StateGet(s("k")), Outcome::Value(None)),
                 step(Op::StateGet(s(LOG_HEAD_KEY)), Outcome::Value(None)),
             ],
         },

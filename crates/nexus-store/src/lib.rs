@@ -19,9 +19,12 @@
 //! * `list` returns keys in ascending byte order, strictly after `start_after`, at most
 //!   `limit` of them.
 //! * [`ObjectStore::commit`] is all-or-nothing: either every [`CasOp`] matched its
-//!   expected value and every op and log entry was applied in one atomic step, or nothing
-//!   changed and the outcome names each key whose expectation failed, with its current
-//!   value.
+//!   expected value and every [`ReadCheck`] its read value, and every op and log entry was
+//!   applied in one atomic step, or nothing changed and the outcome names each key whose
+//!   expectation failed (ops and read checks alike), with its current value.
+//! * Commits are **serializable**: a commit's ops and read checks are evaluated at its
+//!   commit point, against the effects of every commit applied before it, so the order of
+//!   the commit log is a serial order of the commits (design §5).
 //! * Log entries are numbered by the store, densely from 1, in commit order; they live
 //!   under [`LOG_PREFIX`] and are readable with [`ObjectStore::get_state`] like any other
 //!   state, and [`LOG_HEAD_KEY`] holds the number of the last entry (absent when the log
@@ -34,14 +37,16 @@ mod batch;
 pub mod conformance;
 mod memory;
 
-pub use batch::{BatchPut, BatchWrite, PutPhase, Tier, WriteBatch, write_batch_in_order};
+pub use batch::{
+    BatchDelete, BatchPut, BatchWrite, PutPhase, Tier, WriteBatch, write_batch_in_order,
+};
 
 pub use memory::{MemoryStore, apply_commit, parse_head};
 
 use std::collections::BTreeMap;
 
 /// Errors a storage backend reports.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend itself failed (I/O, database, binding).
@@ -171,23 +176,74 @@ pub struct CasOp {
     pub new: Option<Vec<u8>>,
 }
 
-/// An all-or-nothing batch: compare-and-swaps plus commit log entries.
+/// One state a commit read without writing it: the commit applies only if the key
+/// still holds `value` at the commit point (its read is still valid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadCheck {
+    /// The state key.
+    pub key: String,
+    /// The value the commit read (`None`: absent).
+    pub value: Option<Vec<u8>>,
+}
+
+/// An all-or-nothing batch: compare-and-swaps, the checks of the states it read, and
+/// commit log entries.
+///
+/// With `reads` holding every state the writer's decision depended on, a store that
+/// applies commits one at a time makes them **serializable**: each applied commit saw
+/// exactly the states of the moment it applied, so the commit log's order is a serial
+/// order of the commits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Commit {
     /// The compare-and-swaps; keys must be distinct.
     pub ops: Vec<CasOp>,
+    /// The states read but not written, each with the value read; keys distinct and
+    /// distinct from the ops' keys (an op's `expected` already checks its key).
+    pub reads: Vec<ReadCheck>,
     /// Entries appended to the commit log, in order, if and only if every op applies.
     pub log: Vec<Vec<u8>>,
 }
 
 impl Commit {
-    /// True when the commit would change nothing.
+    /// A commit of `ops` and `log` with no read checks.
+    pub fn new(ops: Vec<CasOp>, log: Vec<Vec<u8>>) -> Self {
+        Self {
+            ops,
+            reads: Vec::new(),
+            log,
+        }
+    }
+
+    /// Adds the check that `key` still holds `value`.
+    pub fn with_read(mut self, key: impl Into<String>, value: Option<Vec<u8>>) -> Self {
+        self.reads.push(ReadCheck {
+            key: key.into(),
+            value,
+        });
+        self
+    }
+
+    /// True when the commit would change nothing (read checks alone change nothing).
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.log.is_empty()
     }
+
+    /// Every expectation the commit point checks: each op's key with its expected
+    /// value, then each read check's key with the value read (`None`: absent).
+    pub fn expectations(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        self.ops
+            .iter()
+            .map(|op| (op.key.as_str(), op.expected.as_deref()))
+            .chain(
+                self.reads
+                    .iter()
+                    .map(|r| (r.key.as_str(), r.value.as_deref())),
+            )
+    }
 }
 
-/// Why one key of a commit was refused.
+/// Why one key of a commit was refused: a compare-and-swap's expected value or a read
+/// check's value no longer held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CasFailure {
     /// The key whose expectation did not hold.
@@ -206,7 +262,8 @@ pub enum CommitOutcome {
         /// Sequence number of the first appended log entry.
         first_seq: Option<u64>,
     },
-    /// Nothing applied; these keys did not hold their expected values.
+    /// Nothing applied; these keys (ops' and read checks') did not hold their
+    /// expected values.
     Conflict(Vec<CasFailure>),
 }
 
@@ -251,7 +308,8 @@ pub trait Snapshot {
     fn snapshot(&self) -> StoreResult<StoreSnapshot>;
 }
 
-/// Checks the keys of a commit (valid, writable, distinct) before it touches a store.
+/// Checks the keys of a commit (ops' keys valid and writable, read checks' keys valid,
+/// all distinct) before it touches a store.
 pub fn check_commit(commit: &Commit) -> StoreResult<()> {
     let mut seen = std::collections::BTreeSet::new();
     for op in &commit.ops {
@@ -260,6 +318,15 @@ pub fn check_commit(commit: &Commit) -> StoreResult<()> {
             return Err(StoreError::InvalidKey {
                 key: op.key.clone(),
                 reason: "key appears twice in one commit".to_owned(),
+            });
+        }
+    }
+    for read in &commit.reads {
+        check_key(&read.key)?;
+        if !seen.insert(read.key.as_str()) {
+            return Err(StoreError::InvalidKey {
+                key: read.key.clone(),
+                reason: "key appears twice in one commit (a read check repeats a key)".to_owned(),
             });
         }
     }
@@ -314,10 +381,13 @@ mod tests {
             expected: None,
             new: Some(b"v".to_vec()),
         };
-        let commit = Commit {
-            ops: vec![op.clone(), op],
-            log: vec![],
-        };
+        let commit = Commit::new(vec![op.clone(), op.clone()], vec![]);
         assert!(check_commit(&commit).is_err());
+        // A read check may not repeat an op's key, nor another read's.
+        let read_of_op = Commit::new(vec![op.clone()], vec![]).with_read("k", None);
+        assert!(check_commit(&read_of_op).is_err());
+        let twice = Commit::default().with_read("r", None).with_read("r", None);
+        assert!(check_commit(&twice).is_err());
+        assert!(check_commit(&Commit::new(vec![op], vec![]).with_read("r", None)).is_ok());
     }
 }

@@ -50,12 +50,11 @@ pub fn apply_commit(
 ) -> StoreResult<CommitOutcome> {
     check_commit(commit)?;
     let failed: Vec<CasFailure> = commit
-        .ops
-        .iter()
-        .filter(|op| states.get(&op.key).map(Vec::as_slice) != op.expected.as_deref())
-        .map(|op| CasFailure {
-            key: op.key.clone(),
-            current: states.get(&op.key).cloned(),
+        .expectations()
+        .filter(|(key, expected)| states.get(*key).map(Vec::as_slice) != *expected)
+        .map(|(key, _)| CasFailure {
+            key: key.to_owned(),
+            current: states.get(key).cloned(),
         })
         .collect();
     if !failed.is_empty() {
@@ -220,6 +219,12 @@ impl BatchWrite for MemoryStore {
                 {
                     put(p);
                 }
+                for d in &batch.deletes {
+                    match d.tier {
+                        Tier::Kv => data.kv.remove(&d.key),
+                        Tier::Blob => data.blobs.remove(&d.key),
+                    };
+                }
             }
             outcomes.push(outcome);
         }
@@ -242,6 +247,7 @@ mod tests {
         let store = MemoryStore::new();
         let claim = |who: &str| {
             let mut b = WriteBatch::new(Commit {
+                reads: Vec::new(),
                 ops: vec![crate::CasOp {
                     key: "intent/1".into(),
                     expected: None,

@@ -26,8 +26,8 @@ use axum::extract::{Request as AxumRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as AxumResponse;
 use axum::serve::ListenerExt as _;
-use nexus_api::{Api, ApiConfig, ApiError, Job, MAX_JOB_ROUNDS, Next, Prepared, Request, Response};
-use nexus_iobuf::{IoBufferSession, SessionClient, SessionServer};
+use nexus_api::{Api, ApiConfig, ApiError, Job, Next, Prepared, Request, Response};
+use nexus_iobuf::{SessionClient, SessionServer};
 use nexus_store_redb::RedbStore;
 
 use crate::agents;
@@ -76,10 +76,9 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         allowed,
         ..ApiConfig::default()
     };
+    // Every write brings its own driver (Job::driver): rounds, attempts and flush
+    // phases are the API's, not this host's.
     let server = SessionServer::new(store.clone())
-        .with_max_rounds(MAX_JOB_ROUNDS)
-        .with_max_attempts(16)
-        .with_after_commit(nexus_core::storage::keys::is_after_commit)
         .spawn_grouped(GROUP_SIZE)
         .context("cannot start the session server thread")?;
     let state = Arc::new(AppState {
@@ -261,20 +260,16 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Option<usize
 /// Queues a write job on the group-commit thread and awaits its durable answer; no
 /// thread blocks while the group is written.
 async fn write(state: &AppState, job: Job) -> Response {
-    let limits = state.api.config().limits.clone();
-    let now = now_ms();
     let (done, answer) = tokio::sync::oneshot::channel();
-    state.writes.submit_with(
-        move |s: &IoBufferSession| job.execute_session(s, &limits, now),
-        move |reply| {
-            // The client may have gone away; its answer is then dropped.
-            let _ = done.send(reply);
-        },
-    );
+    let driver = job.driver(&state.api.config().limits, now_ms(), false);
+    state.writes.submit_driver(driver, move |reply| {
+        // The client may have gone away; its answer is then dropped.
+        let _ = done.send(reply);
+    });
     let reply = answer
         .await
         .unwrap_or(Err(nexus_iobuf::JobError::ServerGone));
-    state.api.finish_server_job(reply)
+    state.api.finish(reply)
 }
 
 /// Contract governance after a committed write (see [`nexus_api::Governor`]): the
@@ -306,12 +301,15 @@ async fn govern(state: &Arc<AppState>, route: nexus_api::Route, fact: Option<&ne
 fn govern_blocking(state: &AppState, next: Next) {
     let run = |job: Job| {
         if job.is_write() {
-            let limits = state.api.config().limits.clone();
-            let now = now_ms();
-            let ticket = state
-                .writes
-                .submit(move |s: &IoBufferSession| job.execute_session(s, &limits, now));
-            state.api.finish_server_job(ticket.wait())
+            let (done, answer) = std::sync::mpsc::channel();
+            let driver = job.driver(&state.api.config().limits, now_ms(), false);
+            state.writes.submit_driver(driver, move |reply| {
+                let _ = done.send(reply);
+            });
+            let reply = answer
+                .recv()
+                .unwrap_or(Err(nexus_iobuf::JobError::ServerGone));
+            state.api.finish(reply)
         } else {
             state.api.run_job(&state.store, &job, now_ms())
         }

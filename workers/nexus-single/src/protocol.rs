@@ -136,6 +136,7 @@ impl CommitRequest {
     /// Back to a [`Commit`].
     pub fn commit(self) -> Commit {
         Commit {
+            reads: Vec::new(),
             ops: self
                 .ops
                 .into_iter()
@@ -228,6 +229,7 @@ mod tests {
     #[test]
     fn commits_and_outcomes_roundtrip_through_json() {
         let commit = Commit {
+            reads: Vec::new(),
             ops: vec![
                 CasOp {
                     key: "intent/ab".into(),
