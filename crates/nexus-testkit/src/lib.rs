@@ -4,8 +4,16 @@
 //! one and `nexus-core`'s lifecycle one): the test binary runs itself again as a child
 //! process that writes to a database until the parent SIGKILLs it at a random moment;
 //! after each kill the parent reopens the database and checks its invariants.
+//!
+//! [`Hooked`] wraps any store and forwards every call, with hooks for the calls a test
+//! needs to intercept: a rival writer right before a commit, an injected failure, a
+//! commit that drops its read checks.
 
 #![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
+
+mod hooked;
+
+pub use hooked::{Call, Hooked, Hooks, without_reads};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
