@@ -171,6 +171,9 @@ pub struct RaceReport {
     pub claimed: u64,
     /// Claims refused `403 inadmissible` by their round's Hint.
     pub denied: u64,
+    /// Claims refused `409 conflict` (a host may answer a lost race so rather than
+    /// retry it).
+    pub conflicts: u64,
     /// The first round whose log shows a claim committed after the deny Hint that
     /// selects it, with what the log shows; the race stops there.
     pub violation: Option<String>,
@@ -181,7 +184,8 @@ pub struct RaceReport {
 /// each), then, released by one barrier, sends their claims (each by a key of its own)
 /// and one deny Hint selecting all of them, then reads the round's log entries and
 /// checks that no claim committed after the Hint. Stops at the first round that breaks
-/// that. Any answer other than a lease or `403 inadmissible` naming the Hint panics.
+/// that. Any answer other than a lease, `403 inadmissible` naming the Hint or `409
+/// conflict` panics.
 pub fn deny_hint_race(urls: &[String], rounds: u64, intents: usize) -> RaceReport {
     let clients: Vec<Client> = urls.iter().map(|u| client(u)).collect();
     let tag = tag();
@@ -264,6 +268,7 @@ pub fn deny_hint_race(urls: &[String], rounds: u64, intents: usize) -> RaceRepor
                     assert_eq!(lease.token, 1, "round {round}");
                     report.claimed += 1;
                 }
+                Err(e) if e.code() == Some("conflict") => report.conflicts += 1,
                 Err(e) if e.code() == Some("inadmissible") => {
                     let hint = e.api().and_then(|a| a.detail("hint")).cloned();
                     assert_eq!(hint, Some(json!(deny.hash())), "round {round}: {e}");
@@ -291,11 +296,13 @@ pub fn deny_hint_race(urls: &[String], rounds: u64, intents: usize) -> RaceRepor
         }
     }
     eprintln!(
-        "deny-hint race: {} rounds of {intents} claims + 1 Hint in {:.1?}: {} claimed, {} denied",
+        "deny-hint race: {} rounds of {intents} claims + 1 Hint in {:.1?}: {} claimed, {} denied, \
+         {} conflicts",
         report.rounds,
         started.elapsed(),
         report.claimed,
-        report.denied
+        report.denied,
+        report.conflicts
     );
     report
 }
@@ -339,7 +346,10 @@ pub fn deny_hint_race_replays(urls: &[String], config: RaceConfig) -> RaceReport
         ),
     }
     assert_eq!(race.rounds, rounds);
-    assert_eq!(race.claimed + race.denied, rounds * intents as u64);
+    assert_eq!(
+        race.claimed + race.denied + race.conflicts,
+        rounds * intents as u64
+    );
     race
 }
 
