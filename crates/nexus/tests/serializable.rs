@@ -9,7 +9,7 @@
 //!   a long run (`NEXUS_RACE_INTENTS` sets the claims per round).
 //! * `mixed_clients_log_replays`: 8 clients, each doing one seeded random operation a
 //!   round (Hints, contract freezes and quorum upgrades, claims, takeovers after lapse,
-//!   renewals, resolves, withdrawals); 250 rounds in CI (12–22 s),
+//!   renewals, resolves, withdrawals); 200 rounds in CI (10–26 s),
 //!   `NEXUS_MIXED_ROUNDS=1000` for a long run, `NEXUS_MIXED_SEED` to repeat a run's
 //!   choices (the seed is printed), `NEXUS_MIXED_CLIENTS` for more clients.
 //!
@@ -27,7 +27,7 @@ use scenarios::{MixedConfig, RaceConfig};
 const RACE_ROUNDS: u64 = 60;
 
 /// Rounds of the mixed scenario in CI.
-const MIXED_ROUNDS: u64 = 250;
+const MIXED_ROUNDS: u64 = 200;
 
 /// `nexus verify --replay URL` exits 0 and says ok.
 fn cli_verify_replay(url: &str) {
