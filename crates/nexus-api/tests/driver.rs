@@ -14,74 +14,9 @@ use nexus_api::{Api, ApiConfig, Prepared, Request, session_core};
 use nexus_core::storage::keys;
 use nexus_iobuf::{Executed, StoreSession};
 use nexus_store::{
-    BlobStore, Commit, CommitOutcome, KeyValueStore, MemoryStore, ObjectStore, Snapshot,
-    StoreError, StoreResult,
+    BlobStore, Commit, CommitOutcome, KeyValueStore, MemoryStore, ObjectStore, Snapshot, StoreError,
 };
-
-/// A MemoryStore whose `commit` first calls a hook (to interleave a rival writer, or
-/// fail).
-struct Hooked<F> {
-    inner: MemoryStore,
-    hook: F,
-}
-
-impl<F> KeyValueStore for Hooked<F> {
-    fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        self.inner.set(key, value)
-    }
-    fn delete(&self, key: &str) -> StoreResult<()> {
-        self.inner.delete(key)
-    }
-    fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<String>> {
-        self.inner.list(prefix, after, limit)
-    }
-}
-
-impl<F> BlobStore for Hooked<F> {
-    fn get_blob(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get_blob(key)
-    }
-    fn put_blob(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
-        self.inner.put_blob(key, bytes)
-    }
-    fn delete_blob(&self, key: &str) -> StoreResult<()> {
-        self.inner.delete_blob(key)
-    }
-    fn list_blobs(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<String>> {
-        self.inner.list_blobs(prefix, after, limit)
-    }
-}
-
-impl<F: Fn(&MemoryStore, &Commit) -> Option<StoreResult<CommitOutcome>>> ObjectStore for Hooked<F> {
-    fn get_state(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get_state(key)
-    }
-    fn put_state(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> StoreResult<bool> {
-        self.inner.put_state(key, expected, new)
-    }
-    fn list_states(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<String>> {
-        self.inner.list_states(prefix, after, limit)
-    }
-    fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
-        match (self.hook)(&self.inner, commit) {
-            Some(answer) => answer,
-            None => self.inner.commit(commit),
-        }
-    }
-}
+use nexus_testkit::Hooked;
 
 fn open_api() -> Api {
     Api::new(ApiConfig {
@@ -115,21 +50,14 @@ fn a_lost_commit_is_retried_and_then_reports_the_winner() {
     let rival = claim_at(&carol, i.hash(), LEASE, NOW);
     let fired = AtomicUsize::new(0);
     let rival_api = open_api();
-    let store = Hooked {
-        inner: base.clone(),
-        hook: |inner: &MemoryStore, _: &Commit| {
-            if fired.fetch_add(1, Ordering::SeqCst) == 0 {
-                let (s, _) = post(
-                    &rival_api,
-                    inner,
-                    &format!("/v1/intents/{}/claim", i.hash()),
-                    &rival,
-                );
-                assert_eq!(s, 200);
-            }
-            None
-        },
-    };
+    let target = format!("/v1/intents/{}/claim", i.hash());
+    let store = Hooked::new(base.clone()).with_commit(move |inner: &MemoryStore, _: &Commit| {
+        if fired.fetch_add(1, Ordering::SeqCst) == 0 {
+            let (s, _) = post(&rival_api, inner, &target, &rival);
+            assert_eq!(s, 200);
+        }
+        None
+    });
     let (status, body) = post(
         &api,
         &store,
@@ -145,20 +73,17 @@ fn a_lost_commit_is_retried_and_then_reports_the_winner() {
 #[test]
 fn endless_conflicts_answer_409_conflict_and_store_nothing() {
     let api = open_api();
-    let store = Hooked {
-        inner: MemoryStore::new(),
-        hook: |_: &MemoryStore, c: &Commit| {
-            Some(Ok(CommitOutcome::Conflict(
-                c.ops
-                    .iter()
-                    .map(|op| nexus_store::CasFailure {
-                        key: op.key.clone(),
-                        current: None,
-                    })
-                    .collect(),
-            )))
-        },
-    };
+    let store = Hooked::new(MemoryStore::new()).with_commit(|_: &MemoryStore, c: &Commit| {
+        Some(Ok(CommitOutcome::Conflict(
+            c.ops
+                .iter()
+                .map(|op| nexus_store::CasFailure {
+                    key: op.key.clone(),
+                    current: None,
+                })
+                .collect(),
+        )))
+    });
     let i = intent(&key(1), "a", json!({}));
     let (status, body) = post(&api, &store, "/v1/intents", &i);
     assert_eq!(status, 409, "{body}");
@@ -173,11 +98,11 @@ fn endless_conflicts_answer_409_conflict_and_store_nothing() {
     assert_eq!(api.metrics().conflicts(), nexus_api::MAX_ATTEMPTS as u64);
     // Nothing visible: the record content may be written before the commit point (it is
     // idempotent and invisible), but nothing is committed.
-    let snap = store.inner.snapshot().unwrap();
+    let snap = store.inner().snapshot().unwrap();
     assert!(snap.states.is_empty(), "{:?}", snap.states.keys());
     assert_eq!(
         api.run_sync(
-            &store.inner,
+            store.inner(),
             &Request::new("GET", &format!("/v1/records/{}", i.hash()), vec![]),
             NOW
         )
@@ -189,10 +114,9 @@ fn endless_conflicts_answer_409_conflict_and_store_nothing() {
 #[test]
 fn a_failing_store_answers_500_storage() {
     let api = open_api();
-    let store = Hooked {
-        inner: MemoryStore::new(),
-        hook: |_: &MemoryStore, _: &Commit| Some(Err(StoreError::Backend("disk on fire".into()))),
-    };
+    let store = Hooked::new(MemoryStore::new()).with_commit(|_: &MemoryStore, _: &Commit| {
+        Some(Err(StoreError::Backend("disk on fire".into())))
+    });
     let (status, body) = post(
         &api,
         &store,

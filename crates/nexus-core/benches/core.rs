@@ -27,9 +27,10 @@ use nexus_core::{
 };
 use nexus_iobuf::{Delta, Executed, IoBufferBlob, IoBufferKv, IoBufferObject, StoreSession};
 use nexus_store::{
-    BlobStore, CasOp, Commit, CommitOutcome, KeyValueStore, MemoryStore, ObjectStore, StoreResult,
+    BlobStore, CasOp, Commit, CommitOutcome, KeyValueStore, MemoryStore, ObjectStore,
 };
 use nexus_store_redb::{PutPhase, RedbStore, WriteBatch};
+use nexus_testkit::{Call, Hooked};
 use serde_json::{Value, json};
 
 /// Host time of every operation: actions are stamped with it, so leases stay live.
@@ -386,17 +387,40 @@ fn cycle_session<S: FlushTarget>(store: &S, c: &Cycle, prehydrate: bool, how: Fl
 }
 
 /// Write calls and bytes (keys + values + log entries) that reach a store.
-#[derive(Clone, Default)]
-struct Counting<S> {
-    inner: S,
+#[derive(Clone)]
+struct Counting {
+    store: Hooked<MemoryStore>,
     writes: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
 }
 
-impl<S> Counting<S> {
-    fn count(&self, bytes: usize) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+impl Counting {
+    fn new() -> Self {
+        let (writes, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (w, n) = (Arc::clone(&writes), Arc::clone(&bytes));
+        let store = Hooked::new(MemoryStore::new()).with_before(move |_: &MemoryStore, call| {
+            let size = match call {
+                Call::KvSet(k, v) | Call::BlobPut(k, v) | Call::StatePut(k, v) => k.len() + v.len(),
+                Call::KvDelete(k) | Call::BlobDelete(k) => k.len(),
+                Call::Commit(c) => {
+                    let ops: usize = c
+                        .ops
+                        .iter()
+                        .map(|op| op.key.len() + op.new.as_ref().map_or(0, Vec::len))
+                        .sum();
+                    ops + c.log.iter().map(Vec::len).sum::<usize>()
+                }
+                _ => return Ok(()),
+            };
+            w.fetch_add(1, Ordering::Relaxed);
+            n.fetch_add(size as u64, Ordering::Relaxed);
+            Ok(())
+        });
+        Self {
+            store,
+            writes,
+            bytes,
+        }
     }
     fn totals(&self) -> (u64, u64) {
         (
@@ -406,83 +430,10 @@ impl<S> Counting<S> {
     }
 }
 
-impl<S: KeyValueStore> KeyValueStore for Counting<S> {
-    fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get(key)
-    }
-    fn get_many(&self, keys: &[&str]) -> StoreResult<Vec<Option<Vec<u8>>>> {
-        self.inner.get_many(keys)
-    }
-    fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        self.count(key.len() + value.len());
-        self.inner.set(key, value)
-    }
-    fn delete(&self, key: &str) -> StoreResult<()> {
-        self.count(key.len());
-        self.inner.delete(key)
-    }
-    fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<String>> {
-        self.inner.list(prefix, after, limit)
-    }
-}
-
-impl<S: BlobStore> BlobStore for Counting<S> {
-    fn get_blob(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get_blob(key)
-    }
-    fn put_blob(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
-        self.count(key.len() + bytes.len());
-        self.inner.put_blob(key, bytes)
-    }
-    fn delete_blob(&self, key: &str) -> StoreResult<()> {
-        self.count(key.len());
-        self.inner.delete_blob(key)
-    }
-    fn list_blobs(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<String>> {
-        self.inner.list_blobs(prefix, after, limit)
-    }
-}
-
-impl<S: ObjectStore> ObjectStore for Counting<S> {
-    fn get_state(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get_state(key)
-    }
-    fn get_states(&self, keys: &[&str]) -> StoreResult<Vec<Option<Vec<u8>>>> {
-        self.inner.get_states(keys)
-    }
-    fn put_state(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> StoreResult<bool> {
-        self.count(key.len() + new.len());
-        self.inner.put_state(key, expected, new)
-    }
-    fn list_states(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<String>> {
-        self.inner.list_states(prefix, after, limit)
-    }
-    fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
-        let ops: usize = commit
-            .ops
-            .iter()
-            .map(|op| op.key.len() + op.new.as_ref().map_or(0, Vec::len))
-            .sum();
-        let log: usize = commit.log.iter().map(Vec::len).sum();
-        self.count(ops + log);
-        self.inner.commit(commit)
-    }
-}
-
 /// Checks one cycle end to end and reports what it writes (outside any timing).
 fn probe_cycle() -> (u64, u64) {
-    let store = Counting::<MemoryStore>::default();
-    let core = CompositeColdStorage::unified(store.clone(), Limits::default());
+    let store = Counting::new();
+    let core = CompositeColdStorage::unified(store.store.clone(), Limits::default());
     let mut signer = Signer::new(None);
     // Warm the store with one cycle so the probe sees the steady state (log head exists).
     cycle_direct(&core, &signer.next());

@@ -163,7 +163,7 @@ fn after_commit(key: &str) -> bool {
 #[test]
 fn flush_writes_in_the_design_order() {
     let target = Recording::new(backing());
-    let report = sample_delta().flush(&target, after_commit).unwrap();
+    let report = sample_delta().flush(&*target, after_commit).unwrap();
     assert_eq!(
         target.events(),
         vec![
@@ -202,7 +202,7 @@ fn a_conflicting_commit_skips_everything_after_the_commit_point() {
                 .unwrap()
         );
     });
-    let err = sample_delta().flush(&target, after_commit).unwrap_err();
+    let err = sample_delta().flush(&*target, after_commit).unwrap_err();
     match &err {
         FlushError::Conflict { failures } => assert_eq!(
             failures,
@@ -236,7 +236,7 @@ fn store_failures_name_the_stage() {
     ] {
         let target = Recording::new(backing());
         target.fail_at(event);
-        let err = sample_delta().flush(&target, after_commit).unwrap_err();
+        let err = sample_delta().flush(&*target, after_commit).unwrap_err();
         match err {
             FlushError::Store { stage: got, .. } => {
                 assert_eq!(got, stage, "failing {event}");
@@ -258,7 +258,7 @@ fn an_empty_commit_is_not_sent() {
         ..Delta::default()
     };
     assert!(!delta.is_empty());
-    let report = delta.flush(&target, |_| true).unwrap();
+    let report = delta.flush(&*target, |_| true).unwrap();
     assert_eq!(target.events(), vec!["kv_set k"]);
     assert_eq!(report.commits, 0);
     assert_eq!(report.kv_puts_after_commit, 1);
@@ -312,9 +312,9 @@ fn after_a_conflict_the_job_is_retried_against_current_values() {
             .unwrap();
     });
     let mut driver = StoreSession::new();
-    let (won, delta) = driver.run(&target, |s| claim(s, "me")).unwrap();
+    let (won, delta) = driver.run(&*target, |s| claim(s, "me")).unwrap();
     assert!(won.unwrap(), "the session saw the intent available");
-    let err = delta.flush(&target, after_commit).unwrap_err();
+    let err = delta.flush(&*target, after_commit).unwrap_err();
     let FlushError::Conflict { failures } = err else {
         panic!("expected a conflict");
     };
@@ -322,12 +322,12 @@ fn after_a_conflict_the_job_is_retried_against_current_values() {
     assert_eq!(target.inner.get("idx/claimed-by/me").unwrap(), None);
     driver.restart(&failures);
     assert_eq!(driver.rounds(), 0);
-    let (won, delta) = driver.run(&target, |s| claim(s, "me")).unwrap();
+    let (won, delta) = driver.run(&*target, |s| claim(s, "me")).unwrap();
     // The retry sees the rival's claim without a round to re-read it.
     assert_eq!(driver.rounds(), 1);
     assert!(!won.unwrap());
     assert!(delta.commit.is_empty());
-    delta.flush(&target, after_commit).unwrap();
+    delta.flush(&*target, after_commit).unwrap();
     assert_eq!(
         target.inner.get_state("intent/1").unwrap(),
         Some(b("rival"))

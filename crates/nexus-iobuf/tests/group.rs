@@ -7,66 +7,41 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nexus_iobuf::{IoBufferSession, JobError, SessionServer};
 use nexus_store::{
-    BatchWrite, BlobStore, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, MemoryStore,
-    ObjectStore, Snapshot, StoreResult, WriteBatch,
+    CasOp, Commit, KeyValueStore, LOG_HEAD_KEY, MemoryStore, ObjectStore, Snapshot, StoreResult,
 };
+use nexus_testkit::{Call, Hooked};
 
 /// A MemoryStore that counts batched writes and refuses single commits, so that every
 /// commit provably goes through `write_batch_group`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Counting {
-    inner: MemoryStore,
+    store: Hooked<MemoryStore>,
     groups: Arc<AtomicUsize>,
     batches: Arc<AtomicUsize>,
 }
 
-impl KeyValueStore for Counting {
-    fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        self.inner.set(key, value)
-    }
-    fn delete(&self, key: &str) -> StoreResult<()> {
-        self.inner.delete(key)
-    }
-    fn list(&self, p: &str, a: Option<&str>, l: usize) -> StoreResult<Vec<String>> {
-        self.inner.list(p, a, l)
-    }
-}
-impl BlobStore for Counting {
-    fn get_blob(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get_blob(key)
-    }
-    fn put_blob(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
-        self.inner.put_blob(key, bytes)
-    }
-    fn delete_blob(&self, key: &str) -> StoreResult<()> {
-        self.inner.delete_blob(key)
-    }
-    fn list_blobs(&self, p: &str, a: Option<&str>, l: usize) -> StoreResult<Vec<String>> {
-        self.inner.list_blobs(p, a, l)
-    }
-}
-impl ObjectStore for Counting {
-    fn get_state(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get_state(key)
-    }
-    fn put_state(&self, key: &str, e: Option<&[u8]>, n: &[u8]) -> StoreResult<bool> {
-        self.inner.put_state(key, e, n)
-    }
-    fn list_states(&self, p: &str, a: Option<&str>, l: usize) -> StoreResult<Vec<String>> {
-        self.inner.list_states(p, a, l)
-    }
-    fn commit(&self, _: &Commit) -> StoreResult<CommitOutcome> {
-        panic!("a grouped server must not commit outside write_batch_group")
-    }
-}
-impl BatchWrite for Counting {
-    fn write_batch_group(&self, batches: &[WriteBatch]) -> StoreResult<Vec<CommitOutcome>> {
-        self.groups.fetch_add(1, Ordering::SeqCst);
-        self.batches.fetch_add(batches.len(), Ordering::SeqCst);
-        self.inner.write_batch_group(batches)
+impl Default for Counting {
+    fn default() -> Self {
+        let (groups, batches) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (g, n) = (Arc::clone(&groups), Arc::clone(&batches));
+        let store = Hooked::new(MemoryStore::new()).with_before(move |_: &MemoryStore, call| {
+            match call {
+                Call::Commit(_) => {
+                    panic!("a grouped server must not commit outside write_batch_group")
+                }
+                Call::BatchGroup(batches) => {
+                    g.fetch_add(1, Ordering::SeqCst);
+                    n.fetch_add(batches.len(), Ordering::SeqCst);
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        Self {
+            store,
+            groups,
+            batches,
+        }
     }
 }
 
@@ -92,7 +67,7 @@ fn claim(s: &IoBufferSession, key: &str, who: &str) -> StoreResult<String> {
 #[test]
 fn a_group_writes_once_and_exactly_one_racing_claim_wins() {
     let store = Counting::default();
-    let server = SessionServer::new(store.clone()).with_after_commit(|k| k.starts_with("x/"));
+    let server = SessionServer::new(store.store.clone()).with_after_commit(|k| k.starts_with("x/"));
     let tickets: Vec<_> = (0..10)
         .map(|i| {
             let who = format!("agent{i}");
@@ -119,7 +94,7 @@ fn a_group_writes_once_and_exactly_one_racing_claim_wins() {
     );
     assert_eq!(store.groups.load(Ordering::SeqCst), 1, "one batched write");
     assert_eq!(store.batches.load(Ordering::SeqCst), 10);
-    let snap = store.inner.snapshot().unwrap();
+    let snap = store.store.inner().snapshot().unwrap();
     assert_eq!(snap.states.get(LOG_HEAD_KEY), Some(&b"1".to_vec()));
     assert!(snap.kv.contains_key("x/agent0"));
     assert!(
@@ -131,7 +106,7 @@ fn a_group_writes_once_and_exactly_one_racing_claim_wins() {
 #[test]
 fn independent_jobs_share_one_write_and_number_the_log_in_queue_order() {
     let store = Counting::default();
-    let server = SessionServer::new(store.clone()).with_after_commit(|k| k.starts_with("x/"));
+    let server = SessionServer::new(store.store.clone()).with_after_commit(|k| k.starts_with("x/"));
     let tickets: Vec<_> = (0..20)
         .map(|i| {
             server.submit(move |s: &IoBufferSession| {
@@ -158,7 +133,7 @@ fn independent_jobs_share_one_write_and_number_the_log_in_queue_order() {
 #[test]
 fn conflicts_in_a_group_give_up_after_the_attempt_bound_and_panics_stay_contained() {
     let store = Counting::default();
-    let server = SessionServer::new(store.clone()).with_max_attempts(1);
+    let server = SessionServer::new(store.store.clone()).with_max_attempts(1);
     let ok = server.submit(|s: &IoBufferSession| claim(s, "k", "first"));
     let lost = server.submit(|s: &IoBufferSession| claim(s, "k", "second"));
     let boom = server.submit(|_: &IoBufferSession| -> u8 { panic!("job bug") });
@@ -174,7 +149,7 @@ fn conflicts_in_a_group_give_up_after_the_attempt_bound_and_panics_stay_containe
 #[test]
 fn the_grouped_thread_serves_many_threads_correctly() {
     let store = Counting::default();
-    let server = SessionServer::new(store.clone())
+    let server = SessionServer::new(store.store.clone())
         .with_max_attempts(64)
         .spawn_grouped(16)
         .unwrap();
@@ -201,7 +176,7 @@ fn the_grouped_thread_serves_many_threads_correctly() {
     assert_eq!(answered, 200);
     server.shutdown().unwrap();
     // 50 keys, each claimed exactly once, one log entry each.
-    let snap = store.inner.snapshot().unwrap();
+    let snap = store.store.inner().snapshot().unwrap();
     assert_eq!(
         snap.states
             .keys()

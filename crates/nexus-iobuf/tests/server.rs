@@ -139,15 +139,21 @@ fn a_conflict_is_retried_from_hydration() {
     target.interfere(|store| {
         assert!(store.put_state("c", None, b"41").unwrap());
     });
-    let server = SessionServer::new(target);
+    let server = SessionServer::new(target.store());
     let ticket = server.submit(|s: &IoBufferSession| increment(s, "c"));
     assert!(server.process_one());
     let out = ticket.try_take().unwrap().unwrap();
     assert_eq!(out.attempts, 2);
     assert_eq!(out.value.unwrap(), Some((42, 1)));
-    assert_eq!(server.store().inner.get_state("c").unwrap(), Some(b("42")));
+    assert_eq!(
+        server.store().inner().get_state("c").unwrap(),
+        Some(b("42"))
+    );
     // Index entries depending on the commit are written with the retry's values.
-    assert_eq!(server.store().inner.get("idx/c/42").unwrap(), Some(b("1")));
+    assert_eq!(
+        server.store().inner().get("idx/c/42").unwrap(),
+        Some(b("1"))
+    );
 }
 
 #[test]
@@ -164,7 +170,7 @@ fn conflicts_give_up_after_the_attempt_bound() {
             );
         });
     }
-    let server = SessionServer::new(target)
+    let server = SessionServer::new(target.store())
         .with_max_attempts(3)
         .with_after_commit(|k| k.starts_with("idx/"));
     let ticket = server.submit(|s: &IoBufferSession| increment(s, "c"));
@@ -177,7 +183,7 @@ fn conflicts_give_up_after_the_attempt_bound() {
         other => panic!("unexpected {other:?}"),
     }
     // No after-commit entry of any failed attempt was written.
-    let store = &server.store().inner;
+    let store = server.store().inner();
     assert!(store.list("idx/", None, 10).unwrap().is_empty());
 }
 
@@ -221,7 +227,7 @@ fn failures_reach_the_ticket_and_the_server_keeps_going() {
 fn flush_failures_and_closing_are_reported() {
     let target = Recording::new(MemoryStore::new());
     target.fail_at("kv_set k");
-    let server = SessionServer::new(target);
+    let server = SessionServer::new(target.store());
     let ticket = server.submit(|s: &IoBufferSession| s.set("k", b"v"));
     server.process_one();
     match ticket.try_take().unwrap() {

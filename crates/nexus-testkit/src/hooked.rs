@@ -15,30 +15,47 @@ use nexus_store::{
 pub enum Call<'a> {
     /// `KeyValueStore::get` / `get_many` (one per key).
     KvGet(&'a str),
-    /// `KeyValueStore::set`.
-    KvSet(&'a str),
+    /// `KeyValueStore::set`: key and value.
+    KvSet(&'a str, &'a [u8]),
     /// `KeyValueStore::delete`.
     KvDelete(&'a str),
     /// `KeyValueStore::list` (the prefix).
     KvList(&'a str),
     /// `BlobStore::get_blob`.
     BlobGet(&'a str),
-    /// `BlobStore::put_blob`.
-    BlobPut(&'a str),
+    /// `BlobStore::put_blob`: key and bytes.
+    BlobPut(&'a str, &'a [u8]),
     /// `BlobStore::delete_blob`.
     BlobDelete(&'a str),
     /// `BlobStore::list_blobs` (the prefix).
     BlobList(&'a str),
     /// `ObjectStore::get_state` / `get_states` (one per key).
     StateGet(&'a str),
-    /// `ObjectStore::put_state`.
-    StatePut(&'a str),
+    /// `ObjectStore::put_state`: key and new value.
+    StatePut(&'a str, &'a [u8]),
     /// `ObjectStore::list_states` (the prefix).
     StateList(&'a str),
     /// `ObjectStore::commit`.
     Commit(&'a Commit),
     /// `BatchWrite::write_batch_group`.
     BatchGroup(&'a [WriteBatch]),
+}
+
+impl Call<'_> {
+    /// The call as a short event (`"kv_set k"`, `"commit"`, …) for tests that record
+    /// the order of writes; reads answer `None`.
+    pub fn write_event(&self) -> Option<String> {
+        Some(match self {
+            Call::KvSet(k, _) => format!("kv_set {k}"),
+            Call::KvDelete(k) => format!("kv_delete {k}"),
+            Call::BlobPut(k, _) => format!("blob_put {k}"),
+            Call::BlobDelete(k) => format!("blob_delete {k}"),
+            Call::StatePut(k, _) => format!("put_state {k}"),
+            Call::Commit(_) => "commit".to_owned(),
+            Call::BatchGroup(_) => "batch_group".to_owned(),
+            _ => return None,
+        })
+    }
 }
 
 type Before<S> = dyn Fn(&S, Call<'_>) -> StoreResult<()> + Send + Sync;
@@ -171,7 +188,7 @@ impl<S: KeyValueStore> KeyValueStore for Hooked<S> {
         self.inner.get_many(keys)
     }
     fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        self.before(Call::KvSet(key))?;
+        self.before(Call::KvSet(key, value))?;
         self.inner.set(key, value)
     }
     fn delete(&self, key: &str) -> StoreResult<()> {
@@ -190,7 +207,7 @@ impl<S: BlobStore> BlobStore for Hooked<S> {
         self.inner.get_blob(key)
     }
     fn put_blob(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
-        self.before(Call::BlobPut(key))?;
+        self.before(Call::BlobPut(key, bytes))?;
         self.inner.put_blob(key, bytes)
     }
     fn delete_blob(&self, key: &str) -> StoreResult<()> {
@@ -220,7 +237,7 @@ impl<S: ObjectStore> ObjectStore for Hooked<S> {
         self.inner.get_states(keys)
     }
     fn put_state(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> StoreResult<bool> {
-        self.before(Call::StatePut(key))?;
+        self.before(Call::StatePut(key, new))?;
         self.inner.put_state(key, expected, new)
     }
     fn list_states(
