@@ -14,13 +14,14 @@
 //!    [`IoBufferSession`] with [`session_core`] (re-executed from scratch while it
 //!    misses data, see `nexus-iobuf`). It returns an [`Outcome`].
 //!    [`Job::execute_session`] does both and empties the delta of a failed job.
-//! 3. Flush the session's delta only if [`Outcome::commits`] (an error's writes are
-//!    discarded: nothing partial is ever stored), with
-//!    [`keys::is_after_commit`] as the
-//!    after-commit selector; on a conflict start again from 1's job; then answer with
-//!    [`Outcome::response`] given the flush's `first_seq`.
+//! 3. [`Job::driver`] packs 2 into the one sans-IO [`Driver`](nexus_iobuf::Driver)
+//!    every host runs: it asks for hydrations and for one commit (with the read checks
+//!    that make it serializable and the core's flush phases), retries a lost commit,
+//!    and ends with the result that [`Api::finish`] turns into the answer (an error's
+//!    writes are discarded: nothing partial is ever stored).
 //!
-//! [`Api::run_sync`] is the reference driver of these steps over any sync store.
+//! [`Api::run_sync`] drives it over any sync store; the native server's group commit
+//! and the Cloudflare Worker drive the same machine with their own I/O.
 //! Hosts record every answer with [`Metrics::observe`], rendered at `GET /metrics`.
 //!
 //! ```

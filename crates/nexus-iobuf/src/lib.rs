@@ -21,7 +21,9 @@
 //!    ([`SessionError::TooManyRounds`]);
 //! 3. **drain** — take only the delta ([`Delta`]): key-value and blob puts/deletes that
 //!    change something, and one [`Commit`](nexus_store::Commit) of compare-and-swaps
-//!    (each expecting the value as hydrated) plus the queued commit log entries;
+//!    (each expecting the value as hydrated), read checks (every other state the round
+//!    read, with the value it read: the commit is serializable) and the queued commit
+//!    log entries;
 //! 4. **flush** — write it back ([`Delta::flush`], or the host's own async version of
 //!    the same order): idempotent, content-addressed puts first, then the one atomic
 //!    commit (the commit point), then the key-value entries that depend on it, then
@@ -29,11 +31,17 @@
 //!    the commit point is written, and the job is retried from hydration or the
 //!    conflict is reported.
 //!
-//! [`StoreSession`] drives steps 2–3 one round at a time ([`StoreSession::execute`]
-//! returns [`Executed::NeedsHydration`] or [`Executed::Done`]), so an async host can
-//! await its bindings between rounds; [`StoreSession::run`] does the whole loop against
-//! any sync store. [`SessionServer`] is a sequential job queue doing all four steps per
-//! job, on its own thread natively or driven with [`SessionServer::process_one`].
+//! [`Driver`] is the one sans-IO state machine of all four steps for every host, in the
+//! manner of quinn-proto and raft-rs's `Ready`: it yields [`Step::Hydrate`],
+//! [`Step::Commit`] (a [`WriteBatch`](nexus_store::WriteBatch) in flush order, with its
+//! read checks) or [`Step::Done`], is fed what the host's I/O did, and holds the
+//! round and attempt bounds, the conflict retries, the flush phases and the rule for
+//! answers decided on cached states. [`drive_sync`] runs it against any sync store;
+//! the Cloudflare Worker awaits its bindings between steps. Below it, [`StoreSession`]
+//! runs steps 2–3 one round at a time ([`StoreSession::execute`] returns
+//! [`Executed::NeedsHydration`] or [`Executed::Done`]). [`SessionServer`] is the native
+//! job queue around drivers: one job at a time ([`SessionServer::process_one`]) or in
+//! groups written with one durable transaction ([`SessionServer::process_group`]).
 //!
 //! The crate has no async runtime and no knowledge of what the library stores; it builds
 //! for `wasm32-unknown-unknown`.

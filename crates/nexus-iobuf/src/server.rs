@@ -309,13 +309,16 @@ impl SessionClient {
     }
 }
 
-/// A sequential job queue over a backing store: each job is hydrated, executed and
-/// flushed before the next starts, so jobs never interleave. A commit conflict (another
-/// writer changed a hydrated state) retries the job from hydration, up to a bound.
+/// A job queue over a backing store: each job's [`Driver`] does the deciding (rounds,
+/// read checks, retries); the server only hydrates from the store and writes the
+/// batches it asks for. [`SessionServer::process_one`] runs one job to its end;
+/// [`SessionServer::process_group`] runs many with one batched write per pass. A
+/// commit conflict (another writer changed a state the job wrote or read) retries the
+/// job from hydration, up to its driver's bound.
 ///
-/// Natively, [`SessionServer::spawn`] runs it on its own thread, fed through
-/// [`SessionClient`]s from any number of threads. On wasm (or natively, without a
-/// thread) the host drives it with [`SessionServer::process_one`].
+/// Natively, [`SessionServer::spawn`] / [`SessionServer::spawn_grouped`] run it on its
+/// own thread, fed through [`SessionClient`]s from any number of threads. (The
+/// Cloudflare Worker needs no queue: it drives each request's [`Driver`] itself.)
 pub struct SessionServer<S> {
     store: S,
     queue: Arc<Queue>,
