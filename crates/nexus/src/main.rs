@@ -11,6 +11,8 @@ mod agents;
 mod cli;
 mod contract_cmd;
 mod export;
+mod limits;
+mod net;
 mod serve;
 
 use std::net::SocketAddr;
@@ -63,6 +65,8 @@ enum Command {
         /// Accept writes signed by any valid key, not only allowlisted agents (local work only).
         #[arg(long)]
         open: bool,
+        #[command(flatten)]
+        guard: limits::GuardArgs,
     },
     /// Create a signing key (default: $NEXUS_HOME/key, else ~/.config/nexus/key).
     Keygen {
@@ -299,9 +303,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Serve { data, addr, open } => {
-            serve::run(serve::ServeOptions { data, addr, open })?
-        }
+        Command::Serve {
+            data,
+            addr,
+            open,
+            guard,
+        } => serve::run(serve::ServeOptions {
+            data,
+            addr,
+            open,
+            guard: guard.guard()?,
+        })?,
         Command::Keygen { out, force } => {
             let path = match out {
                 Some(p) => p,
