@@ -50,6 +50,14 @@ pub struct Global {
     /// Print one JSON document (for scripts) instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Trust only the CA certificates of this PEM file for https:// servers (instead of
+    /// the public roots): for a server whose certificate a private CA signed.
+    #[arg(long, global = true, env = "NEXUS_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+    /// Send the bearer token of this file (its first line that is not blank or a `#`
+    /// comment) with every request: for a server whose reads need one.
+    #[arg(long, global = true, env = "NEXUS_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
