@@ -74,15 +74,18 @@ pub fn status_of(code: &str) -> u16 {
         "malformed_json" | "invalid_record" | "hash_mismatch" | "too_many_parents"
         | "lease_out_of_range" | "clock_skew" | "ambiguous_id" | "bad_request"
         | "invalid_contract" => 400,
-        "bad_signature" => 401,
+        "bad_signature" | "unauthorized" => 401,
         "inadmissible" | "not_proposer" | "author_not_allowed" | "upgrade_refused" => 403,
         "not_found" | "no_route" => 404,
         "method_not_allowed" => 405,
+        "request_timeout" => 408,
         "already_claimed" | "lease_expired" | "not_holder" | "stale_token" | "already_resolved"
         | "withdrawn" | "conflict" | "too_many_hints" | "stale_contract" => 409,
         "body_too_large" => 413,
         "unknown_parent" | "wrong_kind" => 422,
+        "rate_limited" => 429,
         "not_implemented" => 501,
+        "too_many_connections" => 503,
         _ => 500,
     }
 }
@@ -400,6 +403,10 @@ mod tests {
             ("no_route", 404),
             ("method_not_allowed", 405),
             ("body_too_large", 413),
+            ("unauthorized", 401),
+            ("request_timeout", 408),
+            ("rate_limited", 429),
+            ("too_many_connections", 503),
             ("anything_else", 500),
         ] {
             assert_eq!(status_of(code), status, "{code}");

@@ -590,6 +590,17 @@ impl Job {
         }
     }
 
+    /// Who signed the job's record or action (`None` for reads and for the host's own
+    /// jobs): what a host's per-author rate limit counts.
+    pub fn author(&self) -> Option<&nexus_core::AuthorKey> {
+        match &self.op {
+            Op::Submit(r) => Some(r.author()),
+            Op::Act(a) => Some(a.author()),
+            Op::Deploy { record, .. } => Some(record.author()),
+            _ => None,
+        }
+    }
+
     /// Whether the job changes state.
     pub fn is_write(&self) -> bool {
         matches!(

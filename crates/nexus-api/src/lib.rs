@@ -56,6 +56,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod access;
 mod error;
 mod governor;
 mod job;
@@ -75,6 +76,9 @@ use nexus_iobuf::{
 };
 use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore};
 
+pub use access::{
+    ReadAccess, rate_limited, request_timeout, retry_after_secs, too_many_connections, unauthorized,
+};
 pub use error::{ApiError, core_error, status_of, validation_error};
 pub use governor::{GovernError, Governor, Next};
 pub use job::{

@@ -21,6 +21,10 @@ struct Counts {
     buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
     sum_us: u64,
     count: u64,
+    /// Requests refused by a rate limit, by scope (`author`, `address`).
+    rate_limited: BTreeMap<&'static str, u64>,
+    /// Connections closed by a host timeout, by what timed out (`header`, `body`, `tls`).
+    timeouts: BTreeMap<&'static str, u64>,
 }
 
 /// Requests by route template and status, errors by code, commits, CAS conflicts and a
@@ -30,6 +34,8 @@ pub struct Metrics {
     counts: Mutex<Counts>,
     commits: AtomicU64,
     conflicts: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -72,6 +78,54 @@ impl Metrics {
     /// Counts a commit refused by compare-and-swap.
     pub fn record_conflict(&self) {
         self.conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused by the rate limit of `scope` (`author`, `address`).
+    pub fn record_rate_limited(&self, scope: &'static str) {
+        *self.lock().rate_limited.entry(scope).or_insert(0) += 1;
+    }
+
+    /// Counts a connection the host closed because `what` (`header`, `body`, `tls`)
+    /// did not arrive in time.
+    pub fn record_timeout(&self, what: &'static str) {
+        *self.lock().timeouts.entry(what).or_insert(0) += 1;
+    }
+
+    /// Counts a connection opened (the host serves it).
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a served connection closed.
+    pub fn connection_closed(&self) {
+        let _ = self
+            .connections_open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Counts a connection refused over the host's connection cap.
+    pub fn record_connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused over the cap.
+    pub fn connections_refused(&self) -> u64 {
+        self.connections_refused.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused by the rate limit of `scope`.
+    pub fn rate_limited(&self, scope: &str) -> u64 {
+        self.lock().rate_limited.get(scope).copied().unwrap_or(0)
+    }
+
+    /// Connections closed because `what` timed out.
+    pub fn timeouts(&self, what: &str) -> u64 {
+        self.lock().timeouts.get(what).copied().unwrap_or(0)
     }
 
     /// Requests counted for `route` with `status`.
@@ -123,6 +177,32 @@ impl Metrics {
         out.push_str("# HELP nexus_cas_conflicts_total Commits refused by compare-and-swap.\n");
         out.push_str("# TYPE nexus_cas_conflicts_total counter\n");
         let _ = writeln!(out, "nexus_cas_conflicts_total {}", self.conflicts());
+        out.push_str(
+            "# HELP nexus_rate_limited_total Requests refused by a rate limit, by scope.\n",
+        );
+        out.push_str("# TYPE nexus_rate_limited_total counter\n");
+        for (scope, n) in &c.rate_limited {
+            let _ = writeln!(out, "nexus_rate_limited_total{{scope=\"{scope}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP nexus_timeouts_total Connections closed by a timeout, by what was late.\n",
+        );
+        out.push_str("# TYPE nexus_timeouts_total counter\n");
+        for (what, n) in &c.timeouts {
+            let _ = writeln!(out, "nexus_timeouts_total{{what=\"{what}\"}} {n}");
+        }
+        out.push_str("# HELP nexus_connections_open Connections the host serves now.\n");
+        out.push_str("# TYPE nexus_connections_open gauge\n");
+        let _ = writeln!(out, "nexus_connections_open {}", self.connections_open());
+        out.push_str(
+            "# HELP nexus_connections_refused_total Connections refused over the connection cap.\n",
+        );
+        out.push_str("# TYPE nexus_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "nexus_connections_refused_total {}",
+            self.connections_refused()
+        );
         out.push_str("# HELP nexus_request_duration_seconds Request latency.\n");
         out.push_str("# TYPE nexus_request_duration_seconds histogram\n");
         let mut cumulative = 0;
@@ -181,6 +261,12 @@ mod tests {
         m.observe(Route::Unmatched, 404, Some("no_route"), 9_000_000);
         m.record_commit();
         m.record_conflict();
+        m.record_rate_limited("author");
+        m.record_timeout("body");
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.record_connection_refused();
         let text = m.render_prometheus();
         for line in [
             "nexus_requests_total{method=\"POST\",route=\"/v1/intents/{id}/claim\",status=\"200\"} 1",
@@ -188,6 +274,10 @@ mod tests {
             "nexus_errors_total{code=\"already_claimed\"} 1",
             "nexus_commits_total 1",
             "nexus_cas_conflicts_total 1",
+            "nexus_rate_limited_total{scope=\"author\"} 1",
+            "nexus_timeouts_total{what=\"body\"} 1",
+            "nexus_connections_open 1",
+            "nexus_connections_refused_total 1",
             "nexus_request_duration_seconds_bucket{le=\"0.0001\"} 1",
             "nexus_request_duration_seconds_bucket{le=\"0.005\"} 2",
             "nexus_request_duration_seconds_bucket{le=\"5\"} 2",

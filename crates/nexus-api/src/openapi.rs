@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // The operation stubs are read by the derive, never called.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+use utoipa::{Modify, OpenApi};
 
 use crate::wire::*;
 
@@ -62,9 +64,70 @@ use crate::wire::*;
         WireAction,
         WireIntentState,
         WireResolves
-    ))
+    )),
+    modifiers(&HostLimits)
 )]
 pub struct ApiDoc;
+
+/// The answers of a host's own limits, on every operation (`spec/api.md`, "Limits of
+/// a host"): `429 rate_limited` with `Retry-After` and `503 too_many_connections`
+/// everywhere, `408 request_timeout` where a body is sent, and `401 unauthorized`
+/// (with the optional bearer scheme `read_token`) on every read.
+struct HostLimits;
+
+impl Modify for HostLimits {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let error = |description: &str| {
+            ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+        };
+        let retry_after = |what: &str| {
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+                .description(Some(format!("Seconds to wait before {what}")))
+                .build()
+        };
+        let limited = error(
+            "rate_limited (names scope: author or address, and retry_after_ms): over the \
+             host's rate limit",
+        )
+        .header("Retry-After", retry_after("the next request is allowed"))
+        .build();
+        let busy = error("too_many_connections (names limit): over the host's connection cap")
+            .header("Retry-After", retry_after("retrying"))
+            .build();
+        let late =
+            error("request_timeout (names limit_ms): the body did not arrive in time").build();
+        let denied = error("unauthorized: this host needs a bearer token for reads").build();
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "read_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        let anonymous = SecurityRequirement::default();
+        let token = SecurityRequirement::new("read_token", Vec::<String>::new());
+        for item in doc.paths.paths.values_mut() {
+            if let Some(op) = item.post.as_mut() {
+                let r = &mut op.responses.responses;
+                r.insert("408".into(), late.clone().into());
+                r.insert("429".into(), limited.clone().into());
+                r.insert("503".into(), busy.clone().into());
+            }
+            if let Some(op) = item.get.as_mut() {
+                let r = &mut op.responses.responses;
+                r.entry("401".into())
+                    .or_insert_with(|| denied.clone().into());
+                r.insert("429".into(), limited.clone().into());
+                r.insert("503".into(), busy.clone().into());
+                op.security = Some(vec![anonymous.clone(), token.clone()]);
+            }
+        }
+    }
+}
 
 /// The OpenAPI 3.1 document as pretty JSON (what `GET /v1/openapi.json` serves and
 /// `spec/openapi.json` holds).

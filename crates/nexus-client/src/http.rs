@@ -22,7 +22,10 @@
 //! ```
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use nexus_core::{
     Action, ActionContent, AuthorKey, Content, FihHash, Hint, IntentState, Kind, Lease, Limits,
@@ -138,6 +141,12 @@ pub enum ClientError {
         /// HTTP status.
         status: u16,
         /// What is wrong, with the start of the body.
+        reason: String,
+    },
+    /// A CA certificate to trust could not be used.
+    #[error("invalid CA certificate: {reason}")]
+    BadCaCert {
+        /// What is wrong.
         reason: String,
     },
     /// A record or action in the answer does not verify.
@@ -430,8 +439,25 @@ fn snippet(body: &[u8]) -> String {
 /// request (to be able to abandon a slow DNS lookup), which cost more CPU than the
 /// rest of a request on loopback. Name lookups are then as slow as the system's own.
 pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    http_agent_trusting(timeout, None)
+}
+
+/// [`http_agent`] that trusts, for `https://`, only the CA certificates `roots` (when
+/// given) instead of the built-in public roots: for a server whose certificate a
+/// private CA signed.
+pub fn http_agent_trusting(
+    timeout: Duration,
+    roots: Option<&[Certificate<'static>]>,
+) -> ureq::Agent {
     let step = Some(timeout);
+    let tls = match roots {
+        Some(certs) => TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(certs))
+            .build(),
+        None => TlsConfig::default(),
+    };
     let config = ureq::Agent::config_builder()
+        .tls_config(tls)
         .http_status_as_error(false)
         .timeout_connect(step)
         .timeout_send_request(step)
@@ -450,6 +476,10 @@ pub struct Client {
     agent: ureq::Agent,
     limits: Limits,
     timeout: Duration,
+    /// CA certificates trusted instead of the public roots.
+    roots: Option<Arc<Vec<Certificate<'static>>>>,
+    /// `Authorization` header value (`Bearer …`) sent with every request.
+    authorization: Option<String>,
 }
 
 impl Client {
@@ -473,20 +503,48 @@ impl Client {
         }
         Ok(Self {
             base: base.to_owned(),
-            agent: Self::agent(DEFAULT_TIMEOUT),
+            agent: http_agent(DEFAULT_TIMEOUT),
             limits: Limits::default(),
             timeout: DEFAULT_TIMEOUT,
+            roots: None,
+            authorization: None,
         })
     }
 
-    fn agent(timeout: Duration) -> ureq::Agent {
-        http_agent(timeout)
+    fn rebuild_agent(&mut self) {
+        self.agent = http_agent_trusting(self.timeout, self.roots.as_ref().map(|r| r.as_slice()));
     }
 
     /// Sets the timeout of each step of a request (default [`DEFAULT_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.agent = Self::agent(timeout);
         self.timeout = timeout;
+        self.rebuild_agent();
+        self
+    }
+
+    /// Trusts, for `https://`, only the CA certificates in `pem` (one or more PEM
+    /// `CERTIFICATE` blocks) instead of the built-in public roots.
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        let bad = |reason: String| ClientError::BadCaCert { reason };
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item.map_err(|e| bad(e.to_string()))? {
+                ureq::tls::PemItem::Certificate(c) => certs.push(c),
+                _ => continue, // keys and other blocks are not trust anchors
+            }
+        }
+        if certs.is_empty() {
+            return Err(bad("no PEM CERTIFICATE block".into()));
+        }
+        self.roots = Some(Arc::new(certs));
+        self.rebuild_agent();
+        Ok(self)
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (a server whose reads
+    /// need a token answers `401 unauthorized` without it).
+    pub fn with_bearer_token(mut self, token: &str) -> Self {
+        self.authorization = Some(format!("Bearer {}", token.trim()));
         self
     }
 
@@ -518,13 +576,25 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>), ClientError> {
         let url = format!("{}{}", self.base, path);
+        let auth = self.authorization.as_deref();
         let result = match body {
-            Some(bytes) => self
-                .agent
-                .post(&url)
-                .header("content-type", "application/json")
-                .send(bytes),
-            None => self.agent.get(&url).call(),
+            Some(bytes) => {
+                let mut req = self
+                    .agent
+                    .post(&url)
+                    .header("content-type", "application/json");
+                if let Some(a) = auth {
+                    req = req.header("authorization", a);
+                }
+                req.send(bytes)
+            }
+            None => {
+                let mut req = self.agent.get(&url);
+                if let Some(a) = auth {
+                    req = req.header("authorization", a);
+                }
+                req.call()
+            }
         };
         let mut response = result.map_err(|e| transport(method, &url, e))?;
         let status = response.status().as_u16();

@@ -161,7 +161,30 @@ pub fn load_key(g: &Global) -> Result<KeyFile> {
 
 /// A client for `--server`.
 pub fn client(g: &Global) -> Result<Client> {
-    Ok(Client::new(&g.server)?)
+    client_for(g, &g.server)
+}
+
+/// A client for the server at `url`, trusting `--ca-cert` and sending `--token-file`.
+pub fn client_for(g: &Global, url: &str) -> Result<Client> {
+    let mut c = Client::new(url)?;
+    if let Some(path) = &g.ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+        c = c
+            .with_ca_pem(&pem)
+            .with_context(|| format!("cannot use the CA certificate {}", path.display()))?;
+    }
+    if let Some(path) = &g.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        let token = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .with_context(|| format!("the token file {} holds no token", path.display()))?;
+        c = c.with_bearer_token(token);
+    }
+    Ok(c)
 }
 
 /// A full hash from a full hash or a prefix (≥ 8 hex digits), asking the server.

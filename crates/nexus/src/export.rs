@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nexus_client::{Client, ClientError, VerifyError, VerifyOptions, VerifyReport};
+use nexus_client::{ClientError, VerifyError, VerifyOptions, VerifyReport};
 use serde_json::{Value, json};
 
 use crate::Global;
@@ -168,7 +168,7 @@ pub fn verify(g: &Global, source: &str, replay: bool) -> Result<ExitCode> {
         ..VerifyOptions::default()
     };
     let result = if source.starts_with("http://") || source.starts_with("https://") {
-        let c = Client::new(source)?;
+        let c = crate::cli::client_for(g, source)?;
         let head = c.health()?.log_head;
         let mut progress = Progress::new(head, head >= LONG, "verifying", false);
         let reader = LogReader {

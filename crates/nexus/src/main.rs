@@ -11,6 +11,8 @@ mod agents;
 mod cli;
 mod contract_cmd;
 mod export;
+mod limits;
+mod net;
 mod serve;
 
 use std::net::SocketAddr;
@@ -48,6 +50,14 @@ pub struct Global {
     /// Print one JSON document (for scripts) instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Trust only the CA certificates of this PEM file for https:// servers (instead of
+    /// the public roots): for a server whose certificate a private CA signed.
+    #[arg(long, global = true, env = "NEXUS_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+    /// Send the bearer token of this file (its first line that is not blank or a `#`
+    /// comment) with every request: for a server whose reads need one.
+    #[arg(long, global = true, env = "NEXUS_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +73,8 @@ enum Command {
         /// Accept writes signed by any valid key, not only allowlisted agents (local work only).
         #[arg(long)]
         open: bool,
+        #[command(flatten)]
+        guard: limits::GuardArgs,
     },
     /// Create a signing key (default: $NEXUS_HOME/key, else ~/.config/nexus/key).
     Keygen {
@@ -299,9 +311,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Serve { data, addr, open } => {
-            serve::run(serve::ServeOptions { data, addr, open })?
-        }
+        Command::Serve {
+            data,
+            addr,
+            open,
+            guard,
+        } => serve::run(serve::ServeOptions {
+            data,
+            addr,
+            open,
+            guard: guard.guard()?,
+        })?,
         Command::Keygen { out, force } => {
             let path = match out {
                 Some(p) => p,

@@ -1,10 +1,15 @@
 //! `nexus serve`: the HTTP host around `nexus-api` on the embedded redb store.
 //!
+//! Connections are accepted by [`crate::net`] (connection cap, TLS, header timeout).
+//!
 //! Request path:
-//! 1. the body is read up to the API's limit (413 in the API's own error shape above it,
+//! 0. the client address's rate limit, then read access (a bearer token, when reads
+//!    need one), both before the body is read ([`crate::limits`]);
+//! 1. the body is read up to the API's limit, within the body timeout (`408`), (413 in the API's own error shape above it,
 //!    after reading and dropping the rest so that the client can read the answer);
 //! 2. [`Api::prepare`] parses and verifies (hash, Ed25519, allowlist) right on the
 //!    runtime's worker threads (tens of microseconds; a hand-off would cost more);
+//!    a write then takes a token of its author's rate limit;
 //! 3. reads run on a blocking thread directly against the store (redb reads are MVCC
 //!    snapshots);
 //! 4. writes go to one [`SessionServer`] thread that executes queued jobs in groups and
@@ -17,20 +22,21 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use axum::Router;
 use axum::body::{Body, HttpBody as _};
-use axum::extract::{Request as AxumRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as AxumResponse;
-use axum::serve::ListenerExt as _;
-use nexus_api::{Api, ApiConfig, ApiError, Job, Next, Prepared, Request, Response};
+use nexus_api::{
+    Api, ApiConfig, ApiError, Job, Metrics, Next, Prepared, ReadAccess, Request, Response, Route,
+};
 use nexus_iobuf::{SessionClient, SessionServer};
 use nexus_store_redb::RedbStore;
 
 use crate::agents;
+use crate::limits::{Rate, RateLimits};
+use crate::net::{self, NetConfig};
 
 /// Most write jobs written together in one durable transaction.
 pub const GROUP_SIZE: usize = 256;
@@ -44,12 +50,40 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// Accept any valid author key.
     pub open: bool,
+    /// Timeouts, connection and rate limits, read access, TLS.
+    pub guard: Guard,
+}
+
+/// What protects `nexus serve` from its clients (the flags of
+/// [`crate::limits::GuardArgs`]).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// Time to receive a request's headers; also the idle keep-alive timeout and the
+    /// TLS handshake's (see [`crate::net`]).
+    pub header_timeout: Duration,
+    /// Time to receive a request's body once its headers are in (`408` after it).
+    pub body_timeout: Duration,
+    /// Most connections served at once (`503` above it).
+    pub max_connections: usize,
+    /// Writes per author key.
+    pub author_rate: Rate,
+    /// Requests per client address.
+    pub address_rate: Rate,
+    /// Who may read.
+    pub read_access: ReadAccess,
+    /// Serve reads to anyone on a non-loopback address (must be said explicitly).
+    pub public_reads: bool,
+    /// TLS certificate chain and private key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 struct AppState {
     api: Api,
     store: RedbStore,
     writes: SessionClient,
+    limits: RateLimits,
+    read_access: ReadAccess,
+    body_timeout: Duration,
 }
 
 /// Milliseconds since the Unix epoch: the `now` every transition uses.
@@ -62,6 +96,22 @@ pub fn now_ms() -> u64 {
 
 /// Opens the store and serves until SIGINT or SIGTERM, then finishes queued writes.
 pub fn run(opts: ServeOptions) -> Result<()> {
+    let guard = &opts.guard;
+    if !opts.addr.ip().is_loopback() && !guard.read_access.requires_token() && !guard.public_reads {
+        anyhow::bail!(
+            "{} is not a loopback address: every read would be served to anyone who can reach \
+             it. Give --read-token-file PATH to require a bearer token, or --public-reads to \
+             serve reads publicly on purpose",
+            opts.addr
+        );
+    }
+    // Load TLS before anything else touches the data directory: a bad file is a
+    // startup error with its name.
+    let tls = match &guard.tls {
+        Some((cert, key)) => Some(net::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let max_connections = crate::limits::fit_connections(guard.max_connections);
     std::fs::create_dir_all(&opts.data)
         .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
     let store = open_store(&opts.data)?;
@@ -85,6 +135,9 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         api: Api::new(config),
         store,
         writes: server.client(),
+        limits: RateLimits::new(guard.author_rate, guard.address_rate),
+        read_access: guard.read_access.clone(),
+        body_timeout: guard.body_timeout,
     });
     // Contract Hints are derived from the log: bring them up to date before serving.
     govern_blocking(&state, Next::CatchUp);
@@ -97,21 +150,27 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", opts.addr))?;
         let local = listener.local_addr().context("listener has no address")?;
-        tracing::info!(addr = %local, data = %opts.data.display(), open = opts.open, "neXus serving");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            addr = %local,
+            data = %opts.data.display(),
+            open = opts.open,
+            tls = tls.is_some(),
+            read_token = guard.read_access.requires_token(),
+            max_connections,
+            "neXus serving"
+        );
         // A line on stdout that scripts and tests wait for.
-        println!("nexus listening on http://{local}");
-        let app = Router::new().fallback(handle).with_state(Arc::clone(&state));
-        // Answers go out whole at once; Nagle's algorithm would only hold back the
-        // tail of a large one until the client's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("server failed")
+        println!("nexus listening on {scheme}://{local}");
+        let forget = tokio::spawn(forget_idle_buckets(Arc::clone(&state)));
+        let config = NetConfig {
+            header_timeout: guard.header_timeout,
+            max_connections,
+            tls,
+        };
+        let served = net::serve(listener, config, Arc::clone(&state), shutdown_signal()).await;
+        forget.abort();
+        served
     })?;
     drop(state);
     server
@@ -151,7 +210,75 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing queued writes");
 }
 
-async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumResponse {
+/// Every minute, forgets the rate buckets that are full again.
+async fn forget_idle_buckets(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(crate::limits::FORGET_AFTER);
+    loop {
+        tick.tick().await;
+        state.limits.forget_idle();
+    }
+}
+
+impl net::Host for AppState {
+    async fn call(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> AxumResponse {
+        handle(self, peer, req.map(Body::new)).await
+    }
+
+    fn refusal(&self, limit: usize) -> AxumResponse {
+        let r = nexus_api::too_many_connections(limit).to_response();
+        self.api.metrics().observe_response(Route::Unmatched, &r, 0);
+        let mut resp = into_axum(r);
+        set(&mut resp, header::RETRY_AFTER, "1");
+        set(&mut resp, header::CONNECTION, "close");
+        resp
+    }
+
+    fn metrics(&self) -> &Metrics {
+        self.api.metrics()
+    }
+}
+
+/// Sets a header whose value is known to be valid.
+fn set(resp: &mut AxumResponse, name: header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+}
+
+/// An answer the host gives before (or instead of) the API: counted like every other
+/// one (requests by route, errors by code, latency).
+fn early(state: &AppState, route: Route, e: &ApiError, started: Instant) -> AxumResponse {
+    let r = e.to_response();
+    let micros = started.elapsed().as_micros() as u64;
+    state.api.metrics().observe_response(route, &r, micros);
+    into_axum(r)
+}
+
+/// `429 rate_limited` with `Retry-After`, counted under `scope`.
+fn limited(
+    state: &AppState,
+    route: Route,
+    scope: &'static str,
+    wait_ms: u64,
+    started: Instant,
+) -> AxumResponse {
+    state.api.metrics().record_rate_limited(scope);
+    let e = nexus_api::rate_limited(scope, wait_ms);
+    let mut resp = early(state, route, &e, started);
+    let secs = nexus_api::retry_after_secs(wait_ms).to_string();
+    set(&mut resp, header::RETRY_AFTER, &secs);
+    resp
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    req: axum::http::Request<Body>,
+) -> AxumResponse {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
     let target = req
@@ -159,27 +286,49 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
+    let path = target.split('?').next().unwrap_or("/");
+    let early_route = nexus_api::route_for(&method, path);
+    if let Err(wait_ms) = state.limits.check_address(peer.ip()) {
+        return limited(&state, early_route, "address", wait_ms, started);
+    }
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if let Err(e) = state.read_access.check(early_route, authorization) {
+        let mut resp = early(&state, early_route, &e, started);
+        set(&mut resp, header::WWW_AUTHENTICATE, "Bearer");
+        return resp;
+    }
     let limit = state.api.config().max_request_bytes;
-    let body = match read_body(req.into_body(), limit).await {
-        Ok(b) => b,
-        Err(seen) => {
-            let r = match seen {
-                Some(size) => nexus_api::body_too_large(size, limit),
-                None => ApiError::new(
-                    "body_too_large",
-                    format!("request body is larger than {limit} bytes (or could not be read)"),
-                )
-                .with("limit", limit as u64),
+    let body =
+        match tokio::time::timeout(state.body_timeout, read_body(req.into_body(), limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(seen)) => {
+                let e = match seen {
+                    Some(size) => nexus_api::body_too_large(size, limit),
+                    None => ApiError::new(
+                        "body_too_large",
+                        format!("request body is larger than {limit} bytes (or could not be read)"),
+                    )
+                    .with("limit", limit as u64),
+                };
+                return early(&state, early_route, &e, started);
             }
-            .to_response();
-            // Counted like every other answer (errors by code, requests by route).
-            let path = target.split('?').next().unwrap_or("/");
-            let route = nexus_api::route_for(&method, path);
-            let micros = started.elapsed().as_micros() as u64;
-            state.api.metrics().observe_response(route, &r, micros);
-            return into_axum(r);
-        }
-    };
+            Err(_) => {
+                // The rest of the body may never come: answer and close the connection.
+                state.api.metrics().record_timeout("body");
+                let ms = state.body_timeout.as_millis() as u64;
+                let mut resp = early(
+                    &state,
+                    early_route,
+                    &nexus_api::request_timeout(ms),
+                    started,
+                );
+                set(&mut resp, header::CONNECTION, "close");
+                return resp;
+            }
+        };
     let request = Request::new(&method, &target, body);
     // Parsing and verifying (hash, one Ed25519 check) take tens of microseconds: they
     // run right here on the runtime's worker rather than paying two thread hand-offs.
@@ -188,6 +337,11 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
         Prepared::Metrics => (nexus_api::Route::Metrics, state.api.metrics().response()),
         Prepared::Job(job) if job.is_write() => {
             let route = job.route();
+            if let Some(author) = job.author()
+                && let Err(wait_ms) = state.limits.check_author(author)
+            {
+                return limited(&state, route, "author", wait_ms, started);
+            }
             // A committed Fact is handed to the contract's evaluator.
             let fact = job
                 .record()

@@ -9,7 +9,14 @@
 //! Configuration (`[vars]` of `wrangler.toml`):
 //! - `NEXUS_OPEN`: `"true"` accepts any valid author key (local work);
 //! - `NEXUS_AUTHORS`: comma-separated hex author keys allowed to write otherwise;
-//! - `NEXUS_DO_LOCATION`: optional location hint for the coordinator (`weur`, `enam`, …).
+//! - `NEXUS_DO_LOCATION`: optional location hint for the coordinator (`weur`, `enam`, …);
+//! - `NEXUS_PUBLIC_STATUS`: `"true"` serves `/v1/health` and `/metrics` without the
+//!   read token.
+//!
+//! Secret (`wrangler secret put NEXUS_READ_TOKENS`): the bearer tokens reads need, one a
+//! line (unset: reads are public), checked with [`nexus_api::ReadAccess`] as on the
+//! native host. Binding [`AUTHOR_LIMIT_BINDING`] (`[[ratelimits]]`, optional): the
+//! per-author write limit, through the platform's rate limiter.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,7 +37,8 @@ use std::sync::OnceLock;
 use worker::{Context, Date, Env, Headers, Request, Response, Result, event};
 
 use nexus_api::{
-    Api, ApiConfig, Prepared, Route, body_too_large, not_implemented, served_route, storage_error,
+    Api, ApiConfig, Prepared, ReadAccess, Route, body_too_large, not_implemented, route_for,
+    served_route, storage_error,
 };
 use nexus_core::AuthorKey;
 
@@ -49,8 +57,26 @@ pub const COORDINATOR_NAME: &str = "coordinator";
 /// r2_reads=…;r2_writes=…;do_calls=…;commits=…;conflicts=…;rounds=…;attempts=…`.
 pub const METRICS_HEADER: &str = "x-nexus-metrics";
 
+/// The rate-limit binding that counts writes per author key (Workers Rate Limiting:
+/// a fixed window per Cloudflare location, see `wrangler.toml`).
+pub const AUTHOR_LIMIT_BINDING: &str = "NEXUS_AUTHOR_LIMIT";
+/// `Retry-After` of a write over the author limit: the binding's window (its `period`
+/// in `wrangler.toml`), since the binding does not say when the window resets.
+pub const AUTHOR_LIMIT_RETRY_S: u64 = 10;
+
 /// The API of this isolate (its `/metrics` counts what this isolate served).
 static API: OnceLock<Api> = OnceLock::new();
+/// Who may read, from the `NEXUS_READ_TOKENS` secret.
+static READ_ACCESS: OnceLock<ReadAccess> = OnceLock::new();
+
+fn read_access(env: &Env) -> ReadAccess {
+    let tokens = env
+        .secret("NEXUS_READ_TOKENS")
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let public_status = var(env, "NEXUS_PUBLIC_STATUS").is_some_and(|v| v.trim() == "true");
+    ReadAccess::from_token_file(&tokens).with_public_status(public_status)
+}
 
 fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string())
@@ -112,8 +138,20 @@ fn faults(_req: &Request) -> Faults {
 }
 
 fn into_worker(r: &nexus_api::Response, costs: &Counters, wall_ms: u64) -> Result<Response> {
+    into_worker_with(r, costs, wall_ms, &[])
+}
+
+fn into_worker_with(
+    r: &nexus_api::Response,
+    costs: &Counters,
+    wall_ms: u64,
+    extra: &[(&str, &str)],
+) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", r.content_type)?;
+    for (name, value) in extra {
+        headers.set(name, value)?;
+    }
     headers.set(
         METRICS_HEADER,
         &format!(
@@ -134,6 +172,25 @@ fn into_worker(r: &nexus_api::Response, costs: &Counters, wall_ms: u64) -> Resul
         .with_headers(headers))
 }
 
+/// Whether a signed write's author is over the per-author limit of the
+/// [`AUTHOR_LIMIT_BINDING`] binding. Without the binding, or when it fails, the write
+/// is not limited (logged): the limit protects capacity, it does not decide anything.
+async fn over_author_limit(env: &Env, job: &nexus_api::Job) -> bool {
+    let Some(author) = job.author().filter(|_| job.is_write()) else {
+        return false;
+    };
+    let Ok(limiter) = env.rate_limiter(AUTHOR_LIMIT_BINDING) else {
+        return false;
+    };
+    match limiter.limit(author.to_string()).await {
+        Ok(outcome) => !outcome.success,
+        Err(e) => {
+            worker::console_warn!("{AUTHOR_LIMIT_BINDING}: {e}");
+            false
+        }
+    }
+}
+
 /// The Worker's entry point: every request, answered in the API's JSON shapes (a
 /// binding failure is a `500 storage` error, never a bare 500).
 #[event(fetch)]
@@ -149,6 +206,27 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             return Response::from_json(&testing::run_tier_conformance(&env).await?);
         }
         _ => {}
+    }
+    // Reads may need a bearer token: checked before the body is read.
+    let access = READ_ACCESS.get_or_init(|| read_access(&env));
+    let authorization = req.headers().get("authorization").ok().flatten();
+    if let Err(e) = access.check(
+        route_for(&method, url.path()),
+        authorization.as_deref().map(str::as_bytes),
+    ) {
+        let r = e.to_response();
+        let wall_ms = Date::now().as_millis().saturating_sub(started);
+        api.metrics().observe_response(
+            route_for(&method, url.path()),
+            &r,
+            wall_ms.saturating_mul(1_000),
+        );
+        return into_worker_with(
+            &r,
+            &Counters::default(),
+            wall_ms,
+            &[("www-authenticate", "Bearer")],
+        );
     }
     // A body declared larger than the limit is refused before it is read (it would be
     // copied whole into the isolate's memory first): the same answer `prepare` gives
@@ -201,6 +279,20 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             ),
             Counters::default(),
         ),
+        Prepared::Job(job) if over_author_limit(&env, &job).await => {
+            api.metrics().record_rate_limited("author");
+            let r = nexus_api::rate_limited("author", AUTHOR_LIMIT_RETRY_S * 1_000).to_response();
+            let wall_ms = Date::now().as_millis().saturating_sub(started);
+            api.metrics()
+                .observe_response(job.route(), &r, wall_ms.saturating_mul(1_000));
+            let retry = AUTHOR_LIMIT_RETRY_S.to_string();
+            return into_worker_with(
+                &r,
+                &Counters::default(),
+                wall_ms,
+                &[("retry-after", &retry)],
+            );
+        }
         Prepared::Job(job) => match host(&env, faults(&req)) {
             Ok(host) => {
                 let r = host

@@ -28,6 +28,11 @@ impl Server {
     /// `nexus serve --data DATA --addr 127.0.0.1:0 [--open]`, waiting for its
     /// `nexus listening on http://ADDR` line.
     pub fn start(data: &Path, open: bool) -> Server {
+        Self::start_with(data, open, &[])
+    }
+
+    /// [`Server::start`] with more arguments (`https://` when they set up TLS).
+    pub fn start_with(data: &Path, open: bool, args: &[&str]) -> Server {
         let mut cmd = Command::new(NEXUS);
         cmd.arg("serve")
             .arg("--data")
@@ -36,6 +41,7 @@ impl Server {
         if open {
             cmd.arg("--open");
         }
+        cmd.args(args);
         let mut child = cmd
             .env("NEXUS_LOG", "warn")
             .env_remove("NEXUS_DATA")
@@ -55,13 +61,22 @@ impl Server {
                 panic!("nexus serve did not start: {other:?}, line {line:?}, exit {status:?}");
             }
         };
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+            "{url}"
+        );
         Server {
             child,
             _stdout: stdout,
             url,
             data: data.to_owned(),
         }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let hostport = self.url.rsplit("://").next().unwrap_or_default();
+        hostport.parse().expect("server address")
     }
 
     /// A client for it.
