@@ -4,6 +4,9 @@
 #
 #   bench/peers.sh                      # K = 1 16 64, 10 s per run
 #   AGENTS="1 16 64" DURATION=10 REPEAT=1 bench/peers.sh
+#   NEXUS_BASE=/path/to/old/nexus AGENTS=64 REPEAT=3 bench/peers.sh
+#       # also runs an older `nexus` binary ("nexus-base", its own data directory),
+#       # interleaved with the others, and prints the ratio nexus / nexus-base
 #
 # Needs (installs nothing): etcd 3.4 and PostgreSQL 15 binaries —
 #   apt-get update && apt-get install -y etcd-server postgresql
@@ -60,6 +63,7 @@ as_pg() {
 cleanup() {
   set +e
   [ -n "$NEXUS_PID" ] && kill "$NEXUS_PID" 2>/dev/null && wait "$NEXUS_PID" 2>/dev/null
+  [ -n "${NEXUS_BASE_PID:-}" ] && kill "$NEXUS_BASE_PID" 2>/dev/null && wait "$NEXUS_BASE_PID" 2>/dev/null
   [ -n "$ETCD_PID" ] && kill "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
   [ -n "$PG_STARTED" ] && as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR/data" -m fast -w stop >/dev/null 2>&1
   rm -rf "$TMP" "$PGDATA_DIR"
@@ -78,6 +82,20 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [ -n "$NEXUS_URL" ] || die "nexus serve did not start"
+
+NEXUS_BASE_PID="" NEXUS_BASE_URL=""
+if [ -n "${NEXUS_BASE:-}" ]; then
+  echo "== starting the baseline $NEXUS_BASE serve --open (data in $TMP/nexus-base)"
+  "$NEXUS_BASE" serve --data "$TMP/nexus-base" --addr 127.0.0.1:0 --open >"$TMP/nexus-base.out" 2>"$TMP/nexus-base.err" &
+  NEXUS_BASE_PID=$!
+  for _ in $(seq 100); do
+    NEXUS_BASE_URL=$(sed -n 's/^nexus listening on //p' "$TMP/nexus-base.out")
+    [ -n "$NEXUS_BASE_URL" ] && break
+    kill -0 "$NEXUS_BASE_PID" 2>/dev/null || { cat "$TMP/nexus-base.err" >&2; die "baseline nexus serve exited"; }
+    sleep 0.1
+  done
+  [ -n "$NEXUS_BASE_URL" ] || die "baseline nexus serve did not start"
+fi
 
 echo "== starting etcd on 127.0.0.1:$ETCD_PORT (data in $TMP/etcd)"
 "$ETCD_BIN" --name bench --data-dir "$TMP/etcd" \
@@ -119,6 +137,7 @@ PG_PID=$(head -1 "$PGDATA_DIR/data/postmaster.pid")
 server_ticks() {
   case $1 in
     nexus) ticks "$NEXUS_PID" ;;
+    nexus-base) ticks "$NEXUS_BASE_PID" ;;
     etcd) ticks "$ETCD_PID" ;;
     postgres) sleep 0.5; ticks "$PG_PID" $(pgrep -P "$PG_PID" || true) ;;
   esac
@@ -129,16 +148,18 @@ echo "== machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo
 : >"$OUT"
 for r in $(seq "$REPEAT"); do
   for k in $AGENTS; do
-    for t in nexus etcd postgres; do
+    for t in nexus ${NEXUS_BASE:+nexus-base} etcd postgres; do
       case $t in
         nexus) addr=(--url "$NEXUS_URL") ;;
+        nexus-base) addr=(--url "$NEXUS_BASE_URL") ;;
         etcd) addr=(--endpoint "$ETCD_URL") ;;
         postgres) addr=(--dsn "$PG_DSN") ;;
       esac
       load=$(cut -d' ' -f1 /proc/loadavg)
       s0=$(server_ticks "$t")
-      line=$("$BENCH" "$t" "${addr[@]}" --agents "$k" --duration "$DURATION" --json) ||
+      line=$("$BENCH" "${t%-base}" "${addr[@]}" --agents "$k" --duration "$DURATION" --json) ||
         { echo "$line" >&2; die "$t at K=$k failed"; }
+      line=$(echo "$line" | jq -c --arg t "$t" '.target = $t')
       s1=$(server_ticks "$t")
       line=$(echo "$line" | jq -c --arg load "$load" --argjson r "$r" --argjson st $((s1 - s0)) \
         '. + {load1: ($load|tonumber), rep: $r, server_cpu_s: ($st / 100)}')
@@ -157,7 +178,7 @@ jq -rs -L "$ROOT/bench" 'include "stats";
   } + step_medians) as $rows
   | "| K | system | cycles/s | propose p50 / p99 ms | claim p50 / p99 ms | resolve p50 / p99 ms | errors | CPU ms/cycle server / client | load1 |",
     "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ($rows | sort_by(.k, (.t | if . == "nexus" then 0 elif . == "etcd" then 1 else 2 end))[]
+    ($rows | sort_by(.k, (.t | if . == "nexus" then 0 elif . == "nexus-base" then 1 elif . == "etcd" then 2 else 3 end))[]
       | "| \(.k) | \(.t) | \(.cps | r1) | \(.pp50|f) / \(.pp99|f) | \(.cp50|f) / \(.cp99|f) | \(.rp50|f) / \(.rp99|f) | \(.err) | \(.scpu|f) / \(.ccpu|f) | \(.load|f) |"),
     "",
     "| K | nexus / etcd | nexus / postgres | nexus / better peer | ≥ 2× | worst step p99: nexus / better-throughput peer |",
@@ -167,6 +188,13 @@ jq -rs -L "$ROOT/bench" 'include "stats";
       | ($m.nexus.cps / $best.cps) as $x
       | ([$m.nexus.pp99, $m.nexus.cp99, $m.nexus.rp99] | max) as $n99
       | ([$best.pp99, $best.cp99, $best.rp99] | max) as $b99
-      | "| \($m.nexus.k) | \($m.nexus.cps / $m.etcd.cps | f) | \($m.nexus.cps / $m.postgres.cps | f) | \($x | f) (\($best.t)) | \(if $x >= 2 then "met" else "missed" end) | \($n99|f) / \($b99|f) ms |")
+      | "| \($m.nexus.k) | \($m.nexus.cps / $m.etcd.cps | f) | \($m.nexus.cps / $m.postgres.cps | f) | \($x | f) (\($best.t)) | \(if $x >= 2 then "met" else "missed" end) | \($n99|f) / \($b99|f) ms |"),
+    (if ($rows | map(.t) | index("nexus-base")) then
+      "",
+      "| K | nexus / nexus-base cycles/s | server CPU ms/cycle: nexus / nexus-base |",
+      "|---:|---:|---:|",
+      ($rows | group_by(.k)[] | (map({(.t): .}) | add) as $m
+        | "| \($m.nexus.k) | \($m.nexus.cps / $m["nexus-base"].cps | f) | \($m.nexus.scpu|f) / \($m["nexus-base"].scpu|f) |")
+    else empty end)
 ' "$OUT"
 echo "== raw results: $OUT"
