@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 
 use nexus_core::{FihHash, IntentState, Record};
 
+use crate::ErrorCode;
+
 /// `201`/`200` answer to a record submission.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Created {
@@ -290,7 +292,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code.
-    pub code: String,
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
     #[serde(flatten)]

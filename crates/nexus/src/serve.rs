@@ -26,7 +26,9 @@ use axum::extract::{Request as AxumRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as AxumResponse;
 use axum::serve::ListenerExt as _;
-use nexus_api::{Api, ApiConfig, ApiError, Job, MAX_JOB_ROUNDS, Next, Prepared, Request, Response};
+use nexus_api::{
+    Api, ApiConfig, ApiError, ErrorCode, Job, MAX_JOB_ROUNDS, Next, Prepared, Request, Response,
+};
 use nexus_iobuf::{IoBufferSession, SessionClient, SessionServer};
 use nexus_store_redb::RedbStore;
 
@@ -167,7 +169,7 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
             let r = match seen {
                 Some(size) => nexus_api::body_too_large(size, limit),
                 None => ApiError::new(
-                    "body_too_large",
+                    ErrorCode::BodyTooLarge,
                     format!("request body is larger than {limit} bytes (or could not be read)"),
                 )
                 .with("limit", limit as u64),
@@ -207,7 +209,7 @@ async fn handle(State(state): State<Arc<AppState>>, req: AxumRequest) -> AxumRes
             let read =
                 tokio::task::spawn_blocking(move || st.api.run_job(&st.store, &job, now_ms()));
             let response = read.await.unwrap_or_else(|_| {
-                ApiError::new("storage", "request handler panicked").to_response()
+                ApiError::new(ErrorCode::Storage, "request handler panicked").to_response()
             });
             (route, response)
         }
