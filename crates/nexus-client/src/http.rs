@@ -32,6 +32,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use nexus_wire::{AnyErrorCode, ErrorCode};
+
 /// Default timeout for each step of a request (connect, send, wait for the answer, read it).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -47,8 +49,10 @@ pub const LOG_PAGE_SIZE: u32 = 1_000;
 pub struct ApiError {
     /// HTTP status.
     pub status: u16,
-    /// Stable machine-readable code (`already_claimed`, `unknown_parent`, …).
-    pub code: String,
+    /// Stable machine-readable code (`already_claimed`, `unknown_parent`, …); a code
+    /// this version does not know (from a newer server) is kept as
+    /// [`AnyErrorCode::Unknown`].
+    pub code: AnyErrorCode,
     /// For people.
     pub message: String,
     /// The other members of the error object (e.g. `holder`, `lease_until`, `token`
@@ -162,9 +166,14 @@ impl ClientError {
         }
     }
 
-    /// The server's error code, if it answered with one.
+    /// The server's error code as sent, if it answered with one.
     pub fn code(&self) -> Option<&str> {
         self.api().map(|e| e.code.as_str())
+    }
+
+    /// The server's error code, if it answered with one this version knows.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.api().and_then(|e| e.code.known())
     }
 
     /// The HTTP status, if there was an answer.
@@ -1008,7 +1017,7 @@ fn api_error(status: u16, body: &[u8]) -> Option<ApiError> {
         return None;
     };
     let code = match error.remove("code")? {
-        Value::String(s) => s,
+        Value::String(s) => AnyErrorCode::from(s.as_str()),
         _ => return None,
     };
     let message = match error.remove("message") {
