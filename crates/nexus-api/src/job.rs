@@ -522,7 +522,7 @@ impl Outcome {
                 if s.duplicate { 200 } else { 201 },
                 &Created {
                     hash: s.hash,
-                    kind: s.kind.as_str(),
+                    kind: s.kind,
                     duplicate: s.duplicate,
                     seq: if s.duplicate {
                         None
@@ -531,15 +531,7 @@ impl Outcome {
                     },
                 },
             ),
-            Ok(Done::Leased(l)) => Response::json(
-                200,
-                &LeaseBody {
-                    intent: l.intent,
-                    token: l.token,
-                    lease_until: l.lease_until,
-                    takeover: l.takeover,
-                },
-            ),
+            Ok(Done::Leased(l)) => Response::json(200, &LeaseBody::from(l)),
             Ok(Done::Deployed(d)) => Response::json(
                 if d.duplicate { 200 } else { 201 },
                 &DeployedBody {
@@ -561,7 +553,7 @@ impl Outcome {
                 200,
                 &WithdrawnBody {
                     intent: *h,
-                    state: "withdrawn",
+                    state: "withdrawn".to_owned(),
                 },
             ),
         }
@@ -757,7 +749,7 @@ impl Job {
                 let h = core.resolve_id(id)?;
                 let record = core.get_record(&h)?.ok_or(CoreError::UnknownRecord(h))?;
                 body(&RecordBody {
-                    kind: record.content().kind().as_str(),
+                    kind: record.content().kind(),
                     parents: record.content().links(),
                     record,
                 })
@@ -794,7 +786,7 @@ impl Job {
                 body(&serde_json::json!({"applied": format!("{applied:?}")}))
             }
             Op::Health => body(&Health {
-                status: "ok",
+                status: "ok".to_owned(),
                 log_head: log_head(core)?,
             }),
             Op::Log { from, limit } => {

@@ -5,7 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use nexus_core::SigningKey;
+use nexus_core::{IntentState, Lease, SigningKey};
 use serde_json::json;
 
 use super::*;
@@ -371,7 +371,7 @@ fn listings_are_decoded_and_verified() {
     let hints = client.hints().expect("hints");
     assert_eq!(hints.len(), 1);
     assert_eq!(hints[0].hash, hh);
-    assert_eq!(hints[0].hint().map(|h| h.reason.as_str()), Some("boost"));
+    assert_eq!(hints[0].content().map(|h| h.reason.as_str()), Some("boost"));
     assert_eq!(
         client.health().expect("health"),
         Health {
