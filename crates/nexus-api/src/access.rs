@@ -6,7 +6,7 @@
 //! with the route [`crate::route_for`] gives for the method and path, so that both hosts
 //! answer the same `401 unauthorized`.
 
-use crate::{ApiError, Route};
+use crate::{ApiError, ErrorCode, Route};
 
 /// Who may call the routes that do not change state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,7 +117,7 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 /// `401 unauthorized`: a read without an accepted bearer token. Hosts add
 /// `WWW-Authenticate: Bearer`.
 pub fn unauthorized(message: &str) -> ApiError {
-    ApiError::new("unauthorized", message)
+    ApiError::new(ErrorCode::Unauthorized, message)
 }
 
 /// `429 rate_limited`: `scope` (`"author"` or `"address"`) spent its requests; the
@@ -125,7 +125,7 @@ pub fn unauthorized(message: &str) -> ApiError {
 /// [`retry_after_secs`] of it.
 pub fn rate_limited(scope: &'static str, retry_after_ms: u64) -> ApiError {
     ApiError::new(
-        "rate_limited",
+        ErrorCode::RateLimited,
         format!(
             "too many requests from this {scope}: retry in {} s",
             retry_after_secs(retry_after_ms)
@@ -143,7 +143,7 @@ pub fn retry_after_secs(ms: u64) -> u64 {
 /// `408 request_timeout`: the request's body did not arrive within `limit_ms`.
 pub fn request_timeout(limit_ms: u64) -> ApiError {
     ApiError::new(
-        "request_timeout",
+        ErrorCode::RequestTimeout,
         format!("the request body did not arrive within {limit_ms} ms"),
     )
     .with("limit_ms", limit_ms)
@@ -152,7 +152,7 @@ pub fn request_timeout(limit_ms: u64) -> ApiError {
 /// `503 too_many_connections`: the host holds its most open connections (`limit`).
 pub fn too_many_connections(limit: usize) -> ApiError {
     ApiError::new(
-        "too_many_connections",
+        ErrorCode::TooManyConnections,
         format!("the server holds its most open connections ({limit}); retry shortly"),
     )
     .with("limit", limit as u64)
@@ -170,7 +170,7 @@ mod tests {
         let e = access
             .check(Route::ListIntents, None)
             .expect_err("no token");
-        assert_eq!((e.status, e.code), (401, "unauthorized"));
+        assert_eq!((e.status(), e.code), (401, ErrorCode::Unauthorized));
         for ok in [&b"Bearer s3cret"[..], b"bearer  other ", b"BEARER s3cret"] {
             assert!(access.check(Route::Log, Some(ok)).is_ok(), "{ok:?}");
         }
@@ -201,13 +201,13 @@ mod tests {
 
     #[test]
     fn limit_errors_have_their_status() {
-        assert_eq!(rate_limited("author", 1).status, 429);
+        assert_eq!(rate_limited("author", 1).status(), 429);
         assert_eq!(rate_limited("author", 1).details["retry_after_ms"], 1);
         assert_eq!(retry_after_secs(1), 1);
         assert_eq!(retry_after_secs(1_001), 2);
         assert_eq!(retry_after_secs(0), 1);
-        assert_eq!(request_timeout(5).status, 408);
-        assert_eq!(too_many_connections(5).status, 503);
-        assert_eq!(unauthorized("x").status, 401);
+        assert_eq!(request_timeout(5).status(), 408);
+        assert_eq!(too_many_connections(5).status(), 503);
+        assert_eq!(unauthorized("x").status(), 401);
     }
 }

@@ -4,17 +4,15 @@ use serde_json::{Map, Value, json};
 
 use nexus_core::{CoreError, ValidationError};
 
-use crate::Response;
+use crate::{ErrorCode, Response};
 
-/// An error answer: HTTP status, stable code, message and named details, sent as
-/// `{"error":{"code","message",…details}}`.
+/// An error answer: a stable code (which gives the HTTP status), a message and named
+/// details, sent as `{"error":{"code","message",…details}}`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{code} ({status}): {message}")]
+#[error("{code} ({status}): {message}", status = code.status())]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: u16,
-    /// Stable machine-readable code (see `spec/api.md`).
-    pub code: &'static str,
+    /// Stable machine-readable code (see `spec/api.md`); it gives the status.
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
     /// Named detail fields, flattened into the error object.
@@ -22,10 +20,9 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with the status [`status_of`] gives `code`.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `code` (and so its status) and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status: status_of(code),
             code,
             message: message.into(),
             details: Map::new(),
@@ -34,7 +31,12 @@ impl ApiError {
 
     /// `400 bad_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new("bad_request", message)
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// The HTTP status (the code's).
+    pub fn status(&self) -> u16 {
+        self.code.status()
     }
 
     /// Adds a detail field.
@@ -46,7 +48,7 @@ impl ApiError {
     /// The JSON body.
     pub fn body(&self) -> Value {
         let mut error = Map::new();
-        error.insert("code".into(), Value::from(self.code));
+        error.insert("code".into(), Value::from(self.code.as_str()));
         error.insert("message".into(), Value::from(self.message.clone()));
         for (k, v) in &self.details {
             error.insert(k.clone(), v.clone());
@@ -56,7 +58,7 @@ impl ApiError {
 
     /// The HTTP response.
     pub fn to_response(&self) -> Response {
-        let mut r = Response::json(self.status, &self.body());
+        let mut r = Response::json(self.status(), &self.body());
         r.code = Some(self.code);
         r
     }
@@ -68,25 +70,36 @@ impl From<&CoreError> for ApiError {
     }
 }
 
-/// The HTTP status of an error code (the table of `spec/api.md`; unknown codes: 500).
-pub fn status_of(code: &str) -> u16 {
-    match code {
-        "malformed_json" | "invalid_record" | "hash_mismatch" | "too_many_parents"
-        | "lease_out_of_range" | "clock_skew" | "ambiguous_id" | "bad_request"
-        | "invalid_contract" => 400,
-        "bad_signature" | "unauthorized" => 401,
-        "inadmissible" | "not_proposer" | "author_not_allowed" | "upgrade_refused" => 403,
-        "not_found" | "no_route" => 404,
-        "method_not_allowed" => 405,
-        "request_timeout" => 408,
-        "already_claimed" | "lease_expired" | "not_holder" | "stale_token" | "already_resolved"
-        | "withdrawn" | "conflict" | "too_many_hints" | "stale_contract" => 409,
-        "body_too_large" => 413,
-        "unknown_parent" | "wrong_kind" => 422,
-        "rate_limited" => 429,
-        "not_implemented" => 501,
-        "too_many_connections" => 503,
-        _ => 500,
+/// The code of a core error (what [`CoreError::code`] names, as an [`ErrorCode`]).
+pub fn core_code(e: &CoreError) -> ErrorCode {
+    match e {
+        CoreError::Invalid(v) => match v {
+            ValidationError::HashMismatch { .. } => ErrorCode::HashMismatch,
+            ValidationError::BadSignature { .. } => ErrorCode::BadSignature,
+            ValidationError::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
+            ValidationError::TooManyParents { .. } => ErrorCode::TooManyParents,
+            _ => ErrorCode::InvalidRecord,
+        },
+        CoreError::UnknownRecord(_) | CoreError::UnknownPrefix(_) => ErrorCode::NotFound,
+        CoreError::AmbiguousId(_) => ErrorCode::AmbiguousId,
+        CoreError::UnknownParent(_) => ErrorCode::UnknownParent,
+        CoreError::WrongKind { .. } => ErrorCode::WrongKind,
+        CoreError::Inadmissible { .. } => ErrorCode::Inadmissible,
+        CoreError::AlreadyClaimed { .. } => ErrorCode::AlreadyClaimed,
+        CoreError::LeaseExpired { .. } => ErrorCode::LeaseExpired,
+        CoreError::NotHolder { .. } => ErrorCode::NotHolder,
+        CoreError::StaleToken { .. } => ErrorCode::StaleToken,
+        CoreError::AlreadyResolved { .. } => ErrorCode::AlreadyResolved,
+        CoreError::Withdrawn => ErrorCode::Withdrawn,
+        CoreError::NotProposer { .. } => ErrorCode::NotProposer,
+        CoreError::LeaseOutOfRange { .. } => ErrorCode::LeaseOutOfRange,
+        CoreError::ClockSkew { .. } => ErrorCode::ClockSkew,
+        CoreError::TooManyHints(_) => ErrorCode::TooManyHints,
+        CoreError::Conflict { .. } => ErrorCode::Conflict,
+        CoreError::Store(_) => ErrorCode::Storage,
+        // CoreError is non-exhaustive: a new variant whose code the API does not know
+        // yet is a server fault until it is added here.
+        _ => ErrorCode::from_wire(e.code()).unwrap_or(ErrorCode::Storage),
     }
 }
 
@@ -97,7 +110,7 @@ pub fn validation_error(v: &ValidationError) -> ApiError {
 
 /// Maps every [`CoreError`] to its status, code, message and details.
 pub fn core_error(e: &CoreError) -> ApiError {
-    let err = ApiError::new(e.code(), e.to_string());
+    let err = ApiError::new(core_code(e), e.to_string());
     match e {
         CoreError::Invalid(v) => match v {
             ValidationError::HashMismatch { stated, computed } => err
@@ -382,7 +395,8 @@ mod tests {
         ];
         for (e, status, code, details) in cases {
             let api = core_error(&e);
-            assert_eq!((api.status, api.code), (status, code), "{e:?}");
+            assert_eq!((api.status(), api.code.as_str()), (status, code), "{e:?}");
+            assert_eq!(api.code.as_str(), e.code(), "the core names the same code");
             let body = api.body();
             assert_eq!(body["error"]["code"], code);
             assert_eq!(body["error"]["message"], e.to_string());
@@ -390,26 +404,7 @@ mod tests {
                 assert_eq!(body["error"][k], v, "{code}: {k}");
             }
             let r = api.to_response();
-            assert_eq!((r.status, r.code), (status, Some(code)));
-        }
-    }
-
-    #[test]
-    fn api_codes_have_their_statuses() {
-        for (code, status) in [
-            ("malformed_json", 400),
-            ("bad_request", 400),
-            ("author_not_allowed", 403),
-            ("no_route", 404),
-            ("method_not_allowed", 405),
-            ("body_too_large", 413),
-            ("unauthorized", 401),
-            ("request_timeout", 408),
-            ("rate_limited", 429),
-            ("too_many_connections", 503),
-            ("anything_else", 500),
-        ] {
-            assert_eq!(status_of(code), status, "{code}");
+            assert_eq!((r.status, r.code), (status, Some(api.code)));
         }
     }
 }

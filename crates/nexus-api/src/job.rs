@@ -25,7 +25,7 @@ use crate::wire::{
     ContractBody, ContractHistoryBody, Created, DeployedBody, FactList, Health, HintItem, HintList,
     IntentItem, IntentList, LeaseBody, LogBody, LogItem, ProvenanceBody, RecordBody, WithdrawnBody,
 };
-use crate::{ApiConfig, Request, Response};
+use crate::{ApiConfig, ErrorCode, Request, Response};
 
 /// Default and largest `limit` of `GET /v1/intents` and `GET /v1/facts`.
 pub const LIST_LIMIT: (u64, u64) = (50, 500);
@@ -120,7 +120,7 @@ pub struct Job {
 /// The `413 body_too_large` error of a `size`-byte body over `limit`.
 pub fn body_too_large(size: usize, limit: usize) -> ApiError {
     ApiError::new(
-        "body_too_large",
+        ErrorCode::BodyTooLarge,
         format!("request body is {size} bytes; the limit is {limit}"),
     )
     .with("size", size as u64)
@@ -154,7 +154,7 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
     let Some(m) = match_path(&req.path) else {
         return Err((
             Route::Unmatched,
-            ApiError::new("no_route", format!("no route for {}", req.path))
+            ApiError::new(ErrorCode::NoRoute, format!("no route for {}", req.path))
                 .with("path", req.path.clone()),
         ));
     };
@@ -164,7 +164,7 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
         return Err((
             m.routes[0],
             ApiError::new(
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 format!("{method} is not allowed on {}", m.routes[0].template()),
             )
             .with("allow", allow),
@@ -208,7 +208,7 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
             if kind != want {
                 return Err(fail(
                     ApiError::new(
-                        "wrong_kind",
+                        ErrorCode::WrongKind,
                         format!(
                             "{} is a {kind}; {} takes a {want}",
                             rec.hash(),
@@ -358,7 +358,7 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
             let Content::Fact(fact) = rec.content() else {
                 return Err(fail(
                     ApiError::new(
-                        "wrong_kind",
+                        ErrorCode::WrongKind,
                         format!(
                             "{} is a {}; POST /v1/contract takes a deployment fact",
                             rec.hash(),
@@ -379,7 +379,7 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
                             serde_json::json!({"line": e.line, "column": e.column, "message": e.message})
                         })
                         .collect();
-                    fail(ApiError::new("invalid_contract", errs.to_string()).with("errors", list))
+                    fail(ApiError::new(ErrorCode::InvalidContract, errs.to_string()).with("errors", list))
                 })?;
             Op::Deploy {
                 record: Box::new(rec),
@@ -406,7 +406,7 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
             Op::Health
         }
         Route::Unmatched => {
-            return Err(fail(ApiError::new("no_route", "no route")));
+            return Err(fail(ApiError::new(ErrorCode::NoRoute, "no route")));
         }
     };
     Ok(Prepared::Job(Job { route, op }))
@@ -452,13 +452,13 @@ fn parse_signed<C: nexus_core::record::Signable>(
     body: &[u8],
 ) -> Result<nexus_core::Signed<C>, ApiError> {
     let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new("malformed_json", format!("request body: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("request body: {e}")))?;
     let signed = nexus_core::Signed::<C>::from_value(value, &cfg.limits)
         .map_err(|e| validation_error(&e))?;
     let author = *signed.author();
     if !cfg.open && !cfg.allowed.contains(&author) {
         return Err(ApiError::new(
-            "author_not_allowed",
+            ErrorCode::AuthorNotAllowed,
             format!("author {author} is not on this server's allowlist"),
         )
         .with("author", author.to_string()));
@@ -522,7 +522,7 @@ impl Outcome {
                 if s.duplicate { 200 } else { 201 },
                 &Created {
                     hash: s.hash,
-                    kind: s.kind.as_str(),
+                    kind: s.kind,
                     duplicate: s.duplicate,
                     seq: if s.duplicate {
                         None
@@ -531,15 +531,7 @@ impl Outcome {
                     },
                 },
             ),
-            Ok(Done::Leased(l)) => Response::json(
-                200,
-                &LeaseBody {
-                    intent: l.intent,
-                    token: l.token,
-                    lease_until: l.lease_until,
-                    takeover: l.takeover,
-                },
-            ),
+            Ok(Done::Leased(l)) => Response::json(200, &LeaseBody::from(l)),
             Ok(Done::Deployed(d)) => Response::json(
                 if d.duplicate { 200 } else { 201 },
                 &DeployedBody {
@@ -561,7 +553,7 @@ impl Outcome {
                 200,
                 &WithdrawnBody {
                     intent: *h,
-                    state: "withdrawn",
+                    state: "withdrawn".to_owned(),
                 },
             ),
         }
@@ -795,7 +787,7 @@ impl Job {
                 let h = core.resolve_id(id)?;
                 let record = core.get_record(&h)?.ok_or(CoreError::UnknownRecord(h))?;
                 body(&RecordBody {
-                    kind: record.content().kind().as_str(),
+                    kind: record.content().kind(),
                     parents: record.content().links(),
                     record,
                 })
@@ -832,7 +824,7 @@ impl Job {
                 body(&serde_json::json!({"applied": format!("{applied:?}")}))
             }
             Op::Health => body(&Health {
-                status: "ok",
+                status: "ok".to_owned(),
                 log_head: log_head(core)?,
             }),
             Op::Log { from, limit } => {
@@ -949,7 +941,7 @@ where
 {
     let cur = governance::current(core)
         .map_err(|e| core_error(&e))?
-        .ok_or_else(|| ApiError::new("not_found", "no contract is deployed"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no contract is deployed"))?;
     let source = governance::source(core, &cur.hash).map_err(|e| core_error(&e))?;
     let parsed = Contract::parse_with_limits("contract.nex", &source, core.limits()).ok();
     body(&ContractBody::new(
@@ -963,11 +955,13 @@ where
 
 fn deploy_error(e: &DeployError) -> ApiError {
     match e {
-        DeployError::Stale { current, expected } => ApiError::new("stale_contract", e.to_string())
-            .with("current", current.map(|h| h.to_hex()))
-            .with("expected", expected.map(|h| h.to_hex())),
+        DeployError::Stale { current, expected } => {
+            ApiError::new(ErrorCode::StaleContract, e.to_string())
+                .with("current", current.map(|h| h.to_hex()))
+                .with("expected", expected.map(|h| h.to_hex()))
+        }
         DeployError::Refused(u) => {
-            let err = ApiError::new("upgrade_refused", e.to_string());
+            let err = ApiError::new(ErrorCode::UpgradeRefused, e.to_string());
             match u {
                 UpgradeError::NotAllowed { deployer, .. } => {
                     err.with("deployer", deployer.to_string())
@@ -977,7 +971,7 @@ fn deploy_error(e: &DeployError) -> ApiError {
                     .with("found", *found as u64),
             }
         }
-        DeployError::Unreadable { .. } => ApiError::new("storage", e.to_string()),
+        DeployError::Unreadable { .. } => ApiError::new(ErrorCode::Storage, e.to_string()),
         DeployError::Core(c) => core_error(c),
     }
 }

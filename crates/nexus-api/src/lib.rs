@@ -52,7 +52,7 @@
 //! assert_eq!(listed.json_body()["intents"][0]["record"]["hash"], intent.hash().to_string());
 //!
 //! let again = api.run_sync(&store, &Request::new("POST", "/v1/intents", b"{".to_vec()), now);
-//! assert_eq!((again.status, again.code), (400, Some("malformed_json")));
+//! assert_eq!((again.status, again.code), (400, Some(nexus_api::ErrorCode::MalformedJson)));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -79,13 +79,14 @@ use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore};
 pub use access::{
     ReadAccess, rate_limited, request_timeout, retry_after_secs, too_many_connections, unauthorized,
 };
-pub use error::{ApiError, core_error, status_of, validation_error};
+pub use error::{ApiError, core_code, core_error, validation_error};
 pub use governor::{GovernError, Governor, Next};
 pub use job::{
     DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, MAX_JOB_ROUNDS, Outcome,
     PROVENANCE_DEPTH, PROVENANCE_MAX_RECORDS, Prepared, body_too_large, prepare, served_route,
 };
 pub use metrics::{LATENCY_BUCKETS_US, Metrics};
+pub use nexus_wire::ErrorCode;
 pub use openapi::{ApiDoc, openapi_json};
 pub use query::percent_decode;
 pub use route::{PathMatch, Route, match_path, route_for};
@@ -129,7 +130,7 @@ pub struct Response {
     /// The body.
     pub body: Vec<u8>,
     /// The error code, when the response is an error (for metrics and logs).
-    pub code: Option<&'static str>,
+    pub code: Option<ErrorCode>,
 }
 
 impl Response {
@@ -310,7 +311,7 @@ impl Api {
 /// job still missed data after its rounds. For hosts that drive jobs themselves (the
 /// Worker), so that their errors are byte-identical to [`Api::run_job`]'s.
 pub fn storage_error(message: &str) -> Response {
-    ApiError::new("storage", format!("storage failed: {message}")).to_response()
+    ApiError::new(ErrorCode::Storage, format!("storage failed: {message}")).to_response()
 }
 
 /// The `501 not_implemented` answer of a host that does not serve `route`, saying
@@ -318,7 +319,7 @@ pub fn storage_error(message: &str) -> Response {
 pub fn not_implemented(route: Route, why: &str) -> Response {
     let name = format!("{} {}", route.method(), route.template());
     ApiError::new(
-        "not_implemented",
+        ErrorCode::NotImplemented,
         format!("{name} is not served by this host: {why}"),
     )
     .with("route", name)
@@ -330,7 +331,7 @@ pub fn not_implemented(route: Route, why: &str) -> Response {
 pub fn conflict_error(failures: &[CasFailure], attempts: usize) -> Response {
     let keys: Vec<&str> = failures.iter().map(|f| f.key.as_str()).collect();
     ApiError::new(
-        "conflict",
+        ErrorCode::Conflict,
         format!(
             "lost the race on {} in each of {attempts} attempts",
             keys.join(", ")

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::{Response, Route};
+use crate::{ErrorCode, Response, Route};
 
 /// Upper bounds of the latency histogram's buckets, in µs (`+Inf` follows).
 pub const LATENCY_BUCKETS_US: [u64; 14] = [
@@ -16,6 +16,7 @@ pub const LATENCY_BUCKETS_US: [u64; 14] = [
 #[derive(Debug, Default)]
 struct Counts {
     requests: BTreeMap<(Route, u16), u64>,
+    /// By wire string, so the exposition lists codes alphabetically.
     errors: BTreeMap<&'static str, u64>,
     /// Per bucket of [`LATENCY_BUCKETS_US`], then `+Inf` (not cumulative).
     buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
@@ -50,11 +51,11 @@ impl Metrics {
 
     /// Records one answered request: its route, status, error code (if any) and the
     /// latency the host measured, in µs.
-    pub fn observe(&self, route: Route, status: u16, code: Option<&'static str>, micros: u64) {
+    pub fn observe(&self, route: Route, status: u16, code: Option<ErrorCode>, micros: u64) {
         let mut c = self.lock();
         *c.requests.entry((route, status)).or_insert(0) += 1;
         if let Some(code) = code {
-            *c.errors.entry(code).or_insert(0) += 1;
+            *c.errors.entry(code.as_str()).or_insert(0) += 1;
         }
         let i = LATENCY_BUCKETS_US
             .iter()
@@ -138,8 +139,8 @@ impl Metrics {
     }
 
     /// Errors counted with `code`.
-    pub fn errors(&self, code: &str) -> u64 {
-        self.lock().errors.get(code).copied().unwrap_or(0)
+    pub fn errors(&self, code: ErrorCode) -> u64 {
+        self.lock().errors.get(code.as_str()).copied().unwrap_or(0)
     }
 
     /// Applied commits.
@@ -257,8 +258,8 @@ mod tests {
     fn renders_counts_and_a_cumulative_histogram() {
         let m = Metrics::new();
         m.observe(Route::Claim, 200, None, 90);
-        m.observe(Route::Claim, 409, Some("already_claimed"), 3_000);
-        m.observe(Route::Unmatched, 404, Some("no_route"), 9_000_000);
+        m.observe(Route::Claim, 409, Some(ErrorCode::AlreadyClaimed), 3_000);
+        m.observe(Route::Unmatched, 404, Some(ErrorCode::NoRoute), 9_000_000);
         m.record_commit();
         m.record_conflict();
         m.record_rate_limited("author");
@@ -291,6 +292,6 @@ mod tests {
             );
         }
         assert_eq!(m.requests(Route::Claim, 409), 1);
-        assert_eq!(m.errors("no_route"), 1);
+        assert_eq!(m.errors(ErrorCode::NoRoute), 1);
     }
 }

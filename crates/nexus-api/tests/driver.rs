@@ -277,7 +277,10 @@ fn failed_jobs_leave_empty_deltas_and_jobs_are_send() {
     let (outcome, delta) = driver
         .run(&store, |s| job.execute_session(s, &limits, NOW))
         .unwrap();
-    assert_eq!(outcome.error().map(|e| e.code), Some("unknown_parent"));
+    assert_eq!(
+        outcome.error().map(|e| e.code),
+        Some(nexus_api::ErrorCode::UnknownParent)
+    );
     assert!(delta.is_empty());
 }
 

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use nexus_api::{Request, Route, openapi_json};
+use nexus_api::{ErrorCode, Request, Route, openapi_json};
 
 const SPEC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec");
 
@@ -95,4 +95,94 @@ fn the_served_document_is_the_generated_one() {
     assert_eq!(r.status, 200);
     assert_eq!(r.content_type, "application/json");
     assert_eq!(String::from_utf8(r.body).unwrap(), openapi_json());
+}
+
+/// `s` without its parenthesised parts (nested ones too).
+fn strip_parens(s: &str) -> String {
+    let mut depth = 0usize;
+    s.chars()
+        .filter(|c| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ => return depth == 0,
+            }
+            false
+        })
+        .collect()
+}
+
+/// `(status, code)` of every code in the error table of `spec/api.md`.
+fn spec_error_codes() -> Vec<(u16, String)> {
+    let md = std::fs::read_to_string(format!("{SPEC_DIR}/api.md")).unwrap();
+    let table = md.split("\n## Errors\n").nth(1).unwrap();
+    let table = table.split("\n## ").next().unwrap();
+    let mut codes = vec![];
+    for line in table.lines() {
+        let Some((status, rest)) = line.strip_prefix("| ").and_then(|l| l.split_once(" | ")) else {
+            continue;
+        };
+        let Ok(status) = status.parse::<u16>() else {
+            continue;
+        };
+        for code in strip_parens(rest).split('`').skip(1).step_by(2) {
+            codes.push((status, code.to_owned()));
+        }
+    }
+    codes
+}
+
+#[test]
+fn the_error_codes_of_spec_api_md_are_the_enum() {
+    let mut spec = spec_error_codes();
+    let mut ours: Vec<(u16, String)> = ErrorCode::ALL
+        .iter()
+        .map(|c| (c.status(), c.as_str().to_owned()))
+        .collect();
+    spec.sort();
+    ours.sort();
+    assert_eq!(spec, ours, "spec/api.md's error table and ErrorCode differ");
+}
+
+#[test]
+fn the_openapi_document_lists_the_enum_and_only_its_codes() {
+    let doc: Value = serde_json::from_str(&openapi_json()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let code = schemas["ErrorDetail"]["allOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s["properties"].get("code"))
+        .expect("ErrorDetail has a code");
+    assert_eq!(code["$ref"], "#/components/schemas/ErrorCode");
+    let listed: Vec<&str> = schemas["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode is an enum")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let ours: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(listed, ours);
+    // Each error response of each operation names codes of its status.
+    let mut named = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let status: u16 = status.parse().unwrap();
+                if status < 400 {
+                    continue;
+                }
+                let text = strip_parens(response["description"].as_str().unwrap());
+                // "code, code (details), code: why".
+                for part in text.split(',') {
+                    let word = part.split(':').next().unwrap_or_default().trim();
+                    let code = ErrorCode::from_wire(word)
+                        .unwrap_or_else(|| panic!("{method} {path} {status}: {word:?}"));
+                    assert_eq!(code.status(), status, "{method} {path}: {word}");
+                    named += 1;
+                }
+            }
+        }
+    }
+    assert!(named > 30, "{named}");
 }

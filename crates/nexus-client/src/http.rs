@@ -28,12 +28,13 @@ use std::time::Duration;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use nexus_core::{
-    Action, ActionContent, AuthorKey, Content, FihHash, Hint, IntentState, Kind, Lease, Limits,
-    Record, ValidationError,
+    Action, ActionContent, AuthorKey, FihHash, Kind, Limits, Record, ValidationError,
 };
-use serde::Deserialize;
+use nexus_wire::body as wire;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+pub use nexus_wire::{AnyErrorCode, ErrorCode};
 
 /// Default timeout for each step of a request (connect, send, wait for the answer, read it).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,8 +51,10 @@ pub const LOG_PAGE_SIZE: u32 = 1_000;
 pub struct ApiError {
     /// HTTP status.
     pub status: u16,
-    /// Stable machine-readable code (`already_claimed`, `unknown_parent`, …).
-    pub code: String,
+    /// Stable machine-readable code (`already_claimed`, `unknown_parent`, …); a code
+    /// this version does not know (from a newer server) is kept as
+    /// [`AnyErrorCode::Unknown`].
+    pub code: AnyErrorCode,
     /// For people.
     pub message: String,
     /// The other members of the error object (e.g. `holder`, `lease_until`, `token`
@@ -171,9 +174,14 @@ impl ClientError {
         }
     }
 
-    /// The server's error code, if it answered with one.
+    /// The server's error code as sent, if it answered with one.
     pub fn code(&self) -> Option<&str> {
         self.api().map(|e| e.code.as_str())
+    }
+
+    /// The server's error code, if it answered with one this version knows.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.api().and_then(|e| e.code.known())
     }
 
     /// The HTTP status, if there was an answer.
@@ -187,51 +195,13 @@ impl ClientError {
 }
 
 /// Answer to a record submission (`POST /v1/intents|facts|hints`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Submitted {
-    /// The record's hash.
-    pub hash: FihHash,
-    /// Its kind.
-    pub kind: Kind,
-    /// True when it had already been committed (status 200; nothing changed).
-    pub duplicate: bool,
-    /// The commit's log sequence number (`None` for a duplicate).
-    #[serde(default)]
-    pub seq: Option<u64>,
-}
+pub type Submitted = wire::Created;
 
-/// Answer to a claim or renewal.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Leased {
-    /// The Intent.
-    pub intent: FihHash,
-    /// The fencing token to present when renewing or resolving.
-    pub token: u64,
-    /// End of the lease, ms since the Unix epoch (server clock).
-    pub lease_until: u64,
-    /// True when the claim took the Intent over from a lapsed holder.
-    pub takeover: bool,
-}
-
-impl From<Leased> for Lease {
-    fn from(l: Leased) -> Self {
-        Lease {
-            intent: l.intent,
-            token: l.token,
-            lease_until: l.lease_until,
-            takeover: l.takeover,
-        }
-    }
-}
+/// Answer to a claim or renewal (converts into a [`Lease`]).
+pub type Leased = wire::LeaseBody;
 
 /// Answer to a withdrawal.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Withdrawn {
-    /// The Intent.
-    pub intent: FihHash,
-    /// `withdrawn`.
-    pub state: String,
-}
+pub type Withdrawn = wire::WithdrawnBody;
 
 /// What an action did ([`Client::act`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,130 +240,32 @@ pub struct FactQuery {
     pub cursor: Option<String>,
 }
 
-/// One Intent of a listing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IntentItem {
-    /// The Intent (verified).
-    pub record: Record,
-    /// Its state.
-    pub state: IntentState,
-    /// Sum of the active priority Hints selecting it.
-    pub priority: i64,
-}
+/// One Intent of a listing (its record verified).
+pub type IntentItem = wire::IntentItem;
 
 /// A page of `GET /v1/intents`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IntentPage {
-    /// The Intents.
-    pub intents: Vec<IntentItem>,
-    /// Cursor of the next page (`None`: no more).
-    pub next: Option<String>,
-}
+pub type IntentPage = wire::IntentList;
 
-/// A page of `GET /v1/facts`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FactPage {
-    /// The Facts (verified), oldest first.
-    pub facts: Vec<Record>,
-    /// Cursor of the next page (`None`: no more).
-    pub next: Option<String>,
-}
+/// A page of `GET /v1/facts` (the Facts verified, oldest first).
+pub type FactPage = wire::FactList;
 
-/// `GET /v1/records/{id}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordInfo {
-    /// The record (verified).
-    pub record: Record,
-    /// Its kind.
-    pub kind: Kind,
-    /// Every link: parents, the resolved Intent, a Hint's source Facts.
-    pub parents: Vec<FihHash>,
-}
+/// `GET /v1/records/{id}` (the record verified).
+pub type RecordInfo = wire::RecordBody;
 
-/// `GET /v1/records/{id}/provenance`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Provenance {
-    /// The record asked about.
-    pub root: FihHash,
-    /// The root and its ancestors, breadth first (verified).
-    pub records: Vec<Record>,
-}
+/// `GET /v1/records/{id}/provenance` (the records verified).
+pub type Provenance = wire::ProvenanceBody;
 
-/// An active Hint (`GET /v1/hints`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct HintItem {
-    /// Its hash.
-    pub hash: FihHash,
-    /// The Hint record (verified).
-    pub record: Record,
-}
-
-impl HintItem {
-    /// The Hint content.
-    pub fn hint(&self) -> Option<&Hint> {
-        match self.record.content() {
-            Content::Hint(h) => Some(h),
-            _ => None,
-        }
-    }
-}
+/// An active Hint (`GET /v1/hints`; the record verified, see
+/// [`content`](wire::HintItem::content)).
+pub type HintItem = wire::HintItem;
 
 /// A page of `GET /v1/log`. Entries are kept as sent (`{"seq","at","record"|"action"}`)
 /// so that an export is what the server sent;
 /// [`verify_export`](crate::verify::verify_export) checks them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct LogPage {
-    /// The newest sequence number (0: empty log).
-    pub head: u64,
-    /// Entries from `from`, in order.
-    pub entries: Vec<Value>,
-}
+pub type LogPage = wire::LogBody<Value>;
 
 /// `GET /v1/health`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Health {
-    /// `ok`.
-    pub status: String,
-    /// The newest log sequence number.
-    pub log_head: u64,
-}
-
-#[derive(Deserialize)]
-struct RawIntentItem {
-    record: Value,
-    state: IntentState,
-    priority: i64,
-}
-#[derive(Deserialize)]
-struct RawIntentPage {
-    intents: Vec<RawIntentItem>,
-    next: Option<String>,
-}
-#[derive(Deserialize)]
-struct RawFactPage {
-    facts: Vec<Value>,
-    next: Option<String>,
-}
-#[derive(Deserialize)]
-struct RawRecordInfo {
-    record: Value,
-    kind: Kind,
-    parents: Vec<FihHash>,
-}
-#[derive(Deserialize)]
-struct RawProvenance {
-    root: FihHash,
-    records: Vec<Value>,
-}
-#[derive(Deserialize)]
-struct RawHintItem {
-    hash: FihHash,
-    hint: Value,
-}
-#[derive(Deserialize)]
-struct RawHints {
-    hints: Vec<RawHintItem>,
-}
+pub type Health = wire::Health;
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn encode(s: &str) -> String {
@@ -745,7 +617,7 @@ impl Client {
                 ("cursor", q.cursor.clone()),
             ])
         );
-        let raw: RawIntentPage = self.decode("GET", &path, None)?;
+        let raw: wire::IntentList<Value> = self.decode("GET", &path, None)?;
         let intents = raw
             .intents
             .into_iter()
@@ -775,7 +647,7 @@ impl Client {
                 ("cursor", q.cursor.clone()),
             ])
         );
-        let raw: RawFactPage = self.decode("GET", &path, None)?;
+        let raw: wire::FactList<Value> = self.decode("GET", &path, None)?;
         let facts = raw
             .facts
             .into_iter()
@@ -817,7 +689,7 @@ impl Client {
     /// `GET /v1/records/{id}` (`id`: a full hash or a prefix of at least 8 hex digits).
     pub fn record(&self, id: &str) -> Result<RecordInfo, ClientError> {
         let path = format!("/v1/records/{}", encode(id));
-        let raw: RawRecordInfo = self.decode("GET", &path, None)?;
+        let raw: wire::RecordBody<Value> = self.decode("GET", &path, None)?;
         Ok(RecordInfo {
             record: self.verify("GET", &path, raw.record)?,
             kind: raw.kind,
@@ -832,7 +704,7 @@ impl Client {
             encode(id),
             query(&[("depth", depth.map(|d| d.to_string()))])
         );
-        let raw: RawProvenance = self.decode("GET", &path, None)?;
+        let raw: wire::ProvenanceBody<Value> = self.decode("GET", &path, None)?;
         let records = raw
             .records
             .into_iter()
@@ -847,7 +719,7 @@ impl Client {
     /// `GET /v1/hints`: the Hints in force.
     pub fn hints(&self) -> Result<Vec<HintItem>, ClientError> {
         let path = "/v1/hints";
-        let raw: RawHints = self.decode("GET", path, None)?;
+        let raw: wire::HintList<Value> = self.decode("GET", path, None)?;
         raw.hints
             .into_iter()
             .map(|h| {
@@ -862,7 +734,7 @@ impl Client {
                 }
                 Ok(HintItem {
                     hash: h.hash,
-                    record,
+                    hint: record,
                 })
             })
             .collect()
@@ -1073,23 +945,13 @@ fn transport(method: &'static str, url: &str, e: ureq::Error) -> ClientError {
 }
 
 fn api_error(status: u16, body: &[u8]) -> Option<ApiError> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let Value::Object(mut error) = v.get("error")?.clone() else {
-        return None;
-    };
-    let code = match error.remove("code")? {
-        Value::String(s) => s,
-        _ => return None,
-    };
-    let message = match error.remove("message") {
-        Some(Value::String(s)) => s,
-        _ => String::new(),
-    };
+    let wire::ErrorBody { error } =
+        serde_json::from_slice::<wire::ErrorBody<AnyErrorCode>>(body).ok()?;
     Some(ApiError {
         status,
-        code,
-        message,
-        details: Value::Object(error),
+        code: error.code,
+        message: error.message,
+        details: Value::Object(error.details),
     })
 }
 

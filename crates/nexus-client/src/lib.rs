@@ -18,7 +18,7 @@ pub mod keys;
 pub mod verify;
 
 pub use builders::BuildError;
-pub use http::{ApiError, Client, ClientError};
+pub use http::{AnyErrorCode, ApiError, Client, ClientError, ErrorCode};
 pub use keys::{KeyError, KeyFile};
 pub use verify::{
     Problem, VerifyError, VerifyOptions, VerifyReport, export_to, verify_export, verify_export_with,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use nexus_api::{Api, ApiConfig, Request};
 use nexus_client::builders::{self, now_ms};
-use nexus_client::{Client, KeyFile};
+use nexus_client::{Client, ErrorCode, KeyFile};
 use nexus_core::Effect;
 use nexus_store::MemoryStore;
 use nexus_worker_test::{Build, WranglerDev, agent};
@@ -307,7 +307,7 @@ fn state_survives_a_restart_with_persist_to() {
         .claim(&builders::claim(alice.key(), intent.hash(), 60_000).expect("claim"))
         .expect_err("still claimed by bob");
     let api = e.api().expect("api error");
-    assert_eq!(api.code, "already_claimed");
+    assert_eq!(api.code, ErrorCode::AlreadyClaimed);
     assert_eq!(api.holder(), Some(bob.author()));
     assert_eq!(api.lease_until(), Some(lease.lease_until));
     let log = c.log(1, None).expect("log");
@@ -503,10 +503,18 @@ fn a_commit_failing_part_way_leaves_nothing_visible() {
         let e = c
             .record(&intent.hash().to_string())
             .expect_err("not committed");
-        assert_eq!(e.code(), Some("not_found"), "{fail_after}: {e}");
+        assert_eq!(
+            e.error_code(),
+            Some(ErrorCode::NotFound),
+            "{fail_after}: {e}"
+        );
         let claim = builders::claim(bob.key(), intent.hash(), 30_000).expect("claim");
         let e = c.claim(&claim).expect_err("not claimable");
-        assert_eq!(e.code(), Some("not_found"), "{fail_after}: {e}");
+        assert_eq!(
+            e.error_code(),
+            Some(ErrorCode::NotFound),
+            "{fail_after}: {e}"
+        );
         let listed = c
             .intents(&nexus_client::http::IntentQuery {
                 topic: Some(topic.clone()),
@@ -540,7 +548,7 @@ fn a_commit_failing_part_way_leaves_nothing_visible() {
     let e = c
         .record(&fact.hash().to_string())
         .expect_err("fact not committed");
-    assert_eq!(e.code(), Some("not_found"));
+    assert_eq!(e.error_code(), Some(ErrorCode::NotFound));
     let claimed = c
         .intents(&nexus_client::http::IntentQuery {
             state: Some("claimed".into()),
@@ -665,7 +673,7 @@ fn a_stale_cache_never_admits_what_the_coordinator_forbids() {
     let e = client(&a)
         .record(&second.hash().to_string())
         .expect_err("not committed");
-    assert_eq!(e.code(), Some("not_found"));
+    assert_eq!(e.error_code(), Some(ErrorCode::NotFound));
 
     // B commits another Hint, elsewhere: A's cached Hints are stale again. A proposal
     // they do not deny commits after one conflict, and its retry does not write the

@@ -438,14 +438,14 @@ pub fn hint(g: &Global, cmd: HintCmd) -> Result<()> {
         }
         HintCmd::List => {
             let hints = c.hints()?;
-            let doc = json!({"hints": hints.iter().map(|h| json!({"hash": h.hash, "hint": h.record.to_value()})).collect::<Vec<_>>()});
+            let doc = json!({"hints": hints.iter().map(|h| json!({"hash": h.hash, "hint": h.hint.to_value()})).collect::<Vec<_>>()});
             out(g, doc, || {
                 if hints.is_empty() {
                     return "no hints in force".into();
                 }
                 let mut s = String::new();
                 for h in &hints {
-                    let Some(hint) = h.hint() else { continue };
+                    let Some(hint) = h.content() else { continue };
                     let mut sel = Vec::new();
                     if let Some(t) = &hint.selector.topic {
                         sel.push(format!("topic {t}"));

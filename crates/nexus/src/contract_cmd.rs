@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use nexus_client::builders;
-use nexus_client::{Client, ClientError};
+use nexus_client::{Client, ClientError, ErrorCode};
 use nexus_contract::Contract;
 use nexus_contract::governance::DEPLOY_TOPIC;
 use nexus_core::{Content, FihHash, Record};
@@ -61,7 +61,7 @@ pub fn check(g: &Global, file: &Path) -> Result<bool> {
 fn current_hash(c: &Client) -> Result<Option<FihHash>> {
     match c.get_json("/v1/contract") {
         Ok((_, v)) => Ok(v["hash"].as_str().and_then(|h| h.parse().ok())),
-        Err(e) if e.code() == Some("not_found") => Ok(None),
+        Err(e) if e.error_code() == Some(ErrorCode::NotFound) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -157,9 +157,11 @@ pub fn show(g: &Global, history: bool) -> Result<()> {
                 v["source"].as_str().unwrap_or_default().trim_end()
             )
         }),
-        Err(e) if e.code() == Some("not_found") => out(g, json!({"contract": null}), || {
-            "no contract is deployed".into()
-        }),
+        Err(e) if e.error_code() == Some(ErrorCode::NotFound) => {
+            out(g, json!({"contract": null}), || {
+                "no contract is deployed".into()
+            })
+        }
         Err(e) => return Err(e.into()),
     }
     Ok(())
@@ -193,7 +195,7 @@ pub fn explain(g: &Global, id: &str) -> Result<()> {
     // The rule's text, when the emitting contract is the one in force.
     let contract = match c.get_json("/v1/contract") {
         Ok((_, v)) => Some(v),
-        Err(e) if e.code() == Some("not_found") => None,
+        Err(e) if e.error_code() == Some(ErrorCode::NotFound) => None,
         Err(e) => return Err(e.into()),
     };
     let in_force = contract

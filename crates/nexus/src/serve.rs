@@ -29,7 +29,8 @@ use axum::body::{Body, HttpBody as _};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as AxumResponse;
 use nexus_api::{
-    Api, ApiConfig, ApiError, Job, Metrics, Next, Prepared, ReadAccess, Request, Response, Route,
+    Api, ApiConfig, ApiError, ErrorCode, Job, Metrics, Next, Prepared, ReadAccess, Request,
+    Response, Route,
 };
 use nexus_iobuf::{SessionClient, SessionServer};
 use nexus_store_redb::RedbStore;
@@ -308,7 +309,7 @@ async fn handle(
                 let e = match seen {
                     Some(size) => nexus_api::body_too_large(size, limit),
                     None => ApiError::new(
-                        "body_too_large",
+                        ErrorCode::BodyTooLarge,
                         format!("request body is larger than {limit} bytes (or could not be read)"),
                     )
                     .with("limit", limit as u64),
@@ -360,7 +361,7 @@ async fn handle(
             let read =
                 tokio::task::spawn_blocking(move || st.api.run_job(&st.store, &job, now_ms()));
             let response = read.await.unwrap_or_else(|_| {
-                ApiError::new("storage", "request handler panicked").to_response()
+                ApiError::new(ErrorCode::Storage, "request handler panicked").to_response()
             });
             (route, response)
         }

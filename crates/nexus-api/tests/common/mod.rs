@@ -248,7 +248,10 @@ impl Harness {
             "unexpected answer {}",
             a.json
         );
-        assert_eq!(a.response.code.unwrap_or(""), code);
+        assert_eq!(
+            a.response.code.map(nexus_api::ErrorCode::as_str),
+            Some(code)
+        );
         assert!(
             a.json["error"]["message"]
                 .as_str()

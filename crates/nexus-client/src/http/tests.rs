@@ -5,7 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use nexus_core::SigningKey;
+use nexus_core::{IntentState, Lease, SigningKey};
 use serde_json::json;
 
 use super::*;
@@ -371,7 +371,7 @@ fn listings_are_decoded_and_verified() {
     let hints = client.hints().expect("hints");
     assert_eq!(hints.len(), 1);
     assert_eq!(hints[0].hash, hh);
-    assert_eq!(hints[0].hint().map(|h| h.reason.as_str()), Some("boost"));
+    assert_eq!(hints[0].content().map(|h| h.reason.as_str()), Some("boost"));
     assert_eq!(
         client.health().expect("health"),
         Health {
@@ -558,4 +558,35 @@ fn a_repeated_cursor_is_an_error_not_a_loop() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(matches!(got[0], Err(ClientError::Unexpected { .. })));
     assert_eq!(seen.lock().expect("lock").len(), 2);
+}
+
+#[test]
+fn error_codes_are_typed_and_unknown_ones_are_kept() {
+    let (client, _) = serve(Box::new(|s| {
+        let code = if s.target.starts_with("/v1/records/") {
+            "stale_token"
+        } else {
+            "brand_new_code"
+        };
+        json_answer(
+            418,
+            json!({"error": {"code": code, "message": "m", "x": 1}}),
+        )
+    }));
+    let known = client.record("abcdef01").expect_err("error");
+    assert_eq!(known.error_code(), Some(ErrorCode::StaleToken));
+    assert_eq!(
+        known.api().map(|a| &a.code),
+        Some(&ErrorCode::StaleToken.into())
+    );
+    let newer = client.health().expect_err("error");
+    assert_eq!(newer.error_code(), None);
+    assert_eq!(newer.code(), Some("brand_new_code"));
+    let api = newer.api().expect("an API error");
+    assert_eq!(api.code, AnyErrorCode::Unknown("brand_new_code".into()));
+    assert_eq!((api.status, api.detail("x")), (418, Some(&json!(1))));
+    assert!(
+        newer.to_string().contains("HTTP 418 brand_new_code: m"),
+        "{newer}"
+    );
 }

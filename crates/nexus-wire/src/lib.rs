@@ -1,0 +1,16 @@
+//! The wire of the neXus v1 API (`spec/api.md`), as types shared by the server
+//! (`nexus-api`) and the client (`nexus-client`): the JSON bodies of the answers
+//! ([`body`]) and the error codes with their statuses ([`ErrorCode`]).
+//!
+//! This crate is small on purpose: a client depends on it without the server's request
+//! handling (jobs, governance, the store bridge). With the `openapi` feature the types
+//! also describe themselves for the OpenAPI document (`utoipa::ToSchema`), and the
+//! descriptions of the wire forms of records and actions are in `schema`.
+
+pub mod body;
+mod code;
+#[cfg(feature = "openapi")]
+pub mod schema;
+
+pub use body::*;
+pub use code::{AnyErrorCode, ErrorCode, UnknownErrorCode};
