@@ -29,11 +29,13 @@
 //!    the commit point is written, and the job is retried from hydration or the
 //!    conflict is reported.
 //!
-//! [`StoreSession`] drives steps 2–3 one round at a time ([`StoreSession::execute`]
-//! returns [`Executed::NeedsHydration`] or [`Executed::Done`]), so an async host can
-//! await its bindings between rounds; [`StoreSession::run`] does the whole loop against
-//! any sync store. [`SessionServer`] is a sequential job queue doing all four steps per
-//! job, on its own thread natively or driven with [`SessionServer::process_one`].
+//! [`Driver`] takes one job through all four steps, conflict retries included, as a
+//! sans-IO state machine: a host polls it ([`Step`]) and performs only the I/O it asks
+//! for, so an async host (the Cloudflare Worker) awaits its bindings between steps and
+//! [`drive_sync`] runs it against any sync store. [`StoreSession`] is its round loop
+//! (steps 2–3: [`StoreSession::execute`] returns [`Executed::NeedsHydration`] or
+//! [`Executed::Done`]). [`SessionServer`] is a sequential job queue over a sync store, on
+//! its own thread natively or driven with [`SessionServer::process_one`].
 //!
 //! The crate has no async runtime and no knowledge of what the library stores; it builds
 //! for `wasm32-unknown-unknown`.

@@ -314,8 +314,10 @@ impl SessionClient {
 /// writer changed a hydrated state) retries the job from hydration, up to a bound.
 ///
 /// Natively, [`SessionServer::spawn`] runs it on its own thread, fed through
-/// [`SessionClient`]s from any number of threads. On wasm (or natively, without a
-/// thread) the host drives it with [`SessionServer::process_one`].
+/// [`SessionClient`]s from any number of threads; without a thread, a host drives it
+/// with [`SessionServer::process_one`]. An async host (the Cloudflare Worker) does not
+/// queue jobs here: it polls each job's [`Driver`](crate::Driver) itself and awaits its
+/// bindings between steps.
 pub struct SessionServer<S> {
     store: S,
     queue: Arc<Queue>,
