@@ -1,6 +1,6 @@
 //! Test-only hooks (the `test-hooks` feature; never in a deployed build): the storage
 //! conformance cases of `nexus_store::conformance` run against the coordinator's
-//! SQL-backed [`ObjectStore`](nexus_store::ObjectStore), inside the Durable Object, and
+//! SQL-backed [`ObjectStore`], inside the Durable Object, and
 //! against the Worker's KV namespace and R2 bucket through the bridge's adapters.
 
 use serde::Serialize;
