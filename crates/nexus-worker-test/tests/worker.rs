@@ -315,8 +315,8 @@ fn state_survives_a_restart_with_persist_to() {
 }
 
 /// Runs a storage conformance hook of the test build and checks its report: at least
-/// `cases` cases and `steps` steps run, no failure.
-fn storage_conformance(hook: &str, cases: u64, steps: u64) {
+/// `cases` cases and `steps` steps run, no failure. Answers the names of the cases run.
+fn storage_conformance(hook: &str, cases: u64, steps: u64) -> Vec<String> {
     let state = tempfile::tempdir().expect("tempdir");
     let dev = WranglerDev::start(Build::Test, state.path());
     let r = raw(&dev.url, "POST", hook, b"", &[]);
@@ -332,13 +332,31 @@ fn storage_conformance(hook: &str, cases: u64, steps: u64) {
         "{report}"
     );
     assert_eq!(report["failures"], json!([]), "{report}");
+    serde_json::from_value(report["ran"].clone()).expect("names of the cases run")
 }
 
 #[test]
 #[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
 fn coordinator_storage_passes_the_store_conformance_cases() {
-    // The object-tier cases, inside the Durable Object.
-    storage_conformance("/__test/conformance", 5, 20);
+    // The object-tier cases, inside the Durable Object; among them every case of a
+    // commit with read checks (the coordinator refuses a commit whose read changed).
+    let ran = storage_conformance("/__test/conformance", 9, 68);
+    let with_reads: Vec<&str> = nexus_store::conformance::cases()
+        .into_iter()
+        .filter(|case| {
+            case.steps.iter().any(
+                |s| matches!(&s.op, nexus_store::conformance::Op::Commit(c) if !c.reads.is_empty()),
+            )
+        })
+        .map(|case| case.name)
+        .collect();
+    assert!(with_reads.len() >= 3, "{with_reads:?}");
+    for name in with_reads {
+        assert!(
+            ran.iter().any(|r| r == name),
+            "{name:?} did not run: {ran:?}"
+        );
+    }
 }
 
 #[test]

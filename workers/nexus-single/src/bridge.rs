@@ -1,37 +1,36 @@
-//! The async half of the IoBuffer bridge (design §5): drives a [`Job`] of `nexus-api`
-//! over the Worker's bindings.
+//! The async half of the IoBuffer bridge (design §5): performs the I/O that a job's
+//! [`Driver`](nexus_iobuf::Driver) asks for, over the Worker's bindings.
 //!
-//! 1. **hydrate** the job's read set: Workers KV bulk gets (≤ 100 keys a call), R2 gets,
-//!    and ONE coordinator `/read` call for every state key and state listing — or, for
-//!    a write, the states this isolate cached, validated by the commit (see
-//!    [`Host::run`]), so that a write that commits costs one coordinator call;
-//! 2. **execute** the sync core over the session; while it misses data, hydrate the
-//!    misses and re-execute from scratch (at most [`Job::max_rounds`] rounds);
-//! 3. **drain** the delta;
-//! 4. **flush** in design order: R2 blobs and immutable KV records first (idempotent,
-//!    content-addressed; a record's content also goes to R2, see [`r2::RECORD_PREFIX`]),
-//!    then ONE coordinator `/commit` call carrying every CAS op and
-//!    log entry and a check of every state the job read (the commit point), then the
-//!    write-once KV index entries, then deletes. A conflicting commit restarts the job
-//!    with the conflict's current values.
+//! [`Host::run`] is a thin loop around [`Job::driver`]; the driver decides everything
+//! that makes the answer right (rounds, attempts, conflict restarts, when cached states
+//! must be verified, the flush phases). The host only answers its steps:
 //!
-//! No `block_on` and no executor: the only awaits are the bindings', between rounds.
+//! - **`Step::Hydrate`**: Workers KV bulk gets (≤ 100 keys a call), R2 gets, and the
+//!   states — from this isolate's cache when the driver allows it (`cache_ok`, asked
+//!   for writes) and no state listing is needed, so that a write that commits costs
+//!   one coordinator call; else ONE coordinator `/read` for every state key and
+//!   listing;
+//! - **`Step::Commit`**: the batch in its order: R2 blobs and immutable KV records first
+//!   (idempotent, content-addressed; a record's content also goes to R2, see
+//!   [`r2::RECORD_PREFIX`]), then ONE coordinator `/commit` carrying the commit's ops,
+//!   read checks and log entries (the commit point: a stale cached read only makes it
+//!   conflict), then the write-once KV index entries, then deletes;
+//! - **`Step::Done`**: the answer, through [`Api::finish`].
+//!
+//! No `block_on` and no executor: the only awaits are the bindings', between steps.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use worker::{Bucket, KvStore, Method, Request, RequestInit, Stub};
 
-use nexus_api::{Job, MAX_ATTEMPTS, Outcome, Response, conflict_error, storage_error};
-use nexus_core::Limits;
-use nexus_core::storage::keys;
-use nexus_iobuf::{Delta, Executed, IoBufferSession, Misses, StoreSession};
-use nexus_store::{CasFailure, CommitOutcome, LOG_HEAD_KEY, StoreError, StoreResult};
+use nexus_api::{Api, Job, Response};
+use nexus_iobuf::{DriveStats, FlushError, FlushStage, IoBufferSession, Misses, StateSource, Step};
+use nexus_store::{CommitOutcome, PutPhase, StoreError, StoreResult, Tier, WriteBatch};
 
 use crate::kv::{self, backend};
 use crate::protocol::{
-    COMMIT_PATH, CommitReply, CommitRequest, Hex, ListSpec, READ_PATH, ReadReply, ReadRequest,
-    WireCheck,
+    COMMIT_PATH, CommitReply, CommitRequest, ListSpec, READ_PATH, ReadReply, ReadRequest,
 };
 use crate::r2::{self, RECORD_PREFIX};
 
@@ -48,14 +47,15 @@ pub struct Counters {
     pub r2_writes: u32,
     /// Calls to the coordinator Durable Object.
     pub do_calls: u32,
-    /// Session rounds executed, over all attempts.
+    /// Session rounds executed, over all attempts ([`DriveStats::rounds`]).
     pub rounds: u32,
     /// Attempts: 1, plus one per retry (after a commit lost to a race, or to decide
-    /// again on states read from the coordinator what cached states decided).
+    /// again on states read from the coordinator what cached states decided)
+    /// ([`DriveStats::attempts`]).
     pub attempts: u32,
-    /// Commits applied (0 or 1).
+    /// Commits applied, 0 or 1 ([`DriveStats::commits`]).
     pub commits: u32,
-    /// Commits refused because a state had changed (each followed by a retry).
+    /// Commits refused because a state had changed ([`DriveStats::conflicts`]).
     pub conflicts: u32,
 }
 
@@ -70,7 +70,8 @@ pub struct Faults {
     pub kv_misses_records: bool,
 }
 
-/// The Worker's bindings, with per-request counters.
+/// The Worker's bindings, with per-request counters (the binding calls are counted
+/// here; rounds, attempts, commits and conflicts come from the job's driver).
 #[derive(Debug)]
 pub struct Host {
     kv: KvStore,
@@ -88,8 +89,8 @@ pub struct Host {
 pub const CACHE_MAX_ENTRIES: usize = 20_000;
 
 thread_local! {
-    /// States this isolate last saw at the coordinator: the values optimistic writes
-    /// execute on (every commit re-checks them, see [`Host::run`]).
+    /// States this isolate last saw at the coordinator: what writes execute on when the
+    /// driver allows cached states (every commit checks them, see [`Host::run`]).
     static CACHE: RefCell<HashMap<String, Option<Vec<u8>>>> = RefCell::new(HashMap::new());
 }
 
@@ -107,48 +108,6 @@ fn cache_put(entries: impl IntoIterator<Item = (String, Option<Vec<u8>>)>) {
             c.insert(k, v);
         }
     });
-}
-
-/// The states one attempt of a job executed on.
-struct Attempt {
-    /// States come from the cache (else from the coordinator).
-    optimistic: bool,
-    /// Every state value the session was given.
-    states: BTreeMap<String, Option<Vec<u8>>>,
-    /// Whether any of them (the log head aside) came from the cache rather than from
-    /// the coordinator during this attempt.
-    unverified: bool,
-}
-
-impl Attempt {
-    /// The reads a commit must validate: every state the job was given that its
-    /// compare-and-swaps do not already check. The log head is left out: the
-    /// coordinator numbers the entries itself.
-    fn checks(&self, delta: &Delta) -> Vec<WireCheck> {
-        let written: BTreeSet<&str> = delta.commit.ops.iter().map(|op| op.key.as_str()).collect();
-        self.states
-            .iter()
-            .filter(|(k, _)| k.as_str() != LOG_HEAD_KEY && !written.contains(k.as_str()))
-            .map(|(k, v)| WireCheck {
-                key: k.clone(),
-                value: v.clone().map(Hex),
-            })
-            .collect()
-    }
-}
-
-/// Why an attempt stopped before its flush.
-enum Failed {
-    /// It needs a listing of states, which only the coordinator can answer.
-    NeedsCoordinator,
-    /// A binding failed.
-    Storage(String),
-}
-
-/// Why a flush stopped.
-enum FlushFailed {
-    Conflict(Vec<CasFailure>),
-    Store(StoreError),
 }
 
 impl Host {
@@ -175,145 +134,84 @@ impl Host {
         self.counters.set(c);
     }
 
-    /// Runs `job` at host time `now` as `Api::run_job` does natively: the same
-    /// answers, the same errors.
+    /// Runs `job` at host time `now` with `api`'s limits and answers through
+    /// [`Api::finish`], as `Api::run_job` does natively: the same answers, the same
+    /// errors, the same commit and conflict metrics.
     ///
-    /// A write first runs **optimistically**: the states it reads come from this
-    /// isolate's cache (a key never seen counts as absent), so that a commit that
-    /// succeeds costs one coordinator call in all. Every commit carries, besides its
-    /// compare-and-swaps, a check of each state the job read, so a stale cache can
-    /// only make the commit conflict (then the conflict's current values are used)
-    /// and never makes it wrong. An answer that commits nothing (an error, a
-    /// duplicate) is only given on states read from the coordinator in that attempt.
-    pub async fn run(&self, job: &Job, limits: &Limits, now: u64) -> Response {
-        let mut failures: Vec<CasFailure> = Vec::new();
-        let mut optimistic = job.is_write();
-        for _ in 0..MAX_ATTEMPTS {
-            self.count(|c| c.attempts += 1);
-            let mut driver = StoreSession::with_max_rounds(job.max_rounds());
-            driver.restart(&failures);
-            let mut attempt = Attempt {
-                optimistic,
-                states: failures
-                    .iter()
-                    .map(|f| (f.key.clone(), f.current.clone()))
-                    .collect(),
-                unverified: false,
-            };
-            let (outcome, delta) = match self
-                .execute(&mut driver, &mut attempt, job, limits, now)
-                .await
-            {
-                Ok(done) => done,
-                Err(Failed::NeedsCoordinator) => {
-                    optimistic = false;
-                    failures.clear();
-                    continue;
+    /// A write is driven with cached states allowed: the states it reads come from
+    /// this isolate's cache (a key never seen counts as absent), so that a commit that
+    /// succeeds costs one coordinator call in all. The commit carries a check of each
+    /// state the job read, so a stale cache can only make it conflict (the driver
+    /// then retries on the conflict's current values) and never makes it wrong; an
+    /// answer that commits nothing is only given on states read from the coordinator
+    /// (the driver asks again with `cache_ok: false`).
+    pub async fn run(&self, api: &Api, job: &Job, now: u64) -> Response {
+        let mut driver = job.driver(&api.config().limits, now, job.is_write());
+        let result = loop {
+            match driver.poll() {
+                Step::Hydrate { misses, cache_ok } => {
+                    match self.hydrate_step(driver.session(), &misses, cache_ok).await {
+                        Ok(source) => driver.hydrated(source),
+                        Err(e) => driver.hydrate_failed(e),
+                    }
                 }
-                Err(Failed::Storage(message)) => return storage_error(&message),
-            };
-            if !outcome.commits() || delta.is_empty() {
-                if attempt.unverified {
-                    // Decide again on states read from the coordinator now.
-                    optimistic = false;
-                    failures.clear();
-                    continue;
+                Step::Commit(batch) => {
+                    let outcome = self.flush(&batch).await;
+                    driver.committed(outcome);
                 }
-                return outcome.response(None);
+                Step::Done(result) => break result,
             }
-            let checks = attempt.checks(&delta);
-            match self.flush(&delta, checks).await {
-                Ok(first_seq) => return outcome.response(first_seq),
-                Err(FlushFailed::Conflict(f)) => {
-                    self.count(|c| c.conflicts += 1);
-                    cache_put(f.iter().map(|f| (f.key.clone(), f.current.clone())));
-                    failures = f;
-                }
-                Err(FlushFailed::Store(e)) => return storage_error(&e.to_string()),
-            }
-        }
-        conflict_error(&failures, MAX_ATTEMPTS)
+        };
+        self.record(driver.stats());
+        api.finish(result)
     }
 
-    async fn execute(
-        &self,
-        driver: &mut StoreSession,
-        attempt: &mut Attempt,
-        job: &Job,
-        limits: &Limits,
-        now: u64,
-    ) -> Result<(Outcome, Delta), Failed> {
-        let mut misses = job.read_set();
-        loop {
-            self.hydrate_for(driver.session(), attempt, &misses).await?;
-            self.count(|c| c.rounds += 1);
-            let step = driver
-                .execute(|s| job.execute_session(s, limits, now))
-                .map_err(|e| Failed::Storage(e.to_string()))?;
-            match step {
-                Executed::Done(outcome, delta) => return Ok((outcome, delta)),
-                Executed::NeedsHydration(m) => misses = m,
-            }
-        }
+    /// Copies the driver's counts into the request's counters.
+    fn record(&self, stats: DriveStats) {
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        self.count(|c| {
+            c.attempts = n(stats.attempts);
+            c.rounds = n(stats.rounds);
+            c.commits = n(stats.commits);
+            c.conflicts = n(stats.conflicts);
+        });
     }
 
-    /// Hydrates `misses` for an attempt: states from the cache when it is optimistic
-    /// (listings always need the coordinator), from the coordinator otherwise.
-    async fn hydrate_for(
+    /// Hydrates what one `Step::Hydrate` asks for and says where the states came from:
+    /// from the isolate's cache when `cache_ok` and no state listing is needed
+    /// (listings only the coordinator can answer), from the coordinator otherwise.
+    async fn hydrate_step(
         &self,
         session: &IoBufferSession,
-        attempt: &mut Attempt,
         misses: &Misses,
-    ) -> Result<(), Failed> {
-        let hydrate_failed = |e: StoreError| Failed::Storage(format!("hydration failed: {e}"));
-        // States the attempt already has (a conflict's current values) stay as they are.
-        let mut misses = misses.clone();
-        misses
-            .state_keys
-            .retain(|k| !attempt.states.contains_key(k));
-        if !attempt.optimistic {
-            let read = self
-                .hydrate(session, &misses)
-                .await
-                .map_err(hydrate_failed)?;
-            attempt.states.extend(read);
-            return Ok(());
+        cache_ok: bool,
+    ) -> StoreResult<StateSource> {
+        if !cache_ok || !misses.state_lists.is_empty() || misses.state_keys.is_empty() {
+            self.hydrate(session, misses).await?;
+            return Ok(StateSource::Store);
         }
-        if !misses.state_lists.is_empty() {
-            return Err(Failed::NeedsCoordinator);
-        }
-        let state_keys = std::mem::take(&mut misses.state_keys);
-        self.hydrate(session, &misses)
-            .await
-            .map_err(hydrate_failed)?;
-        let served: Vec<(String, Option<Vec<u8>>)> = state_keys
-            .into_iter()
-            .map(|k| {
+        let mut tiers = misses.clone();
+        let state_keys = std::mem::take(&mut tiers.state_keys);
+        self.hydrate(session, &tiers).await?;
+        session
+            .object_buf()
+            .hydrate_batch(state_keys.into_iter().map(|k| {
                 let v = cache_get(&k).flatten();
                 (k, v)
-            })
-            .collect();
-        attempt.unverified |= served.iter().any(|(k, _)| k != LOG_HEAD_KEY);
-        session.object_buf().hydrate_batch(served.iter().cloned());
-        attempt.states.extend(served);
-        Ok(())
+            }));
+        Ok(StateSource::Cache)
     }
 
     /// Loads `misses` into the session: KV bulk gets, R2 gets and listings, and one
-    /// coordinator call for all state keys and listings, the tiers concurrently.
-    /// Answers the states read.
-    pub async fn hydrate(
-        &self,
-        session: &IoBufferSession,
-        misses: &Misses,
-    ) -> StoreResult<Vec<(String, Option<Vec<u8>>)>> {
+    /// coordinator call for all state keys and listings (none when there are
+    /// neither), the tiers concurrently. The states read refresh the isolate's cache.
+    pub async fn hydrate(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
         let (tiers, states) = futures_util::future::join(
             self.hydrate_tiers(session, misses),
             self.hydrate_states(session, misses),
         )
         .await;
-        tiers?;
-        states
+        tiers.and(states)
     }
 
     async fn hydrate_tiers(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
@@ -352,13 +250,9 @@ impl Host {
         Ok(())
     }
 
-    async fn hydrate_states(
-        &self,
-        session: &IoBufferSession,
-        misses: &Misses,
-    ) -> StoreResult<Vec<(String, Option<Vec<u8>>)>> {
+    async fn hydrate_states(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
         if misses.state_keys.is_empty() && misses.state_lists.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let req = ReadRequest {
             keys: misses.state_keys.clone(),
@@ -378,11 +272,11 @@ impl Host {
             .map(|(k, v)| (k, v.map(|h| h.0)))
             .collect();
         cache_put(states.iter().cloned());
-        session.object_buf().hydrate_batch(states.iter().cloned());
+        session.object_buf().hydrate_batch(states);
         for (q, keys) in misses.state_lists.iter().zip(reply.lists) {
             session.object_buf().hydrate_list(q, keys);
         }
-        Ok(states)
+        Ok(())
     }
 
     async fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()> {
@@ -391,19 +285,27 @@ impl Host {
         Ok(())
     }
 
-    /// Flushes the delta in design order; answers the commit's `first_seq`.
-    async fn flush(
-        &self,
-        delta: &Delta,
-        checks: Vec<WireCheck>,
-    ) -> Result<Option<u64>, FlushFailed> {
-        let store = FlushFailed::Store;
-        for (key, bytes) in &delta.blob_puts {
-            r2::put(&self.blobs, key, bytes).await.map_err(store)?;
-            self.count(|c| c.r2_writes += 1);
-        }
-        let (before, after) = delta.split_kv_puts(keys::is_after_commit);
-        for (key, value) in before {
+    /// Writes `batch` in its order (the driver's `Step::Commit`) and says what the
+    /// commit did, or which stage failed.
+    ///
+    /// Before-commit puts that an earlier attempt of this request already wrote with
+    /// the same value are not written again (KV refuses a second write to one key
+    /// within a second). The commit is ONE coordinator call carrying the ops, the read
+    /// checks and the log entries; a batch with none of them makes no call. After the
+    /// commit point the answer stands: an index entry lost there is rewritten from the
+    /// commit log (see [`crate::repair`]), so those errors (and failed deletes) are
+    /// logged, not returned, and the commit's `first_seq` is kept.
+    async fn flush(&self, batch: &WriteBatch) -> Result<CommitOutcome, FlushError> {
+        let at = |stage: FlushStage| move |source: StoreError| FlushError::Store { stage, source };
+        for put in batch.puts_in(PutPhase::BeforeCommit) {
+            let (key, value) = (put.key.as_str(), put.value.as_slice());
+            if put.tier == Tier::Blob {
+                r2::put(&self.blobs, key, value)
+                    .await
+                    .map_err(at(FlushStage::BlobPuts))?;
+                self.count(|c| c.r2_writes += 1);
+                continue;
+            }
             if self.written.borrow().get(key).is_some_and(|v| v == value) {
                 continue;
             }
@@ -413,71 +315,75 @@ impl Host {
                     r2::put(&self.blobs, key, value),
                 )
                 .await;
-                in_kv.map_err(store)?;
-                in_r2.map_err(store)?;
+                in_kv.and(in_r2).map_err(at(FlushStage::KvPuts))?;
                 self.count(|c| c.r2_writes += 1);
             } else {
-                self.kv_put(key, value).await.map_err(store)?;
+                self.kv_put(key, value)
+                    .await
+                    .map_err(at(FlushStage::KvPuts))?;
             }
             self.written
                 .borrow_mut()
                 .insert(key.to_owned(), value.to_vec());
         }
-        let mut first_seq = None;
-        if !delta.commit.is_empty() {
-            let mut req = CommitRequest::new(&delta.commit);
-            req.checks = checks;
+        let commit = &batch.commit;
+        let outcome = if commit.is_empty() && commit.reads.is_empty() {
+            CommitOutcome::Applied { first_seq: None }
+        } else {
+            let mut req = CommitRequest::new(commit);
             req.fail_after_ops = self.faults.fail_commit_after_ops;
-            let reply: CommitReply = self.call(COMMIT_PATH, &req).await.map_err(store)?;
-            match reply.outcome() {
-                CommitOutcome::Applied { first_seq: s } => {
-                    self.count(|c| c.commits += 1);
-                    first_seq = s;
-                    // What the commit read and wrote is what the coordinator now holds.
-                    cache_put(
-                        req.checks
-                            .into_iter()
-                            .map(|c| (c.key, c.value.map(|h| h.0)))
-                            .chain(
-                                delta
-                                    .commit
-                                    .ops
-                                    .iter()
-                                    .map(|op| (op.key.clone(), op.new.clone())),
-                            ),
-                    );
-                }
-                CommitOutcome::Conflict(failures) => return Err(FlushFailed::Conflict(failures)),
-                other => {
-                    return Err(store(backend(
-                        "commit",
-                        format!("unsupported outcome {other:?}"),
-                    )));
-                }
+            let reply: CommitReply = self
+                .call(COMMIT_PATH, &req)
+                .await
+                .map_err(at(FlushStage::Commit))?;
+            reply.outcome()
+        };
+        match &outcome {
+            // What the commit read and wrote is what the coordinator now holds.
+            CommitOutcome::Applied { .. } => cache_put(
+                commit
+                    .reads
+                    .iter()
+                    .map(|r| (r.key.clone(), r.value.clone()))
+                    .chain(commit.ops.iter().map(|op| (op.key.clone(), op.new.clone()))),
+            ),
+            // The driver retries on these values; later requests start from them too.
+            CommitOutcome::Conflict(failures) => {
+                cache_put(failures.iter().map(|f| (f.key.clone(), f.current.clone())));
+                return Ok(outcome);
             }
+            _ => return Ok(outcome),
         }
-        // After the commit point the answer stands: an index entry lost here is
-        // rewritten from the commit log (see `repair`), so errors are not fatal.
         // The index entries are independent of each other: written concurrently.
         if !self.faults.drop_index_writes {
-            let writes = after.iter().map(|(key, value)| async move {
-                if let Err(e) = self.kv_put(key, value).await {
-                    worker::console_warn!("index entry {key} not written: {e}");
+            let writes = batch.puts_in(PutPhase::AfterCommit).map(|put| async move {
+                let written = match put.tier {
+                    Tier::Kv => self.kv_put(&put.key, &put.value).await,
+                    Tier::Blob => r2::put(&self.blobs, &put.key, &put.value)
+                        .await
+                        .map(|()| self.count(|c| c.r2_writes += 1)),
+                };
+                if let Err(e) = written {
+                    worker::console_warn!("index entry {} not written: {e}", put.key);
                 }
             });
             futures_util::future::join_all(writes).await;
         }
-        for key in &delta.kv_deletes {
-            if kv::delete(&self.kv, key).await.is_ok() {
-                self.count(|c| c.kv_writes += 1);
+        for delete in &batch.deletes {
+            let key = delete.key.as_str();
+            let deleted = match delete.tier {
+                Tier::Kv => kv::delete(&self.kv, key)
+                    .await
+                    .map(|()| self.count(|c| c.kv_writes += 1)),
+                Tier::Blob => r2::delete(&self.blobs, key)
+                    .await
+                    .map(|()| self.count(|c| c.r2_writes += 1)),
+            };
+            if let Err(e) = deleted {
+                worker::console_warn!("{key} not deleted: {e}");
             }
         }
-        for key in &delta.blob_deletes {
-            if r2::delete(&self.blobs, key).await.is_ok() {
-                self.count(|c| c.r2_writes += 1);
-            }
-        }
-        Ok(first_seq)
+        Ok(outcome)
     }
 
     /// One call to the coordinator.

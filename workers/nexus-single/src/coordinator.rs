@@ -4,8 +4,12 @@
 //! the ordered commit log and its head — in one table of its SQLite-backed storage, and
 //! implements [`ObjectStore`] over it **synchronously**: Durable Object SQL calls are
 //! synchronous, so the store needs no buffer and no async runtime. A commit runs inside
-//! one `transactionSync`: every compare is checked, then every op and log entry is
-//! written, and any failure part-way rolls the whole transaction back.
+//! one `transactionSync`: every compare-and-swap's expected value and every read check
+//! of the commit ([`Commit::reads`], the states the request read) is checked, then
+//! every op and log entry is written, and any failure part-way rolls the whole
+//! transaction back. A commit whose read changed is refused naming that key, as on
+//! every other backend (the store conformance cases run here too, see
+//! `crate::testing`).
 //!
 //! The Worker talks to it with two calls (see [`crate::protocol`]): `/read` (states and
 //! state listings for hydration) and `/commit` (the commit point of a request).
@@ -107,25 +111,19 @@ impl SqlStates {
         self.fail_after_ops.set(n);
     }
 
-    /// [`ObjectStore::commit`] that also validates `checks` (reads the Worker made from
-    /// its cache): all ops and log entries apply only if every op's expected value and
-    /// every check hold, in one transaction; otherwise the outcome names each key that
-    /// did not, with its current value.
-    pub fn commit_checked(
-        &self,
-        commit: &Commit,
-        checks: Vec<Check>,
-    ) -> StoreResult<CommitOutcome> {
+    /// [`ObjectStore::commit`] with its rules: every op's expected value and every
+    /// read check ([`Commit::reads`]) must hold for anything to apply (see
+    /// [`Commit::expectations`]); then every op and log entry is written in one
+    /// transaction. Otherwise the outcome names each key that did not hold, ops first,
+    /// with its current value, and nothing is written.
+    fn apply(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
         check_commit(commit)?;
-        for (key, _) in &checks {
-            check_key(key)?;
-        }
         #[cfg(feature = "test-hooks")]
         let fail_after_ops = self.fail_after_ops.take();
         #[cfg(not(feature = "test-hooks"))]
         let fail_after_ops = None;
         let commit = commit.clone();
-        self.transaction(move |sql| apply_commit(sql, &commit, &checks, fail_after_ops))
+        self.transaction(move |sql| apply_commit(sql, &commit, fail_after_ops))
     }
 
     /// Removes every state (test-only: each storage conformance case starts empty).
@@ -248,26 +246,20 @@ fn list(
     Ok(keys)
 }
 
-/// A read to validate: the key and the value it must still hold.
-pub type Check = (String, Option<Vec<u8>>);
-
+/// Applies `commit` inside the transaction `sql` is in, as `nexus_store::apply_commit`
+/// does over a map: the expectations first (a refused commit writes nothing), then the
+/// ops, then the log entries after the current head.
 fn apply_commit(
     sql: &SqlStorage,
     commit: &Commit,
-    checks: &[Check],
     fail_after_ops: Option<usize>,
 ) -> StoreResult<CommitOutcome> {
     let mut failures = Vec::new();
-    let expectations = commit
-        .ops
-        .iter()
-        .map(|op| (&op.key, &op.expected))
-        .chain(checks.iter().map(|(k, v)| (k, v)));
-    for (key, expected) in expectations {
+    for (key, expected) in commit.expectations() {
         let current = read(sql, key)?;
-        if current != *expected {
+        if current.as_deref() != expected {
             failures.push(CasFailure {
-                key: key.clone(),
+                key: key.to_owned(),
                 current,
             });
         }
@@ -332,7 +324,7 @@ impl ObjectStore for SqlStates {
     }
 
     fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
-        self.commit_checked(commit, Vec::new())
+        self.apply(commit)
     }
 }
 
@@ -407,10 +399,7 @@ mod class {
                         .map_err(|e| format!("bad commit request: {e}"))?;
                     #[cfg(feature = "test-hooks")]
                     store.fail_next_commit_after(req.fail_after_ops);
-                    let checks = req.checks();
-                    let outcome = store
-                        .commit_checked(&req.commit(), checks)
-                        .map_err(|e| e.to_string())?;
+                    let outcome = store.commit(&req.commit()).map_err(|e| e.to_string())?;
                     let reply = CommitReply::new(&outcome)
                         .ok_or_else(|| format!("unsupported commit outcome {outcome:?}"))?;
                     json(serde_json::to_vec(&reply))

@@ -1,7 +1,9 @@
 //! neXus on Cloudflare Workers (design §6 phases 1–2): the `/v1` API of `nexus-api`,
 //! served over Workers KV (immutable records, write-once index entries), R2 (blobs) and
 //! the [`NexusCoordinatorDO`] Durable Object (every mutable state, the commit log, the
-//! commit point), through the IoBuffer bridge of [`bridge`].
+//! commit point), through the IoBuffer bridge of [`bridge`]: each request's job runs
+//! on the same sans-IO `nexus_iobuf::Driver` as on the native server, and the bridge
+//! performs the KV, R2 and coordinator calls it asks for.
 //!
 //! Every answer carries the header [`METRICS_HEADER`]: wall time and the KV, R2 and
 //! Durable Object operations the request made.
@@ -295,9 +297,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         }
         Prepared::Job(job) => match host(&env, faults(&req)) {
             Ok(host) => {
-                let r = host
-                    .run(&job, &api.config().limits, Date::now().as_millis())
-                    .await;
+                let r = host.run(api, &job, Date::now().as_millis()).await;
                 (job.route(), r, host.counters())
             }
             Err(e) => (
@@ -307,12 +307,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             ),
         },
     };
-    for _ in 0..costs.conflicts {
-        api.metrics().record_conflict();
-    }
-    if costs.commits > 0 {
-        api.metrics().record_commit();
-    }
+    // Commits and conflicts are counted by `Api::finish` (in `Host::run`).
     let wall_ms = Date::now().as_millis().saturating_sub(started);
     api.metrics()
         .observe_response(route, &response, wall_ms.saturating_mul(1_000));

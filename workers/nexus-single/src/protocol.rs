@@ -5,7 +5,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use nexus_iobuf::ListQuery;
-use nexus_store::{CasFailure, CasOp, Commit, CommitOutcome};
+use nexus_store::{CasFailure, CasOp, Commit, CommitOutcome, ReadCheck};
 
 /// Path of the read call.
 pub const READ_PATH: &str = "/read";
@@ -87,19 +87,20 @@ pub struct WireOp {
     pub new: Option<Hex>,
 }
 
-/// `POST /commit`: every CAS op and log entry of one request, applied all-or-nothing.
+/// `POST /commit`: one request's [`Commit`] — every CAS op, the read checks and the
+/// log entries — applied all-or-nothing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CommitRequest {
     /// The compare-and-swaps.
     pub ops: Vec<WireOp>,
     /// Log entries to append, in order.
     pub log: Vec<Hex>,
-    /// Reads to validate: each key must still hold this value (`null`: absent) for the
-    /// commit to apply; a key that does not is refused like a failed op. This makes a
-    /// commit serializable when the Worker executed on values it had cached instead
-    /// of reading them from the coordinator first.
+    /// The commit's read set ([`Commit::reads`]): each key must still hold this value
+    /// (`null`: absent) for the commit to apply; a key that does not is refused like a
+    /// failed op. This makes commits serializable, also when the Worker executed on
+    /// states it had cached instead of reading them from the coordinator first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<WireCheck>,
+    pub reads: Vec<WireRead>,
     /// Test-only: fail the storage transaction after writing this many ops (ignored
     /// unless the Worker was built with the `test-hooks` feature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,7 +108,7 @@ pub struct CommitRequest {
 }
 
 impl CommitRequest {
-    /// The wire form of `commit`.
+    /// The wire form of `commit` (its ops, reads and log).
     pub fn new(commit: &Commit) -> Self {
         Self {
             ops: commit
@@ -120,23 +121,21 @@ impl CommitRequest {
                 })
                 .collect(),
             log: commit.log.iter().cloned().map(Hex).collect(),
-            checks: Vec::new(),
+            reads: commit
+                .reads
+                .iter()
+                .map(|r| WireRead {
+                    key: r.key.clone(),
+                    value: hex_opt(r.value.as_ref()),
+                })
+                .collect(),
             fail_after_ops: None,
         }
-    }
-
-    /// The reads to validate, as `(key, value)`.
-    pub fn checks(&self) -> Vec<(String, Option<Vec<u8>>)> {
-        self.checks
-            .iter()
-            .map(|c| (c.key.clone(), c.value.as_ref().map(|h| h.0.clone())))
-            .collect()
     }
 
     /// Back to a [`Commit`].
     pub fn commit(self) -> Commit {
         Commit {
-            reads: Vec::new(),
             ops: self
                 .ops
                 .into_iter()
@@ -146,17 +145,25 @@ impl CommitRequest {
                     new: op.new.map(|h| h.0),
                 })
                 .collect(),
+            reads: self
+                .reads
+                .into_iter()
+                .map(|r| ReadCheck {
+                    key: r.key,
+                    value: r.value.map(|h| h.0),
+                })
+                .collect(),
             log: self.log.into_iter().map(|h| h.0).collect(),
         }
     }
 }
 
-/// One read to validate in a commit.
+/// One read check of a commit on the wire ([`ReadCheck`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireCheck {
+pub struct WireRead {
     /// State key.
     pub key: String,
-    /// The value it must hold (`null`: absent).
+    /// The value it must still hold (`null`: absent).
     pub value: Option<Hex>,
 }
 
@@ -228,9 +235,8 @@ mod tests {
 
     #[test]
     fn commits_and_outcomes_roundtrip_through_json() {
-        let commit = Commit {
-            reads: Vec::new(),
-            ops: vec![
+        let commit = Commit::new(
+            vec![
                 CasOp {
                     key: "intent/ab".into(),
                     expected: Some(vec![0, 255, 7]),
@@ -242,17 +248,17 @@ mod tests {
                     new: Some(b"fact".to_vec()),
                 },
             ],
-            log: vec![b"{\"a\":1}".to_vec()],
-        };
-        let mut req = CommitRequest::new(&commit);
-        req.checks = vec![WireCheck {
-            key: "hints/active".into(),
-            value: None,
-        }];
-        let json = serde_json::to_string(&req).expect("json");
+            vec![b"{\"a\":1}".to_vec()],
+        )
+        .with_read("hints/active", None)
+        .with_read("contract", Some(vec![1, 2]));
+        let json = serde_json::to_string(&CommitRequest::new(&commit)).expect("json");
         let back: CommitRequest = serde_json::from_str(&json).expect("parse");
-        assert_eq!(back.checks(), vec![("hints/active".to_owned(), None)]);
         assert_eq!(back.commit(), commit);
+        // A commit without reads leaves the field out.
+        let bare = Commit::new(Vec::new(), vec![b"e".to_vec()]);
+        let json = serde_json::to_string(&CommitRequest::new(&bare)).expect("json");
+        assert!(!json.contains("reads"), "{json}");
 
         let conflict = CommitOutcome::Conflict(vec![CasFailure {
             key: "intent/ab".into(),

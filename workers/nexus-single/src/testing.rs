@@ -1,6 +1,6 @@
 //! Test-only hooks (the `test-hooks` feature; never in a deployed build): the storage
 //! conformance cases of `nexus_store::conformance` run against the coordinator's
-//! SQL-backed [`ObjectStore`](nexus_store::ObjectStore), inside the Durable Object, and
+//! SQL-backed [`ObjectStore`], inside the Durable Object, and
 //! against the Worker's KV namespace and R2 bucket through the bridge's adapters.
 
 use serde::Serialize;
@@ -20,8 +20,10 @@ use crate::{kv, r2};
 /// What the conformance run found.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
-    /// Cases run (those made only of object-tier operations).
+    /// Cases run (those made only of the tiers under test).
     pub cases: usize,
+    /// Their names, in order.
+    pub ran: Vec<&'static str>,
     /// Steps run.
     pub steps: usize,
     /// Each divergence: case, step, op, expected and actual outcome.
@@ -103,6 +105,7 @@ pub fn run_conformance(store: &SqlStates) -> Report {
             continue;
         }
         report.cases += 1;
+        report.ran.push(case.name);
         if let Err(e) = store.clear() {
             report.failures.push(format!("{}: clear: {e}", case.name));
             continue;
@@ -213,6 +216,7 @@ pub async fn run_tier_conformance(env: &Env) -> Result<Report> {
             continue;
         }
         report.cases += 1;
+        report.ran.push(case.name);
         if let Err(e) = clear(&kv, &bucket).await {
             report.failures.push(format!("{}: clear: {e}", case.name));
             continue;
