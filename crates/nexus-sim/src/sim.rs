@@ -427,7 +427,7 @@ impl Sim {
         } else {
             Answer::Http {
                 status: response.status,
-                code: response.code.map(str::to_owned),
+                code: response.code.map(|c| c.as_str().to_owned()),
                 body: response.json_body(),
             }
         };
