@@ -96,6 +96,7 @@ pub fn core_code(e: &CoreError) -> ErrorCode {
         CoreError::ClockSkew { .. } => ErrorCode::ClockSkew,
         CoreError::TooManyHints(_) => ErrorCode::TooManyHints,
         CoreError::Conflict { .. } => ErrorCode::Conflict,
+        CoreError::Store(nexus_store::StoreError::Full(_)) => ErrorCode::InsufficientStorage,
         CoreError::Store(_) => ErrorCode::Storage,
         // CoreError is non-exhaustive: a new variant whose code the API does not know
         // yet is a server fault until it is added here.
@@ -390,6 +391,12 @@ mod tests {
                 CoreError::Store(StoreError::Backend("down".into())),
                 500,
                 "storage",
+                vec![],
+            ),
+            (
+                CoreError::Store(StoreError::Full("no space".into())),
+                507,
+                "insufficient_storage",
                 vec![],
             ),
         ];

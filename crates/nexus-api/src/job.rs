@@ -823,10 +823,7 @@ impl Job {
                 let applied = governance::apply_hints(core, update, now)?;
                 body(&serde_json::json!({"applied": format!("{applied:?}")}))
             }
-            Op::Health => body(&Health {
-                status: "ok".to_owned(),
-                log_head: log_head(core)?,
-            }),
+            Op::Health => body(&Health::ok(log_head(core)?)),
             Op::Log { from, limit } => {
                 let head = log_head(core)?;
                 let entries = core.log_entries(*from, *limit)?;

@@ -72,9 +72,10 @@ use serde::Serialize;
 
 use nexus_core::{AuthorKey, CompositeColdStorage, Limits};
 use nexus_iobuf::{
-    IoBufferBlob, IoBufferKv, IoBufferObject, IoBufferSession, JobError, JobOutput, drive_sync,
+    FlushError, IoBufferBlob, IoBufferKv, IoBufferObject, IoBufferSession, JobError, JobOutput,
+    SessionError, drive_sync,
 };
-use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore};
+use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore, StoreError, StoreHealth};
 
 pub use access::{
     ReadAccess, rate_limited, request_timeout, retry_after_secs, too_many_connections, unauthorized,
@@ -282,8 +283,9 @@ impl Api {
 
     /// The answer to a job's driver result, on every host: the outcome's answer with
     /// the commit's `first_seq`; `409 conflict` when every attempt lost its commit;
-    /// `500 storage` when a store call failed or the job still missed data after its
-    /// rounds. Counts commits and conflicts in the metrics (the host adds
+    /// `507 insufficient_storage` when the store is full; `500 storage` when a store
+    /// call failed otherwise or the job still missed data after its rounds (a store's
+    /// error is mapped by its type, see [`store_error`]). Counts commits and conflicts in the metrics (the host adds
     /// [`Metrics::observe`] with the latency it measured).
     pub fn finish(&self, result: Result<JobOutput<Outcome>, JobError>) -> Response {
         match result {
@@ -302,9 +304,47 @@ impl Api {
                 }
                 conflict_error(&failures, attempts)
             }
+            Err(JobError::Session(SessionError::Hydrate(source)))
+            | Err(JobError::Flush(FlushError::Store { source, .. })) => store_error(&source),
             Err(e) => storage_error(&e.to_string()),
         }
     }
+}
+
+/// The answer to a failed store call: `507 insufficient_storage` when the storage is
+/// full ([`StoreError::Full`]: nothing was written, writes resume by themselves once
+/// space is freed, reads go on), else `500 storage` as [`storage_error`] gives it. The
+/// message names the failure once, without the error type's own prefix.
+pub fn store_error(e: &StoreError) -> Response {
+    match e {
+        StoreError::Full(detail) => ApiError::new(
+            ErrorCode::InsufficientStorage,
+            format!("storage is full: {detail}; writes resume once space is freed"),
+        )
+        .to_response(),
+        other => storage_error(&other.detail()),
+    }
+}
+
+/// The answer to `GET /v1/health` of a host whose store reports `health`, given the
+/// answer of the health job (`ok` and the log head). A degraded store whose log head
+/// could still be read answers `503 {"status":"degraded","reason","message","log_head"}`
+/// (`reason`: [`StoreHealth::reason`]), so that a load balancer or a monitor sees it
+/// while reads go on; a job that failed keeps its own error answer.
+pub fn health_response(health: &StoreHealth, ok: Response) -> Response {
+    if health.is_ok() || ok.status != 200 {
+        return ok;
+    }
+    let Some(log_head) = ok.json_body()["log_head"].as_u64() else {
+        return ok;
+    };
+    let body = wire::Health {
+        status: "degraded".to_owned(),
+        reason: Some(health.reason().to_owned()),
+        message: health.message().map(str::to_owned),
+        log_head,
+    };
+    Response::json(503, &body)
 }
 
 /// The `500 storage` answer: a store call failed (`message` says which and why), or a

@@ -3,8 +3,11 @@
 
 #![allow(dead_code)] // The operation stubs are read by the derive, never called.
 
+use utoipa::openapi::schema::OneOfBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Type,
+};
 use utoipa::{Modify, OpenApi};
 
 use crate::wire::*;
@@ -72,7 +75,9 @@ pub struct ApiDoc;
 /// The answers of a host's own limits, on every operation (`spec/api.md`, "Limits of
 /// a host"): `429 rate_limited` with `Retry-After` and `503 too_many_connections`
 /// everywhere, `408 request_timeout` where a body is sent, and `401 unauthorized`
-/// (with the optional bearer scheme `read_token`) on every read.
+/// (with the optional bearer scheme `read_token`) on every read; and
+/// `507 insufficient_storage` on every write (every `POST`), when the host's storage is
+/// full. An operation with a `503` of its own (`/v1/health`, degraded) answers either.
 struct HostLimits;
 
 impl Modify for HostLimits {
@@ -103,6 +108,11 @@ impl Modify for HostLimits {
         let late =
             error("request_timeout (names limit_ms): the body did not arrive in time").build();
         let denied = error("unauthorized: this host needs a bearer token for reads").build();
+        let full = error(
+            "insufficient_storage: the host's storage is full; nothing was written (retry \
+             once space is freed)",
+        )
+        .build();
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "read_token",
@@ -116,13 +126,34 @@ impl Modify for HostLimits {
                 r.insert("408".into(), late.clone().into());
                 r.insert("429".into(), limited.clone().into());
                 r.insert("503".into(), busy.clone().into());
+                r.insert("507".into(), full.clone().into());
             }
             if let Some(op) = item.get.as_mut() {
                 let r = &mut op.responses.responses;
                 r.entry("401".into())
                     .or_insert_with(|| denied.clone().into());
                 r.insert("429".into(), limited.clone().into());
-                r.insert("503".into(), busy.clone().into());
+                match r.get_mut("503") {
+                    // The operation's own 503 (a degraded health): its body or the cap's.
+                    Some(RefOr::T(own)) => {
+                        own.description = format!("{}; or {}", busy.description, own.description);
+                        for content in own.content.values_mut() {
+                            if let RefOr::T(content) = content {
+                                let mine = content.schema.take();
+                                let mut either = OneOfBuilder::new();
+                                if let Some(mine) = mine {
+                                    either = either.item(mine);
+                                }
+                                content.schema =
+                                    Some(either.item(Ref::from_schema_name("ErrorBody")).into());
+                            }
+                        }
+                        own.headers.extend(busy.headers.clone());
+                    }
+                    _ => {
+                        r.insert("503".into(), busy.clone().into());
+                    }
+                }
                 op.security = Some(vec![anonymous.clone(), token.clone()]);
             }
         }
@@ -332,8 +363,13 @@ fn list_hints() {}
 fn log() {}
 
 /// Liveness and the commit log head.
+///
+/// `503` with status `degraded` while the store cannot write (reads go on).
 #[utoipa::path(get, path = "/v1/health", tag = "reads",
-    responses((status = 200, description = "Up", body = Health)))]
+    responses(
+        (status = 200, description = "Up: status ok", body = Health),
+        (status = 503, description = "the store is degraded (a Health body: status degraded, reason storage_full: writes answer 507 until space is freed, reads go on; or storage_unavailable)", body = Health),
+    ))]
 fn health() {}
 
 /// Prometheus metrics: requests by route and status, errors by code, commits, CAS

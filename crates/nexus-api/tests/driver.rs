@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::*;
 use serde_json::json;
 
-use nexus_api::{Api, ApiConfig, Prepared, Request, session_core};
+use nexus_api::{Api, ApiConfig, Prepared, Request, health_response, session_core, store_error};
 use nexus_core::storage::keys;
-use nexus_iobuf::{Executed, StoreSession};
+use nexus_iobuf::{Executed, FlushError, FlushStage, JobError, SessionError, StoreSession};
 use nexus_store::{
-    BlobStore, Commit, CommitOutcome, KeyValueStore, MemoryStore, ObjectStore, Snapshot, StoreError,
+    BlobStore, Commit, CommitOutcome, KeyValueStore, MemoryStore, ObjectStore, Snapshot,
+    StoreError, StoreHealth,
 };
 use nexus_testkit::Hooked;
 
@@ -111,25 +112,94 @@ fn endless_conflicts_answer_409_conflict_and_store_nothing() {
     );
 }
 
+/// Proposes an Intent to a store whose every commit fails with `err`: the answer and
+/// what the store holds.
+fn propose_failing(api: &Api, err: StoreError) -> (u16, serde_json::Value, MemoryStore) {
+    let store = Hooked::new(MemoryStore::new())
+        .with_commit(move |_: &MemoryStore, _: &Commit| Some(Err(err.clone())));
+    let (status, body) = post(api, &store, "/v1/intents", &intent(&key(1), "a", json!({})));
+    (status, body, store.inner().clone())
+}
+
 #[test]
 fn a_failing_store_answers_500_storage() {
     let api = open_api();
-    let store = Hooked::new(MemoryStore::new()).with_commit(|_: &MemoryStore, _: &Commit| {
-        Some(Err(StoreError::Backend("disk on fire".into())))
-    });
-    let (status, body) = post(
-        &api,
-        &store,
-        "/v1/intents",
-        &intent(&key(1), "a", json!({})),
-    );
+    let (status, body, _) = propose_failing(&api, StoreError::Backend("disk on fire".into()));
     assert_eq!(status, 500);
     assert_eq!(body["error"]["code"], "storage");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("disk on fire")
+    // One prefix, not "storage failed: flush failed during commit: storage backend failed: …".
+    assert_eq!(body["error"]["message"], "storage failed: disk on fire");
+}
+
+#[test]
+fn a_full_store_answers_507_once_and_health_answers_503_degraded() {
+    let api = open_api();
+    let full = StoreError::Full("redb: commit write transaction: No space left on device".into());
+    let (status, body, store) = propose_failing(&api, full);
+    assert_eq!(status, 507);
+    assert_eq!(body["error"]["code"], "insufficient_storage");
+    assert_eq!(
+        body["error"]["message"],
+        "storage is full: redb: commit write transaction: No space left on device; \
+         writes resume once space is freed"
+    );
+    // Nothing committed (no state, no log entry; the content-addressed record written
+    // before the commit point is idempotent and harmless, as for any failed commit).
+    assert!(store.snapshot().unwrap().states.is_empty());
+
+    // Every host's failure (the group-commit server's, the Worker's) maps the same way
+    // through Api::finish: by the error's type, not its text.
+    let failed = |source: StoreError| {
+        Err(JobError::Flush(FlushError::Store {
+            stage: FlushStage::Commit,
+            source,
+        }))
+    };
+    let r = api.finish(failed(StoreError::Full("no space".into())));
+    assert_eq!(
+        (r.status, r.code),
+        (507, Some(nexus_api::ErrorCode::InsufficientStorage))
+    );
+    let r = api.finish(failed(StoreError::Backend("disk on fire".into())));
+    assert_eq!(
+        r.json_body()["error"]["message"],
+        "storage failed: disk on fire"
+    );
+    let r = api.finish(Err(JobError::Session(SessionError::Hydrate(
+        StoreError::Full("no space".into()),
+    ))));
+    assert_eq!(r.status, 507);
+    assert_eq!(
+        r.json_body()["error"]["message"],
+        "storage is full: no space; writes resume once space is freed"
+    );
+
+    // Health: the job's answer while ok; 503 degraded naming the reason otherwise.
+    let ok = api.run_sync(&store, &Request::new("GET", "/v1/health", vec![]), NOW);
+    assert_eq!(ok.status, 200);
+    let same = health_response(&StoreHealth::Ok, ok.clone());
+    assert_eq!((same.status, same.json_body()), (200, ok.json_body()));
+    let full = StoreHealth::Full {
+        message: "no space".into(),
+    };
+    let degraded = health_response(&full, ok.clone());
+    assert_eq!(degraded.status, 503);
+    assert_eq!(
+        degraded.json_body(),
+        json!({"status": "degraded", "reason": "storage_full", "message": "no space", "log_head": 0})
+    );
+    let down = StoreHealth::Unavailable {
+        message: "gone".into(),
+    };
+    let unavailable = health_response(&down, ok);
+    assert_eq!(unavailable.status, 503);
+    assert_eq!(unavailable.json_body()["reason"], "storage_unavailable");
+    // A store that cannot even read its log head keeps the health job's own error.
+    let failed = store_error(&StoreError::Backend("gone".into()));
+    let unreadable = health_response(&down, failed.clone());
+    assert_eq!(
+        (unreadable.status, unreadable.json_body()),
+        (500, failed.json_body())
     );
 }
 

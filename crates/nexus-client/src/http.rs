@@ -448,12 +448,23 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>), ClientError> {
         let url = format!("{}{}", self.base, path);
+        let (status, bytes) = self.send(method, &url, body)?;
+        answer(method, url, status, bytes)
+    }
+
+    /// Sends a request to `url`; answers any status with its body.
+    fn send(
+        &self,
+        method: &'static str,
+        url: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let auth = self.authorization.as_deref();
         let result = match body {
             Some(bytes) => {
                 let mut req = self
                     .agent
-                    .post(&url)
+                    .post(url)
                     .header("content-type", "application/json");
                 if let Some(a) = auth {
                     req = req.header("authorization", a);
@@ -461,37 +472,22 @@ impl Client {
                 req.send(bytes)
             }
             None => {
-                let mut req = self.agent.get(&url);
+                let mut req = self.agent.get(url);
                 if let Some(a) = auth {
                     req = req.header("authorization", a);
                 }
                 req.call()
             }
         };
-        let mut response = result.map_err(|e| transport(method, &url, e))?;
+        let mut response = result.map_err(|e| transport(method, url, e))?;
         let status = response.status().as_u16();
         let bytes = response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BYTES)
             .read_to_vec()
-            .map_err(|e| transport(method, &url, e))?;
-        if (200..300).contains(&status) {
-            return Ok((status, bytes));
-        }
-        Err(match api_error(status, &bytes) {
-            Some(error) => ClientError::Api {
-                method,
-                url,
-                error: Box::new(error),
-            },
-            None => ClientError::Unexpected {
-                method,
-                url,
-                status,
-                reason: format!("not an API error body: {}", snippet(&bytes)),
-            },
-        })
+            .map_err(|e| transport(method, url, e))?;
+        Ok((status, bytes))
     }
 
     fn decode<T: DeserializeOwned>(
@@ -785,9 +781,24 @@ impl Client {
         crate::verify::export_to(writer, self.log_entries(from))
     }
 
-    /// `GET /v1/health`.
+    /// `GET /v1/health`. A degraded server (`503` with a health body, which still names
+    /// the log head: its disk is full, reads go on) answers `Ok` with
+    /// `status: "degraded"` (see [`Health::is_ok`]); any other failure is an error.
     pub fn health(&self) -> Result<Health, ClientError> {
-        self.decode("GET", "/v1/health", None)
+        let url = format!("{}/v1/health", self.base);
+        let (status, bytes) = self.send("GET", &url, None)?;
+        if status == 503
+            && let Ok(health) = serde_json::from_slice::<Health>(&bytes)
+        {
+            return Ok(health);
+        }
+        let (status, bytes) = answer("GET", url.clone(), status, bytes)?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+            method: "GET",
+            url,
+            status,
+            reason: format!("{e}: {}", snippet(&bytes)),
+        })
     }
 
     /// `GET /metrics` (Prometheus text).
@@ -942,6 +953,32 @@ fn transport(method: &'static str, url: &str, e: ureq::Error) -> ClientError {
             source,
         }
     }
+}
+
+/// A 2xx answer's status and body; anything else as an error (an [`ApiError`] when
+/// the body has the API's error shape).
+fn answer(
+    method: &'static str,
+    url: String,
+    status: u16,
+    bytes: Vec<u8>,
+) -> Result<(u16, Vec<u8>), ClientError> {
+    if (200..300).contains(&status) {
+        return Ok((status, bytes));
+    }
+    Err(match api_error(status, &bytes) {
+        Some(error) => ClientError::Api {
+            method,
+            url,
+            error: Box::new(error),
+        },
+        None => ClientError::Unexpected {
+            method,
+            url,
+            status,
+            reason: format!("not an API error body: {}", snippet(&bytes)),
+        },
+    })
 }
 
 fn api_error(status: u16, body: &[u8]) -> Option<ApiError> {

@@ -260,6 +260,7 @@ impl CoreError {
             CoreError::ClockSkew { .. } => "clock_skew",
             CoreError::TooManyHints(_) => "too_many_hints",
             CoreError::Conflict { .. } => "conflict",
+            CoreError::Store(StoreError::Full(_)) => "insufficient_storage",
             CoreError::Store(_) => "storage",
         }
     }

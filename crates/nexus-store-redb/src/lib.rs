@@ -53,6 +53,29 @@
 //!   ([`KeyValueStore::get_many`], [`ObjectStore::get_states`], [`Snapshot::snapshot`]) see
 //!   one consistent snapshot.
 //!
+//! # Storage faults (a full disk)
+//!
+//! redb stops using a [`redb::Database`] after any I/O error: every later call answers
+//! "Previous I/O error occurred. Please close and re-open the database." So the store
+//! does exactly that. When a call fails with an I/O error, the store closes the
+//! database and opens it again (redb repairs it on open; the repair reads the whole
+//! file), and a call that only met the previous error is run once more on the new
+//! database. Nothing committed is lost and nothing of the failed write is kept: redb's
+//! commit is atomic, and the failed transaction never became the committed one.
+//!
+//! A write refused for want of space (`ENOSPC`, a spent quota: [`io::ErrorKind::StorageFull`]
+//! and [`io::ErrorKind::QuotaExceeded`]) fails with [`StoreError::Full`], and the store
+//! reports [`StoreHealth::Full`] from [`Health::health`] until a write succeeds again.
+//! Reads go on meanwhile. So that each failing write does not cost a repair, writes
+//! within [`RedbStore::set_full_retry_interval`] (1 s by default) of the last one
+//! refused for space fail at once with the same error, without touching the file; the
+//! first write after it tries for real, and writes resume by themselves once there is
+//! room. If the database cannot be reopened (the disk refuses even the repair), every
+//! call fails and the health is [`StoreHealth::Unavailable`]; the store tries to
+//! reopen it again at most once per retry interval. A store made with
+//! [`RedbStore::from_database`] cannot reopen its database (it has no way to open it):
+//! after an I/O error it stays unavailable; use [`RedbStore::open_with`] instead.
+//!
 //! Clones of a [`RedbStore`] share one [`redb::Database`]; the type is `Send + Sync`, so
 //! one store serves every thread of a process. redb locks the file: a second process (or
 //! a second [`RedbStore::open`] of the same path in this process) cannot open it while
@@ -61,20 +84,23 @@
 //! [redb]: https://docs.rs/redb
 
 use std::collections::BTreeMap;
-use std::fmt::Display;
+use std::fmt::{self, Display};
+use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use nexus_store::{
-    BatchDelete, BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY,
-    ObjectStore, Snapshot, StoreError, StoreResult, StoreSnapshot, check_commit, check_key,
-    check_writable_state_key, log_key, parse_head,
+    BatchDelete, BlobStore, CasFailure, Commit, CommitOutcome, Health, KeyValueStore, LOG_HEAD_KEY,
+    ObjectStore, Snapshot, StoreError, StoreHealth, StoreResult, StoreSnapshot, check_commit,
+    check_key, check_writable_state_key, log_key, parse_head,
 };
 pub use nexus_store::{BatchPut, BatchWrite, PutPhase, Tier, WriteBatch};
 use redb::{
-    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
-    WriteTransaction,
+    Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError, Table, TableDefinition,
+    TableHandle, TransactionError, WriteTransaction,
 };
 
 type TierTable = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -86,9 +112,46 @@ const BLOB_TABLE: TierTable = TableDefinition::new("nexus_blobs");
 /// The object tier (CAS states and the commit log).
 const STATE_TABLE: TierTable = TableDefinition::new("nexus_states");
 
-fn backend(context: impl Display, err: impl Display) -> StoreError {
-    StoreError::Backend(format!("redb: {context}: {err}"))
+/// Maps a redb error: out of space is [`StoreError::Full`], anything else
+/// [`StoreError::Backend`].
+fn backend(context: impl Display, err: impl Into<redb::Error>) -> StoreError {
+    match err.into() {
+        redb::Error::Io(e) if is_out_of_space(&e) => {
+            StoreError::Full(format!("redb: {context}: {e}"))
+        }
+        other => StoreError::Backend(format!("redb: {context}: {other}")),
+    }
 }
+
+/// True for the I/O errors of a full disk or a spent quota.
+fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// True when `db` refuses every call since an I/O error (redb's "previous I/O error").
+/// Costs no I/O: the check comes before redb takes the write slot, and a transaction it
+/// does begin is aborted untouched.
+fn latched(db: &Database) -> bool {
+    match db.try_begin_write() {
+        Err(TransactionError::Storage(StorageError::PreviousIo | StorageError::DatabaseClosed)) => {
+            true
+        }
+        Ok(txn) => {
+            let _ = txn.abort();
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// How the store opens its database again after an I/O error.
+type Opener = dyn Fn() -> Result<Database, DatabaseError> + Send + Sync;
+
+/// Default of [`RedbStore::set_full_retry_interval`].
+pub const DEFAULT_FULL_RETRY: Duration = Duration::from_secs(1);
 
 fn tier_table(tier: Tier) -> TierTable {
     match tier {
@@ -107,11 +170,54 @@ impl BatchWrite for RedbStore {
 
 /// Every tier of neXus in one redb database file.
 ///
-/// Cloning is cheap and shares the same [`redb::Database`].
-#[derive(Debug, Clone)]
+/// Cloning is cheap and shares the same [`redb::Database`] (and its recovery after I/O
+/// errors, see the crate docs).
+#[derive(Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
-    path: Option<Arc<PathBuf>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: Option<PathBuf>,
+    /// [`None`] for [`RedbStore::from_database`]: that database cannot be reopened.
+    opener: Option<Box<Opener>>,
+    /// The database; every call holds the read lock while it uses it, a reopen the
+    /// write lock (so the old database is closed before the new one opens).
+    slot: RwLock<Slot>,
+    faults: Mutex<Faults>,
+    full_retry_ms: AtomicU64,
+}
+
+struct Slot {
+    /// [`None`] after a failed reopen.
+    db: Option<Database>,
+    /// Grows with each reopen, so that callers that failed on one database reopen it once.
+    generation: u64,
+}
+
+/// What the store's last calls met.
+#[derive(Default)]
+struct Faults {
+    /// The last write failed for want of space (and when); cleared by a successful write.
+    full: Option<(StoreError, Instant)>,
+    /// The database could not be reopened (and when it was last tried).
+    unavailable: Option<(StoreError, Instant)>,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.inner.path)
+            .field("health", &self.health())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a call writes (writes are refused at once while the disk is known full).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
 }
 
 impl RedbStore {
@@ -120,14 +226,18 @@ impl RedbStore {
     /// write whose call returned `Ok` and no part of any other.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::create(&path)
-            .map_err(|e| backend(format_args!("opening {}", path.display()), e))?;
-        let store = Self {
-            db: Arc::new(db),
-            path: Some(Arc::new(path)),
-        };
-        store.ensure_tables()?;
-        Ok(store)
+        let at = path.clone();
+        Self::build(Some(path), Some(Box::new(move || Database::create(&at))))
+    }
+
+    /// Opens the database with `opener`, and calls it again to reopen the database after
+    /// an I/O error (see the crate docs): for a database on another
+    /// [`redb::StorageBackend`] (`Database::builder().create_with_backend(…)`) or with
+    /// other settings, that must still recover by itself.
+    pub fn open_with(
+        opener: impl Fn() -> Result<Database, DatabaseError> + Send + Sync + 'static,
+    ) -> StoreResult<Self> {
+        Self::build(None, Some(Box::new(opener)))
     }
 
     /// Wraps a database the caller configured with a [`redb::Builder`] (cache size, or
@@ -135,34 +245,189 @@ impl RedbStore {
     ///
     /// The durability invariants hold only as far as the backend keeps them: with
     /// [`redb::backends::InMemoryBackend`] (handy in tests) nothing outlives the process.
+    /// The store cannot reopen this database after an I/O error; [`RedbStore::open_with`]
+    /// can.
     pub fn from_database(db: Database) -> StoreResult<Self> {
+        Self::with_slot(None, None, Some(db))
+    }
+
+    fn build(path: Option<PathBuf>, opener: Option<Box<Opener>>) -> StoreResult<Self> {
+        let db = match &opener {
+            Some(open) => open().map_err(|e| match &path {
+                Some(p) => backend(format_args!("opening {}", p.display()), e),
+                None => backend("opening the database", e),
+            })?,
+            None => return Err(StoreError::Backend("redb: no database to open".into())),
+        };
+        Self::with_slot(path, opener, Some(db))
+    }
+
+    fn with_slot(
+        path: Option<PathBuf>,
+        opener: Option<Box<Opener>>,
+        db: Option<Database>,
+    ) -> StoreResult<Self> {
         let store = Self {
-            db: Arc::new(db),
-            path: None,
+            inner: Arc::new(Inner {
+                path,
+                opener,
+                slot: RwLock::new(Slot { db, generation: 0 }),
+                faults: Mutex::new(Faults::default()),
+                full_retry_ms: AtomicU64::new(DEFAULT_FULL_RETRY.as_millis() as u64),
+            }),
         };
         store.ensure_tables()?;
         Ok(store)
     }
 
-    /// The path the database was opened at ([`None`] for [`RedbStore::from_database`]).
+    /// The path the database was opened at ([`None`] unless opened with [`RedbStore::open`]).
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref().map(PathBuf::as_path)
+        self.inner.path.as_deref()
+    }
+
+    /// How long after a write refused for want of space further writes fail at once
+    /// with the same [`StoreError::Full`], without touching the file (and how often a
+    /// database that could not be reopened is tried again). Zero: every write tries.
+    pub fn set_full_retry_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self.inner.full_retry_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn retry_interval(&self) -> Duration {
+        Duration::from_millis(self.inner.full_retry_ms.load(Ordering::Relaxed))
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        // The state is a pair of options, consistent after any panic.
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The fault `which` picks, if it happened within the retry interval.
+    fn recent(
+        &self,
+        which: impl Fn(&Faults) -> &Option<(StoreError, Instant)>,
+    ) -> Option<StoreError> {
+        let faults = self.faults();
+        let (err, at) = which(&faults).as_ref()?;
+        (at.elapsed() < self.retry_interval()).then(|| err.clone())
+    }
+
+    fn slot(&self) -> RwLockReadGuard<'_, Slot> {
+        self.inner
+            .slot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `op` on the database, reopening it after an I/O error (see the crate docs):
+    /// an op that failed with an I/O error of its own is not repeated; one that only met
+    /// redb's latched earlier error runs once more on the reopened database.
+    fn run<T>(&self, access: Access, op: impl Fn(&Database) -> StoreResult<T>) -> StoreResult<T> {
+        if access == Access::Write
+            && let Some(err) = self.recent(|f| &f.full)
+        {
+            return Err(err);
+        }
+        let mut reopened = false;
+        loop {
+            let (generation, err, latched) = {
+                let slot = self.slot();
+                let generation = slot.generation;
+                let Some(db) = slot.db.as_ref() else {
+                    drop(slot);
+                    self.reopen(generation)?;
+                    continue;
+                };
+                match op(db) {
+                    Ok(value) => {
+                        if access == Access::Write {
+                            self.faults().full = None;
+                        }
+                        return Ok(value);
+                    }
+                    Err(err @ (StoreError::Backend(_) | StoreError::Full(_))) => {
+                        let latched = latched(db);
+                        (generation, err, latched)
+                    }
+                    Err(err) => return Err(err),
+                }
+            };
+            if err.is_full() {
+                self.faults().full = Some((err.clone(), Instant::now()));
+            }
+            if !latched {
+                return Err(err);
+            }
+            // Reopen now, so that reads go on (a failure is remembered for health).
+            let again = self.reopen(generation);
+            if err.is_full() || reopened {
+                return Err(err);
+            }
+            again?;
+            reopened = true;
+        }
+    }
+
+    /// Closes the database of `generation` (if it is still the current one) and opens it
+    /// again. At most once per retry interval while it keeps failing.
+    fn reopen(&self, generation: u64) -> StoreResult<()> {
+        let Some(opener) = &self.inner.opener else {
+            let err = StoreError::Backend(
+                "redb: the database failed with an I/O error and cannot be reopened \
+                 (it was not opened by this store)"
+                    .into(),
+            );
+            self.faults().unavailable = Some((err.clone(), Instant::now()));
+            return Err(err);
+        };
+        let mut slot = self
+            .inner
+            .slot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.generation != generation {
+            return Ok(()); // another caller reopened it meanwhile
+        }
+        if slot.db.is_none()
+            && let Some(err) = self.recent(|f| &f.unavailable)
+        {
+            return Err(err);
+        }
+        // Close first: redb locks the file, and the repair needs it to itself.
+        slot.db = None;
+        slot.generation += 1;
+        match opener() {
+            Ok(db) => {
+                slot.db = Some(db);
+                self.faults().unavailable = None;
+                Ok(())
+            }
+            Err(e) => {
+                let err = backend("reopening the database after an I/O error", e);
+                self.faults().unavailable = Some((err.clone(), Instant::now()));
+                Err(err)
+            }
+        }
     }
 
     fn ensure_tables(&self) -> StoreResult<()> {
-        let read = self
-            .db
-            .begin_read()
-            .map_err(|e| backend("begin read transaction", e))?;
-        let mut missing = false;
-        for def in [KV_TABLE, BLOB_TABLE, STATE_TABLE] {
-            match read.open_table(def) {
-                Ok(_) => {}
-                Err(redb::TableError::TableDoesNotExist(_)) => missing = true,
-                Err(e) => return Err(backend(format_args!("open table {}", def.name()), e)),
+        let missing = self.run(Access::Read, |db| {
+            let read = db
+                .begin_read()
+                .map_err(|e| backend("begin read transaction", e))?;
+            let mut missing = false;
+            for def in [KV_TABLE, BLOB_TABLE, STATE_TABLE] {
+                match read.open_table(def) {
+                    Ok(_) => {}
+                    Err(redb::TableError::TableDoesNotExist(_)) => missing = true,
+                    Err(e) => return Err(backend(format_args!("open table {}", def.name()), e)),
+                }
             }
-        }
-        drop(read);
+            Ok(missing)
+        })?;
         if !missing {
             return Ok(());
         }
@@ -177,52 +442,51 @@ impl RedbStore {
     /// Runs `f` in one write transaction. `f` returns its result and whether it changed
     /// anything: if it did, the transaction is committed durably (one `fsync`), otherwise it
     /// is aborted. An error from `f` aborts the transaction.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&WriteTransaction) -> StoreResult<(T, bool)>,
-    ) -> StoreResult<T> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| backend("begin write transaction", e))?;
-        match f(&txn) {
-            Ok((value, true)) => {
-                txn.commit()
-                    .map_err(|e| backend("commit write transaction", e))?;
-                Ok(value)
+    fn write<T>(&self, f: impl Fn(&WriteTransaction) -> StoreResult<(T, bool)>) -> StoreResult<T> {
+        self.run(Access::Write, |db| {
+            let txn = db
+                .begin_write()
+                .map_err(|e| backend("begin write transaction", e))?;
+            match f(&txn) {
+                Ok((value, true)) => {
+                    txn.commit()
+                        .map_err(|e| backend("commit write transaction", e))?;
+                    Ok(value)
+                }
+                Ok((value, false)) => {
+                    txn.abort()
+                        .map_err(|e| backend("abort write transaction", e))?;
+                    Ok(value)
+                }
+                Err(err) => {
+                    // The first error is the one worth reporting; dropping would abort too.
+                    let _ = txn.abort();
+                    Err(err)
+                }
             }
-            Ok((value, false)) => {
-                txn.abort()
-                    .map_err(|e| backend("abort write transaction", e))?;
-                Ok(value)
-            }
-            Err(err) => {
-                // The first error is the one worth reporting; dropping would abort too.
-                let _ = txn.abort();
-                Err(err)
-            }
-        }
+        })
     }
 
     fn read_values(&self, def: TierTable, keys: &[&str]) -> StoreResult<Vec<Option<Vec<u8>>>> {
         for key in keys {
             check_key(key)?;
         }
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| backend("begin read transaction", e))?;
-        let table = txn
-            .open_table(def)
-            .map_err(|e| backend(format_args!("open table {}", def.name()), e))?;
-        keys.iter()
-            .map(|key| {
-                let guard = table
-                    .get(*key)
-                    .map_err(|e| backend(format_args!("read {}", def.name()), e))?;
-                Ok(guard.map(|g| g.value().to_vec()))
-            })
-            .collect()
+        self.run(Access::Read, |db| {
+            let txn = db
+                .begin_read()
+                .map_err(|e| backend("begin read transaction", e))?;
+            let table = txn
+                .open_table(def)
+                .map_err(|e| backend(format_args!("open table {}", def.name()), e))?;
+            keys.iter()
+                .map(|key| {
+                    let guard = table
+                        .get(*key)
+                        .map_err(|e| backend(format_args!("read {}", def.name()), e))?;
+                    Ok(guard.map(|g| g.value().to_vec()))
+                })
+                .collect()
+        })
     }
 
     fn read_value(&self, def: TierTable, key: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -241,31 +505,32 @@ impl RedbStore {
             return Ok(Vec::new());
         }
         let context = || format!("list {}", def.name());
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| backend("begin read transaction", e))?;
-        let table = txn.open_table(def).map_err(|e| backend(context(), e))?;
-        let lower = match start_after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
-        let range = table
-            .range::<&str>((lower, Bound::Unbounded))
-            .map_err(|e| backend(context(), e))?;
-        let mut keys = Vec::new();
-        for entry in range {
-            let (key, _) = entry.map_err(|e| backend(context(), e))?;
-            let key = key.value();
-            if !key.starts_with(prefix) {
-                break;
+        self.run(Access::Read, |db| {
+            let txn = db
+                .begin_read()
+                .map_err(|e| backend("begin read transaction", e))?;
+            let table = txn.open_table(def).map_err(|e| backend(context(), e))?;
+            let lower = match start_after {
+                Some(after) if after >= prefix => Bound::Excluded(after),
+                _ => Bound::Included(prefix),
+            };
+            let range = table
+                .range::<&str>((lower, Bound::Unbounded))
+                .map_err(|e| backend(context(), e))?;
+            let mut keys = Vec::new();
+            for entry in range {
+                let (key, _) = entry.map_err(|e| backend(context(), e))?;
+                let key = key.value();
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                keys.push(key.to_owned());
+                if keys.len() == limit {
+                    break;
+                }
             }
-            keys.push(key.to_owned());
-            if keys.len() == limit {
-                break;
-            }
-        }
-        Ok(keys)
+            Ok(keys)
+        })
     }
 
     fn put_value(&self, def: TierTable, key: &str, value: &[u8]) -> StoreResult<()> {
@@ -565,24 +830,45 @@ impl ObjectStore for RedbStore {
 
 impl Snapshot for RedbStore {
     fn snapshot(&self) -> StoreResult<StoreSnapshot> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| backend("begin read transaction", e))?;
-        let dump = |def: TierTable| -> StoreResult<BTreeMap<String, Vec<u8>>> {
-            let context = || format!("snapshot {}", def.name());
-            let table = txn.open_table(def).map_err(|e| backend(context(), e))?;
-            let mut map = BTreeMap::new();
-            for entry in table.iter().map_err(|e| backend(context(), e))? {
-                let (key, value) = entry.map_err(|e| backend(context(), e))?;
-                map.insert(key.value().to_owned(), value.value().to_vec());
-            }
-            Ok(map)
-        };
-        Ok(StoreSnapshot {
-            kv: dump(KV_TABLE)?,
-            blobs: dump(BLOB_TABLE)?,
-            states: dump(STATE_TABLE)?,
+        self.run(Access::Read, |db| {
+            let txn = db
+                .begin_read()
+                .map_err(|e| backend("begin read transaction", e))?;
+            let dump = |def: TierTable| -> StoreResult<BTreeMap<String, Vec<u8>>> {
+                let context = || format!("snapshot {}", def.name());
+                let table = txn.open_table(def).map_err(|e| backend(context(), e))?;
+                let mut map = BTreeMap::new();
+                for entry in table.iter().map_err(|e| backend(context(), e))? {
+                    let (key, value) = entry.map_err(|e| backend(context(), e))?;
+                    map.insert(key.value().to_owned(), value.value().to_vec());
+                }
+                Ok(map)
+            };
+            Ok(StoreSnapshot {
+                kv: dump(KV_TABLE)?,
+                blobs: dump(BLOB_TABLE)?,
+                states: dump(STATE_TABLE)?,
+            })
         })
+    }
+}
+
+impl Health for RedbStore {
+    /// [`StoreHealth::Unavailable`] while the database could not be reopened,
+    /// [`StoreHealth::Full`] from a write refused for want of space until a write
+    /// succeeds, else [`StoreHealth::Ok`].
+    fn health(&self) -> StoreHealth {
+        let faults = self.faults();
+        if let Some((err, _)) = &faults.unavailable {
+            StoreHealth::Unavailable {
+                message: err.detail(),
+            }
+        } else if let Some((err, _)) = &faults.full {
+            StoreHealth::Full {
+                message: err.detail(),
+            }
+        } else {
+            StoreHealth::Ok
+        }
     }
 }

@@ -46,12 +46,21 @@ pub use memory::{MemoryStore, apply_commit, parse_head};
 use std::collections::BTreeMap;
 
 /// Errors a storage backend reports.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// Cloneable, so that a host that fails many requests with one error (a group commit)
+/// can hand each the same typed error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend itself failed (I/O, database, binding).
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// The storage medium is full (no space left on the device, or a quota is spent):
+    /// the write was refused and nothing of it applied. Reads go on; writes succeed
+    /// again once space is freed. The text says what failed (no "storage is full"
+    /// prefix of its own).
+    #[error("storage is full: {0}")]
+    Full(String),
     /// A stored value could not be understood.
     #[error("stored value under {key:?} is corrupt: {reason}")]
     Corrupt {
@@ -68,6 +77,75 @@ pub enum StoreError {
         /// Why it was refused.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// True for [`StoreError::Full`].
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full(_))
+    }
+
+    /// What failed, without the variant's own prefix ("storage backend failed: ",
+    /// "storage is full: "), for callers that add their own.
+    pub fn detail(&self) -> String {
+        match self {
+            StoreError::Backend(m) | StoreError::Full(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The condition of a store as the store itself last saw it ([`Health::health`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreHealth {
+    /// Reads and writes work (as far as the store knows: it last wrote successfully,
+    /// or has not failed yet).
+    #[default]
+    Ok,
+    /// The last write failed because the storage is full. Reads go on; the state
+    /// clears by itself with the next write that succeeds.
+    Full {
+        /// The failure, as [`StoreError::detail`] gave it.
+        message: String,
+    },
+    /// The backend failed otherwise (an I/O error) and could not recover yet: reads
+    /// may fail as well. The store retries recovering with the next call.
+    Unavailable {
+        /// The failure, as [`StoreError::detail`] gave it.
+        message: String,
+    },
+}
+
+impl StoreHealth {
+    /// True for [`StoreHealth::Ok`].
+    pub fn is_ok(&self) -> bool {
+        matches!(self, StoreHealth::Ok)
+    }
+
+    /// A stable name for the state: `ok`, `storage_full`, `storage_unavailable`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StoreHealth::Ok => "ok",
+            StoreHealth::Full { .. } => "storage_full",
+            StoreHealth::Unavailable { .. } => "storage_unavailable",
+        }
+    }
+
+    /// The failure behind a degraded state ([`None`] when ok).
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            StoreHealth::Ok => None,
+            StoreHealth::Full { message } | StoreHealth::Unavailable { message } => Some(message),
+        }
+    }
+}
+
+/// A store that can say whether it is degraded, for a host's health check; it costs
+/// no I/O (the store remembers what its last calls met).
+pub trait Health {
+    /// The store's condition now.
+    fn health(&self) -> StoreHealth;
 }
 
 /// Shorthand for results of storage operations.

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::{
-    BatchPut, BatchWrite, BlobStore, CasFailure, Commit, CommitOutcome, KeyValueStore,
-    LOG_HEAD_KEY, ObjectStore, PutPhase, Snapshot, StoreError, StoreResult, StoreSnapshot, Tier,
-    WriteBatch, check_commit, check_key, check_writable_state_key, list_range, log_key,
+    BatchPut, BatchWrite, BlobStore, CasFailure, Commit, CommitOutcome, Health, KeyValueStore,
+    LOG_HEAD_KEY, ObjectStore, PutPhase, Snapshot, StoreError, StoreHealth, StoreResult,
+    StoreSnapshot, Tier, WriteBatch, check_commit, check_key, check_writable_state_key, list_range,
+    log_key,
 };
 
 /// An in-memory store implementing every tier; the reference the other backends are
@@ -235,6 +236,13 @@ impl BatchWrite for MemoryStore {
 impl Snapshot for MemoryStore {
     fn snapshot(&self) -> StoreResult<StoreSnapshot> {
         Ok(self.read()?.clone())
+    }
+}
+
+impl Health for MemoryStore {
+    /// Memory does not fill up in a way the store can see: always ok.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
     }
 }
 

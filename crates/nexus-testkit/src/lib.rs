@@ -8,9 +8,13 @@
 //! [`Hooked`] wraps any store and forwards every call, with hooks for the calls a test
 //! needs to intercept: a rival writer right before a commit, an injected failure, a
 //! commit that drops its read checks.
+//!
+//! [`faults`] is a redb storage backend whose disk can be made full (`ENOSPC`), for the
+//! tests of what the store and the server do while it is and once space returns.
 
 #![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
+pub mod faults;
 mod hooked;
 
 pub use hooked::{Call, Hooked, Hooks, without_reads};

@@ -300,14 +300,39 @@ pub struct LogBody<E = LogItem> {
     pub entries: Vec<E>,
 }
 
-/// `GET /v1/health`.
+/// `GET /v1/health`: `200` with `status` `ok`, or `503` with `status` `degraded`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// Always `ok`.
+    /// `ok`, or `degraded`: the store cannot write (`storage_full`: its disk is full,
+    /// reads go on, writes answer `507 insufficient_storage` and resume by themselves
+    /// once space is freed) or failed otherwise (`storage_unavailable`).
     pub status: String,
+    /// Why it is degraded: `storage_full` or `storage_unavailable` (absent when ok).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The store's failure, for people (absent when ok).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Sequence number of the newest commit log entry.
     pub log_head: u64,
+}
+
+impl Health {
+    /// The answer of a healthy host whose log head is `log_head`.
+    pub fn ok(log_head: u64) -> Self {
+        Self {
+            status: "ok".to_owned(),
+            reason: None,
+            message: None,
+            log_head,
+        }
+    }
+
+    /// True when `status` is `ok`.
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
 }
 
 /// Every error: one shape, a stable code, named details.

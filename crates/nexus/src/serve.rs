@@ -17,6 +17,11 @@
 //!    acknowledged only after the transaction holding it is durable. The request's task
 //!    awaits the answer ([`nexus_iobuf::SessionClient::submit_with`] completes a
 //!    oneshot channel), so no thread waits per request.
+//!
+//! A full disk: writes answer `507 insufficient_storage`, reads go on, and
+//! `GET /v1/health` answers `503 degraded` (`reason: storage_full`) until a write
+//! succeeds again; the store reopens its database after the I/O error by itself (see
+//! `nexus_store_redb`), so writes resume once space is freed, with no restart.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,7 +37,8 @@ use nexus_api::{
     Api, ApiConfig, ApiError, ErrorCode, Job, Metrics, Next, Prepared, ReadAccess, Request,
     Response, Route,
 };
-use nexus_iobuf::{SessionClient, SessionServer};
+use nexus_iobuf::{ServerThread, SessionClient, SessionServer};
+use nexus_store::Health as _;
 use nexus_store_redb::RedbStore;
 
 use crate::agents;
@@ -127,21 +133,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         allowed,
         ..ApiConfig::default()
     };
-    // Every write brings its own driver (Job::driver): rounds, attempts and flush
-    // phases are the API's, not this host's.
-    let server = SessionServer::new(store.clone())
-        .spawn_grouped(GROUP_SIZE)
-        .context("cannot start the session server thread")?;
-    let state = Arc::new(AppState {
-        api: Api::new(config),
-        store,
-        writes: server.client(),
-        limits: RateLimits::new(guard.author_rate, guard.address_rate),
-        read_access: guard.read_access.clone(),
-        body_timeout: guard.body_timeout,
-    });
-    // Contract Hints are derived from the log: bring them up to date before serving.
-    govern_blocking(&state, Next::CatchUp);
+    let (state, server) = start(store, config, guard)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,6 +171,32 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("the session server thread panicked"))?;
     tracing::info!("stopped; every acknowledged write is durable");
     Ok(())
+}
+
+/// The write thread and the shared state of a server on `store` with `guard`'s rate
+/// limits, read access and body timeout, the contract's Hints brought up to date from
+/// the log.
+fn start(
+    store: RedbStore,
+    config: ApiConfig,
+    guard: &Guard,
+) -> Result<(Arc<AppState>, ServerThread<RedbStore>)> {
+    // Every write brings its own driver (Job::driver): rounds, attempts and flush
+    // phases are the API's, not this host's.
+    let server = SessionServer::new(store.clone())
+        .spawn_grouped(GROUP_SIZE)
+        .context("cannot start the session server thread")?;
+    let state = Arc::new(AppState {
+        api: Api::new(config),
+        store,
+        writes: server.client(),
+        limits: RateLimits::new(guard.author_rate, guard.address_rate),
+        read_access: guard.read_access.clone(),
+        body_timeout: guard.body_timeout,
+    });
+    // Contract Hints are derived from the log: bring them up to date before serving.
+    govern_blocking(&state, Next::CatchUp);
+    Ok((state, server))
 }
 
 /// Opens (or creates) the redb store of a data directory.
@@ -363,6 +381,11 @@ async fn handle(
             let response = read.await.unwrap_or_else(|_| {
                 ApiError::new(ErrorCode::Storage, "request handler panicked").to_response()
             });
+            // A store that cannot write (a full disk) is not healthy, reads or not.
+            let response = match route {
+                Route::Health => nexus_api::health_response(&state.store.health(), response),
+                _ => response,
+            };
             (route, response)
         }
     };
@@ -490,3 +513,6 @@ fn into_axum(r: Response) -> AxumResponse {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests;

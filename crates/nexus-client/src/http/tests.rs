@@ -252,6 +252,42 @@ fn bad_base_urls_are_refused() {
 }
 
 #[test]
+fn a_degraded_health_is_an_answer_other_503s_are_errors() {
+    let (client, _) = serve(Box::new(|s| match s.target.as_str() {
+        "/v1/health" => json_answer(
+            503,
+            json!({"status": "degraded", "reason": "storage_full", "message": "no space", "log_head": 3}),
+        ),
+        _ => json_answer(
+            503,
+            json!({"error": {"code": "too_many_connections", "message": "busy", "limit": 1}}),
+        ),
+    }));
+    let health = client.health().expect("degraded is an answer");
+    assert!(!health.is_ok());
+    assert_eq!(
+        (
+            health.reason.as_deref(),
+            health.message.as_deref(),
+            health.log_head
+        ),
+        (Some("storage_full"), Some("no space"), 3)
+    );
+    let err = client.log(1, None).expect_err("503");
+    assert_eq!(err.status(), Some(503), "{err:?}");
+
+    // A 503 without a health body (the connection cap) stays an error.
+    let (client, _) = serve(Box::new(|_| {
+        json_answer(
+            503,
+            json!({"error": {"code": "too_many_connections", "message": "busy", "limit": 1}}),
+        )
+    }));
+    let err = client.health().expect_err("the cap");
+    assert!(matches!(err, ClientError::Api { .. }), "{err:?}");
+}
+
+#[test]
 fn non_api_errors_and_bad_json_are_unexpected() {
     let (client, _) = serve(Box::new(|s| {
         if s.target == "/v1/health" {
@@ -372,13 +408,7 @@ fn listings_are_decoded_and_verified() {
     assert_eq!(hints.len(), 1);
     assert_eq!(hints[0].hash, hh);
     assert_eq!(hints[0].content().map(|h| h.reason.as_str()), Some("boost"));
-    assert_eq!(
-        client.health().expect("health"),
-        Health {
-            status: "ok".into(),
-            log_head: 7
-        }
-    );
+    assert_eq!(client.health().expect("health"), Health::ok(7));
     assert!(
         client
             .metrics()
