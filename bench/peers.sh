@@ -64,6 +64,7 @@ cleanup() {
   set +e
   [ -n "$NEXUS_PID" ] && kill "$NEXUS_PID" 2>/dev/null && wait "$NEXUS_PID" 2>/dev/null
   [ -n "${NEXUS_BASE_PID:-}" ] && kill "$NEXUS_BASE_PID" 2>/dev/null && wait "$NEXUS_BASE_PID" 2>/dev/null
+  [ -n "${STARTED_PID:-}" ] && kill "$STARTED_PID" 2>/dev/null && wait "$STARTED_PID" 2>/dev/null
   [ -n "$ETCD_PID" ] && kill "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
   [ -n "$PG_STARTED" ] && as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR/data" -m fast -w stop >/dev/null 2>&1
   rm -rf "$TMP" "$PGDATA_DIR"
@@ -71,30 +72,28 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== starting nexus serve --open (data in $TMP/nexus)"
-"$NEXUS" serve --data "$TMP/nexus" --addr 127.0.0.1:0 --open >"$TMP/nexus.out" 2>"$TMP/nexus.err" &
-NEXUS_PID=$!
-NEXUS_URL=""
-for _ in $(seq 100); do
-  NEXUS_URL=$(sed -n 's/^nexus listening on //p' "$TMP/nexus.out")
-  [ -n "$NEXUS_URL" ] && break
-  kill -0 "$NEXUS_PID" 2>/dev/null || { cat "$TMP/nexus.err" >&2; die "nexus serve exited"; }
-  sleep 0.1
-done
-[ -n "$NEXUS_URL" ] || die "nexus serve did not start"
-
-NEXUS_BASE_PID="" NEXUS_BASE_URL=""
-if [ -n "${NEXUS_BASE:-}" ]; then
-  echo "== starting the baseline $NEXUS_BASE serve --open (data in $TMP/nexus-base)"
-  "$NEXUS_BASE" serve --data "$TMP/nexus-base" --addr 127.0.0.1:0 --open >"$TMP/nexus-base.out" 2>"$TMP/nexus-base.err" &
-  NEXUS_BASE_PID=$!
+# start_nexus NAME BINARY: starts `BINARY serve --open` on its own data directory and
+# sets STARTED_PID and STARTED_URL.
+start_nexus() {
+  local name=$1 bin=$2 url=""
+  echo "== starting $bin serve --open (data in $TMP/$name)"
+  "$bin" serve --data "$TMP/$name" --addr 127.0.0.1:0 --open >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  STARTED_PID=$!
   for _ in $(seq 100); do
-    NEXUS_BASE_URL=$(sed -n 's/^nexus listening on //p' "$TMP/nexus-base.out")
-    [ -n "$NEXUS_BASE_URL" ] && break
-    kill -0 "$NEXUS_BASE_PID" 2>/dev/null || { cat "$TMP/nexus-base.err" >&2; die "baseline nexus serve exited"; }
+    url=$(sed -n 's/^nexus listening on //p' "$TMP/$name.out")
+    [ -n "$url" ] && break
+    kill -0 "$STARTED_PID" 2>/dev/null || { cat "$TMP/$name.err" >&2; die "$name serve exited"; }
     sleep 0.1
   done
-  [ -n "$NEXUS_BASE_URL" ] || die "baseline nexus serve did not start"
+  [ -n "$url" ] || die "$name serve did not start"
+  STARTED_URL=$url
+}
+start_nexus nexus "$NEXUS"
+NEXUS_PID=$STARTED_PID NEXUS_URL=$STARTED_URL
+NEXUS_BASE_PID="" NEXUS_BASE_URL=""
+if [ -n "${NEXUS_BASE:-}" ]; then
+  start_nexus nexus-base "$NEXUS_BASE"
+  NEXUS_BASE_PID=$STARTED_PID NEXUS_BASE_URL=$STARTED_URL
 fi
 
 echo "== starting etcd on 127.0.0.1:$ETCD_PORT (data in $TMP/etcd)"
