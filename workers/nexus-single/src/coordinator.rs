@@ -371,22 +371,24 @@ mod class {
             Ok(())
         }
 
-        /// Answers one call; every error becomes a `500` whose body says what failed.
+        /// Answers one call; every error becomes a `500` whose body says what failed (a
+        /// store's error without its type's prefix: the isolate wraps it as its own
+        /// `StoreError::Backend`, and the API adds one prefix).
         fn answer(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, String> {
-            let store = self.store().map_err(|e| e.to_string())?;
+            let store = self.store().map_err(|e| e.detail())?;
             let json = |v: serde_json::Result<Vec<u8>>| v.map_err(|e| format!("encode: {e}"));
             match path {
                 READ_PATH => {
                     let req: ReadRequest = serde_json::from_slice(body)
                         .map_err(|e| format!("bad read request: {e}"))?;
                     let refs: Vec<&str> = req.keys.iter().map(String::as_str).collect();
-                    let values = store.get_states(&refs).map_err(|e| e.to_string())?;
+                    let values = store.get_states(&refs).map_err(|e| e.detail())?;
                     let mut lists = Vec::with_capacity(req.lists.len());
                     for q in &req.lists {
                         lists.push(
                             store
                                 .list_states(&q.prefix, q.start_after.as_deref(), q.limit)
-                                .map_err(|e| e.to_string())?,
+                                .map_err(|e| e.detail())?,
                         );
                     }
                     json(serde_json::to_vec(&ReadReply {
@@ -399,7 +401,7 @@ mod class {
                         .map_err(|e| format!("bad commit request: {e}"))?;
                     #[cfg(feature = "test-hooks")]
                     store.fail_next_commit_after(req.fail_after_ops);
-                    let outcome = store.commit(&req.commit()).map_err(|e| e.to_string())?;
+                    let outcome = store.commit(&req.commit()).map_err(|e| e.detail())?;
                     let reply = CommitReply::new(&outcome)
                         .ok_or_else(|| format!("unsupported commit outcome {outcome:?}"))?;
                     json(serde_json::to_vec(&reply))
