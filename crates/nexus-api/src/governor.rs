@@ -130,11 +130,9 @@ impl Governor {
     /// The no-I/O half of [`after_write`](Self::after_write), for hosts that must not
     /// block where writes complete: while no contract is deployed this costs nothing
     /// until a deployment (`POST /v1/contract`) passes through the host. With one, a
-    /// committed Fact is evaluated at once (the evaluator does not depend on the order
-    /// Facts arrive in, so concurrent writes may hand theirs over in any order) and
-    /// any change in the contract's Hints is queued, in order, for
-    /// [`flush`](Self::flush); anything else, and any earlier failure, asks for
-    /// [`catch_up`](Self::catch_up).
+    /// committed Fact asks for [`catch_up`](Self::catch_up), which reads it back from
+    /// the log: the evaluator takes Facts in log order with their commit times, while
+    /// concurrent writes hand theirs over here in any order.
     pub fn observe(&self, route: Route, committed: Option<&Record>) -> Result<Next, GovernError> {
         if route == Route::DeployContract {
             self.idle.store(false, Ordering::SeqCst);
@@ -150,22 +148,13 @@ impl Governor {
                 Next::Nothing
             });
         };
-        let Content::Fact(fact) = rec.content() else {
+        if !matches!(rec.content(), Content::Fact(_)) {
             // Intents, claims and Hints change no Fact: nothing to evaluate.
             return Ok(Next::Nothing);
-        };
-        let mut state = self.lock()?;
-        let reconcile = state.reconcile;
-        let Some(eval) = state.eval.as_mut().filter(|_| !reconcile) else {
-            return Ok(Next::CatchUp);
-        };
-        let delta = eval.add_fact(rec.hash(), fact);
-        state.pending.extend(delta);
-        Ok(if state.pending.is_empty() {
-            Next::Nothing
-        } else {
-            Next::Flush
-        })
+        }
+        // The evaluator takes Facts in log order with their commit times, which the
+        // log has: concurrent writes hand theirs over here in any order.
+        Ok(Next::CatchUp)
     }
 
     /// Commits the queued change in the contract's Hints (see [`observe`](Self::observe))
@@ -297,6 +286,7 @@ impl Governor {
                 let seq = e["seq"].as_u64().unwrap_or(state.cursor + 1);
                 state.cursor = state.cursor.max(seq);
                 let Some(rec) = e.get("record") else { continue };
+                let at = e["at"].as_u64().unwrap_or(0);
                 if rec["kind"] != "fact" {
                     continue;
                 }
@@ -306,7 +296,7 @@ impl Governor {
                 let rec = Record::from_stored_json(&bytes, limits)
                     .map_err(|e| GovernError(format!("log entry {seq}: {e}")))?;
                 if let (Content::Fact(f), Some(eval)) = (rec.content(), state.eval.as_mut()) {
-                    delta.extend(eval.add_fact(rec.hash(), f));
+                    delta.extend(eval.add_fact(rec.hash(), f, at));
                 }
             }
         }

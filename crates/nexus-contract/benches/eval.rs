@@ -65,11 +65,11 @@ fn bench(c: &mut Criterion) {
     let mut eval = Evaluator::new(contract());
     for n in 0..FACTS {
         let (h, f) = fact(n, &author);
-        eval.add_fact(h, &f);
+        eval.add_fact(h, &f, f.time);
     }
     let hints_before = eval.hints().count();
     eprintln!(
-        "setup: {} rules, {FACTS} Facts added ({} kept: matched by a rule), {hints_before} Hints emitted, {} rule errors",
+        "setup: {} rules, {FACTS} Facts added ({} kept in open runs), {hints_before} Hints emitted, {} rule errors",
         RULES,
         eval.fact_count(),
         eval.errors().count()
@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
             next += iters;
             let start = Instant::now();
             for (h, f) in &batch {
-                black_box(eval.add_fact(*h, f));
+                black_box(eval.add_fact(*h, f, f.time));
             }
             start.elapsed()
         })
@@ -100,7 +100,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut fresh = Evaluator::new(Arc::clone(&one));
             for (h, f) in &under {
-                black_box(fresh.add_fact(*h, f));
+                black_box(fresh.add_fact(*h, f, f.time));
             }
         })
     });

@@ -1,14 +1,19 @@
 //! Incremental evaluation: Facts in, Hints out.
 //!
-//! Each rule keeps, per group, the ordered set of matching Facts (by time, then hash)
-//! and its *trigger*: the earliest Fact `e` (in that order) such that at least
-//! `threshold` matching Facts of the group lie at or before `e` within `within` of
-//! it, together with those `threshold` latest Facts. That trigger is a function of the
-//! set of Facts alone, so the Hints are the same whatever order the Facts arrive in;
-//! adding a Fact later than the trigger changes nothing, which keeps a commit's cost to
-//! the rules whose topic its Facts match, not a rescan.
+//! The evaluator is fed the committed Facts in commit-log order, each with its commit
+//! time `at` (the host's clock when the log entry was written, recorded in the entry):
+//! windows, orderings and a Hint's time and expiry are reckoned in commit times, which
+//! no author chooses, never in the `time` a record states. For each rule and group it
+//! keeps the group's *open run*: the matching Facts since the group's last trigger whose
+//! commit time is within the rule's window of the newest commit time seen. When the run
+//! reaches the rule's threshold the rule *fires*: it emits a Hint for those Facts,
+//! replacing the group's previous Hint, and the run starts afresh (so a group re-arms).
+//! The Hints are a function of the log (the Facts, their order and commit times), so a
+//! replay of the same log yields the same Hint records. State is bounded: a run holds
+//! fewer than `threshold` Facts (as compact JSON), a group whose run and Hint have both
+//! lapsed is dropped, and at most [`MAX_ERRORS`] diagnostics are kept.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use cel::{Context, Value as Cel};
@@ -22,6 +27,9 @@ use crate::syntax::{BodyValue, Contract, Part, Rule, Template};
 
 /// Default budget of evaluation steps for one rule on one Fact.
 pub const DEFAULT_MAX_STEPS: u64 = 2_000_000;
+
+/// Most run-time diagnostics an evaluator keeps (the oldest are dropped first).
+pub const MAX_ERRORS: usize = 1_000;
 
 /// BLAKE3 key-derivation context of the key that signs a contract's Hints.
 pub const CONTRACT_KEY_CONTEXT: &str = "neXus 2026-11 contract hint key v1";
@@ -115,13 +123,42 @@ pub struct Explanation {
     pub facts: Vec<FihHash>,
 }
 
-type Member = (u64, FihHash);
+/// A matching Fact kept in a group's open run.
+#[derive(Debug, Clone)]
+struct Member {
+    /// Its commit time.
+    at: u64,
+    hash: FihHash,
+    /// The Fact as compact JSON (about its wire size; a decoded tree costs ~3×).
+    fact: Arc<[u8]>,
+}
 
 #[derive(Debug, Default)]
 struct Group {
-    members: BTreeSet<Member>,
-    trigger: Option<Vec<Member>>,
-    hint: Option<FihHash>,
+    /// Matching Facts since the group's last trigger, in log order; fewer than the
+    /// rule's threshold, each within the rule's window of the newest commit time.
+    run: VecDeque<Member>,
+    /// The Hint the group's last trigger emitted, with its expiry.
+    hint: Option<(FihHash, Option<u64>)>,
+    /// When the group lapses (see [`Group::deadline`]), as registered for the sweep.
+    deadline: Option<u64>,
+}
+
+impl Group {
+    /// The commit time after which nothing the group holds matters any more: its run
+    /// has left the window and its Hint has expired. `None`: never (a run under a rule
+    /// without a window, or a Hint without expiry).
+    fn deadline(&self, within: Option<u64>) -> Option<u64> {
+        let run = match self.run.back() {
+            None => 0,
+            Some(m) => m.at.checked_add(within?)?,
+        };
+        let hint = match self.hint {
+            None => 0,
+            Some((_, expires)) => expires?,
+        };
+        Some(run.max(hint))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -139,16 +176,19 @@ pub struct Evaluator {
     /// a wildcard.
     index: HashMap<String, Vec<usize>>,
     wild: Vec<usize>,
-    facts: HashMap<FihHash, Arc<Fact>>,
     hints: BTreeMap<FihHash, (Record, Explanation)>,
-    errors: BTreeMap<(usize, FihHash), EvalError>,
+    errors: VecDeque<EvalError>,
+    /// The newest commit time seen.
+    watermark: u64,
+    /// Groups by the commit time they lapse at: (deadline, rule, group).
+    lapses: BTreeSet<(u64, usize, String)>,
 }
 
 impl std::fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Evaluator")
             .field("contract", &self.contract.hash())
-            .field("facts", &self.facts.len())
+            .field("facts", &self.fact_count())
             .field("hints", &self.hints.len())
             .finish()
     }
@@ -178,9 +218,10 @@ impl Evaluator {
             max_steps: DEFAULT_MAX_STEPS,
             index,
             wild,
-            facts: HashMap::new(),
             hints: BTreeMap::new(),
-            errors: BTreeMap::new(),
+            errors: VecDeque::new(),
+            watermark: 0,
+            lapses: BTreeSet::new(),
         }
     }
 
@@ -208,57 +249,112 @@ impl Evaluator {
         self.hints.get(hash).map(|(_, e)| e)
     }
 
-    /// Every rule failure so far, by rule and Fact.
+    /// The latest rule failures (at most [`MAX_ERRORS`]), oldest first.
     pub fn errors(&self) -> impl Iterator<Item = &EvalError> {
-        self.errors.values()
+        self.errors.iter()
     }
 
-    /// How many distinct Facts some rule matched (`where` true): the only ones the
-    /// evaluator keeps.
+    /// How many Facts the evaluator holds in its groups' open runs (the only Facts it
+    /// keeps: fewer than `threshold` per group of a rule, and only while in its window).
     pub fn fact_count(&self) -> usize {
-        self.facts.len()
+        self.rules
+            .iter()
+            .flat_map(|r| r.groups.values())
+            .map(|g| g.run.len())
+            .sum()
     }
 
-    /// Adds a committed Fact; evaluates only the rules whose topic glob matches it.
-    /// Adding a Fact twice changes nothing: a kept Fact is skipped, and evaluating any
-    /// other again finds the same groups and triggers (each a function of the set of
-    /// Facts), so nothing is kept for the Facts no rule matched.
-    pub fn add_fact(&mut self, hash: FihHash, fact: &Fact) -> HintDelta {
+    /// The newest commit time seen so far.
+    pub fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
+    /// Adds the next committed Fact of the log, committed at `at` (the log entry's
+    /// time); evaluates only the rules whose topic glob matches it. Feed each Fact
+    /// once, in log order: the Hints are a function of that sequence. A Fact already
+    /// in a group's open run is not counted twice.
+    pub fn add_fact(&mut self, hash: FihHash, fact: &Fact, at: u64) -> HintDelta {
         let mut delta = HintDelta::default();
-        if self.facts.contains_key(&hash) {
-            return delta;
-        }
+        self.watermark = self.watermark.max(at);
         let first = fact.topic.as_str().split('/').next().unwrap_or("");
         let mut candidates: Vec<usize> = self.index.get(first).cloned().unwrap_or_default();
         candidates.extend(&self.wild);
         candidates.sort_unstable();
         let mut value: Option<Cel> = None;
-        let mut shared: Option<Arc<Fact>> = None;
+        let mut compact: Option<Arc<[u8]>> = None;
         for i in candidates {
             let contract = Arc::clone(&self.contract);
             let rule = &contract.rules()[i];
             if !rule.topic.matches(&fact.topic) {
                 continue;
             }
-            let value = value.get_or_insert_with(|| fact_to_cel(&hash, fact));
-            match self.apply(i, rule, hash, fact, value, &mut shared) {
+            let value = value.get_or_insert_with(|| fact_to_cel(&hash, fact, at));
+            match self.apply(i, rule, hash, fact, at, value, &mut compact) {
                 Ok(d) => delta.extend(d),
-                Err(e) => {
-                    self.errors.insert((i, hash), e);
-                }
+                Err(e) => self.record_error(e),
             }
         }
+        self.sweep();
         delta
     }
 
+    fn record_error(&mut self, e: EvalError) {
+        if self.errors.len() >= MAX_ERRORS {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(e);
+    }
+
+    /// Drops the groups that lapsed by the watermark, and their expired Hints (which
+    /// do nothing any more: the host's active list drops them by itself).
+    fn sweep(&mut self) {
+        while let Some(first) = self.lapses.first() {
+            if first.0 >= self.watermark {
+                break;
+            }
+            let Some((deadline, i, key)) = self.lapses.pop_first() else {
+                break;
+            };
+            let Some(rule) = self.rules.get_mut(i) else {
+                continue;
+            };
+            if rule.groups.get(&key).and_then(|g| g.deadline) != Some(deadline) {
+                continue;
+            }
+            if let Some((h, _)) = rule.groups.remove(&key).and_then(|g| g.hint) {
+                self.hints.remove(&h);
+            }
+        }
+    }
+
+    /// Re-registers group `key` of rule `i` for the sweep after it changed.
+    fn reschedule(&mut self, i: usize, key: &str, within: Option<u64>) {
+        let Some(g) = self.rules[i].groups.get_mut(key) else {
+            return;
+        };
+        let next = g.deadline(within);
+        if next == g.deadline {
+            return;
+        }
+        if let Some(old) = g.deadline.take() {
+            self.lapses.remove(&(old, i, key.to_owned()));
+        }
+        g.deadline = next;
+        if let Some(d) = next {
+            self.lapses.insert((d, i, key.to_owned()));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         &mut self,
         i: usize,
         rule: &Rule,
         hash: FihHash,
         fact: &Fact,
+        at: u64,
         value: &Cel,
-        shared: &mut Option<Arc<Fact>>,
+        compact: &mut Option<Arc<[u8]>>,
     ) -> Result<HintDelta, EvalError> {
         let expr_err = |what: &'static str, message: String| EvalError::Expression {
             rule: rule.name.clone(),
@@ -267,7 +363,7 @@ impl Evaluator {
             message,
         };
         // The rule's static bound is checked before anything is kept, so that a rule
-        // over budget refuses every Fact alike, whatever their order.
+        // over budget refuses every Fact alike.
         if rule.cost() > self.max_steps {
             return Err(EvalError::StepLimit {
                 rule: rule.name.clone(),
@@ -275,12 +371,10 @@ impl Evaluator {
                 limit: self.max_steps,
             });
         }
-        let mut steps = 0u64;
         let env = Arc::clone(self.contract.env());
         let mut ctx = Context::with_env(env);
         ctx.add_variable_from_value("fact", value.clone());
         if let Some(w) = &rule.where_ {
-            steps += w.cost();
             match w.eval(&ctx).map_err(|m| expr_err("where", m))? {
                 Cel::Bool(true) => {}
                 Cel::Bool(false) => return Ok(HintDelta::default()),
@@ -295,7 +389,6 @@ impl Evaluator {
         let group_key = match &rule.group {
             None => String::new(),
             Some(g) => {
-                steps += g.cost();
                 let v = g.eval(&ctx).map_err(|m| expr_err("group", m))?;
                 let text = scalar_text(&v).ok_or_else(|| {
                     expr_err(
@@ -310,50 +403,61 @@ impl Evaluator {
                 cel_to_json(&v).map(|j| j.to_string()).unwrap_or(text)
             }
         };
-        let member = (fact.time, hash);
-        let max_steps = self.max_steps;
+        let watermark = self.watermark;
+        let within = rule.within_ms;
         let group = self.rules[i].groups.entry(group_key.clone()).or_default();
-        group.members.insert(member);
-        let Some(new) = next_trigger(group, member, rule, max_steps, &mut steps) else {
-            // Within the static bound this cannot happen; should it, the Fact is not
-            // kept, rather than kept without its trigger recomputed.
-            group.members.remove(&member);
-            return Err(EvalError::StepLimit {
-                rule: rule.name.clone(),
-                fact: hash,
-                limit: max_steps,
-            });
-        };
-        let shared = shared.get_or_insert_with(|| Arc::new(fact.clone()));
-        self.facts.entry(hash).or_insert_with(|| Arc::clone(shared));
-        if new == group.trigger {
+        if group.run.iter().any(|m| m.hash == hash) {
             return Ok(HintDelta::default());
         }
-        group.trigger = new.clone();
+        let fact_bytes = compact
+            .get_or_insert_with(|| serde_json::to_vec(fact).unwrap_or_default().into())
+            .clone();
+        group.run.push_back(Member {
+            at,
+            hash,
+            fact: fact_bytes,
+        });
+        // The window is reckoned from the newest commit time seen, so that what a run
+        // holds never depends on when the sweep ran.
+        if let Some(w) = within {
+            while group
+                .run
+                .front()
+                .is_some_and(|m| m.at.saturating_add(w) < watermark)
+            {
+                group.run.pop_front();
+            }
+        }
+        if group.run.len() < rule.threshold {
+            self.reschedule(i, &group_key, within);
+            return Ok(HintDelta::default());
+        }
+        let trigger: Vec<Member> = group.run.drain(..).collect();
         let old = group.hint.take();
         let mut delta = HintDelta::default();
-        if let Some(old) = old {
+        if let Some((old, _)) = old {
             self.hints.remove(&old);
             delta.removed.push(old);
         }
-        if let Some(trigger) = new {
-            // The old Hint is gone whether or not the new one can be built: a failure
-            // here is recorded, and the removal still reaches the host, so that it
-            // holds what a replay of the same Facts holds (no Hint for this group).
-            match self.build_hint(rule, &group_key, &trigger) {
-                Ok((record, explanation)) => {
-                    let h = record.hash();
-                    if let Some(g) = self.rules[i].groups.get_mut(&group_key) {
-                        g.hint = Some(h);
-                    }
-                    self.hints.insert(h, (record.clone(), explanation));
-                    delta.added.push(record);
+        // The old Hint is gone whether or not the new one can be built: a failure here
+        // is recorded, and the removal still reaches the host, so that it holds what a
+        // replay of the same log holds (no Hint for this group).
+        match self.build_hint(rule, &group_key, &trigger) {
+            Ok((record, explanation)) => {
+                let h = record.hash();
+                let expires = match record.content() {
+                    Content::Hint(hint) => hint.expires,
+                    _ => None,
+                };
+                if let Some(g) = self.rules[i].groups.get_mut(&group_key) {
+                    g.hint = Some((h, expires));
                 }
-                Err(e) => {
-                    self.errors.insert((i, hash), e);
-                }
+                self.hints.insert(h, (record.clone(), explanation));
+                delta.added.push(record);
             }
+            Err(e) => self.record_error(e),
         }
+        self.reschedule(i, &group_key, within);
         Ok(delta)
     }
 
@@ -363,7 +467,7 @@ impl Evaluator {
         group_key: &str,
         trigger: &[Member],
     ) -> Result<(Record, Explanation), EvalError> {
-        let Some(&(_, last_hash)) = trigger.last() else {
+        let Some(last) = trigger.last() else {
             return Err(EvalError::InvalidHint {
                 rule: rule.name.clone(),
                 fact: FihHash([0; 32]),
@@ -372,17 +476,15 @@ impl Evaluator {
         };
         let invalid = |message: String| EvalError::InvalidHint {
             rule: rule.name.clone(),
-            fact: last_hash,
+            fact: last.hash,
             message,
         };
-        let facts: Vec<Cel> = trigger
-            .iter()
-            .filter_map(|(_, h)| self.facts.get(h).map(|f| fact_to_cel(h, f)))
-            .collect();
-        let last = self
-            .facts
-            .get(&last_hash)
-            .ok_or_else(|| invalid("the triggering Fact is not known".into()))?;
+        let mut facts: Vec<Cel> = Vec::with_capacity(trigger.len());
+        for m in trigger {
+            let fact: Fact = serde_json::from_slice(&m.fact)
+                .map_err(|e| invalid(format!("a kept Fact does not decode: {e}")))?;
+            facts.push(fact_to_cel(&m.hash, &fact, m.at));
+        }
         let group: Json = if group_key.is_empty() {
             Json::Null
         } else {
@@ -396,7 +498,7 @@ impl Evaluator {
             render(t, &ctx).map_err(|message| EvalError::Expression {
                 rule: rule.name.clone(),
                 what,
-                fact: last_hash,
+                fact: last.hash,
                 message,
             })
         };
@@ -440,11 +542,11 @@ impl Evaluator {
             source: Some(HintSource {
                 contract: Some(self.contract.hash()),
                 rule: Some(rule.name.clone()),
-                facts: trigger.iter().map(|(_, h)| *h).collect(),
+                facts: trigger.iter().map(|m| m.hash).collect(),
             }),
-            expires: emit.expires_ms.map(|d| last.time.saturating_add(d)),
+            expires: emit.expires_ms.map(|d| last.at.saturating_add(d)),
             author: self.key.author(),
-            time: last.time,
+            time: last.at,
         };
         let record = Record::sign(Content::Hint(hint), &self.key, self.contract.limits())
             .map_err(|e| invalid(e.to_string()))?;
@@ -453,51 +555,10 @@ impl Evaluator {
             Explanation {
                 rule: rule.name.clone(),
                 group,
-                facts: trigger.iter().map(|(_, h)| *h).collect(),
+                facts: trigger.iter().map(|m| m.hash).collect(),
             },
         ))
     }
-}
-
-/// The group's trigger after `x` joined it (see the module docs); `None` in the outer
-/// option when the step budget ran out.
-fn next_trigger(
-    group: &Group,
-    x: Member,
-    rule: &Rule,
-    max_steps: u64,
-    steps: &mut u64,
-) -> Option<Option<Vec<Member>>> {
-    let k = rule.threshold;
-    let old_end = group.trigger.as_ref().and_then(|t| t.last().copied());
-    if old_end.is_some_and(|end| x > end) {
-        return Some(group.trigger.clone());
-    }
-    let Some(w) = rule.within_ms else {
-        *steps += k as u64;
-        if *steps > max_steps {
-            return None;
-        }
-        if group.members.len() < k {
-            return Some(None);
-        }
-        return Some(Some(group.members.iter().take(k).copied().collect()));
-    };
-    for &e in group.members.range(x..) {
-        if old_end.is_some_and(|end| e > end) || e.0 > x.0.saturating_add(w) {
-            break;
-        }
-        *steps += k as u64;
-        if *steps > max_steps {
-            return None;
-        }
-        let mut run: Vec<Member> = group.members.range(..=e).rev().take(k).copied().collect();
-        if run.len() == k && run.last().is_some_and(|first| e.0 - first.0 <= w) {
-            run.reverse();
-            return Some(Some(run));
-        }
-    }
-    Some(group.trigger.clone())
 }
 
 /// Renders a template: one hole alone yields its value as JSON; otherwise text.

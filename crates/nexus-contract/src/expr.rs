@@ -123,15 +123,15 @@ impl Ty {
 }
 
 /// The fields of a Fact as a rule sees it, with their types.
-pub const FACT_FIELDS: [&str; 7] = [
-    "hash", "topic", "body", "author", "time", "parents", "resolves",
+pub const FACT_FIELDS: [&str; 8] = [
+    "hash", "topic", "body", "author", "time", "at", "parents", "resolves",
 ];
 
 fn fact_field(name: &str) -> Option<Ty> {
     Some(match name {
         "hash" | "topic" | "author" => Ty::Str,
         "body" => Ty::Dyn,
-        "time" => Ty::Int,
+        "time" | "at" => Ty::Int,
         "parents" => Ty::List(Box::new(Ty::Str)),
         "resolves" => Ty::Resolves,
         _ => return None,
@@ -856,15 +856,16 @@ pub(crate) fn scalar_text(v: &Cel) -> Option<String> {
 }
 
 /// A Fact as the CEL map rules read.
-pub(crate) fn fact_to_cel(hash: &FihHash, fact: &nexus_core::Fact) -> Cel {
+pub(crate) fn fact_to_cel(hash: &FihHash, fact: &nexus_core::Fact, at: u64) -> Cel {
     let s = |t: String| Cel::String(Arc::new(t));
-    let mut m: HashMap<Key, Cel> = HashMap::with_capacity(7);
+    let mut m: HashMap<Key, Cel> = HashMap::with_capacity(8);
     let key = |k: &str| Key::String(Arc::new(k.to_owned()));
     m.insert(key("hash"), s(hash.to_hex()));
     m.insert(key("topic"), s(fact.topic.as_str().to_owned()));
     m.insert(key("body"), json_to_cel(&fact.body));
     m.insert(key("author"), s(fact.author.to_string()));
     m.insert(key("time"), Cel::Int(fact.time as i64));
+    m.insert(key("at"), Cel::Int(at as i64));
     m.insert(
         key("parents"),
         Cel::List(Arc::new(

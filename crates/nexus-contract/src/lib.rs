@@ -2,9 +2,9 @@
 //! Facts and emits Hints that decide which Intents are admissible.
 //!
 //! Pure and deterministic (builds for `wasm32-unknown-unknown`, no clock, no async
-//! runtime): the same contract and the same set of Facts give the same Hints, byte
-//! for byte, whatever order the Facts were committed in. The language is specified
-//! in `spec/contract.md`.
+//! runtime): the same contract and the same commit log (its Facts, in log order, with
+//! their commit times) give the same Hints, byte for byte; the times authors state in
+//! their records decide nothing. The language is specified in `spec/contract.md`.
 //!
 //! * [`Contract::parse`] — parse and check (`nexus contract check`): positions, unknown
 //!   fields, type errors, unknown functions and cost bounds are all reported here,
@@ -43,7 +43,8 @@
 //!         time: 1_000 + t,
 //!     };
 //!     let rec = Record::sign(Content::Fact(fact.clone()), &alice, &Default::default())?;
-//!     eval.add_fact(rec.hash(), &fact);
+//!     // The log entry's commit time, not the author's `time`, decides the window.
+//!     eval.add_fact(rec.hash(), &fact, 1_700_000_000_000 + t);
 //! }
 //! let hint = eval.hints().next().expect("the budget is spent");
 //! let Content::Hint(h) = hint.content() else { unreachable!() };

@@ -52,7 +52,7 @@ emit = { effect = "deny", reason = "r", body = { m = "${ {'b': 2, 'a': 1, 'c': f
     let mut seen = BTreeSet::new();
     for _ in 0..16 {
         let mut eval = Evaluator::new(Arc::clone(&c));
-        eval.add_fact(hash, &f);
+        eval.add_fact(hash, &f, f.time);
         let errors: Vec<String> = eval.errors().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("rule `clash`"), "{errors:?}");
@@ -66,9 +66,9 @@ emit = { effect = "deny", reason = "r", body = { m = "${ {'b': 2, 'a': 1, 'c': f
     assert_eq!(seen.len(), 1, "{seen:?}");
 }
 
-/// A Fact with an earlier time moves the trigger to itself, and the Hint for it
-/// cannot be built (its template reads a member the Fact lacks): the old Hint must
-/// still be reported removed, as a replay in time order never emits it.
+/// A later Fact fires the rule again, and the Hint for it cannot be built (its template
+/// reads a member the Fact lacks): the old Hint must still be reported removed, as a
+/// replay of the same log never holds it.
 #[test]
 fn a_replaced_hint_is_removed_even_when_its_successor_fails_to_build() {
     let c = contract(
@@ -84,28 +84,27 @@ emit = { effect = "deny", topic = "${fact.body.area}/**", reason = "r" }
     let a = fact(&key(1), "lab/x", json!({"area": "chem"}), 100);
     let b = fact(&key(1), "lab/x", json!({}), 50);
     let mut eval = Evaluator::new(Arc::clone(&c));
-    let first = eval.add_fact(hash_of(&a), &a);
+    let first = eval.add_fact(hash_of(&a), &a, T0);
     assert_eq!(first.added.len(), 1);
     let old = first.added[0].hash();
-    let second = eval.add_fact(hash_of(&b), &b);
+    let second = eval.add_fact(hash_of(&b), &b, T0 + 1);
     assert_eq!(second.removed, vec![old], "the old Hint must be removed");
     assert!(second.added.is_empty());
     assert_eq!(eval.hints().count(), 0);
     assert_eq!(eval.errors().count(), 1);
 
     let mut replay = Evaluator::new(c);
-    replay.add_fact(hash_of(&b), &b);
-    replay.add_fact(hash_of(&a), &a);
+    replay.add_fact(hash_of(&a), &a, T0);
+    replay.add_fact(hash_of(&b), &b, T0 + 1);
     assert_eq!(replay.hints().count(), 0);
     assert_eq!(replay.errors().count(), 1);
 }
 
-/// A rule over its step budget used to keep the Fact but skip its trigger, so that
-/// the Hints depended on the order the Facts came in. Now the rule's static bound is
-/// checked before anything is kept: every order gives the same Hints, for budgets
-/// below, at and above it.
+/// A rule over its step budget refuses every Fact alike (its static bound is checked
+/// before anything is kept): a replay gives the same Hints, for budgets below, at and
+/// above it.
 #[test]
-fn a_step_budget_gives_the_same_hints_in_every_order() {
+fn a_step_budget_gives_the_same_hints_on_every_replay() {
     let c = contract(
         r#"
 contract = "budget"
@@ -123,16 +122,17 @@ emit = { effect = "deny", reason = "two" }
     let early = fact(&key(1), "lab/x", json!({"n": 0}), T0);
     let late = fact(&key(1), "lab/x", json!({"n": 1}), T0 + 5_000);
     for max in [3, cost - 1, cost, nexus_contract::DEFAULT_MAX_STEPS] {
-        let run = |order: [&Fact; 2]| {
+        let run = || {
             let mut eval = Evaluator::new(Arc::clone(&c)).with_max_steps(max);
-            for f in order {
-                eval.add_fact(hash_of(f), f);
+            for f in [&early, &late] {
+                eval.add_fact(hash_of(f), f, f.time);
             }
             let hints: Vec<FihHash> = eval.hints().map(|r| r.hash()).collect();
             (hints, eval.fact_count(), eval.errors().count())
         };
-        let forward = run([&early, &late]);
-        assert_eq!(forward, run([&late, &early]), "budget {max}");
-        assert_eq!(forward.0.len(), usize::from(max >= cost), "budget {max}");
+        let first = run();
+        assert_eq!(first, run(), "budget {max}");
+        assert_eq!(first.0.len(), usize::from(max >= cost), "budget {max}");
+        assert_eq!(first.2, if max >= cost { 0 } else { 2 }, "budget {max}");
     }
 }

@@ -208,8 +208,8 @@ pub enum CoreError {
         /// Longest allowed.
         max: u64,
     },
-    /// The action's stated time is too far from the host's clock.
-    #[error("action time {time} is more than {max_skew_ms} ms from the server's clock {now}")]
+    /// A record's or action's stated time is too far from the host's clock.
+    #[error("stated time {time} is more than {max_skew_ms} ms from the server's clock {now}")]
     ClockSkew {
         /// Stated time.
         time: u64,

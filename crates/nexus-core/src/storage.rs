@@ -486,6 +486,11 @@ where
                 seq: None,
             });
         }
+        // A record's stated time is its author's word: bounded by the host's clock as an
+        // action's is, so that no author can date a record into another window (the
+        // topic and time indexes order by it). Governance does not use it at all: the
+        // contract evaluates Facts at their commit time (spec/contract.md §4).
+        self.check_time(rec.content().time(), now)?;
         let links = rec.content().links();
         let mut link_kinds = Vec::with_capacity(links.len());
         for link in &links {
@@ -588,14 +593,7 @@ where
     /// Applies a signed claim, renewal or withdrawal.
     pub fn act(&self, action: &Action, now: u64) -> CoreResult<Applied> {
         let content = action.content();
-        let time = content.time();
-        if time.abs_diff(now) > self.limits.max_clock_skew_ms {
-            return Err(CoreError::ClockSkew {
-                time,
-                now,
-                max_skew_ms: self.limits.max_clock_skew_ms,
-            });
-        }
+        self.check_time(content.time(), now)?;
         let intent_hash = *content.intent();
         let key = keys::intent(&intent_hash);
         let committed_key = keys::committed(&intent_hash);
@@ -708,6 +706,18 @@ where
         };
         self.commit(ops, &entry)?;
         Ok(applied)
+    }
+
+    /// Refuses a stated `time` more than `max_clock_skew_ms` from the host's `now`.
+    fn check_time(&self, time: u64, now: u64) -> CoreResult<()> {
+        if time.abs_diff(now) > self.limits.max_clock_skew_ms {
+            return Err(CoreError::ClockSkew {
+                time,
+                now,
+                max_skew_ms: self.limits.max_clock_skew_ms,
+            });
+        }
+        Ok(())
     }
 
     fn check_lease(&self, lease_ms: u64) -> CoreResult<()> {

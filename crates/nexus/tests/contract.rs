@@ -52,15 +52,21 @@ fn log_head(c: &Client) -> u64 {
     c.health().expect("health").log_head
 }
 
-#[test]
-fn deploy_refuse_upgrade_through_the_server_and_cli() {
+/// An open server in a fresh directory, and a lead key (its home, its public key).
+fn open_server_with_lead() -> (tempfile::TempDir, Server, std::path::PathBuf, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("data"), true);
-    let c = server.client();
     let lead_home = dir.path().join("lead");
     let lead = nexus_ok(&["keygen"], &[("NEXUS_HOME", &lead_home)])
         .trim()
         .to_owned();
+    (dir, server, lead_home, lead)
+}
+
+#[test]
+fn deploy_refuse_upgrade_through_the_server_and_cli() {
+    let (dir, server, lead_home, lead) = open_server_with_lead();
+    let c = server.client();
     let env = [
         ("NEXUS_HOME", lead_home.as_path()),
         ("NEXUS_SERVER", Path::new(&server.url)),
@@ -217,4 +223,87 @@ fn contract_hints_survive_a_restart() {
         .submit(&builders::propose(&agent, "lab/bio/more", json!({}), &[]).expect("intent"))
         .expect_err("refused after restart");
     assert_eq!(e.code(), Some("inadmissible"));
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Issue 16, scenario 1: a record's stated time is its author's word. Far-dated records
+/// are refused (`clock_skew`, as actions are), and a rule's window, its Hint's time and
+/// expiry follow commit times: two failures stated 290 s apart, committed a moment
+/// apart, fall in a one-minute window (before, the rule reckoned in stated times and
+/// let the Intent through), and the deny lasts an hour from its commit, not from a time
+/// the author chose.
+#[test]
+fn stated_times_move_no_window_and_far_dates_are_refused() {
+    let (dir, server, lead_home, lead) = open_server_with_lead();
+    let c = server.client();
+    let file = dir.path().join("pair.nex");
+    std::fs::write(
+        &file,
+        format!(
+            r#"contract = "pair"
+
+[upgrade]
+keys = ["{lead}"]
+
+[[rule]]
+name = "pair"
+topic = "lab/**"
+where = "fact.body.status == 'failed'"
+threshold = 2
+within = "1m"
+emit = {{ effect = "deny", topic = "lab/**", reason = "two failures within a minute", expires = "1h" }}
+"#
+        ),
+    )
+    .expect("write");
+    let env = [
+        ("NEXUS_HOME", lead_home.as_path()),
+        ("NEXUS_SERVER", Path::new(&server.url)),
+    ];
+    nexus_ok(&["contract", "deploy", file.to_str().expect("path")], &env);
+    let m = SigningKey::from_seed(&[44; 32]);
+    let failed = json!({"status": "failed"});
+
+    // Backdated to 1970 and dated a year ahead: refused, whatever the kind.
+    let year = 365 * 24 * 3_600_000;
+    for time in [1_000, now_ms() + year] {
+        let f = builders::fact_at(&m, "lab/x", failed.clone(), &[], None, time).expect("fact");
+        let e = c.submit(&f).expect_err("a far-dated Fact is refused");
+        assert_eq!(e.code(), Some("clock_skew"), "{e}");
+        let i = builders::propose_at(&m, "lab/x", json!({}), &[], time).expect("intent");
+        let e = c.submit(&i).expect_err("a far-dated Intent is refused");
+        assert_eq!(e.code(), Some("clock_skew"), "{e}");
+    }
+    assert!(c.hints().expect("hints").is_empty());
+
+    // Within the skew bound, stated 290 s apart: one minute apart by no clock but the
+    // authors'. Their commits are a moment apart, so the rule fires.
+    let before = now_ms();
+    let early = builders::fact_at(&m, "lab/x", failed.clone(), &[], None, before - 290_000);
+    c.submit(&early.expect("fact"))
+        .expect("within the skew bound");
+    let late = builders::fact_at(&m, "lab/y", failed, &[], None, now_ms());
+    c.submit(&late.expect("fact")).expect("commits");
+    let after = now_ms();
+    let hints = c.hints().expect("hints");
+    assert_eq!(hints.len(), 1, "{hints:?}");
+    let nexus_core::Content::Hint(h) = hints[0].hint.content() else {
+        panic!("not a hint");
+    };
+    assert!(
+        (before..=after).contains(&h.time),
+        "the Hint is dated by the commit ({before}..={after}), not by an author: {}",
+        h.time
+    );
+    assert_eq!(h.expires, Some(h.time + 3_600_000));
+    let e = c
+        .submit(&builders::propose(&m, "lab/z", json!({}), &[]).expect("intent"))
+        .expect_err("the contract denies it");
+    assert_eq!(e.code(), Some("inadmissible"), "{e}");
 }

@@ -131,7 +131,7 @@ impl Lab {
                 if let LogEntry::Record {
                     hash,
                     kind: Kind::Fact,
-                    ..
+                    at,
                 } = e
                 {
                     let rec = self
@@ -142,7 +142,7 @@ impl Lab {
                     let Content::Fact(f) = rec.content() else {
                         unreachable!()
                     };
-                    let delta = self.eval.add_fact(hash, f);
+                    let delta = self.eval.add_fact(hash, f, at);
                     emitted.extend(delta.added);
                 }
             }
