@@ -20,6 +20,10 @@ use crate::expr::{self, Expr, ExprError, Scope, Want};
 /// BLAKE3 key-derivation context of a contract's hash (its blob's address).
 pub const CONTRACT_HASH_CONTEXT: &str = "neXus 2026-11 contract v1";
 
+/// Most keys an `[upgrade]` table lists: an upgrade check reads each key's approvals
+/// (see [`crate::governance::MAX_APPROVALS_SCANNED`]).
+pub const MAX_UPGRADE_KEYS: usize = 64;
+
 /// The hash that names a contract: BLAKE3 (domain-separated) of its source bytes.
 pub fn contract_hash(source: &[u8]) -> FihHash {
     FihHash(
@@ -459,6 +463,15 @@ impl Cx<'_> {
             self.at(
                 span,
                 "[upgrade] needs `keys`: the author keys allowed to upgrade (or approve)",
+            );
+        }
+        if let Some(k) = u.keys.get(MAX_UPGRADE_KEYS) {
+            self.at(
+                k.span(),
+                format!(
+                    "`keys` lists at most {MAX_UPGRADE_KEYS} keys (an upgrade check reads \
+                     each one's approvals)"
+                ),
             );
         }
         UpgradePolicy { keys, quorum }

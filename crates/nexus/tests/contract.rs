@@ -218,3 +218,105 @@ fn contract_hints_survive_a_restart() {
         .expect_err("refused after restart");
     assert_eq!(e.code(), Some("inadmissible"));
 }
+
+/// The quorum contract of `examples/contracts/quorum.nex`, whose stewards are the keys
+/// of seeds 1, 2 and 3.
+fn stewards() -> (String, [SigningKey; 3]) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/contracts/quorum.nex"
+    );
+    let source = std::fs::read_to_string(path).expect("quorum.nex");
+    let keys = [1u8, 2, 3].map(|n| SigningKey::from_seed(&[n; 32]));
+    for k in &keys {
+        assert!(
+            source.contains(&k.author().to_string()),
+            "steward {n:?}",
+            n = k.author()
+        );
+    }
+    (source, keys)
+}
+
+/// A server without rate limits (floods and costly Facts are the point), with more
+/// environment variables.
+fn unlimited_server(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let args = ["--author-rate", "0", "--address-rate", "0"];
+    Server::start_env(&dir.join("data"), true, &args, env)
+}
+
+/// `nexus contract deploy FILE ARGS…` of `source`, written to `dir/name`, by the key
+/// of `dir/lead` (made on first use); answers its stdout.
+fn deploy_as_lead(dir: &Path, server: &Server, name: &str, source: &str, args: &[&str]) -> String {
+    let home = dir.join("lead");
+    if !home.exists() {
+        nexus_ok(&["keygen"], &[("NEXUS_HOME", &home)]);
+    }
+    let file = dir.join(name);
+    std::fs::write(&file, source).expect("write");
+    let mut argv = vec!["contract", "deploy", file.to_str().expect("path")];
+    argv.extend(args);
+    let env = [
+        ("NEXUS_HOME", home.as_path()),
+        ("NEXUS_SERVER", Path::new(&server.url)),
+    ];
+    nexus_ok(&argv, &env)
+}
+
+/// Posts `n` Facts signed by `k` under `topic` (bodies that approve nothing), from four
+/// threads.
+fn flood(server: &common::Server, k: &SigningKey, topic: &str, n: u64) {
+    std::thread::scope(|s| {
+        for part in 0..4 {
+            let c = server.client();
+            s.spawn(move || {
+                for i in (part..n).step_by(4) {
+                    let f = builders::fact(k, topic, json!({"flood": i}), &[], None).expect("fact");
+                    c.submit(&f).expect("flood fact");
+                }
+            });
+        }
+    });
+}
+
+/// An allowed non-steward key posts more Facts under the approvals topic than the
+/// deploy check reads per key (and earlier than any approval): two stewards'
+/// approvals still make the quorum, because the check reads each steward's own
+/// Facts from the author index, never the flood.
+#[test]
+fn an_approval_flood_does_not_hide_a_quorum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = unlimited_server(dir.path(), &[]);
+    let c = server.client();
+    let (v1, [s1, s2, _]) = stewards();
+    deploy_as_lead(dir.path(), &server, "v1.nex", &v1, &[]);
+    let v1_hash = nexus_contract::contract_hash(v1.as_bytes());
+    let v2 = "contract = \"steward-quorum-2\"\n";
+    let v2_hash = nexus_contract::contract_hash(v2.as_bytes());
+
+    let mallory = SigningKey::from_seed(&[66; 32]);
+    // The attack's size: more than the 10,000 approvals a topic-wide scan read.
+    flood(&server, &mallory, "governance/upgrade", 10_001);
+    for s in [&s1, &s2] {
+        let approval = builders::fact(
+            s,
+            "governance/upgrade",
+            json!({"contract": v2_hash.to_hex(), "replaces": v1_hash.to_hex()}),
+            &[],
+            None,
+        )
+        .expect("approval");
+        c.submit(&approval).expect("approve");
+    }
+    let out = deploy_as_lead(
+        dir.path(),
+        &server,
+        "v2.nex",
+        v2,
+        &["--expect", &v1_hash.to_hex()],
+    );
+    assert!(out.contains("version 2"), "{out}");
+    let (_, history) = c.get_json("/v1/contract/history").expect("history");
+    let counted = history["versions"][1]["approvals"].as_array().map(Vec::len);
+    assert_eq!(counted, Some(2), "{history}");
+}
