@@ -65,6 +65,7 @@ pub use eval::{
 };
 pub use expr::{FACT_FIELDS, MAX_EXPR_COST};
 pub use syntax::{
-    CONTRACT_HASH_CONTEXT, Contract, MAX_UPGRADE_KEYS, Quorum, Rule, UpgradePolicy, contract_hash,
+    CONTRACT_HASH_CONTEXT, Contract, MAX_CONTRACT_STEPS, MAX_UPGRADE_KEYS, Quorum, Rule,
+    UpgradePolicy, contract_hash,
 };
 pub use upgrade::UpgradeError;

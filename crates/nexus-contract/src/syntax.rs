@@ -24,6 +24,13 @@ pub const CONTRACT_HASH_CONTEXT: &str = "neXus 2026-11 contract v1";
 /// (see [`crate::governance::MAX_APPROVALS_SCANNED`]).
 pub const MAX_UPGRADE_KEYS: usize = 64;
 
+/// The budget of a whole contract on one Fact: the sum of its rules' static bounds
+/// ([`Rule::cost`]) may not exceed it (the checker refuses a contract above it). A
+/// Fact may match every rule, so this bounds what evaluating one Fact costs, whatever
+/// the number of rules: the rules of a contract share the budget one rule has
+/// ([`DEFAULT_MAX_STEPS`]).
+pub const MAX_CONTRACT_STEPS: u64 = DEFAULT_MAX_STEPS;
+
 /// The hash that names a contract: BLAKE3 (domain-separated) of its source bytes.
 pub fn contract_hash(source: &[u8]) -> FihHash {
     FihHash(
@@ -256,9 +263,11 @@ impl Contract {
         let upgrade = raw.upgrade.map(|u| cx.upgrade(u)).unwrap_or_default();
         let mut names = BTreeSet::new();
         let mut rules = Vec::new();
+        let mut total: u64 = 0;
         for r in raw.rules {
             let span = r.span();
             let r = r.into_inner();
+            let name_span = r.name.span();
             if !names.insert(r.name.get_ref().clone()) {
                 cx.at(
                     r.name.span(),
@@ -266,6 +275,19 @@ impl Contract {
                 );
             }
             if let Some(rule) = cx.rule(r, span) {
+                let before = total;
+                total = total.saturating_add(rule.cost());
+                if before <= MAX_CONTRACT_STEPS && total > MAX_CONTRACT_STEPS {
+                    cx.at(
+                        name_span,
+                        format!(
+                            "rule `{}` brings the contract to up to {total} evaluation steps \
+                             on one Fact (all its rules together: one Fact may reach every \
+                             rule); the budget is {MAX_CONTRACT_STEPS}",
+                            rule.name
+                        ),
+                    );
+                }
                 rules.push(rule);
             }
         }

@@ -320,3 +320,73 @@ fn an_approval_flood_does_not_hide_a_quorum() {
     let counted = history["versions"][1]["approvals"].as_array().map(Vec::len);
     assert_eq!(counted, Some(2), "{history}");
 }
+
+/// A contract of `n` rules that each walk a Fact's list `l` (none matches), and the
+/// static cost of one rule.
+fn walking_rules(n: u64) -> (String, u64) {
+    let rule = |i: u64| {
+        format!(
+            "\n[[rule]]\nname = \"walk-{i}\"\ntopic = \"lab/**\"\nwhere = \"fact.body.l.exists(x, x == 7)\"\nemit = {{ effect = \"deny\", reason = \"a seven\" }}\n"
+        )
+    };
+    let one = format!("contract = \"walk\"\n{}", rule(0));
+    let one = nexus_contract::Contract::parse("one.nex", &one).expect("one rule");
+    let cost = one.rules()[0].cost();
+    let rules: String = (0..n).map(rule).collect();
+    (format!("contract = \"walk\"\n{rules}"), cost)
+}
+
+/// How many walking rules fit the contract's budget on one Fact.
+fn rules_at_the_bound() -> u64 {
+    let (_, cost) = walking_rules(1);
+    nexus_contract::MAX_CONTRACT_STEPS / cost
+}
+
+/// Each rule is within its own budget, but together the rules are over the contract's
+/// budget on one Fact: refused at `POST /v1/contract` (and by `check`), before a Fact
+/// ever pays for them.
+#[test]
+fn a_contract_over_its_total_cost_bound_is_refused_at_deploy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), true);
+    let n = rules_at_the_bound();
+    let (over, cost) = walking_rules(n + 1);
+    assert!(cost <= nexus_contract::DEFAULT_MAX_STEPS);
+    let file = dir.path().join("over.nex");
+    std::fs::write(&file, &over).expect("write");
+    let total = (n + 1) * cost;
+    let message = format!(
+        "rule `walk-{n}` brings the contract to up to {total} evaluation steps on one Fact"
+    );
+    let (_, err) = nexus_fails(&["contract", "check", file.to_str().expect("path")], &[]);
+    assert!(err.contains(&message), "{err}");
+    // So does the server (the CLI would not send it), with the checker's message.
+    let lead = SigningKey::from_seed(&[45; 32]);
+    let deploy = builders::fact(
+        &lead,
+        "nexus/contract",
+        json!({"source": over, "expected": null}),
+        &[],
+        None,
+    )
+    .expect("deployment");
+    let refused = server
+        .client()
+        .post_json("/v1/contract", &deploy.to_json())
+        .expect_err("refused");
+    assert_eq!(
+        (refused.status(), refused.code()),
+        (Some(400), Some("invalid_contract"))
+    );
+    let api = refused.api().expect("api error");
+    assert!(api.message.contains(&message), "{}", api.message);
+    let none = server
+        .client()
+        .get_json("/v1/contract")
+        .expect_err("nothing deployed");
+    assert_eq!(none.status(), Some(404));
+    // At the bound it deploys.
+    let (at, _) = walking_rules(n);
+    let out = deploy_as_lead(dir.path(), &server, "at.nex", &at, &[]);
+    assert!(out.contains("version 1"), "{out}");
+}
