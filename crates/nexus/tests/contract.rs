@@ -390,3 +390,47 @@ fn a_contract_over_its_total_cost_bound_is_refused_at_deploy() {
     let out = deploy_as_lead(dir.path(), &server, "at.nex", &at, &[]);
     assert!(out.contains("version 1"), "{out}");
 }
+
+/// With a contract at its cost bound evaluating a Fact, `/v1/health` still answers:
+/// the evaluation runs on the governance thread, not on the runtime's only worker
+/// (`TOKIO_WORKER_THREADS=1`). A health answer that shows the Fact committed comes
+/// back, and a second health request completes, before the Fact's own answer, which
+/// waits for its evaluation.
+#[test]
+fn health_answers_while_a_costly_contract_evaluates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = unlimited_server(dir.path(), &[("TOKIO_WORKER_THREADS", "1")]);
+    let (at, _) = walking_rules(rules_at_the_bound());
+    deploy_as_lead(dir.path(), &server, "at.nex", &at, &[]);
+    let c = server.client();
+    let head = log_head(&c);
+    let agent = SigningKey::from_seed(&[44; 32]);
+    let fact =
+        builders::fact(&agent, "lab/walk", json!({"l": vec![1; 30_000]}), &[], None).expect("fact");
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let submitter = s.spawn(|| {
+            let r = server.client().submit(&fact);
+            answered.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        // Until a health answer shows the Fact committed (its evaluation then runs)...
+        while log_head(&c) == head {
+            assert!(
+                !answered.load(std::sync::atomic::Ordering::SeqCst),
+                "the Fact was answered before any health answer showed it committed"
+            );
+        }
+        // ...and one more health request, all answered before the Fact.
+        log_head(&c);
+        assert!(
+            !answered.load(std::sync::atomic::Ordering::SeqCst),
+            "health waited for the contract's evaluation"
+        );
+        submitter
+            .join()
+            .expect("submitter")
+            .expect("the Fact is accepted");
+    });
+    assert!(c.hints().expect("hints").is_empty());
+}
