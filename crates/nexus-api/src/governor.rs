@@ -30,8 +30,8 @@ const PAGE: usize = 1_000;
 pub struct Governor {
     state: Mutex<State>,
     /// Held while Hint changes are committed, so that they commit in the order they
-    /// were evaluated, without holding `state` (which [`Governor::observe`] takes on
-    /// the host's async workers) across the commit. Taken before `state`.
+    /// were evaluated, without holding `state` (which [`Governor::observe`] takes for
+    /// every write that commits) across the commit. Taken before `state`.
     flushing: Mutex<()>,
     /// The last poll found no contract: until a deployment through this host,
     /// [`after_write`](Governor::after_write) costs nothing.
@@ -125,6 +125,13 @@ impl Governor {
             Next::Flush => self.flush(run),
             Next::CatchUp => self.catch_up(limits, run),
         }
+    }
+
+    /// Whether a committed write on `route` may need [`observe`](Self::observe): false
+    /// while no contract is deployed, until a deployment passes through the host. One
+    /// atomic load, for hosts that hand observing to a thread of its own.
+    pub fn watches(&self, route: Route) -> bool {
+        route == Route::DeployContract || !self.idle.load(Ordering::SeqCst)
     }
 
     /// The no-I/O half of [`after_write`](Self::after_write), for hosts that must not

@@ -606,6 +606,9 @@ impl Job {
         match &self.op {
             Op::Provenance { depth, .. } => (depth + DEFAULT_ROUNDS).min(MAX_JOB_ROUNDS),
             Op::ListFacts { .. } => DEFAULT_ROUNDS + MAX_SCAN / 256,
+            // An upgrade check lists every upgrade key's approvals (up to MAX_SCAN
+            // index entries each, all keys in the same rounds), then reads them.
+            Op::Deploy { .. } => DEFAULT_ROUNDS + MAX_SCAN / 256 + 1,
             _ => DEFAULT_ROUNDS,
         }
     }

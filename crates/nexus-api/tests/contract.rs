@@ -248,20 +248,26 @@ fn a_restarted_api_rebuilds_the_contract_hints_from_the_log() {
     assert_eq!(explained.group, json!("lab/a"));
 }
 
-#[test]
-fn a_quorum_contract_governs_its_own_upgrade() {
-    let h = Harness::open();
-    let (s1, s2, s3, outsider) = (key(1), key(2), key(3), key(4));
+/// `examples/contracts/quorum.nex` (stewards: the keys of seeds 1, 2, 3) deployed by
+/// `by`, and the next version: (hash in force, next source, next hash).
+fn deploy_quorum(h: &Harness, by: &nexus_core::SigningKey) -> (FihHash, &'static str, FihHash) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/contracts/quorum.nex"
     );
     let v1 = std::fs::read_to_string(path).unwrap();
-    let a = post_deploy(&h, deploy(&outsider, &v1, None, NOW));
+    let a = post_deploy(h, deploy(by, &v1, None, NOW));
     assert_eq!(a.status, 201, "{}", a.json);
     let v1_hash: FihHash = a.json["hash"].as_str().unwrap().parse().unwrap();
     let v2 = "contract = \"steward-quorum-2\"\n";
-    let v2_hash = nexus_contract::contract_hash(v2.as_bytes());
+    (v1_hash, v2, nexus_contract::contract_hash(v2.as_bytes()))
+}
+
+#[test]
+fn a_quorum_contract_governs_its_own_upgrade() {
+    let h = Harness::open();
+    let (s1, s2, s3, outsider) = (key(1), key(2), key(3), key(4));
+    let (v1_hash, v2, v2_hash) = deploy_quorum(&h, &outsider);
     let approve = |k: &nexus_core::SigningKey, t: u64| {
         let f = fact(
             k,
@@ -412,4 +418,49 @@ emit = { effect = "priority", priority = 2, topic = "lab/a/**", reason = "two, s
             assert_eq!((hint.time - NOW) % 4_000, 0, "{hint:?}");
         }
     }
+}
+
+/// A steward's own flood under the approvals topic (more Facts than the check reads
+/// per key, all earlier than any approval) hides at most its own approval, never
+/// another steward's: the check reads each key's Facts apart.
+#[test]
+fn a_stewards_flood_hides_only_its_own_approval() {
+    let h = Harness::open();
+    let (s1, s2, s3) = (key(1), key(2), key(3));
+    let (v1_hash, v2, v2_hash) = deploy_quorum(&h, &s3);
+    let approval = json!({"contract": v2_hash.to_hex(), "replaces": v1_hash.to_hex()});
+    let scanned = nexus_contract::governance::MAX_APPROVALS_SCANNED as u64;
+    for i in 0..=scanned {
+        let f = fact(
+            &s3,
+            "governance/upgrade",
+            json!({"n": i}),
+            vec![],
+            None,
+            NOW + 1,
+        );
+        assert_eq!(h.submit(&f).status, 201);
+    }
+    let t = NOW + 2;
+    for s in [&s3, &s1] {
+        let f = fact(s, "governance/upgrade", approval.clone(), vec![], None, t);
+        assert_eq!(h.submit(&f).status, 201);
+    }
+    // s3's approval lies past its own flood: only s1's counts.
+    let refused = h.expect_error(403, "upgrade_refused", |h| {
+        post_deploy(h, deploy(&s1, v2, Some(v1_hash), t + 1))
+    });
+    assert_eq!(refused.json["error"]["found"], 1, "{}", refused.json);
+    let f = fact(
+        &s2,
+        "governance/upgrade/steward-2",
+        approval,
+        vec![],
+        None,
+        t + 2,
+    );
+    assert_eq!(h.submit(&f).status, 201);
+    let up = post_deploy(&h, deploy(&s1, v2, Some(v1_hash), t + 3));
+    assert_eq!(up.status, 201, "{}", up.json);
+    assert_eq!(up.json["approvals"].as_array().map(Vec::len), Some(2));
 }

@@ -8,6 +8,9 @@
 //!   emitted (and replaced) during the run.
 //! * `eval/rescan_one_rule` — for scale, what a non-incremental evaluator would pay
 //!   for one rule alone: re-running its `where` over the 1,000 Facts under its topic.
+//! * `eval/add_fact_at_the_contract_bound` — the worst a contract may cost on one Fact:
+//!   as many rules as fit `MAX_CONTRACT_STEPS` that each walk the Fact's 30,000-item
+//!   list (`fact.body.l.exists(x, x == 7)`, no match), the Fact reaching every rule.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -60,6 +63,22 @@ fn fact(n: u64, author: &SigningKey) -> (FihHash, Fact) {
     (FihHash(*blake3::hash(&n.to_le_bytes()).as_bytes()), f)
 }
 
+/// A contract of as many list-walking rules as fit the contract's budget, and how many.
+fn at_the_bound() -> (Arc<Contract>, u64) {
+    let rule = |i: u64| {
+        format!(
+            "\n[[rule]]\nname = \"walk-{i}\"\ntopic = \"lab/**\"\nwhere = \"fact.body.l.exists(x, x == 7)\"\nemit = {{ effect = \"deny\", reason = \"a seven\" }}\n"
+        )
+    };
+    let one =
+        Contract::parse("one.nex", &format!("contract = \"walk\"\n{}", rule(0))).expect("one rule");
+    let n = nexus_contract::MAX_CONTRACT_STEPS / one.rules()[0].cost();
+    let src: String = (0..n).map(rule).collect();
+    let c =
+        Contract::parse("walk.nex", &format!("contract = \"walk\"\n{src}")).expect("at the bound");
+    (Arc::new(c), n)
+}
+
 fn bench(c: &mut Criterion) {
     let author = SigningKey::from_seed(&[7; 32]);
     let mut eval = Evaluator::new(contract());
@@ -102,6 +121,25 @@ fn bench(c: &mut Criterion) {
             for (h, f) in &under {
                 black_box(fresh.add_fact(*h, f, f.time));
             }
+        })
+    });
+    let (at, rules) = at_the_bound();
+    let mut walker = Evaluator::new(at);
+    let body = json!({"l": vec![1; 30_000]});
+    let mut n = 0u64;
+    eprintln!("at the bound: {rules} walking rules");
+    g.bench_function("add_fact_at_the_contract_bound", |b| {
+        b.iter(|| {
+            n += 1;
+            let f = Fact {
+                topic: "lab/walk".parse().expect("topic"),
+                body: body.clone(),
+                parents: vec![],
+                resolves: None,
+                author: author.author(),
+                time: T0 + n,
+            };
+            black_box(walker.add_fact(FihHash(*blake3::hash(&n.to_le_bytes()).as_bytes()), &f))
         })
     });
     g.finish();

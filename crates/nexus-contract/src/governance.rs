@@ -18,10 +18,12 @@
 //! priority need nothing new; each is also committed as a record (and logged), so it
 //! can be fetched and explained by hash.
 
+use std::collections::BTreeSet;
+
 use nexus_core::storage::{MAX_ACTIVE_HINTS, decode_stored_record, keys as core_keys};
 use nexus_core::{
-    ActiveHint, AuthorKey, ColdStorage, CompositeColdStorage, Content, CoreError, CoreResult, Fact,
-    FihHash, Kind, LogEntry, Record, TimeRange, Topic,
+    ActiveHint, AuthorKey, CompositeColdStorage, Content, CoreError, CoreResult, Fact, FihHash,
+    Kind, LogEntry, Record, Topic,
 };
 use nexus_store::{BlobStore, CasOp, Commit, CommitOutcome, KeyValueStore, ObjectStore};
 use serde::{Deserialize, Serialize};
@@ -32,8 +34,9 @@ use crate::upgrade::UpgradeError;
 /// Topic of deployment Facts.
 pub const DEPLOY_TOPIC: &str = "nexus/contract";
 
-/// Most approval Facts read when checking an upgrade quorum.
-pub const MAX_APPROVALS_SCANNED: usize = 10_000;
+/// Most Facts read per upgrade key when checking an upgrade quorum (a key that
+/// posted more under the approvals topic can hide only its own approval).
+pub const MAX_APPROVALS_SCANNED: usize = nexus_core::storage::MAX_SCAN;
 
 /// Storage keys of the contract.
 pub mod keys {
@@ -270,8 +273,15 @@ where
         .collect()
 }
 
+/// The candidate approvals of an upgrade under `policy`'s quorum: for each upgrade
+/// key, the first [`MAX_APPROVALS_SCANNED`] Facts it signed under the approvals topic
+/// (or below), read from the core's author index. Facts of any other key are never
+/// read, so no volume of them can hide an approval, and a key's own Facts can hide
+/// only its own. Every key's listing is read before any record, so that a session
+/// learns them all in the same rounds.
 fn approvals<K, B, O>(
     core: &CompositeColdStorage<K, B, O>,
+    keys: &BTreeSet<AuthorKey>,
     topic: &Topic,
 ) -> CoreResult<Vec<(FihHash, Fact)>>
 where
@@ -279,31 +289,22 @@ where
     B: BlobStore,
     O: ObjectStore,
 {
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = core.by_topic(
-            Kind::Fact,
-            topic,
-            TimeRange::default(),
-            after.as_deref(),
-            1_000,
-        )?;
-        // One bulk read per page: a session learns the whole page's keys in one round.
-        let keys: Vec<String> = page.items.iter().map(core_keys::record).collect();
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        for ((h, key), bytes) in page.items.iter().zip(&keys).zip(core.kv().get_many(&refs)?) {
-            let bytes = bytes.ok_or_else(|| corrupt(key, "indexed record missing"))?;
-            let rec = decode_stored_record(key, &bytes, core.limits())?;
-            if let Content::Fact(f) = rec.content() {
-                out.push((*h, f.clone()));
-            }
-        }
-        match page.next {
-            Some(n) if out.len() < MAX_APPROVALS_SCANNED => after = Some(n),
-            _ => return Ok(out),
+    let mut found = Vec::new();
+    for key in keys {
+        let page = core.facts_by_author(key, topic, None, MAX_APPROVALS_SCANNED)?;
+        found.extend(page.items);
+    }
+    let rec_keys: Vec<String> = found.iter().map(core_keys::record).collect();
+    let refs: Vec<&str> = rec_keys.iter().map(String::as_str).collect();
+    let mut out = Vec::with_capacity(found.len());
+    for ((h, k), bytes) in found.iter().zip(&rec_keys).zip(core.kv().get_many(&refs)?) {
+        let bytes = bytes.ok_or_else(|| corrupt(k, "indexed record missing"))?;
+        let rec = decode_stored_record(k, &bytes, core.limits())?;
+        if let Content::Fact(f) = rec.content() {
+            out.push((*h, f.clone()));
         }
     }
+    Ok(out)
 }
 
 /// Deploys `contract` as requested by the signed deployment Fact `record` (whose
@@ -372,7 +373,7 @@ where
         let old = load(core, &c.hash)?;
         let policy = old.upgrade();
         let found = match &policy.quorum {
-            Some(q) => approvals(core, &q.topic)?,
+            Some(q) => approvals(core, &policy.keys, &q.topic)?,
             None => Vec::new(),
         };
         counted = policy.authorize(&fact.author, &c.hash, &contract.hash(), &found)?;
@@ -503,22 +504,17 @@ where
     }
 }
 
-/// The index entries the core writes after a record's commit (same keys, from
-/// `nexus_core::storage::keys`, whose `write_indexes` is private).
+/// The index entries the core writes after a record's commit
+/// ([`core_keys::index_keys`]).
 fn write_indexes<K, B, O>(core: &CompositeColdStorage<K, B, O>, rec: &Record) -> CoreResult<()>
 where
     K: KeyValueStore,
     B: BlobStore,
     O: ObjectStore,
 {
-    let (h, c) = (rec.hash(), rec.content());
-    if let Some(topic) = c.topic() {
-        for key in core_keys::topic_indexes(c.kind(), topic, c.time(), &h) {
-            core.kv().set(&key, b"")?;
-        }
+    for key in core_keys::index_keys(rec) {
+        core.kv().set(&key, b"")?;
     }
-    core.kv()
-        .set(&core_keys::time_index(c.kind(), c.time(), &h), b"")?;
     Ok(())
 }
 

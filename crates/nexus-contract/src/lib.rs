@@ -65,5 +65,8 @@ pub use eval::{
     contract_key,
 };
 pub use expr::{FACT_FIELDS, MAX_EXPR_COST};
-pub use syntax::{CONTRACT_HASH_CONTEXT, Contract, Quorum, Rule, UpgradePolicy, contract_hash};
+pub use syntax::{
+    CONTRACT_HASH_CONTEXT, Contract, MAX_CONTRACT_STEPS, MAX_UPGRADE_KEYS, Quorum, Rule,
+    UpgradePolicy, contract_hash,
+};
 pub use upgrade::UpgradeError;

@@ -20,6 +20,17 @@ use crate::expr::{self, Expr, ExprError, Scope, Want};
 /// BLAKE3 key-derivation context of a contract's hash (its blob's address).
 pub const CONTRACT_HASH_CONTEXT: &str = "neXus 2026-11 contract v1";
 
+/// Most keys an `[upgrade]` table lists: an upgrade check reads each key's approvals
+/// (see [`crate::governance::MAX_APPROVALS_SCANNED`]).
+pub const MAX_UPGRADE_KEYS: usize = 64;
+
+/// The budget of a whole contract on one Fact: the sum of its rules' static bounds
+/// ([`Rule::cost`]) may not exceed it (the checker refuses a contract above it). A
+/// Fact may match every rule, so this bounds what evaluating one Fact costs, whatever
+/// the number of rules: the rules of a contract share the budget one rule has
+/// ([`DEFAULT_MAX_STEPS`]).
+pub const MAX_CONTRACT_STEPS: u64 = DEFAULT_MAX_STEPS;
+
 /// The hash that names a contract: BLAKE3 (domain-separated) of its source bytes.
 pub fn contract_hash(source: &[u8]) -> FihHash {
     FihHash(
@@ -252,9 +263,11 @@ impl Contract {
         let upgrade = raw.upgrade.map(|u| cx.upgrade(u)).unwrap_or_default();
         let mut names = BTreeSet::new();
         let mut rules = Vec::new();
+        let mut total: u64 = 0;
         for r in raw.rules {
             let span = r.span();
             let r = r.into_inner();
+            let name_span = r.name.span();
             if !names.insert(r.name.get_ref().clone()) {
                 cx.at(
                     r.name.span(),
@@ -262,6 +275,19 @@ impl Contract {
                 );
             }
             if let Some(rule) = cx.rule(r, span) {
+                let before = total;
+                total = total.saturating_add(rule.cost());
+                if before <= MAX_CONTRACT_STEPS && total > MAX_CONTRACT_STEPS {
+                    cx.at(
+                        name_span,
+                        format!(
+                            "rule `{}` brings the contract to up to {total} evaluation steps \
+                             on one Fact (all its rules together: one Fact may reach every \
+                             rule); the budget is {MAX_CONTRACT_STEPS}",
+                            rule.name
+                        ),
+                    );
+                }
                 rules.push(rule);
             }
         }
@@ -459,6 +485,15 @@ impl Cx<'_> {
             self.at(
                 span,
                 "[upgrade] needs `keys`: the author keys allowed to upgrade (or approve)",
+            );
+        }
+        if let Some(k) = u.keys.get(MAX_UPGRADE_KEYS) {
+            self.at(
+                k.span(),
+                format!(
+                    "`keys` lists at most {MAX_UPGRADE_KEYS} keys (an upgrade check reads \
+                     each one's approvals)"
+                ),
             );
         }
         UpgradePolicy { keys, quorum }

@@ -8,6 +8,7 @@
 //! | KV | `r/{hash}` | the record's wire JSON (immutable, written before its commit) |
 //! | KV | `x/t/{kind}/{topic}/@{time:016}/{hash}` | empty: topic index (write-once, after commit) |
 //! | KV | `x/m/{kind}/{time:016}/{hash}` | empty: time index (write-once, after commit) |
+//! | KV | `x/a/{author}/{topic}/@{time:016}/{hash}` | empty: Fact author index (write-once, after commit) |
 //! | Object | `rec/{hash}` | the record's kind: present iff the record is committed |
 //! | Object | `intent/{hash}` | the Intent's [`IntentState`] |
 //! | Object | `hints/active` | the active Hints (JSON array, ordered by hash) |
@@ -33,7 +34,7 @@ use nexus_store::{
     parse_head,
 };
 
-use crate::crypto::FihHash;
+use crate::crypto::{AuthorKey, FihHash};
 use crate::lifecycle::{CoreError, CoreResult, IntentState, check_holder, claim_transition};
 use crate::record::{
     Action, ActionContent, Content, Effect, Hint, Intent, Kind, Limits, Record, Topic,
@@ -46,8 +47,8 @@ pub const MAX_SCAN: usize = 1_000;
 
 /// Storage keys (see the module docs).
 pub mod keys {
-    use crate::crypto::FihHash;
-    use crate::record::{Kind, Topic};
+    use crate::crypto::{AuthorKey, FihHash};
+    use crate::record::{Content, Kind, Record, Topic};
 
     /// Active Hints.
     pub const HINTS: &str = "hints/active";
@@ -90,6 +91,32 @@ pub mod keys {
     /// Topic index entry of a record under `topic` (its own topic or one above it).
     pub fn topic_index(kind: Kind, topic: &Topic, time: u64, h: &FihHash) -> String {
         format!("x/t/{kind}/{topic}/@{time:016}/{h}")
+    }
+    /// Prefix of the author index of the Facts `author` signed under `topic` or below
+    /// it (in topic order, then time order within a topic). A Fact is indexed under
+    /// its own topic only ([`author_index`]): the `/` that ends the prefix takes every
+    /// deeper topic and no sibling such as `{topic}s`.
+    pub fn author_prefix(author: &AuthorKey, topic: &Topic) -> String {
+        format!("x/a/{author}/{topic}/")
+    }
+    /// Author index entry of a Fact by `author` under `topic`.
+    pub fn author_index(author: &AuthorKey, topic: &Topic, time: u64, h: &FihHash) -> String {
+        format!("x/a/{author}/{topic}/@{time:016}/{h}")
+    }
+    /// Every index entry of a committed record: its topic entries, a Fact's author
+    /// entry, and its time entry (what [`super::CompositeColdStorage`] writes after the
+    /// commit).
+    pub fn index_keys(rec: &Record) -> Vec<String> {
+        let (h, c) = (rec.hash(), rec.content());
+        let mut out = match c.topic() {
+            Some(topic) => topic_indexes(c.kind(), topic, c.time(), &h),
+            None => Vec::new(),
+        };
+        if let Content::Fact(f) = c {
+            out.push(author_index(&f.author, &f.topic, f.time, &h));
+        }
+        out.push(time_index(c.kind(), c.time(), &h));
+        out
     }
     /// Prefix of the time index for records of `kind`.
     pub fn time_prefix(kind: Kind) -> String {
@@ -755,18 +782,29 @@ where
 
     /// Writes the index entries of a committed record; returns how many.
     fn write_indexes(&self, rec: &Record) -> CoreResult<usize> {
-        let h = rec.hash();
-        let c = rec.content();
-        let mut n = 0;
-        if let Some(topic) = c.topic() {
-            for key in keys::topic_indexes(c.kind(), topic, c.time(), &h) {
-                self.kv.set(&key, b"")?;
-                n += 1;
-            }
+        let keys = keys::index_keys(rec);
+        for key in &keys {
+            self.kv.set(key, b"")?;
         }
-        self.kv
-            .set(&keys::time_index(c.kind(), c.time(), &h), b"")?;
-        Ok(n + 1)
+        Ok(keys.len())
+    }
+
+    /// Facts signed by `author` under `topic` or below it, at most `limit` (in topic
+    /// order, then time order; each page examines at most [`MAX_SCAN`] index entries).
+    /// Other authors' Facts cost nothing here, however many there are.
+    pub fn facts_by_author(
+        &self,
+        author: &AuthorKey,
+        topic: &Topic,
+        after: Option<&str>,
+        limit: usize,
+    ) -> CoreResult<Page> {
+        self.scan_index(
+            &keys::author_prefix(author, topic),
+            TimeRange::default(),
+            after,
+            limit,
+        )
     }
 
     /// Intents under `topic` (all if `None`) in state `state` (any if `None`; a claim

@@ -16,7 +16,12 @@
 //!    writes each group with ONE durable redb transaction (group commit): a write is
 //!    acknowledged only after the transaction holding it is durable. The request's task
 //!    awaits the answer ([`nexus_iobuf::SessionClient::submit_with`] completes a
-//!    oneshot channel), so no thread waits per request.
+//!    oneshot channel), so no thread waits per request;
+//! 5. with a contract deployed, a committed write is handed to one governance thread
+//!    that evaluates it and commits the contract's Hints ([`nexus_api::Governor`]);
+//!    the write is answered once that is done, so its Hints are in force when its
+//!    client hears of it. The contract never runs on the runtime's workers, so health
+//!    and reads answer while it evaluates, and a catch-up holds no worker either.
 //!
 //! A full disk: writes answer `507 insufficient_storage`, reads go on, and
 //! `GET /v1/health` answers `503 degraded` (`reason: storage_full`) until a write
@@ -26,7 +31,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -91,6 +97,16 @@ struct AppState {
     limits: RateLimits,
     read_access: ReadAccess,
     body_timeout: Duration,
+    /// The governance thread's queue ([`governance_loop`]).
+    governance: Sender<GovernTask>,
+}
+
+/// A committed write handed to the governance thread; `done` completes once the
+/// contract's Hints it changed are committed (or the attempt failed and was logged).
+struct GovernTask {
+    route: Route,
+    fact: Option<nexus_core::Record>,
+    done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Milliseconds since the Unix epoch: the `now` every transition uses.
@@ -186,6 +202,7 @@ fn start(
     let server = SessionServer::new(store.clone())
         .spawn_grouped(GROUP_SIZE)
         .context("cannot start the session server thread")?;
+    let (governance, tasks) = std::sync::mpsc::channel();
     let state = Arc::new(AppState {
         api: Api::new(config),
         store,
@@ -193,9 +210,15 @@ fn start(
         limits: RateLimits::new(guard.author_rate, guard.address_rate),
         read_access: guard.read_access.clone(),
         body_timeout: guard.body_timeout,
+        governance,
     });
     // Contract Hints are derived from the log: bring them up to date before serving.
     govern_blocking(&state, Next::CatchUp);
+    let weak = Arc::downgrade(&state);
+    std::thread::Builder::new()
+        .name("nexus-governance".into())
+        .spawn(move || governance_loop(&weak, &tasks))
+        .context("cannot start the governance thread")?;
     Ok((state, server))
 }
 
@@ -368,7 +391,7 @@ async fn handle(
                 .cloned();
             let response = write(&state, job).await;
             if response.status / 100 == 2 {
-                govern(&state, route, fact.as_ref()).await;
+                govern(&state, route, fact).await;
             }
             (route, response)
         }
@@ -450,28 +473,55 @@ async fn write(state: &AppState, job: Job) -> Response {
     state.api.finish(reply)
 }
 
-/// Contract governance after a committed write (see [`nexus_api::Governor`]): the
-/// evaluation runs here; only a change in the contract's Hints (or a deployment) costs
-/// a blocking thread, which commits it through the write queue. This server is its
-/// store's only writer, so without a contract a write pays nothing. A failure is
-/// logged and repaired at the next write.
-async fn govern(state: &Arc<AppState>, route: nexus_api::Route, fact: Option<&nexus_core::Record>) {
-    let next = match state.api.governor().observe(route, fact) {
-        Ok(next) => next,
-        Err(e) => {
-            tracing::warn!("{e}");
-            return;
-        }
-    };
-    if next == Next::Nothing {
+/// Contract governance after a committed write (see [`nexus_api::Governor`]): without
+/// a contract this costs one atomic load; with one, the write is handed to the
+/// governance thread and this task awaits its turn, holding no thread. This server is
+/// its store's only writer. A failure is logged and repaired at the next write.
+async fn govern(state: &AppState, route: Route, fact: Option<nexus_core::Record>) {
+    if !state.api.governor().watches(route) {
         return;
     }
-    let st = Arc::clone(state);
-    if tokio::task::spawn_blocking(move || govern_blocking(&st, next))
-        .await
-        .is_err()
-    {
-        tracing::warn!("contract governance panicked");
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let task = GovernTask { route, fact, done };
+    if state.governance.send(task).is_err() || finished.await.is_err() {
+        tracing::warn!("the governance thread is gone: contract Hints were not updated");
+    }
+}
+
+/// The governance thread: evaluates queued writes in order (every write queued while it
+/// was busy in one batch), then flushes or catches up once for the batch, and only then
+/// lets the batch's writes answer. Ends with the server's state.
+fn governance_loop(state: &Weak<AppState>, tasks: &Receiver<GovernTask>) {
+    // How much each outcome asks for: the batch does the most any of its writes needs.
+    fn rank(n: Next) -> u8 {
+        match n {
+            Next::Nothing => 0,
+            Next::Flush => 1,
+            Next::CatchUp => 2,
+        }
+    }
+    while let Ok(first) = tasks.recv() {
+        let Some(state) = state.upgrade() else { return };
+        let batch: Vec<GovernTask> = std::iter::once(first).chain(tasks.try_iter()).collect();
+        let run = std::panic::AssertUnwindSafe(|| {
+            let governor = state.api.governor();
+            let mut next = Next::Nothing;
+            for t in &batch {
+                match governor.observe(t.route, t.fact.as_ref()) {
+                    Ok(n) if rank(n) > rank(next) => next = n,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+            govern_blocking(&state, next);
+        });
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::warn!("contract governance panicked");
+        }
+        for t in batch {
+            // The client may have gone away.
+            let _ = t.done.send(());
+        }
     }
 }
 

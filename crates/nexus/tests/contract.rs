@@ -306,4 +306,219 @@ emit = {{ effect = "deny", topic = "lab/**", reason = "two failures within a min
         .submit(&builders::propose(&m, "lab/z", json!({}), &[]).expect("intent"))
         .expect_err("the contract denies it");
     assert_eq!(e.code(), Some("inadmissible"), "{e}");
+
+/// The quorum contract of `examples/contracts/quorum.nex`, whose stewards are the keys
+/// of seeds 1, 2 and 3.
+fn stewards() -> (String, [SigningKey; 3]) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/contracts/quorum.nex"
+    );
+    let source = std::fs::read_to_string(path).expect("quorum.nex");
+    let keys = [1u8, 2, 3].map(|n| SigningKey::from_seed(&[n; 32]));
+    for k in &keys {
+        assert!(
+            source.contains(&k.author().to_string()),
+            "steward {n:?}",
+            n = k.author()
+        );
+    }
+    (source, keys)
+}
+
+/// A server without rate limits (floods and costly Facts are the point), with more
+/// environment variables.
+fn unlimited_server(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let args = ["--author-rate", "0", "--address-rate", "0"];
+    Server::start_env(&dir.join("data"), true, &args, env)
+}
+
+/// `nexus contract deploy FILE ARGS…` of `source`, written to `dir/name`, by the key
+/// of `dir/lead` (made on first use); answers its stdout.
+fn deploy_as_lead(dir: &Path, server: &Server, name: &str, source: &str, args: &[&str]) -> String {
+    let home = dir.join("lead");
+    if !home.exists() {
+        nexus_ok(&["keygen"], &[("NEXUS_HOME", &home)]);
+    }
+    let file = dir.join(name);
+    std::fs::write(&file, source).expect("write");
+    let mut argv = vec!["contract", "deploy", file.to_str().expect("path")];
+    argv.extend(args);
+    let env = [
+        ("NEXUS_HOME", home.as_path()),
+        ("NEXUS_SERVER", Path::new(&server.url)),
+    ];
+    nexus_ok(&argv, &env)
+}
+
+/// Posts `n` Facts signed by `k` under `topic` (bodies that approve nothing), from four
+/// threads.
+fn flood(server: &common::Server, k: &SigningKey, topic: &str, n: u64) {
+    std::thread::scope(|s| {
+        for part in 0..4 {
+            let c = server.client();
+            s.spawn(move || {
+                for i in (part..n).step_by(4) {
+                    let f = builders::fact(k, topic, json!({"flood": i}), &[], None).expect("fact");
+                    c.submit(&f).expect("flood fact");
+                }
+            });
+        }
+    });
+}
+
+/// An allowed non-steward key posts more Facts under the approvals topic than the
+/// deploy check reads per key (and earlier than any approval): two stewards'
+/// approvals still make the quorum, because the check reads each steward's own
+/// Facts from the author index, never the flood.
+#[test]
+fn an_approval_flood_does_not_hide_a_quorum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = unlimited_server(dir.path(), &[]);
+    let c = server.client();
+    let (v1, [s1, s2, _]) = stewards();
+    deploy_as_lead(dir.path(), &server, "v1.nex", &v1, &[]);
+    let v1_hash = nexus_contract::contract_hash(v1.as_bytes());
+    let v2 = "contract = \"steward-quorum-2\"\n";
+    let v2_hash = nexus_contract::contract_hash(v2.as_bytes());
+
+    let mallory = SigningKey::from_seed(&[66; 32]);
+    // The attack's size: more than the 10,000 approvals a topic-wide scan read.
+    flood(&server, &mallory, "governance/upgrade", 10_001);
+    for s in [&s1, &s2] {
+        let approval = builders::fact(
+            s,
+            "governance/upgrade",
+            json!({"contract": v2_hash.to_hex(), "replaces": v1_hash.to_hex()}),
+            &[],
+            None,
+        )
+        .expect("approval");
+        c.submit(&approval).expect("approve");
+    }
+    let out = deploy_as_lead(
+        dir.path(),
+        &server,
+        "v2.nex",
+        v2,
+        &["--expect", &v1_hash.to_hex()],
+    );
+    assert!(out.contains("version 2"), "{out}");
+    let (_, history) = c.get_json("/v1/contract/history").expect("history");
+    let counted = history["versions"][1]["approvals"].as_array().map(Vec::len);
+    assert_eq!(counted, Some(2), "{history}");
+}
+
+/// A contract of `n` rules that each walk a Fact's list `l` (none matches), and the
+/// static cost of one rule.
+fn walking_rules(n: u64) -> (String, u64) {
+    let rule = |i: u64| {
+        format!(
+            "\n[[rule]]\nname = \"walk-{i}\"\ntopic = \"lab/**\"\nwhere = \"fact.body.l.exists(x, x == 7)\"\nemit = {{ effect = \"deny\", reason = \"a seven\" }}\n"
+        )
+    };
+    let one = format!("contract = \"walk\"\n{}", rule(0));
+    let one = nexus_contract::Contract::parse("one.nex", &one).expect("one rule");
+    let cost = one.rules()[0].cost();
+    let rules: String = (0..n).map(rule).collect();
+    (format!("contract = \"walk\"\n{rules}"), cost)
+}
+
+/// How many walking rules fit the contract's budget on one Fact.
+fn rules_at_the_bound() -> u64 {
+    let (_, cost) = walking_rules(1);
+    nexus_contract::MAX_CONTRACT_STEPS / cost
+}
+
+/// Each rule is within its own budget, but together the rules are over the contract's
+/// budget on one Fact: refused at `POST /v1/contract` (and by `check`), before a Fact
+/// ever pays for them.
+#[test]
+fn a_contract_over_its_total_cost_bound_is_refused_at_deploy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), true);
+    let n = rules_at_the_bound();
+    let (over, cost) = walking_rules(n + 1);
+    assert!(cost <= nexus_contract::DEFAULT_MAX_STEPS);
+    let file = dir.path().join("over.nex");
+    std::fs::write(&file, &over).expect("write");
+    let total = (n + 1) * cost;
+    let message = format!(
+        "rule `walk-{n}` brings the contract to up to {total} evaluation steps on one Fact"
+    );
+    let (_, err) = nexus_fails(&["contract", "check", file.to_str().expect("path")], &[]);
+    assert!(err.contains(&message), "{err}");
+    // So does the server (the CLI would not send it), with the checker's message.
+    let lead = SigningKey::from_seed(&[45; 32]);
+    let deploy = builders::fact(
+        &lead,
+        "nexus/contract",
+        json!({"source": over, "expected": null}),
+        &[],
+        None,
+    )
+    .expect("deployment");
+    let refused = server
+        .client()
+        .post_json("/v1/contract", &deploy.to_json())
+        .expect_err("refused");
+    assert_eq!(
+        (refused.status(), refused.code()),
+        (Some(400), Some("invalid_contract"))
+    );
+    let api = refused.api().expect("api error");
+    assert!(api.message.contains(&message), "{}", api.message);
+    let none = server
+        .client()
+        .get_json("/v1/contract")
+        .expect_err("nothing deployed");
+    assert_eq!(none.status(), Some(404));
+    // At the bound it deploys.
+    let (at, _) = walking_rules(n);
+    let out = deploy_as_lead(dir.path(), &server, "at.nex", &at, &[]);
+    assert!(out.contains("version 1"), "{out}");
+}
+
+/// With a contract at its cost bound evaluating a Fact, `/v1/health` still answers:
+/// the evaluation runs on the governance thread, not on the runtime's only worker
+/// (`TOKIO_WORKER_THREADS=1`). A health answer that shows the Fact committed comes
+/// back, and a second health request completes, before the Fact's own answer, which
+/// waits for its evaluation.
+#[test]
+fn health_answers_while_a_costly_contract_evaluates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = unlimited_server(dir.path(), &[("TOKIO_WORKER_THREADS", "1")]);
+    let (at, _) = walking_rules(rules_at_the_bound());
+    deploy_as_lead(dir.path(), &server, "at.nex", &at, &[]);
+    let c = server.client();
+    let head = log_head(&c);
+    let agent = SigningKey::from_seed(&[44; 32]);
+    let fact =
+        builders::fact(&agent, "lab/walk", json!({"l": vec![1; 30_000]}), &[], None).expect("fact");
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let submitter = s.spawn(|| {
+            let r = server.client().submit(&fact);
+            answered.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        // Until a health answer shows the Fact committed (its evaluation then runs)...
+        while log_head(&c) == head {
+            assert!(
+                !answered.load(std::sync::atomic::Ordering::SeqCst),
+                "the Fact was answered before any health answer showed it committed"
+            );
+        }
+        // ...and one more health request, all answered before the Fact.
+        log_head(&c);
+        assert!(
+            !answered.load(std::sync::atomic::Ordering::SeqCst),
+            "health waited for the contract's evaluation"
+        );
+        submitter
+            .join()
+            .expect("submitter")
+            .expect("the Fact is accepted");
+    });
+    assert!(c.hints().expect("hints").is_empty());
 }

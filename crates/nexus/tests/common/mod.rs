@@ -33,7 +33,13 @@ impl Server {
 
     /// [`Server::start`] with more arguments (`https://` when they set up TLS).
     pub fn start_with(data: &Path, open: bool, args: &[&str]) -> Server {
+        Self::start_env(data, open, args, &[])
+    }
+
+    /// [`Server::start_with`] with more environment variables.
+    pub fn start_env(data: &Path, open: bool, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(NEXUS);
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--data")
             .arg(data)
