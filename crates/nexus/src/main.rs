@@ -272,10 +272,11 @@ pub enum HintCmd {
     /// Add a Hint: deny, allow or prioritise the Intents it selects.
     #[command(group(ArgGroup::new("effect").required(true).args(["deny", "allow", "priority"])))]
     Add {
-        /// Selected Intents may not be proposed or claimed.
+        /// Selected Intents may not be proposed or claimed (needs an operator key).
         #[arg(long)]
         deny: bool,
-        /// Selected Intents are admissible even where a deny Hint selects them.
+        /// Selected Intents are admissible even where a deny Hint selects them (needs
+        /// an operator key).
         #[arg(long)]
         allow: bool,
         /// Selected Intents rank this much higher (negative: lower).
