@@ -47,6 +47,10 @@ pub const MAX_ACTIVE_HINTS: usize = 1_000;
 /// its own bound); past it the contract's Hint commit fails, loudly (see
 /// `nexus_api::Governor`).
 pub const MAX_CONTRACT_HINTS: usize = 1_000;
+/// Largest `selector.body` of a posted Hint, in bytes of JSON: every proposal and
+/// claim reads the whole active list, so each posted Hint's share of it is bounded
+/// (with the reason's 1 KiB, about 2 KiB a Hint, 2 MiB for the 1,000 posted ones).
+pub const MAX_SELECTOR_BYTES: usize = 1024;
 /// Default most active Hints one agent key may have posted (`nexus serve
 /// --hint-quota`).
 pub const DEFAULT_HINT_QUOTA: usize = 32;
@@ -583,6 +587,7 @@ where
                     // A contract's Hint reaches `submit` only when a log is replayed
                     // (the API refuses it): it has the contract's own room.
                     if !is_contract_hint(hint) {
+                        check_selector(hint)?;
                         check_room(&hints, &hint.author, hint_quota)?;
                     }
                     let at = hints.partition_point(|a| a.hash < h);
@@ -1038,6 +1043,25 @@ where
 /// contract is committed).
 pub fn is_contract_hint(hint: &Hint) -> bool {
     hint.source.as_ref().is_some_and(|s| s.contract.is_some())
+}
+
+/// A posted Hint's `selector.body` is at most [`MAX_SELECTOR_BYTES`] of JSON
+/// (`413 body_too_large`).
+fn check_selector(hint: &Hint) -> CoreResult<()> {
+    let size = hint
+        .selector
+        .body
+        .as_ref()
+        .map_or(0, |b| serde_json::to_vec(b).map_or(usize::MAX, |v| v.len()));
+    if size > MAX_SELECTOR_BYTES {
+        return Err(CoreError::Invalid(
+            crate::record::ValidationError::BodyTooLarge {
+                size,
+                limit: MAX_SELECTOR_BYTES,
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// Whether one more Hint posted by `author` fits: the posted Hints' room and the
