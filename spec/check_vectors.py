@@ -321,7 +321,7 @@ def normal_content(content: dict, ty: str) -> dict:
     """Checks a wire form (minus hash and sig) as the Rust code does, in its order, and
     returns the normal form whose canonical encoding is hashed."""
     kind = content.get("kind")
-    kinds = ("fact", "intent", "hint") if ty == "record" else ("claim", "renew", "withdraw")
+    kinds = ("fact", "intent", "hint") if ty == "record" else ("claim", "renew", "withdraw", "retract")
     if kind not in kinds:
         malformed(f"kind must be one of {kinds}, got {kind!r}")
     c = dict(content)
@@ -377,9 +377,10 @@ def normal_content(content: dict, ty: str) -> dict:
         else:
             c.pop("expires", None)
     else:
-        fields = {"kind", "intent", "author", "time"} | {"claim": {"lease_ms"}, "renew": {"lease_ms", "token"}, "withdraw": set()}[kind]
+        target = "hint" if kind == "retract" else "intent"
+        fields = {"kind", target, "author", "time"} | {"claim": {"lease_ms"}, "renew": {"lease_ms", "token"}, "withdraw": set(), "retract": set()}[kind]
         obj(c, kind, fields, fields)
-        lower_hex(c["intent"], 32, "intent")
+        lower_hex(c[target], 32, target)
         for k in ("lease_ms", "token"):
             if k in c:
                 u64(c[k], k)

@@ -80,7 +80,9 @@ pub fn core_code(e: &CoreError) -> ErrorCode {
             ValidationError::TooManyParents { .. } => ErrorCode::TooManyParents,
             _ => ErrorCode::InvalidRecord,
         },
-        CoreError::UnknownRecord(_) | CoreError::UnknownPrefix(_) => ErrorCode::NotFound,
+        CoreError::UnknownRecord(_) | CoreError::UnknownPrefix(_) | CoreError::HintNotActive(_) => {
+            ErrorCode::NotFound
+        }
         CoreError::AmbiguousId(_) => ErrorCode::AmbiguousId,
         CoreError::UnknownParent(_) => ErrorCode::UnknownParent,
         CoreError::WrongKind { .. } => ErrorCode::WrongKind,
@@ -95,6 +97,8 @@ pub fn core_code(e: &CoreError) -> ErrorCode {
         CoreError::LeaseOutOfRange { .. } => ErrorCode::LeaseOutOfRange,
         CoreError::ClockSkew { .. } => ErrorCode::ClockSkew,
         CoreError::TooManyHints(_) => ErrorCode::TooManyHints,
+        CoreError::HintQuota { .. } => ErrorCode::HintQuota,
+        CoreError::HintNotPermitted { .. } => ErrorCode::HintNotPermitted,
         CoreError::Conflict { .. } => ErrorCode::Conflict,
         CoreError::Store(nexus_store::StoreError::Full(_)) => ErrorCode::InsufficientStorage,
         CoreError::Store(_) => ErrorCode::Storage,
@@ -129,7 +133,7 @@ pub fn core_error(e: &CoreError) -> ApiError {
             ValidationError::DuplicateParent(h) => err.with("parent", h.to_string()),
             _ => err,
         },
-        CoreError::UnknownRecord(h) => err.with("id", h.to_string()),
+        CoreError::UnknownRecord(h) | CoreError::HintNotActive(h) => err.with("id", h.to_string()),
         CoreError::UnknownPrefix(p) | CoreError::AmbiguousId(p) => err.with("id", p.clone()),
         CoreError::UnknownParent(h) => err.with("parent", h.to_string()),
         CoreError::WrongKind {
@@ -187,6 +191,15 @@ pub fn core_error(e: &CoreError) -> ApiError {
             .with("now", *now)
             .with("max_skew_ms", *max_skew_ms),
         CoreError::TooManyHints(n) => err.with("active", *n as u64),
+        CoreError::HintQuota {
+            author,
+            active,
+            quota,
+        } => err
+            .with("author", author.to_string())
+            .with("active", *active as u64)
+            .with("quota", *quota as u64),
+        CoreError::HintNotPermitted { author, .. } => err.with("author", author.to_string()),
         CoreError::Conflict { keys } => err.with("keys", keys.clone()),
         CoreError::Store(_) => err,
         // CoreError is non-exhaustive: a new variant keeps its code and message.

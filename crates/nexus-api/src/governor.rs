@@ -12,7 +12,7 @@
 //! evaluates every Fact in the log and replaces the contract's Hints wholesale, so a
 //! crash between a Fact's commit and its Hints' commit is repaired by the next call.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nexus_contract::governance::{Current, HintUpdate};
@@ -20,13 +20,12 @@ use nexus_contract::{Contract, Evaluator, HintDelta};
 use nexus_core::{Content, FihHash, Limits, Record};
 use serde_json::Value;
 
-use crate::{Job, Response, Route};
+use crate::{ApiError, ErrorCode, Job, Response, Route};
 
 /// Log entries read per page while catching up.
 const PAGE: usize = 1_000;
 
 /// See the module docs.
-#[derive(Default)]
 pub struct Governor {
     state: Mutex<State>,
     /// Held while Hint changes are committed, so that they commit in the order they
@@ -36,6 +35,26 @@ pub struct Governor {
     /// The last poll found no contract: until a deployment through this host,
     /// [`after_write`](Governor::after_write) costs nothing.
     idle: AtomicBool,
+    /// Most contract Hints active at once ([`HintUpdate::max_active`]).
+    max_hints: usize,
+    /// Why the contract's Hints are not up to date with the log (the last catch-up
+    /// or flush failed), until one succeeds: see [`Governor::gate`].
+    failure: Mutex<Option<String>>,
+    /// Catch-ups and flushes that failed, since the start.
+    failures: AtomicU64,
+}
+
+impl Default for Governor {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            flushing: Mutex::default(),
+            idle: AtomicBool::new(false),
+            max_hints: nexus_core::storage::MAX_CONTRACT_HINTS,
+            failure: Mutex::new(None),
+            failures: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What a host should do after [`Governor::observe`].
@@ -86,6 +105,66 @@ impl Governor {
     /// A governor that has read nothing yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same, bounding the contract's active Hints at `max` (its own room).
+    pub fn with_max_hints(mut self, max: usize) -> Self {
+        self.max_hints = max;
+        self
+    }
+
+    /// Why the contract's Hints lag the commit log, while they do: the last catch-up
+    /// or flush failed (a Hint commit refused, a store error) and none has succeeded
+    /// since. Hosts show it in `GET /v1/health` and log it at error level.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Catch-ups and flushes that failed since the start (a metric).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Whether a write on `route` must wait for the contract's Hints: proposals and
+    /// claims, whose admissibility they decide.
+    pub fn is_gated(route: Route) -> bool {
+        matches!(route, Route::ProposeIntent | Route::Claim)
+    }
+
+    /// Fails closed: `503 governance_pending` for a write on a [gated](Self::is_gated)
+    /// route while [`failure`](Self::failure) says the contract's Hints are not
+    /// committed, so that nothing they would deny is admitted meanwhile. A host first
+    /// tries [`catch_up`](Self::catch_up) once more, then asks this.
+    pub fn gate(&self, route: Route) -> Result<(), ApiError> {
+        if !Self::is_gated(route) {
+            return Ok(());
+        }
+        match self.failure() {
+            None => Ok(()),
+            Some(why) => Err(ApiError::new(
+                ErrorCode::GovernancePending,
+                format!(
+                    "the contract's Hints are not committed ({why}): proposals and claims \
+                     are refused until they are"
+                ),
+            )
+            .with("message", why)),
+        }
+    }
+
+    /// Records how a catch-up or flush ended.
+    fn settle<T>(&self, result: Result<T, GovernError>) -> Result<T, GovernError> {
+        let now = match &result {
+            Ok(_) => None,
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                Some(e.0.clone())
+            }
+        };
+        if let Ok(mut f) = self.failure.lock() {
+            *f = now;
+        }
+        result
     }
 
     /// Why Hint `hash` exists, if the contract in force emitted it: the rule, the
@@ -148,6 +227,10 @@ impl Governor {
         if self.idle.load(Ordering::SeqCst) {
             return Ok(Next::Nothing);
         }
+        if self.failure().is_some() {
+            // Only a whole catch-up repairs a failure (it re-reads what was missed).
+            return Ok(Next::CatchUp);
+        }
         let Some(rec) = committed else {
             return Ok(if route == Route::SubmitFact {
                 Next::CatchUp
@@ -167,7 +250,11 @@ impl Governor {
     /// Commits the queued change in the contract's Hints (see [`observe`](Self::observe))
     /// through `run`, the host's job runner; blocks while the commit runs. Answers the
     /// commit's response, if there was one to make.
-    pub fn flush(
+    pub fn flush(&self, run: impl FnMut(Job) -> Response) -> Result<Option<Response>, GovernError> {
+        self.settle(self.flush_inner(run))
+    }
+
+    fn flush_inner(
         &self,
         mut run: impl FnMut(Job) -> Response,
     ) -> Result<Option<Response>, GovernError> {
@@ -209,6 +296,7 @@ impl Governor {
                 HintUpdate {
                     contract,
                     replace_all: true,
+                    max_active: self.max_hints,
                     remove: Vec::new(),
                     add: state
                         .eval
@@ -222,6 +310,7 @@ impl Governor {
                 HintUpdate {
                     contract,
                     replace_all: false,
+                    max_active: self.max_hints,
                     remove: delta.removed,
                     add: delta.added,
                 }
@@ -251,6 +340,14 @@ impl Governor {
     /// and answers its response. Answers the response of the Hint commit, if one was
     /// needed.
     pub fn catch_up(
+        &self,
+        limits: &Limits,
+        run: impl FnMut(Job) -> Response,
+    ) -> Result<Option<Response>, GovernError> {
+        self.settle(self.catch_up_inner(limits, run))
+    }
+
+    fn catch_up_inner(
         &self,
         limits: &Limits,
         mut run: impl FnMut(Job) -> Response,

@@ -10,7 +10,8 @@ use serde_json::Value;
 use nexus_core::storage::{MAX_SCAN, ReadSet as CoreReadSet, decode_stored_record, keys};
 use nexus_core::{
     Action, ActionContent, Applied, ColdStorage, CompositeColdStorage, Content, CoreError,
-    CoreResult, FihHash, IntentState, Kind, Limits, LogEntry, Record, Submitted, TimeRange, Topic,
+    CoreResult, Effect, FihHash, IntentState, Kind, Limits, LogEntry, Record, Submitted, TimeRange,
+    Topic,
 };
 use nexus_iobuf::{DriveConfig, Driver, IoBufferSession, ListQuery, Misses};
 use nexus_store::{BlobStore, KeyValueStore, LOG_HEAD_KEY, ObjectStore, log_key, parse_head};
@@ -23,7 +24,8 @@ use crate::query::Query;
 use crate::route::{Route, match_path};
 use crate::wire::{
     ContractBody, ContractHistoryBody, Created, DeployedBody, FactList, Health, HintItem, HintList,
-    IntentItem, IntentList, LeaseBody, LogBody, LogItem, ProvenanceBody, RecordBody, WithdrawnBody,
+    IntentItem, IntentList, LeaseBody, LogBody, LogItem, ProvenanceBody, RecordBody, RetractedBody,
+    WithdrawnBody,
 };
 use crate::{ApiConfig, ErrorCode, Request, Response};
 
@@ -71,8 +73,10 @@ const STATES: [&str; 4] = ["available", "claimed", "resolved", "withdrawn"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Submit(Box<Record>),
-    Act(Box<Action>),
+    /// A record, with its author's active-Hint quota.
+    Submit(Box<Record>, usize),
+    /// An action, and whether its author has operator authority.
+    Act(Box<Action>, bool),
     ListIntents {
         state: Option<&'static str>,
         topic: Option<Topic>,
@@ -230,6 +234,17 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
                      evaluation, not submitted",
                 )));
             }
+            if let Content::Hint(h) = rec.content()
+                && !matches!(h.effect, Effect::Priority(_))
+                && !cfg.is_operator(&h.author)
+            {
+                return Err(fail(core_error(&CoreError::HintNotPermitted {
+                    author: h.author,
+                    what: "post a deny or allow Hint: only an operator key or the contract in \
+                           force may; an agent may post priority Hints"
+                        .to_owned(),
+                })));
+            }
             if let Content::Fact(f) = rec.content()
                 && f.topic.as_str() == governance::DEPLOY_TOPIC
             {
@@ -238,16 +253,13 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
                     governance::DEPLOY_TOPIC
                 ))));
             }
-            Op::Submit(Box::new(rec))
+            let quota = cfg.hint_quota_of(rec.author());
+            Op::Submit(Box::new(rec), quota)
         }
-        Route::Claim | Route::Renew | Route::Withdraw => {
+        Route::Claim | Route::Renew | Route::Withdraw | Route::RetractHint => {
             q(&[])?;
             let action = parse_signed::<ActionContent>(cfg, &req.body).map_err(fail)?;
-            let have = match action.content() {
-                ActionContent::Claim { .. } => "claim",
-                ActionContent::Renew { .. } => "renew",
-                ActionContent::Withdraw { .. } => "withdraw",
-            };
+            let have = action.content().kind();
             let want = route.template().rsplit('/').next().unwrap_or_default();
             if want != have {
                 return Err(fail(ApiError::bad_request(format!(
@@ -255,18 +267,24 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
                     route.template()
                 ))));
             }
-            let intent = action.content().intent().to_hex();
+            let what = if route == Route::RetractHint {
+                "hint"
+            } else {
+                "intent"
+            };
+            let target = action.content().target().to_hex();
             let path_id = id.unwrap_or_default();
-            if !intent.starts_with(&path_id) {
+            if !target.starts_with(&path_id) {
                 return Err(fail(
                     ApiError::bad_request(format!(
-                        "the path names intent {path_id} but the action is for {intent}"
+                        "the path names {what} {path_id} but the action is for {target}"
                     ))
                     .with("path_id", path_id)
-                    .with("intent", intent),
+                    .with(what, target),
                 ));
             }
-            Op::Act(Box::new(action))
+            let operator = cfg.is_operator(action.author());
+            Op::Act(Box::new(action), operator)
         }
         Route::ListIntents => {
             let q = q(&["state", "topic", "limit", "cursor"])?;
@@ -456,7 +474,7 @@ fn parse_signed<C: nexus_core::record::Signable>(
     let signed = nexus_core::Signed::<C>::from_value(value, &cfg.limits)
         .map_err(|e| validation_error(&e))?;
     let author = *signed.author();
-    if !cfg.open && !cfg.allowed.contains(&author) {
+    if !cfg.may_write(&author) {
         return Err(ApiError::new(
             ErrorCode::AuthorNotAllowed,
             format!("author {author} is not on this server's allowlist"),
@@ -480,6 +498,7 @@ enum Done {
     Submitted(Submitted),
     Leased(nexus_core::Lease),
     Withdrawn(FihHash),
+    Retracted(FihHash),
     Deployed(Box<governance::Deployed>),
 }
 
@@ -556,6 +575,13 @@ impl Outcome {
                     state: "withdrawn".to_owned(),
                 },
             ),
+            Ok(Done::Retracted(h)) => Response::json(
+                200,
+                &RetractedBody {
+                    hint: *h,
+                    seq: first_seq,
+                },
+            ),
         }
     }
 }
@@ -577,7 +603,7 @@ impl Job {
     /// The record a submission job carries (`None` for other jobs).
     pub fn record(&self) -> Option<&Record> {
         match &self.op {
-            Op::Submit(r) => Some(r),
+            Op::Submit(r, _) => Some(r),
             _ => None,
         }
     }
@@ -586,8 +612,8 @@ impl Job {
     /// jobs): what a host's per-author rate limit counts.
     pub fn author(&self) -> Option<&nexus_core::AuthorKey> {
         match &self.op {
-            Op::Submit(r) => Some(r.author()),
-            Op::Act(a) => Some(a.author()),
+            Op::Submit(r, _) => Some(r.author()),
+            Op::Act(a, _) => Some(a.author()),
             Op::Deploy { record, .. } => Some(record.author()),
             _ => None,
         }
@@ -597,7 +623,7 @@ impl Job {
     pub fn is_write(&self) -> bool {
         matches!(
             self.op,
-            Op::Submit(_) | Op::Act(_) | Op::Deploy { .. } | Op::ApplyHints(_)
+            Op::Submit(..) | Op::Act(..) | Op::Deploy { .. } | Op::ApplyHints(_)
         )
     }
 
@@ -621,13 +647,13 @@ impl Job {
         let mut m = Misses::default();
         let head = LOG_HEAD_KEY.to_owned();
         match &self.op {
-            Op::Submit(rec) => {
+            Op::Submit(rec, _) => {
                 let rs = CoreReadSet::for_record(rec);
                 m.kv_keys = rs.kv;
                 m.state_keys = rs.states;
                 m.state_keys.push(head);
             }
-            Op::Act(action) => {
+            Op::Act(action, _) => {
                 let rs = CoreReadSet::for_action(action);
                 m.kv_keys = rs.kv;
                 m.state_keys = rs.states;
@@ -781,10 +807,11 @@ impl Job {
         O: ObjectStore,
     {
         match &self.op {
-            Op::Submit(rec) => core.submit(rec, now).map(Done::Submitted),
-            Op::Act(action) => core.act(action, now).map(|a| match a {
+            Op::Submit(rec, quota) => core.submit_within(rec, now, *quota).map(Done::Submitted),
+            Op::Act(action, operator) => core.act_as(action, now, *operator).map(|a| match a {
                 Applied::Leased(l) => Done::Leased(l),
                 Applied::Withdrawn(h) => Done::Withdrawn(h),
+                Applied::Retracted(h) => Done::Retracted(h),
             }),
             Op::GetRecord { id } => {
                 let h = core.resolve_id(id)?;

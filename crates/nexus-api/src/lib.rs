@@ -164,18 +164,58 @@ pub struct ApiConfig {
     pub open: bool,
     /// Author keys allowed to write.
     pub allowed: BTreeSet<AuthorKey>,
+    /// Operator keys: allowed to write, and the only keys besides the contract in
+    /// force that may post `deny` and `allow` Hints or retract another key's Hint
+    /// (see [`ApiConfig::is_operator`]).
+    pub operators: BTreeSet<AuthorKey>,
+    /// Most active Hints one agent (non-operator) key may have posted
+    /// (`429 hint_quota` past it).
+    pub hint_quota: usize,
+    /// Most active Hints one operator key may have posted.
+    pub operator_hint_quota: usize,
+    /// Most Hints the contract in force may have active at once (its own room:
+    /// posted Hints never take it). Past it the contract's Hint commit fails and the
+    /// host refuses proposals and claims (`503 governance_pending`).
+    pub max_contract_hints: usize,
     /// Largest request body, in bytes (`413 body_too_large` above it).
     pub max_request_bytes: usize,
 }
 
 impl Default for ApiConfig {
-    /// Default limits, closed, an empty allowlist.
+    /// Default limits, closed, an empty allowlist, no operator.
     fn default() -> Self {
         Self {
             limits: Limits::default(),
             open: false,
             allowed: BTreeSet::new(),
+            operators: BTreeSet::new(),
+            hint_quota: nexus_core::storage::DEFAULT_HINT_QUOTA,
+            operator_hint_quota: nexus_core::storage::MAX_ACTIVE_HINTS,
+            max_contract_hints: nexus_core::storage::MAX_CONTRACT_HINTS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Whether `author` has operator authority: it is one of [`operators`](Self::operators),
+    /// or the server is open and names no operator (local work: anyone can make a
+    /// key there, so tiers would protect nothing).
+    pub fn is_operator(&self, author: &AuthorKey) -> bool {
+        self.operators.contains(author) || (self.open && self.operators.is_empty())
+    }
+
+    /// Whether `author` may write at all: open, on the allowlist, or an operator.
+    pub fn may_write(&self, author: &AuthorKey) -> bool {
+        self.open || self.allowed.contains(author) || self.operators.contains(author)
+    }
+
+    /// The active-Hint quota of `author` (see [`hint_quota`](Self::hint_quota)).
+    pub fn hint_quota_of(&self, author: &AuthorKey) -> usize {
+        if self.is_operator(author) {
+            self.operator_hint_quota
+        } else {
+            self.hint_quota
         }
     }
 }
@@ -210,9 +250,9 @@ impl Api {
     /// An API with fresh metrics.
     pub fn new(config: ApiConfig) -> Self {
         Self {
-            config,
             metrics: Metrics::new(),
-            governor: Governor::new(),
+            governor: Governor::new().with_max_hints(config.max_contract_hints),
+            config,
         }
     }
 
@@ -232,10 +272,28 @@ impl Api {
         &self.metrics
     }
 
+    /// The `GET /metrics` answer: the metrics with the governor's state
+    /// (`nexus_governance_failures_total`, `nexus_governance_pending`).
+    pub fn metrics_response(&self) -> Response {
+        self.metrics
+            .set_governance(self.governor.failures(), self.governor.failure().is_some());
+        self.metrics.response()
+    }
+
+    /// The `GET /v1/health` answer given the health job's answer `ok`: `503 degraded`
+    /// with `reason: governance` while the contract's Hints are not committed
+    /// ([`Governor::failure`]), else `ok`.
+    pub fn governed_health(&self, ok: Response) -> Response {
+        match self.governor.failure() {
+            Some(why) => degraded(ok, "governance", Some(why)),
+            None => ok,
+        }
+    }
+
     /// [`prepare`], answering `GET /metrics` from this API's metrics.
     pub fn prepare(&self, req: &Request) -> Prepared {
         match prepare(&self.config, req) {
-            Prepared::Metrics => Prepared::Respond(Route::Metrics, self.metrics.response()),
+            Prepared::Metrics => Prepared::Respond(Route::Metrics, self.metrics_response()),
             other => other,
         }
     }
@@ -254,6 +312,16 @@ impl Api {
         match self.prepare(req) {
             Prepared::Respond(_, r) => r,
             Prepared::Job(job) => {
+                if job.is_write() && Governor::is_gated(job.route()) {
+                    if self.governor.failure().is_some() {
+                        let _ = self
+                            .governor
+                            .catch_up(&self.config.limits, |j| self.run_job(store, &j, now));
+                    }
+                    if let Err(e) = self.governor.gate(job.route()) {
+                        return e.to_response();
+                    }
+                }
                 let r = self.run_job(store, &job, now);
                 if job.is_write() && r.status / 100 == 2 {
                     // Derived state: a failure here is retried by the next write.
@@ -332,7 +400,16 @@ pub fn store_error(e: &StoreError) -> Response {
 /// (`reason`: [`StoreHealth::reason`]), so that a load balancer or a monitor sees it
 /// while reads go on; a job that failed keeps its own error answer.
 pub fn health_response(health: &StoreHealth, ok: Response) -> Response {
-    if health.is_ok() || ok.status != 200 {
+    if health.is_ok() {
+        return ok;
+    }
+    degraded(ok, health.reason(), health.message().map(str::to_owned))
+}
+
+/// `503 degraded` for `reason`, keeping the log head of the health answer `ok` (which
+/// is answered as it is when it is not a `200` naming the head).
+fn degraded(ok: Response, reason: &str, message: Option<String>) -> Response {
+    if ok.status != 200 {
         return ok;
     }
     let Some(log_head) = ok.json_body()["log_head"].as_u64() else {
@@ -340,8 +417,8 @@ pub fn health_response(health: &StoreHealth, ok: Response) -> Response {
     };
     let body = wire::Health {
         status: "degraded".to_owned(),
-        reason: Some(health.reason().to_owned()),
-        message: health.message().map(str::to_owned),
+        reason: Some(reason.to_owned()),
+        message,
         log_head,
     };
     Response::json(503, &body)

@@ -37,6 +37,8 @@ pub struct Metrics {
     conflicts: AtomicU64,
     connections_open: AtomicU64,
     connections_refused: AtomicU64,
+    governance_failures: AtomicU64,
+    governance_pending: AtomicU64,
 }
 
 impl Metrics {
@@ -107,6 +109,14 @@ impl Metrics {
     /// Counts a connection refused over the host's connection cap.
     pub fn record_connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the governor's state: catch-ups that failed so far, and whether the
+    /// contract's Hints are not committed now.
+    pub fn set_governance(&self, failures: u64, pending: bool) {
+        self.governance_failures.store(failures, Ordering::Relaxed);
+        self.governance_pending
+            .store(u64::from(pending), Ordering::Relaxed);
     }
 
     /// Connections open now.
@@ -204,6 +214,24 @@ impl Metrics {
             "nexus_connections_refused_total {}",
             self.connections_refused()
         );
+        let governance = [
+            (
+                "nexus_governance_failures_total",
+                "counter",
+                "Failed commits of the contract's Hints.",
+                &self.governance_failures,
+            ),
+            (
+                "nexus_governance_pending",
+                "gauge",
+                "1 while the contract's Hints are not committed.",
+                &self.governance_pending,
+            ),
+        ];
+        for (name, kind, help, value) in governance {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
         out.push_str("# HELP nexus_request_duration_seconds Request latency.\n");
         out.push_str("# TYPE nexus_request_duration_seconds histogram\n");
         let mut cumulative = 0;

@@ -30,6 +30,7 @@ use crate::wire::*;
         claim,
         renew,
         withdraw,
+        retract_hint,
         list_intents,
         list_facts,
         get_record,
@@ -47,6 +48,7 @@ use crate::wire::*;
         Created,
         LeaseBody,
         WithdrawnBody,
+        RetractedBody,
         IntentItem,
         IntentList,
         FactList,
@@ -187,6 +189,7 @@ pub fn openapi_json() -> String {
         (status = 403, description = "inadmissible (names hint, reason), author_not_allowed", body = ErrorBody),
         (status = 413, description = "body_too_large", body = ErrorBody),
         (status = 422, description = "unknown_parent (names parent), wrong_kind", body = ErrorBody),
+        (status = 503, description = "governance_pending: the contract's Hints are not committed", body = ErrorBody),
     ))]
 fn propose_intent() {}
 
@@ -208,17 +211,35 @@ fn propose_intent() {}
 fn submit_fact() {}
 
 /// Submit a Hint (it becomes active).
+///
+/// `deny` and `allow` Hints need an operator key (an agent may post `priority` Hints);
+/// each key has a quota of active Hints.
 #[utoipa::path(post, path = "/v1/hints", tag = "writes", request_body = WireRecord,
     responses(
         (status = 201, description = "Committed", body = Created),
         (status = 200, description = "Already committed (duplicate)", body = Created),
         (status = 400, description = "malformed_json, invalid_record, hash_mismatch", body = ErrorBody),
         (status = 401, description = "bad_signature", body = ErrorBody),
-        (status = 403, description = "author_not_allowed", body = ErrorBody),
+        (status = 403, description = "author_not_allowed, hint_not_permitted", body = ErrorBody),
         (status = 409, description = "too_many_hints, conflict", body = ErrorBody),
         (status = 422, description = "unknown_parent, wrong_kind", body = ErrorBody),
+        (status = 429, description = "hint_quota (names author, active, quota)", body = ErrorBody),
     ))]
 fn submit_hint() {}
+
+/// Retract a Hint: its author, or an operator key (never a contract's Hint).
+#[utoipa::path(post, path = "/v1/hints/{id}/retract", tag = "writes", request_body = WireAction,
+    params(("id" = String, Path, description = "Hint hash or a prefix of it (≥ 8 hex) that the action's `hint` starts with")),
+    responses(
+        (status = 200, description = "Retracted: no longer in force", body = RetractedBody),
+        (status = 400, description = "clock_skew, bad_request", body = ErrorBody),
+        (status = 401, description = "bad_signature", body = ErrorBody),
+        (status = 403, description = "hint_not_permitted, author_not_allowed", body = ErrorBody),
+        (status = 404, description = "not_found (no such Hint, or not in force)", body = ErrorBody),
+        (status = 409, description = "conflict", body = ErrorBody),
+        (status = 422, description = "wrong_kind", body = ErrorBody),
+    ))]
+fn retract_hint() {}
 
 /// Claim an Intent (or take it over once its lease lapsed).
 #[utoipa::path(post, path = "/v1/intents/{id}/claim", tag = "writes", request_body = WireAction,
@@ -230,6 +251,7 @@ fn submit_hint() {}
         (status = 403, description = "inadmissible, author_not_allowed", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 409, description = "already_claimed (names holder, lease_until, token), already_resolved, withdrawn, conflict", body = ErrorBody),
+        (status = 503, description = "governance_pending: the contract's Hints are not committed", body = ErrorBody),
     ))]
 fn claim() {}
 

@@ -17,6 +17,8 @@ pub enum Route {
     Renew,
     /// `POST /v1/intents/{id}/withdraw`
     Withdraw,
+    /// `POST /v1/hints/{id}/retract`
+    RetractHint,
     /// `GET /v1/intents`
     ListIntents,
     /// `GET /v1/facts`
@@ -47,13 +49,14 @@ pub enum Route {
 
 impl Route {
     /// Every route the API serves (not [`Route::Unmatched`]).
-    pub const ALL: [Route; 18] = [
+    pub const ALL: [Route; 19] = [
         Route::ProposeIntent,
         Route::SubmitFact,
         Route::SubmitHint,
         Route::Claim,
         Route::Renew,
         Route::Withdraw,
+        Route::RetractHint,
         Route::ListIntents,
         Route::ListFacts,
         Route::GetRecord,
@@ -77,6 +80,7 @@ impl Route {
             | Route::Claim
             | Route::Renew
             | Route::Withdraw
+            | Route::RetractHint
             | Route::DeployContract => "POST",
             Route::Unmatched => "-",
             _ => "GET",
@@ -92,6 +96,7 @@ impl Route {
             Route::Claim => "/v1/intents/{id}/claim",
             Route::Renew => "/v1/intents/{id}/renew",
             Route::Withdraw => "/v1/intents/{id}/withdraw",
+            Route::RetractHint => "/v1/hints/{id}/retract",
             Route::GetRecord => "/v1/records/{id}",
             Route::Provenance => "/v1/records/{id}/provenance",
             Route::Log => "/v1/log",
@@ -161,6 +166,7 @@ pub fn match_path(path: &str) -> Option<PathMatch<'_>> {
         ["intents", id, "claim"] => (Route::Claim, *id),
         ["intents", id, "renew"] => (Route::Renew, *id),
         ["intents", id, "withdraw"] => (Route::Withdraw, *id),
+        ["hints", id, "retract"] => (Route::RetractHint, *id),
         ["records", id] => (Route::GetRecord, *id),
         ["records", id, "provenance"] => (Route::Provenance, *id),
         _ => return None,

@@ -244,6 +244,23 @@ pub fn withdraw_at(key: &SigningKey, intent: FihHash, time: u64) -> Result<Actio
     )
 }
 
+/// A retraction of Hint `hint` (by its author, or an operator key), made now.
+pub fn retract(key: &SigningKey, hint: FihHash) -> Result<Action, BuildError> {
+    retract_at(key, hint, now_ms())
+}
+
+/// A retraction made at `time`.
+pub fn retract_at(key: &SigningKey, hint: FihHash, time: u64) -> Result<Action, BuildError> {
+    sign_action(
+        key,
+        ActionContent::Retract {
+            hint,
+            author: key.author(),
+            time,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,7 +297,7 @@ mod tests {
         let w = withdraw(&a, i.hash()).expect("withdraw");
         for x in [&c, &r, &w] {
             assert_eq!(&Action::from_json(&x.to_json(), &limits).expect("ok"), x);
-            assert_eq!(x.content().intent(), &i.hash());
+            assert_eq!(x.content().intent(), Some(&i.hash()));
         }
     }
 

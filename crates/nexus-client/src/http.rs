@@ -202,6 +202,8 @@ pub type Leased = wire::LeaseBody;
 
 /// Answer to a withdrawal.
 pub type Withdrawn = wire::WithdrawnBody;
+/// Answer to a retraction.
+pub type Retracted = wire::RetractedBody;
 
 /// What an action did ([`Client::act`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +212,8 @@ pub enum Acted {
     Leased(Leased),
     /// A withdrawal.
     Withdrawn(Withdrawn),
+    /// A Hint's retraction.
+    Retracted(Retracted),
 }
 
 /// Filters of `GET /v1/intents`.
@@ -570,7 +574,11 @@ impl Client {
     }
 
     fn action_path(action: &Action, verb: &str) -> String {
-        format!("/v1/intents/{}/{verb}", action.content().intent())
+        let on = match action.content() {
+            ActionContent::Retract { .. } => "hints",
+            _ => "intents",
+        };
+        format!("/v1/{on}/{}/{verb}", action.content().target())
     }
 
     /// Sends an action to the route of its kind.
@@ -579,7 +587,14 @@ impl Client {
             ActionContent::Claim { .. } => self.claim(action).map(Acted::Leased),
             ActionContent::Renew { .. } => self.renew(action).map(Acted::Leased),
             ActionContent::Withdraw { .. } => self.withdraw(action).map(Acted::Withdrawn),
+            ActionContent::Retract { .. } => self.retract(action).map(Acted::Retracted),
         }
+    }
+
+    /// `POST /v1/hints/{hint}/retract`.
+    pub fn retract(&self, action: &Action) -> Result<Retracted, ClientError> {
+        let path = Self::action_path(action, "retract");
+        self.decode("POST", &path, Some(&action.to_json()))
     }
 
     /// `POST /v1/intents/{intent}/claim`.

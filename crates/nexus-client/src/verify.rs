@@ -54,7 +54,7 @@ pub struct VerifyReport {
     pub intents: u64,
     /// Hints.
     pub hints: u64,
-    /// Actions (claims + renewals + withdrawals).
+    /// Actions (claims + renewals + withdrawals + retractions).
     pub actions: u64,
     /// Claims (including takeovers).
     pub claims: u64,
@@ -62,6 +62,8 @@ pub struct VerifyReport {
     pub renewals: u64,
     /// Withdrawals.
     pub withdrawals: u64,
+    /// Hint retractions.
+    pub retractions: u64,
     /// The last `seq` (0 for an empty export).
     pub head: u64,
 }
@@ -175,6 +177,14 @@ pub enum Problem {
     NotAnIntent {
         /// Which reference (`the action's intent`, `resolves.intent`).
         what: &'static str,
+        /// The record named.
+        target: FihHash,
+        /// Its kind.
+        kind: Kind,
+    },
+    /// A retraction names a record that is not a Hint.
+    #[error("the retraction names {target}, which is a {kind}, not a hint")]
+    NotAHint {
         /// The record named.
         target: FihHash,
         /// Its kind.
@@ -423,23 +433,37 @@ fn check_line(
             Ok(a) => a,
             Err(e) => return fail(err, invalid(e)),
         };
-        let intent = *action.content().intent();
-        match seen.get(&intent) {
-            None => return fail(err, Problem::UnknownIntent { intent }),
-            Some(s) if s.kind != Kind::Intent => {
+        let target = *action.content().target();
+        let retract = matches!(action.content(), ActionContent::Retract { .. });
+        match seen.get(&target) {
+            None if retract => return fail(err, Problem::DanglingLink { link: target }),
+            None => return fail(err, Problem::UnknownIntent { intent: target }),
+            Some(s) if retract && s.kind != Kind::Hint => {
+                return fail(
+                    err,
+                    Problem::NotAHint {
+                        target,
+                        kind: s.kind,
+                    },
+                );
+            }
+            Some(s) if !retract && s.kind != Kind::Intent => {
                 return fail(
                     err,
                     Problem::NotAnIntent {
                         what: "the action's intent",
-                        target: intent,
+                        target,
                         kind: s.kind,
                     },
                 );
             }
             Some(_) => {}
         }
+        // Who may retract whose Hint is the server's configuration (its operator
+        // keys), which the log does not hold: the replay checks that the Hint was in
+        // force and not a contract's, and takes it out.
         if let Some(store) = replay
-            && let Err(e) = store.act(&action, at)
+            && let Err(e) = store.act_as(&action, at, true)
         {
             return fail(
                 err,
@@ -454,6 +478,7 @@ fn check_line(
             ActionContent::Claim { .. } => report.claims += 1,
             ActionContent::Renew { .. } => report.renewals += 1,
             ActionContent::Withdraw { .. } => report.withdrawals += 1,
+            ActionContent::Retract { .. } => report.retractions += 1,
         }
     }
     report.head = seq;
@@ -612,6 +637,7 @@ mod tests {
                 claims: 1,
                 renewals: 1,
                 withdrawals: 1,
+                retractions: 0,
                 head: 7,
             }
         );

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 
-use nexus_core::storage::{MAX_ACTIVE_HINTS, decode_stored_record, keys as core_keys};
+use nexus_core::storage::{decode_stored_record, is_contract_hint, keys as core_keys};
 use nexus_core::{
     ActiveHint, AuthorKey, CompositeColdStorage, Content, CoreError, CoreResult, Fact, FihHash,
     Kind, LogEntry, Record, Topic,
@@ -530,6 +530,9 @@ pub struct HintUpdate {
     pub remove: Vec<FihHash>,
     /// Hints to add (signed with the contract key, sources committed).
     pub add: Vec<Record>,
+    /// Most contract Hints that may be active once it applies (the contract's own
+    /// room, apart from posted Hints; see [`nexus_core::storage::MAX_CONTRACT_HINTS`]).
+    pub max_active: usize,
 }
 
 /// What [`apply_hints`] did.
@@ -579,7 +582,7 @@ where
     };
     let before = hints.len();
     hints.retain(|a| {
-        let ours = a.hint.source.as_ref().is_some_and(|s| s.contract.is_some());
+        let ours = is_contract_hint(&a.hint);
         a.hint.active_at(now) && !(update.replace_all && ours) && !update.remove.contains(&a.hash)
     });
     let mut changed = hints.len() != before;
@@ -623,8 +626,10 @@ where
         return Ok(Applied::Unchanged);
     }
     hints.sort_by_key(|a| a.hash);
-    if hints.len() > MAX_ACTIVE_HINTS {
-        return Err(CoreError::TooManyHints(hints.len()));
+    // The contract's room is its own: posted Hints never take it.
+    let ours = hints.iter().filter(|a| is_contract_hint(&a.hint)).count();
+    if ours > update.max_active {
+        return Err(CoreError::TooManyHints(ours));
     }
     let active = hints.len();
     if changed {

@@ -221,6 +221,27 @@ pub enum CoreError {
     /// Too many Hints are active.
     #[error("{0} hints are active, the limit")]
     TooManyHints(usize),
+    /// The author already has `quota` active Hints.
+    #[error("{author} has {active} active hints, its quota is {quota}")]
+    HintQuota {
+        /// The Hint's author.
+        author: AuthorKey,
+        /// Its active Hints.
+        active: usize,
+        /// Most it may have.
+        quota: usize,
+    },
+    /// No Hint with this hash is in force (it expired, was retracted or withdrawn).
+    #[error("hint {0} is not active")]
+    HintNotActive(FihHash),
+    /// The author may not post (or retract) this Hint.
+    #[error("{author} may not {what}")]
+    HintNotPermitted {
+        /// Who tried.
+        author: AuthorKey,
+        /// What it tried, for people.
+        what: String,
+    },
     /// A concurrent commit changed these keys first (the caller may retry).
     #[error("lost a race on {}", keys.join(", "))]
     Conflict {
@@ -259,6 +280,9 @@ impl CoreError {
             CoreError::LeaseOutOfRange { .. } => "lease_out_of_range",
             CoreError::ClockSkew { .. } => "clock_skew",
             CoreError::TooManyHints(_) => "too_many_hints",
+            CoreError::HintQuota { .. } => "hint_quota",
+            CoreError::HintNotActive(_) => "not_found",
+            CoreError::HintNotPermitted { .. } => "hint_not_permitted",
             CoreError::Conflict { .. } => "conflict",
             CoreError::Store(StoreError::Full(_)) => "insufficient_storage",
             CoreError::Store(_) => "storage",

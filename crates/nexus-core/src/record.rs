@@ -477,7 +477,7 @@ impl fmt::Display for Kind {
     }
 }
 
-/// A signed lifecycle action on an Intent.
+/// A signed action: a lifecycle step of an Intent, or the retraction of a Hint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ActionContent {
@@ -510,6 +510,16 @@ pub enum ActionContent {
         /// The Intent.
         intent: FihHash,
         /// The proposer.
+        author: AuthorKey,
+        /// When, in ms since the Unix epoch.
+        time: u64,
+    },
+    /// Take an active Hint out of force (its author, or an operator key; never a
+    /// contract's Hint, which its evaluation withdraws).
+    Retract {
+        /// The Hint.
+        hint: FihHash,
+        /// Who retracts it.
         author: AuthorKey,
         /// When, in ms since the Unix epoch.
         time: u64,
@@ -826,6 +836,12 @@ impl Signable for ActionContent {
                 o.str("kind", "withdraw");
                 o.int("time", "time", *time)?;
             }
+            ActionContent::Retract { hint, author, time } => {
+                o.hex32("author", author.as_bytes());
+                o.hex32("hint", hint.as_bytes());
+                o.str("kind", "retract");
+                o.int("time", "time", *time)?;
+            }
         }
         o.end();
         Ok(())
@@ -835,18 +851,40 @@ impl Signable for ActionContent {
         match self {
             ActionContent::Claim { author, .. }
             | ActionContent::Renew { author, .. }
-            | ActionContent::Withdraw { author, .. } => author,
+            | ActionContent::Withdraw { author, .. }
+            | ActionContent::Retract { author, .. } => author,
         }
     }
 }
 
 impl ActionContent {
-    /// The Intent acted on.
-    pub fn intent(&self) -> &FihHash {
+    /// The Intent acted on (`None` for a retraction, which acts on a Hint).
+    pub fn intent(&self) -> Option<&FihHash> {
+        match self {
+            ActionContent::Claim { intent, .. }
+            | ActionContent::Renew { intent, .. }
+            | ActionContent::Withdraw { intent, .. } => Some(intent),
+            ActionContent::Retract { .. } => None,
+        }
+    }
+
+    /// The record acted on: the Intent, or the retracted Hint.
+    pub fn target(&self) -> &FihHash {
         match self {
             ActionContent::Claim { intent, .. }
             | ActionContent::Renew { intent, .. }
             | ActionContent::Withdraw { intent, .. } => intent,
+            ActionContent::Retract { hint, .. } => hint,
+        }
+    }
+
+    /// The action's kind, as on the wire (`claim`, `renew`, `withdraw`, `retract`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ActionContent::Claim { .. } => "claim",
+            ActionContent::Renew { .. } => "renew",
+            ActionContent::Withdraw { .. } => "withdraw",
+            ActionContent::Retract { .. } => "retract",
         }
     }
 
@@ -855,7 +893,8 @@ impl ActionContent {
         match self {
             ActionContent::Claim { time, .. }
             | ActionContent::Renew { time, .. }
-            | ActionContent::Withdraw { time, .. } => *time,
+            | ActionContent::Withdraw { time, .. }
+            | ActionContent::Retract { time, .. } => *time,
         }
     }
 }

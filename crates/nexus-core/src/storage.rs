@@ -40,8 +40,21 @@ use crate::record::{
     Action, ActionContent, Content, Effect, Hint, Intent, Kind, Limits, Record, Topic,
 };
 
-/// Most Hints that may be active at once.
+/// Most Hints posted through `POST /v1/hints` (by agents and operators) that may be
+/// active at once. The contract's Hints are not counted here: they have their own room
+/// ([`MAX_CONTRACT_HINTS`]), so posted Hints can never crowd them out.
 pub const MAX_ACTIVE_HINTS: usize = 1_000;
+/// Default most Hints the contract in force may have active at once (a host may set
+/// its own bound); past it the contract's Hint commit fails, loudly (see
+/// `nexus_api::Governor`).
+pub const MAX_CONTRACT_HINTS: usize = 1_000;
+/// Largest `selector.body` of a posted Hint, in bytes of JSON: every proposal and
+/// claim reads the whole active list, so each posted Hint's share of it is bounded
+/// (with the reason's 1 KiB, about 2 KiB a Hint, 2 MiB for the 1,000 posted ones).
+pub const MAX_SELECTOR_BYTES: usize = 1024;
+/// Default most active Hints one agent key may have posted (`nexus serve
+/// --hint-quota`).
+pub const DEFAULT_HINT_QUOTA: usize = 32;
 /// Most index keys one query page examines before it returns (with a cursor).
 pub const MAX_SCAN: usize = 1_000;
 
@@ -176,7 +189,13 @@ impl ReadSet {
 
     /// What [`CompositeColdStorage::act`] reads for `action`.
     pub fn for_action(action: &Action) -> Self {
-        let h = action.content().intent();
+        let h = action.content().target();
+        if let ActionContent::Retract { .. } = action.content() {
+            return Self {
+                kv: vec![],
+                states: vec![keys::HINTS.to_owned(), keys::committed(h)],
+            };
+        }
         let kv = match action.content() {
             ActionContent::Renew { .. } => vec![],
             _ => vec![keys::record(h)],
@@ -269,6 +288,8 @@ pub enum Applied {
     Leased(Lease),
     /// A withdrawal.
     Withdrawn(FihHash),
+    /// A retraction: the Hint is no longer in force.
+    Retracted(FihHash),
 }
 
 /// A Hint in force, with its hash.
@@ -487,12 +508,25 @@ where
             .fold(0i64, i64::saturating_add)
     }
 
+    /// [`submit_within`](Self::submit_within) with the whole room of posted Hints as
+    /// the author's quota.
+    pub fn submit(&self, rec: &Record, now: u64) -> CoreResult<Submitted> {
+        self.submit_within(rec, now, MAX_ACTIVE_HINTS)
+    }
+
     /// Validates and commits a record: its links must be committed; an Intent must be
     /// admissible and starts `available`; a Fact with `resolves` must come from the
     /// holder of a live claim with that fencing token and resolves the Intent in the
-    /// same commit; a Hint becomes active. Submitting a committed record again changes
-    /// nothing and reports `duplicate`.
-    pub fn submit(&self, rec: &Record, now: u64) -> CoreResult<Submitted> {
+    /// same commit; a Hint becomes active, if its author has fewer than `hint_quota`
+    /// active posted Hints and fewer than [`MAX_ACTIVE_HINTS`] posted Hints are active
+    /// (the contract's Hints count in neither). Submitting a committed record again
+    /// changes nothing and reports `duplicate`.
+    pub fn submit_within(
+        &self,
+        rec: &Record,
+        now: u64,
+        hint_quota: usize,
+    ) -> CoreResult<Submitted> {
         let h = rec.hash();
         let kind = rec.content().kind();
         // One batched read of every state the submission depends on, so that a
@@ -582,8 +616,11 @@ where
                 let mut hints = hints;
                 hints.retain(|a| a.hint.active_at(now));
                 if hint.active_at(now) {
-                    if hints.len() >= MAX_ACTIVE_HINTS {
-                        return Err(CoreError::TooManyHints(hints.len()));
+                    // A contract's Hint reaches `submit` only when a log is replayed
+                    // (the API refuses it): it has the contract's own room.
+                    if !is_contract_hint(hint) {
+                        check_selector(hint)?;
+                        check_room(&hints, &hint.author, hint_quota)?;
                     }
                     let at = hints.partition_point(|a| a.hash < h);
                     hints.insert(
@@ -617,11 +654,20 @@ where
         })
     }
 
-    /// Applies a signed claim, renewal or withdrawal.
+    /// [`act_as`](Self::act_as) for an author without operator authority.
     pub fn act(&self, action: &Action, now: u64) -> CoreResult<Applied> {
+        self.act_as(action, now, false)
+    }
+
+    /// Applies a signed claim, renewal, withdrawal or retraction; `operator`: the
+    /// author has operator authority (it may retract any key's Hint).
+    pub fn act_as(&self, action: &Action, now: u64, operator: bool) -> CoreResult<Applied> {
         let content = action.content();
         self.check_time(content.time(), now)?;
-        let intent_hash = *content.intent();
+        if let ActionContent::Retract { hint, author, .. } = content {
+            return self.retract(action, *hint, author, now, operator);
+        }
+        let intent_hash = *content.target();
         let key = keys::intent(&intent_hash);
         let committed_key = keys::committed(&intent_hash);
         let [current, committed, hints_value]: [Option<Vec<u8>>; 3] = self
@@ -636,6 +682,7 @@ where
             ActionContent::Renew { .. } => false,
             ActionContent::Claim { .. } => hints.iter().any(|h| h.hint.active_at(now)),
             ActionContent::Withdraw { .. } => true,
+            ActionContent::Retract { .. } => false,
         };
         let record = match needs_record {
             true => self.kv.get(&keys::record(&intent_hash))?,
@@ -721,6 +768,8 @@ where
                 };
                 (next, Applied::Withdrawn(intent_hash))
             }
+            // Dispatched to `retract` above.
+            ActionContent::Retract { hint, .. } => return Err(CoreError::HintNotActive(*hint)),
         };
         let ops = vec![CasOp {
             key,
@@ -745,6 +794,74 @@ where
             });
         }
         Ok(())
+    }
+
+    /// Takes Hint `hint` out of the active list in one commit, logged as the action:
+    /// the Hint's author may, and an operator; a contract's Hint may not be retracted
+    /// (its evaluation withdraws it).
+    fn retract(
+        &self,
+        action: &Action,
+        hint: FihHash,
+        author: &crate::AuthorKey,
+        now: u64,
+        operator: bool,
+    ) -> CoreResult<Applied> {
+        let committed_key = keys::committed(&hint);
+        let [hints_value, committed]: [Option<Vec<u8>>; 2] = self
+            .objects
+            .get_states(&[keys::HINTS, &committed_key])?
+            .try_into()
+            .map_err(|_| {
+                CoreError::Store(corrupt(keys::HINTS, "bulk read returned a wrong count"))
+            })?;
+        let hints = decode_hints(hints_value.as_deref())?;
+        let Some(found) = hints
+            .iter()
+            .find(|a| a.hash == hint && a.hint.active_at(now))
+        else {
+            return Err(match committed {
+                None => CoreError::UnknownRecord(hint),
+                Some(v) => match parse_kind(&committed_key, &v)? {
+                    Kind::Hint => CoreError::HintNotActive(hint),
+                    actual => CoreError::WrongKind {
+                        hash: hint,
+                        actual,
+                        expected: Kind::Hint,
+                    },
+                },
+            });
+        };
+        if is_contract_hint(&found.hint) {
+            return Err(CoreError::HintNotPermitted {
+                author: *author,
+                what: "retract a contract's Hint: the contract's evaluation withdraws it".into(),
+            });
+        }
+        if found.hint.author != *author && !operator {
+            return Err(CoreError::HintNotPermitted {
+                author: *author,
+                what: format!(
+                    "retract Hint {hint}: only its author ({}) or an operator key may",
+                    found.hint.author
+                ),
+            });
+        }
+        let kept: Vec<&ActiveHint> = hints
+            .iter()
+            .filter(|a| a.hash != hint && a.hint.active_at(now))
+            .collect();
+        let ops = vec![CasOp {
+            key: keys::HINTS.to_owned(),
+            expected: hints_value,
+            new: Some(serde_json::to_vec(&kept).unwrap_or_default()),
+        }];
+        let entry = LogEntry::Action {
+            action: action.to_value(),
+            at: now,
+        };
+        self.commit(ops, &entry)?;
+        Ok(Applied::Retracted(hint))
     }
 
     fn check_lease(&self, lease_ms: u64) -> CoreResult<()> {
@@ -968,6 +1085,50 @@ where
             Some(v) => parse_head(&v)?,
         })
     }
+}
+
+/// Whether a Hint came from a contract's evaluation (the only way one naming a
+/// contract is committed).
+pub fn is_contract_hint(hint: &Hint) -> bool {
+    hint.source.as_ref().is_some_and(|s| s.contract.is_some())
+}
+
+/// A posted Hint's `selector.body` is at most [`MAX_SELECTOR_BYTES`] of JSON
+/// (`413 body_too_large`).
+fn check_selector(hint: &Hint) -> CoreResult<()> {
+    let size = hint
+        .selector
+        .body
+        .as_ref()
+        .map_or(0, |b| serde_json::to_vec(b).map_or(usize::MAX, |v| v.len()));
+    if size > MAX_SELECTOR_BYTES {
+        return Err(CoreError::Invalid(
+            crate::record::ValidationError::BodyTooLarge {
+                size,
+                limit: MAX_SELECTOR_BYTES,
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Whether one more Hint posted by `author` fits: the posted Hints' room and the
+/// author's quota (the contract's Hints count in neither).
+fn check_room(hints: &[ActiveHint], author: &crate::AuthorKey, quota: usize) -> CoreResult<()> {
+    let posted = || hints.iter().filter(|a| !is_contract_hint(&a.hint));
+    let total = posted().count();
+    if total >= MAX_ACTIVE_HINTS {
+        return Err(CoreError::TooManyHints(total));
+    }
+    let active = posted().filter(|a| a.hint.author == *author).count();
+    if active >= quota {
+        return Err(CoreError::HintQuota {
+            author: *author,
+            active,
+            quota,
+        });
+    }
+    Ok(())
 }
 
 fn admissibility(hints: &[ActiveHint], intent: &Intent, now: u64) -> CoreResult<()> {

@@ -112,7 +112,7 @@ where
         Input::Record(rec) => s.submit(rec, now).map(|x| Out::Record(x.hash, x.duplicate)),
         Input::Action(a) => s.act(a, now).map(|x| match x {
             Applied::Leased(l) => Out::Lease(l.token, l.lease_until, l.takeover),
-            Applied::Withdrawn(_) => Out::Withdrawn,
+            Applied::Withdrawn(_) | Applied::Retracted(_) => Out::Withdrawn,
         }),
         Input::Flush => s.flush(8).map(|r| Out::Flushed(r.from, r.to, r.facts)),
     };

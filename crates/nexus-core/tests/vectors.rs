@@ -49,7 +49,8 @@ struct CanonVector {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct RecordVector {
     name: String,
-    /// "record" (fact / intent / hint) or "action" (claim / renew / withdraw).
+    /// "record" (fact / intent / hint) or "action" (claim / renew / withdraw /
+    /// retract).
     #[serde(rename = "type")]
     ty: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -407,6 +408,11 @@ fn record_cases() -> Vec<RecordCase> {
         author: alice.author(),
         time: T0 + 60_000,
     };
+    let retract = ActionContent::Retract {
+        hint: h("the-hint"),
+        author: gov.author(),
+        time: T0 + 90_000,
+    };
 
     let s = |c: &Content, k: &SigningKey| sign_record(c.clone(), k);
     let mut out = vec![
@@ -493,6 +499,13 @@ fn record_cases() -> Vec<RecordCase> {
             "action",
             sign_action(withdraw.clone(), &alice),
             Some(1),
+            "valid",
+        ),
+        rc(
+            "action_retract",
+            "action",
+            sign_action(retract.clone(), &gov),
+            Some(3),
             "valid",
         ),
     ];
@@ -714,6 +727,24 @@ fn record_cases() -> Vec<RecordCase> {
         w,
         Some(2),
         "hash_mismatch",
+    ));
+    let mut w = sign_action(withdraw.clone(), &alice);
+    w["kind"] = json!("retract");
+    let intent = w
+        .as_object_mut()
+        .expect("obj")
+        .remove("intent")
+        .expect("intent");
+    w["hint"] = intent;
+    out.push(noted(
+        rc(
+            "withdraw_relabelled_as_retract",
+            "action",
+            w,
+            Some(1),
+            "hash_mismatch",
+        ),
+        "a retraction names a `hint`, and its `kind` is part of the hash",
     ));
     let mut w = sign_action(claim.clone(), &bob);
     w["kind"] = json!("withdraw");

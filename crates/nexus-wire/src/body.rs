@@ -57,6 +57,18 @@ pub struct WithdrawnBody {
     pub state: String,
 }
 
+/// Answer to a Hint's retraction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetractedBody {
+    /// The Hint, no longer in force.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub hint: FihHash,
+    /// The sequence number of the retraction's log entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
 /// One Intent of a listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -306,9 +318,12 @@ pub struct LogBody<E = LogItem> {
 pub struct Health {
     /// `ok`, or `degraded`: the store cannot write (`storage_full`: its disk is full,
     /// reads go on, writes answer `507 insufficient_storage` and resume by themselves
-    /// once space is freed) or failed otherwise (`storage_unavailable`).
+    /// once space is freed) or failed otherwise (`storage_unavailable`), or the
+    /// contract's Hints could not be committed (`governance`: proposals and claims
+    /// answer `503 governance_pending`).
     pub status: String,
-    /// Why it is degraded: `storage_full` or `storage_unavailable` (absent when ok).
+    /// Why it is degraded: `storage_full`, `storage_unavailable` or `governance`
+    /// (absent when ok).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The store's failure, for people (absent when ok).

@@ -89,6 +89,9 @@ error_codes! {
     NotProposer = ("not_proposer", 403),
     /// The author's key is not on the server's allowlist.
     AuthorNotAllowed = ("author_not_allowed", 403),
+    /// Only an operator key (or the contract in force) may post a `deny` or `allow`
+    /// Hint, and only a Hint's author or an operator may retract it (names `author`).
+    HintNotPermitted = ("hint_not_permitted", 403),
     /// The contract in force does not let this key upgrade it, or the approval
     /// quorum is missing (names `needed`, `found`).
     UpgradeRefused = ("upgrade_refused", 403),
@@ -132,6 +135,9 @@ error_codes! {
     /// A linked record is not of the kind the link needs (names `hash`, `actual`,
     /// `expected`).
     WrongKind = ("wrong_kind", 422),
+    /// The author already has as many active Hints as its quota allows (names
+    /// `author`, `active`, `quota`); a Hint must expire or be retracted first.
+    HintQuota = ("hint_quota", 429),
     /// Too many requests from one author key or client address (names `scope`,
     /// `retry_after_ms`; hosts send `Retry-After`); nothing was stored.
     RateLimited = ("rate_limited", 429),
@@ -143,6 +149,9 @@ error_codes! {
     /// The host holds its most open connections (names `limit`; `Retry-After: 1`, the
     /// connection is closed).
     TooManyConnections = ("too_many_connections", 503),
+    /// The contract's Hints could not be committed (names `message`): proposals and
+    /// claims, whose admissibility they decide, are refused until they are.
+    GovernancePending = ("governance_pending", 503),
     /// The store is out of space (a full disk); nothing was written.
     InsufficientStorage = ("insufficient_storage", 507),
 }

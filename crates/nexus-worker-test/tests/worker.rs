@@ -754,3 +754,32 @@ fn records_kv_has_not_got_yet_are_read_from_r2() {
     );
     assert!(claimed.metrics["r2_reads"] >= 1, "{:?}", claimed.metrics);
 }
+
+/// Hint authority and withdrawal on the Worker (the native server's scenario,
+/// `conformance::hints`): with `NEXUS_OPERATORS` naming a key, every other key is an
+/// agent even on an open Worker: its deny and allow are refused, its priority Hint is
+/// its own to retract, and only its author or the operator may retract a Hint.
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn hint_authority_and_retraction_hold_on_the_worker() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (operator, agent, other) = (key(), key(), key());
+    let operators = operator.author().to_string();
+    let dev = WranglerDev::start_with(
+        "wrangler.toml",
+        Build::Deploy,
+        state.path(),
+        &[("NEXUS_OPERATORS", &operators)],
+    );
+    conformance::hints::authority_and_retract(&dev.url, operator.key(), agent.key(), other.key());
+    // The retractions are in the log and replay.
+    let mut export = Vec::new();
+    client(&dev).export(1, &mut export).expect("export");
+    let options = nexus_client::VerifyOptions {
+        replay: true,
+        ..Default::default()
+    };
+    let report = nexus_client::verify_export_with(export.as_slice(), &options, |_| {})
+        .expect("the log replays");
+    assert_eq!(report.retractions, 3);
+}

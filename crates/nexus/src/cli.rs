@@ -474,6 +474,15 @@ pub fn hint(g: &Global, cmd: HintCmd) -> Result<()> {
             });
             Ok(())
         }
+        HintCmd::Retract { id } => {
+            let key = load_key(g)?;
+            let hint = resolve(&c, &id)?;
+            let r = c.retract(&builders::retract(key.key(), hint)?)?;
+            out(g, json!({"hint": r.hint, "seq": r.seq}), || {
+                format!("retracted {}", r.hint)
+            });
+            Ok(())
+        }
     }
 }
 
@@ -617,10 +626,11 @@ pub fn describe_entry(entry: &Value) -> String {
                     short(a.author()),
                     fmt_duration(*lease_ms)
                 ),
-                ActionContent::Withdraw { intent, .. } => format!(
+                ActionContent::Withdraw { intent: on, .. }
+                | ActionContent::Retract { hint: on, .. } => format!(
                     "{:<8} {} by {}",
-                    "withdraw",
-                    short(intent),
+                    a.content().kind(),
+                    short(on),
                     short(a.author())
                 ),
             },

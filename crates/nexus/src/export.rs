@@ -224,7 +224,7 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
                 "records": r.records, "intents": r.intents, "facts": r.facts,
                 "resolving_facts": r.resolving_facts, "hints": r.hints,
                 "actions": r.actions, "claims": r.claims, "renewals": r.renewals,
-                "withdrawals": r.withdrawals,
+                "withdrawals": r.withdrawals, "retractions": r.retractions,
             })
         );
         return;
@@ -247,8 +247,12 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
         r.resolving_facts,
         count(r.hints, "hint", "hints"),
     );
+    let retractions = match r.retractions {
+        0 => String::new(),
+        n => format!(", {}", count(n, "retraction", "retractions")),
+    };
     say!(
-        "  {}: {}, {}, {}",
+        "  {}: {}, {}, {}{retractions}",
         count(r.actions, "action", "actions"),
         count(r.claims, "claim", "claims"),
         count(r.renewals, "renewal", "renewals"),

@@ -75,6 +75,8 @@ enum Command {
         open: bool,
         #[command(flatten)]
         guard: limits::GuardArgs,
+        #[command(flatten)]
+        hints: serve::HintArgs,
     },
     /// Create a signing key (default: $NEXUS_HOME/key, else ~/.config/nexus/key).
     Keygen {
@@ -99,7 +101,7 @@ enum Command {
     /// Submit Facts (optionally resolving a claimed Intent).
     #[command(subcommand)]
     Fact(FactCmd),
-    /// Add and list Hints (deny, allow, priority).
+    /// Add, list and retract Hints (deny and allow need an operator key; priority).
     #[command(subcommand)]
     Hint(HintCmd),
     /// Check, deploy and show the governance contract (`contract.nex`).
@@ -148,14 +150,21 @@ enum AgentsAction {
         /// The author key, 64 hex digits.
         #[arg(value_name = "KEY")]
         author: Option<String>,
+        /// Add it as an operator key (`DATA/operators`): it may write, post deny and
+        /// allow Hints, and retract any Hint.
+        #[arg(long)]
+        operator: bool,
     },
-    /// List allowed keys.
+    /// List allowed keys (operator keys are marked `operator`).
     List,
     /// Remove an author key.
     Remove {
         /// The author key, 64 hex digits.
         #[arg(value_name = "KEY")]
         author: String,
+        /// Remove it from the operator keys.
+        #[arg(long)]
+        operator: bool,
     },
 }
 
@@ -263,10 +272,11 @@ pub enum HintCmd {
     /// Add a Hint: deny, allow or prioritise the Intents it selects.
     #[command(group(ArgGroup::new("effect").required(true).args(["deny", "allow", "priority"])))]
     Add {
-        /// Selected Intents may not be proposed or claimed.
+        /// Selected Intents may not be proposed or claimed (needs an operator key).
         #[arg(long)]
         deny: bool,
-        /// Selected Intents are admissible even where a deny Hint selects them.
+        /// Selected Intents are admissible even where a deny Hint selects them (needs
+        /// an operator key).
         #[arg(long)]
         allow: bool,
         /// Selected Intents rank this much higher (negative: lower).
@@ -287,6 +297,11 @@ pub enum HintCmd {
     },
     /// List the Hints in force.
     List,
+    /// Take a Hint out of force (your own Hint, or any Hint with an operator key).
+    Retract {
+        /// The Hint's hash or prefix.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -316,11 +331,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             addr,
             open,
             guard,
+            hints,
         } => serve::run(serve::ServeOptions {
             data,
             addr,
             open,
             guard: guard.guard()?,
+            hints,
         })?,
         Command::Keygen { out, force } => {
             let path = match out {
@@ -358,15 +375,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn agents_cmd(g: &Global, data: &std::path::Path, action: AgentsAction) -> Result<()> {
     match action {
-        AgentsAction::Add { author } => {
+        AgentsAction::Add { author, operator } => {
             let key = match author {
                 Some(k) => k.parse().context("not an author key")?,
                 None => cli::load_key(g)?.author(),
             };
-            if agents::add(data, key)? {
-                say!("allowed {key}");
+            let (tier, what) = tier(operator);
+            if agents::add(data, tier, key)? {
+                say!("allowed {key}{what}");
             } else {
-                say!("{key} was already allowed");
+                say!("{key} was already allowed{what}");
             }
             eprintln!("restart `nexus serve` for the change to take effect");
         }
@@ -374,15 +392,27 @@ fn agents_cmd(g: &Global, data: &std::path::Path, action: AgentsAction) -> Resul
             for k in agents::load(data)? {
                 say!("{k}");
             }
+            for k in agents::load_tier(data, agents::Tier::Operator)? {
+                say!("{k} operator");
+            }
         }
-        AgentsAction::Remove { author } => {
+        AgentsAction::Remove { author, operator } => {
             let key = author.parse().context("not an author key")?;
-            agents::remove(data, &key)?;
+            agents::remove(data, tier(operator).0, &key)?;
             say!("removed {key}");
             eprintln!("restart `nexus serve` for the change to take effect");
         }
     }
     Ok(())
+}
+
+/// The list `--operator` names, and how to say it.
+fn tier(operator: bool) -> (agents::Tier, &'static str) {
+    if operator {
+        (agents::Tier::Operator, " as an operator")
+    } else {
+        (agents::Tier::Agent, "")
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,25 @@ pub struct ServeOptions {
     pub open: bool,
     /// Timeouts, connection and rate limits, read access, TLS.
     pub guard: Guard,
+    /// Hint quotas and the contract's room.
+    pub hints: HintArgs,
+}
+
+/// The Hint limits of `nexus serve`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct HintArgs {
+    /// Most active Hints one agent key may have posted (`429 hint_quota` above it).
+    #[arg(long, default_value_t = nexus_core::storage::DEFAULT_HINT_QUOTA, value_name = "N")]
+    pub hint_quota: usize,
+    /// Most active Hints one operator key may have posted.
+    #[arg(long, default_value_t = nexus_core::storage::MAX_ACTIVE_HINTS, value_name = "N")]
+    pub operator_hint_quota: usize,
+    /// Most Hints the contract in force may have active at once (its own room, apart
+    /// from posted Hints). Past it the contract's Hints cannot be committed: the error
+    /// is logged, `/v1/health` answers `503 degraded` (`reason: governance`) and
+    /// proposals and claims answer `503 governance_pending` until they are.
+    #[arg(long, default_value_t = nexus_core::storage::MAX_CONTRACT_HINTS, value_name = "N")]
+    pub max_contract_hints: usize,
 }
 
 /// What protects `nexus serve` from its clients (the flags of
@@ -139,7 +158,8 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
     let store = open_store(&opts.data)?;
     let allowed = agents::load(&opts.data)?;
-    if !opts.open && allowed.is_empty() {
+    let operators = agents::load_tier(&opts.data, agents::Tier::Operator)?;
+    if !opts.open && allowed.is_empty() && operators.is_empty() {
         tracing::warn!(
             "no agent is allowed to write: add keys with `nexus agents add` or serve with --open"
         );
@@ -147,6 +167,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     let config = ApiConfig {
         open: opts.open,
         allowed,
+        operators,
+        hint_quota: opts.hints.hint_quota,
+        operator_hint_quota: opts.hints.operator_hint_quota,
+        max_contract_hints: opts.hints.max_contract_hints,
         ..ApiConfig::default()
     };
     let (state, server) = start(store, config, guard)?;
@@ -376,13 +400,16 @@ async fn handle(
     // run right here on the runtime's worker rather than paying two thread hand-offs.
     let (route, response) = match state.api.prepare(&request) {
         Prepared::Respond(route, r) => (route, r),
-        Prepared::Metrics => (nexus_api::Route::Metrics, state.api.metrics().response()),
+        Prepared::Metrics => (nexus_api::Route::Metrics, state.api.metrics_response()),
         Prepared::Job(job) if job.is_write() => {
             let route = job.route();
             if let Some(author) = job.author()
                 && let Err(wait_ms) = state.limits.check_author(author)
             {
                 return limited(&state, route, "author", wait_ms, started);
+            }
+            if let Err(e) = gate(&state, route).await {
+                return early(&state, route, &e, started);
             }
             // A committed Fact is handed to the contract's evaluator.
             let fact = job
@@ -406,7 +433,9 @@ async fn handle(
             });
             // A store that cannot write (a full disk) is not healthy, reads or not.
             let response = match route {
-                Route::Health => nexus_api::health_response(&state.store.health(), response),
+                Route::Health => state
+                    .api
+                    .governed_health(nexus_api::health_response(&state.store.health(), response)),
                 _ => response,
             };
             (route, response)
@@ -510,7 +539,7 @@ fn governance_loop(state: &Weak<AppState>, tasks: &Receiver<GovernTask>) {
                 match governor.observe(t.route, t.fact.as_ref()) {
                     Ok(n) if rank(n) > rank(next) => next = n,
                     Ok(_) => {}
-                    Err(e) => tracing::warn!("{e}"),
+                    Err(e) => tracing::error!("{e}"),
                 }
             }
             govern_blocking(&state, next);
@@ -523,6 +552,27 @@ fn governance_loop(state: &Weak<AppState>, tasks: &Receiver<GovernTask>) {
             let _ = t.done.send(());
         }
     }
+}
+
+/// Fails closed while the contract's Hints are not committed (see
+/// [`nexus_api::Governor::gate`]): a proposal or claim first has the governance thread
+/// retry the catch-up (a failure makes it ask for one), then is refused with `503
+/// governance_pending` if it still fails.
+async fn gate(state: &AppState, route: Route) -> Result<(), ApiError> {
+    let governor = state.api.governor();
+    if !nexus_api::Governor::is_gated(route) || governor.failure().is_none() {
+        return Ok(());
+    }
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let task = GovernTask {
+        route,
+        fact: None,
+        done,
+    };
+    if state.governance.send(task).is_err() || finished.await.is_err() {
+        tracing::error!("the governance thread is gone: contract Hints cannot be repaired");
+    }
+    governor.gate(route)
 }
 
 /// Flushes or catches up (as `next` says), on a thread that may block.
@@ -549,7 +599,9 @@ fn govern_blocking(state: &AppState, next: Next) {
         Next::CatchUp => governor.catch_up(&state.api.config().limits, run),
     };
     if let Err(e) = result {
-        tracing::warn!("{e}");
+        // The operator must see it: until it is repaired, proposals and claims are
+        // refused (`503 governance_pending`) and /v1/health answers degraded.
+        tracing::error!("{e}; proposals and claims are refused until the contract's Hints commit");
     }
 }
 

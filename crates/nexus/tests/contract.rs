@@ -306,6 +306,7 @@ emit = {{ effect = "deny", topic = "lab/**", reason = "two failures within a min
         .submit(&builders::propose(&m, "lab/z", json!({}), &[]).expect("intent"))
         .expect_err("the contract denies it");
     assert_eq!(e.code(), Some("inadmissible"), "{e}");
+}
 
 /// The quorum contract of `examples/contracts/quorum.nex`, whose stewards are the keys
 /// of seeds 1, 2 and 3.

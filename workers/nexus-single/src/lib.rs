@@ -88,8 +88,28 @@ fn var(env: &Env, name: &str) -> Option<String> {
 /// skipped with a log line (they could never sign anything).
 fn config(env: &Env) -> ApiConfig {
     let open = var(env, "NEXUS_OPEN").is_some_and(|v| v.trim() == "true");
-    let mut allowed = BTreeSet::new();
-    for key in var(env, "NEXUS_AUTHORS")
+    let number = |name: &str, default: usize| match var(env, name) {
+        None => default,
+        Some(v) => v.trim().parse().unwrap_or_else(|e| {
+            worker::console_warn!("{name}: {v:?} is not a number ({e}); using {default}");
+            default
+        }),
+    };
+    let defaults = ApiConfig::default();
+    ApiConfig {
+        open,
+        allowed: keys(env, "NEXUS_AUTHORS"),
+        operators: keys(env, "NEXUS_OPERATORS"),
+        hint_quota: number("NEXUS_HINT_QUOTA", defaults.hint_quota),
+        operator_hint_quota: number("NEXUS_OPERATOR_HINT_QUOTA", defaults.operator_hint_quota),
+        ..defaults
+    }
+}
+
+/// The author keys of the comma-separated variable `name`.
+fn keys(env: &Env, name: &str) -> BTreeSet<AuthorKey> {
+    let mut keys = BTreeSet::new();
+    for key in var(env, name)
         .unwrap_or_default()
         .split(',')
         .map(str::trim)
@@ -97,16 +117,12 @@ fn config(env: &Env) -> ApiConfig {
     {
         match key.parse::<AuthorKey>() {
             Ok(k) => {
-                allowed.insert(k);
+                keys.insert(k);
             }
-            Err(e) => worker::console_warn!("NEXUS_AUTHORS: skipping {key}: {e}"),
+            Err(e) => worker::console_warn!("{name}: skipping {key}: {e}"),
         }
     }
-    ApiConfig {
-        open,
-        allowed,
-        ..ApiConfig::default()
-    }
+    keys
 }
 
 fn host(env: &Env, faults: Faults) -> Result<Host> {

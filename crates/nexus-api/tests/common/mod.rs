@@ -224,12 +224,12 @@ impl Harness {
     }
 
     pub fn act(&self, action: &Action, now: u64) -> Answer {
-        let verb = match action.content() {
-            ActionContent::Claim { .. } => "claim",
-            ActionContent::Renew { .. } => "renew",
-            ActionContent::Withdraw { .. } => "withdraw",
+        let c = action.content();
+        let on = match c {
+            ActionContent::Retract { .. } => "hints",
+            _ => "intents",
         };
-        let path = format!("/v1/intents/{}/{verb}", action.content().intent());
+        let path = format!("/v1/{on}/{}/{}", c.target(), c.kind());
         self.post(&path, action, now)
     }
 

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod hints;
+
 use std::time::Duration;
 
 use nexus_client::builders::{self, now_ms};
