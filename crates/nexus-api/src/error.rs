@@ -78,6 +78,7 @@ pub fn core_code(e: &CoreError) -> ErrorCode {
             ValidationError::BadSignature { .. } => ErrorCode::BadSignature,
             ValidationError::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
             ValidationError::TooManyParents { .. } => ErrorCode::TooManyParents,
+            ValidationError::SelectorTooLarge { .. } => ErrorCode::SelectorTooLarge,
             _ => ErrorCode::InvalidRecord,
         },
         CoreError::UnknownRecord(_) | CoreError::UnknownPrefix(_) => ErrorCode::NotFound,
@@ -94,7 +95,7 @@ pub fn core_code(e: &CoreError) -> ErrorCode {
         CoreError::NotProposer { .. } => ErrorCode::NotProposer,
         CoreError::LeaseOutOfRange { .. } => ErrorCode::LeaseOutOfRange,
         CoreError::ClockSkew { .. } => ErrorCode::ClockSkew,
-        CoreError::TooManyHints(_) => ErrorCode::TooManyHints,
+        CoreError::TooManyHints(_) | CoreError::HintListFull { .. } => ErrorCode::TooManyHints,
         CoreError::Conflict { .. } => ErrorCode::Conflict,
         CoreError::Store(nexus_store::StoreError::Full(_)) => ErrorCode::InsufficientStorage,
         CoreError::Store(_) => ErrorCode::Storage,
@@ -120,7 +121,8 @@ pub fn core_error(e: &CoreError) -> ApiError {
             ValidationError::BadSignature { author, hash } => err
                 .with("author", author.to_string())
                 .with("hash", hash.to_string()),
-            ValidationError::BodyTooLarge { size, limit } => {
+            ValidationError::BodyTooLarge { size, limit }
+            | ValidationError::SelectorTooLarge { size, limit } => {
                 err.with("size", *size as u64).with("limit", *limit as u64)
             }
             ValidationError::TooManyParents { count, limit } => err
@@ -187,6 +189,9 @@ pub fn core_error(e: &CoreError) -> ApiError {
             .with("now", *now)
             .with("max_skew_ms", *max_skew_ms),
         CoreError::TooManyHints(n) => err.with("active", *n as u64),
+        CoreError::HintListFull { bytes, limit } => err
+            .with("bytes", *bytes as u64)
+            .with("limit", *limit as u64),
         CoreError::Conflict { keys } => err.with("keys", keys.clone()),
         CoreError::Store(_) => err,
         // CoreError is non-exhaustive: a new variant keeps its code and message.

@@ -18,7 +18,9 @@
 //! priority need nothing new; each is also committed as a record (and logged), so it
 //! can be fetched and explained by hash.
 
-use nexus_core::storage::{MAX_ACTIVE_HINTS, decode_stored_record, keys as core_keys};
+use nexus_core::storage::{
+    MAX_ACTIVE_HINTS, decode_stored_record, encode_active_hints, keys as core_keys,
+};
 use nexus_core::{
     ActiveHint, AuthorKey, ColdStorage, CompositeColdStorage, Content, CoreError, CoreResult, Fact,
     FihHash, Kind, LogEntry, Record, TimeRange, Topic,
@@ -627,16 +629,15 @@ where
         return Ok(Applied::Unchanged);
     }
     hints.sort_by_key(|a| a.hash);
-    if hints.len() > MAX_ACTIVE_HINTS {
-        return Err(CoreError::TooManyHints(hints.len()));
-    }
     let active = hints.len();
     if changed {
         ops.push(CasOp {
             key: core_keys::HINTS.to_owned(),
             expected: hints_raw,
-            new: Some(serde_json::to_vec(&hints).unwrap_or_default()),
+            new: Some(encode_active_hints(&hints)?),
         });
+    } else if hints.len() > MAX_ACTIVE_HINTS {
+        return Err(CoreError::TooManyHints(hints.len()));
     }
     for rec in &new_records {
         core.kv()

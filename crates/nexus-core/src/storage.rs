@@ -41,6 +41,10 @@ use crate::record::{
 
 /// Most Hints that may be active at once.
 pub const MAX_ACTIVE_HINTS: usize = 1_000;
+/// Most bytes the list of active Hints (`hints/active`, JSON) may take: every proposal,
+/// claim and Intent listing reads and decodes it, and every Hint write rewrites it, so
+/// this bounds what the Hints in force cost each request (see BENCHMARKS.md).
+pub const MAX_ACTIVE_HINT_BYTES: usize = 512 * 1024;
 /// Most index keys one query page examines before it returns (with a cursor).
 pub const MAX_SCAN: usize = 1_000;
 
@@ -565,7 +569,7 @@ where
                 ops.push(CasOp {
                     key: keys::HINTS.to_owned(),
                     expected: hints_value,
-                    new: Some(serde_json::to_vec(&hints).unwrap_or_default()),
+                    new: Some(encode_active_hints(&hints)?),
                 });
             }
         }
@@ -938,6 +942,24 @@ fn admissibility(hints: &[ActiveHint], intent: &Intent, now: u64) -> CoreResult<
         }),
         None => Ok(()),
     }
+}
+
+/// The stored form of the active Hint list, refused when it would hold more than
+/// [`MAX_ACTIVE_HINTS`] Hints ([`CoreError::TooManyHints`]) or take more than
+/// [`MAX_ACTIVE_HINT_BYTES`] ([`CoreError::HintListFull`]). Every writer of
+/// `hints/active` (a Hint's submission, the contract's Hint updates) goes through it.
+pub fn encode_active_hints(hints: &[ActiveHint]) -> CoreResult<Vec<u8>> {
+    if hints.len() > MAX_ACTIVE_HINTS {
+        return Err(CoreError::TooManyHints(hints.len()));
+    }
+    let bytes = serde_json::to_vec(hints).unwrap_or_default();
+    if bytes.len() > MAX_ACTIVE_HINT_BYTES {
+        return Err(CoreError::HintListFull {
+            bytes: bytes.len(),
+            limit: MAX_ACTIVE_HINT_BYTES,
+        });
+    }
+    Ok(bytes)
 }
 
 fn decode_hints(value: Option<&[u8]>) -> CoreResult<Vec<ActiveHint>> {
