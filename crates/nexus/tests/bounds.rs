@@ -206,3 +206,109 @@ fn the_active_hint_list_stops_at_its_byte_cap() {
     c.submit(&intent)
         .expect("a proposal with the Hint list full");
 }
+
+/// The server's peak resident memory (`VmHWM`), KiB.
+fn peak_rss_kib(srv: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Median of `samples`, ms.
+fn median_ms(mut samples: Vec<std::time::Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e3
+}
+
+/// Proposals timed one after the other on one connection.
+fn proposal_latency(c: &Client, key: &SigningKey, n: usize) -> f64 {
+    let samples = (0..n)
+        .map(|i| {
+            let intent = builders::propose(key, "bounds/lat", json!({"i": i}), &[]).expect("sign");
+            let t = std::time::Instant::now();
+            c.submit(&intent).expect("propose");
+            t.elapsed()
+        })
+        .collect();
+    median_ms(samples)
+}
+
+/// Not a test: the figures of BENCHMARKS.md §7 (`bench/bounds.sh` runs it). Peak server
+/// memory under 16 concurrent `GET /v1/log?limit=1000` over 1,000 records of ~60 KiB,
+/// and the proposal latency with the largest Hint sets allowed in force.
+#[test]
+#[ignore = "a measurement: bench/bounds.sh"]
+fn bench_bounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = server(&dir);
+    let c = srv.client();
+    let key = SigningKey::from_seed(&[17; 32]);
+    for n in 0..1_000 {
+        let body = json!({"n": n, "pad": "f".repeat(BIG)});
+        let fact = builders::fact(&key, "bounds/big", body, &[], None).expect("sign");
+        c.submit(&fact).expect("fact");
+    }
+    let before = peak_rss_kib(&srv);
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                let c = srv.client();
+                for _ in 0..4 {
+                    let (v, size) = get(&c, "/v1/log?limit=1000");
+                    assert!(size <= RESPONSE_BYTES && len(&v, "entries") > 0);
+                }
+            });
+        }
+    });
+    println!(
+        "log: 16 readers x 4 pages of limit=1000 over 1,000 records of {BIG} B: peak RSS \
+         {} MiB before, {} MiB after ({:.1} s)",
+        before / 1024,
+        peak_rss_kib(&srv) / 1024,
+        started.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = server(&dir);
+    let c = srv.client();
+    println!(
+        "proposal p50, no Hint: {:.2} ms",
+        proposal_latency(&c, &key, 300)
+    );
+    // The byte cap: Hints of ~4 KiB selectors until the list is full.
+    let pad = Limits::default().max_selector_bytes - 100;
+    let mut n = 0;
+    while c
+        .submit(&unchecked_hint(
+            &key,
+            json!({"pad": "h".repeat(pad)}),
+            &n.to_string(),
+        ))
+        .is_ok()
+    {
+        n += 1;
+    }
+    println!(
+        "proposal p50, {n} Hints of 4 KiB selectors (the 512 KiB list full): {:.2} ms",
+        proposal_latency(&c, &key, 300)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = server(&dir);
+    let c = srv.client();
+    // The count cap: 1,000 small Hints.
+    let mut n = 0;
+    while n < 1_000
+        && c.submit(&unchecked_hint(&key, json!({"k": n}), &n.to_string()))
+            .is_ok()
+    {
+        n += 1;
+    }
+    println!(
+        "proposal p50, {n} small Hints: {:.2} ms",
+        proposal_latency(&c, &key, 300)
+    );
+}
