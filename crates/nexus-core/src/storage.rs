@@ -25,6 +25,8 @@
 //! entries lost after a commit are rewritten by the next [`FlushCapable::flush`] that
 //! passes over their log entry.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -437,12 +439,13 @@ where
     pub fn active_hints(&self, now: u64) -> CoreResult<Vec<ActiveHint>> {
         Ok(self
             .stored_hints()?
-            .into_iter()
+            .iter()
             .filter(|h| h.hint.active_at(now))
+            .cloned()
             .collect())
     }
 
-    fn stored_hints(&self) -> CoreResult<Vec<ActiveHint>> {
+    fn stored_hints(&self) -> CoreResult<Arc<Vec<ActiveHint>>> {
         decode_hints(self.objects.get_state(keys::HINTS)?.as_deref())
     }
 
@@ -551,7 +554,7 @@ where
                 for (link, k) in &link_kinds {
                     require_kind(*link, *k, &[Kind::Fact])?;
                 }
-                let mut hints = hints;
+                let mut hints = Vec::clone(&hints);
                 hints.retain(|a| a.hint.active_at(now));
                 if hint.active_at(now) {
                     if hints.len() >= MAX_ACTIVE_HINTS {
@@ -962,12 +965,31 @@ pub fn encode_active_hints(hints: &[ActiveHint]) -> CoreResult<Vec<u8>> {
     Ok(bytes)
 }
 
-fn decode_hints(value: Option<&[u8]>) -> CoreResult<Vec<ActiveHint>> {
-    match value {
-        None => Ok(vec![]),
-        Some(bytes) => serde_json::from_slice(bytes)
-            .map_err(|e| CoreError::Store(corrupt(keys::HINTS, &e.to_string()))),
+/// The last active Hint list decoded, with its stored bytes: every proposal, claim and
+/// listing reads the list, which changes only when a Hint is written, so a read whose
+/// bytes equal the last ones (one comparison) skips decoding up to
+/// [`MAX_ACTIVE_HINTS`] Hints.
+static LAST_HINTS: Mutex<Option<DecodedHints>> = Mutex::new(None);
+
+/// Stored bytes of the active Hint list and what they decode to.
+type DecodedHints = (Vec<u8>, Arc<Vec<ActiveHint>>);
+
+fn decode_hints(value: Option<&[u8]>) -> CoreResult<Arc<Vec<ActiveHint>>> {
+    let Some(bytes) = value else {
+        return Ok(Arc::default());
+    };
+    let mut last = LAST_HINTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((b, hints)) = last.as_ref()
+        && b.as_slice() == bytes
+    {
+        return Ok(Arc::clone(hints));
     }
+    let hints: Arc<Vec<ActiveHint>> = Arc::new(
+        serde_json::from_slice(bytes)
+            .map_err(|e| CoreError::Store(corrupt(keys::HINTS, &e.to_string())))?,
+    );
+    *last = Some((bytes.to_vec(), Arc::clone(&hints)));
+    Ok(hints)
 }
 
 fn require_kind(link: FihHash, actual: Kind, allowed: &[Kind]) -> CoreResult<()> {
