@@ -38,6 +38,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_PARENTS = 64
 MAX_JSON_DEPTH = 32
 MAX_REASON_BYTES = 1024
+MAX_SELECTOR_BYTES = 4096
 MAX_TOPIC_DEPTH = 16
 MAX_TOPIC_BYTES = 256
 
@@ -402,6 +403,9 @@ def normal_content(content: dict, ty: str) -> dict:
             u53(c["expires"], "expires")
         if "body" in c["selector"]:
             body_canon(c["selector"]["body"], "selector.body")
+        size = len(canon_bytes(c["selector"], MAX_JSON_DEPTH))
+        if size > MAX_SELECTOR_BYTES:
+            raise Refused("selector_too_large", f"selector is {size} bytes")
         if "source" in c:
             check_parents(c["source"]["facts"], "source.facts")
     else:
@@ -470,7 +474,7 @@ def main(argv: list[str]) -> int:
         fail("header", f"sig_domain_hex {doc.get('sig_domain_hex')!r} != {SIG_DOMAIN.hex()!r}")
     if doc.get("max_safe_integer") != MAX_SAFE_INTEGER:
         fail("header", "max_safe_integer differs")
-    expected_limits = {"max_body_bytes": MAX_BODY_BYTES, "max_parents": MAX_PARENTS, "max_json_depth": MAX_JSON_DEPTH, "max_reason_bytes": MAX_REASON_BYTES}
+    expected_limits = {"max_body_bytes": MAX_BODY_BYTES, "max_parents": MAX_PARENTS, "max_json_depth": MAX_JSON_DEPTH, "max_reason_bytes": MAX_REASON_BYTES, "max_selector_bytes": MAX_SELECTOR_BYTES}
     if doc.get("limits") != expected_limits:
         fail("header", f"limits {doc.get('limits')!r} != {expected_limits!r}")
 

@@ -78,6 +78,7 @@ pub fn core_code(e: &CoreError) -> ErrorCode {
             ValidationError::BadSignature { .. } => ErrorCode::BadSignature,
             ValidationError::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
             ValidationError::TooManyParents { .. } => ErrorCode::TooManyParents,
+            ValidationError::SelectorTooLarge { .. } => ErrorCode::SelectorTooLarge,
             _ => ErrorCode::InvalidRecord,
         },
         CoreError::UnknownRecord(_) | CoreError::UnknownPrefix(_) | CoreError::HintNotActive(_) => {
@@ -96,7 +97,7 @@ pub fn core_code(e: &CoreError) -> ErrorCode {
         CoreError::NotProposer { .. } => ErrorCode::NotProposer,
         CoreError::LeaseOutOfRange { .. } => ErrorCode::LeaseOutOfRange,
         CoreError::ClockSkew { .. } => ErrorCode::ClockSkew,
-        CoreError::TooManyHints(_) => ErrorCode::TooManyHints,
+        CoreError::TooManyHints(_) | CoreError::HintListFull { .. } => ErrorCode::TooManyHints,
         CoreError::HintQuota { .. } => ErrorCode::HintQuota,
         CoreError::HintNotPermitted { .. } => ErrorCode::HintNotPermitted,
         CoreError::Conflict { .. } => ErrorCode::Conflict,
@@ -124,7 +125,8 @@ pub fn core_error(e: &CoreError) -> ApiError {
             ValidationError::BadSignature { author, hash } => err
                 .with("author", author.to_string())
                 .with("hash", hash.to_string()),
-            ValidationError::BodyTooLarge { size, limit } => {
+            ValidationError::BodyTooLarge { size, limit }
+            | ValidationError::SelectorTooLarge { size, limit } => {
                 err.with("size", *size as u64).with("limit", *limit as u64)
             }
             ValidationError::TooManyParents { count, limit } => err
@@ -200,6 +202,9 @@ pub fn core_error(e: &CoreError) -> ApiError {
             .with("active", *active as u64)
             .with("quota", *quota as u64),
         CoreError::HintNotPermitted { author, .. } => err.with("author", author.to_string()),
+        CoreError::HintListFull { bytes, limit } => err
+            .with("bytes", *bytes as u64)
+            .with("limit", *limit as u64),
         CoreError::Conflict { keys } => err.with("keys", keys.clone()),
         CoreError::Store(_) => err,
         // CoreError is non-exhaustive: a new variant keeps its code and message.

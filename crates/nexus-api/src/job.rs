@@ -14,18 +14,18 @@ use nexus_core::{
     Topic,
 };
 use nexus_iobuf::{DriveConfig, Driver, IoBufferSession, ListQuery, Misses};
-use nexus_store::{BlobStore, KeyValueStore, LOG_HEAD_KEY, ObjectStore, log_key, parse_head};
+use nexus_store::{BlobStore, KeyValueStore, LOG_HEAD_KEY, ObjectStore, parse_head};
 
 use nexus_contract::governance::{self, DeployError, HintUpdate};
 use nexus_contract::{Contract, UpgradeError};
 
+use crate::capped::{self, CappedArray, RESPONSE_BYTES, load_raw};
 use crate::error::{ApiError, core_error, validation_error};
 use crate::query::Query;
 use crate::route::{Route, match_path};
 use crate::wire::{
-    ContractBody, ContractHistoryBody, Created, DeployedBody, FactList, Health, HintItem, HintList,
-    IntentItem, IntentList, LeaseBody, LogBody, LogItem, ProvenanceBody, RecordBody, RetractedBody,
-    WithdrawnBody,
+    ContractBody, ContractHistoryBody, Created, DeployedBody, Health, HintItem, HintList,
+    IntentItem, LeaseBody, LogItem, RecordBody, RetractedBody, WithdrawnBody,
 };
 use crate::{ApiConfig, ErrorCode, Request, Response};
 
@@ -41,9 +41,12 @@ pub const PROVENANCE_MAX_RECORDS: usize = 1_000;
 pub const INTENT_SCAN: usize = MAX_SCAN;
 /// Session rounds allowed for writes and simple reads.
 pub const DEFAULT_ROUNDS: usize = 8;
+/// Rounds a listing may spend reading its records in batches
+/// ([`load_raw`](crate::capped::load_raw): at most one per 50 or so records).
+pub const LOAD_ROUNDS: usize = 24;
 /// The most rounds any job needs ([`Job::max_rounds`]): a session server running every
 /// kind of job should allow this many.
-pub const MAX_JOB_ROUNDS: usize = PROVENANCE_DEPTH.1 as usize + DEFAULT_ROUNDS;
+pub const MAX_JOB_ROUNDS: usize = PROVENANCE_DEPTH.1 as usize + DEFAULT_ROUNDS + LOAD_ROUNDS;
 
 /// What [`prepare`] made of a request.
 #[derive(Debug)]
@@ -630,8 +633,11 @@ impl Job {
     /// Session rounds the job may need (provenance walks one level per round).
     pub fn max_rounds(&self) -> usize {
         match &self.op {
-            Op::Provenance { depth, .. } => (depth + DEFAULT_ROUNDS).min(MAX_JOB_ROUNDS),
-            Op::ListFacts { .. } => DEFAULT_ROUNDS + MAX_SCAN / 256,
+            Op::Provenance { depth, .. } => {
+                (depth + DEFAULT_ROUNDS + LOAD_ROUNDS).min(MAX_JOB_ROUNDS)
+            }
+            Op::ListFacts { .. } => DEFAULT_ROUNDS + MAX_SCAN / 256 + LOAD_ROUNDS,
+            Op::Log { .. } | Op::ListIntents { .. } => DEFAULT_ROUNDS + LOAD_ROUNDS,
             // An upgrade check lists every upgrade key's approvals (up to MAX_SCAN
             // index entries each, all keys in the same rounds), then reads them.
             Op::Deploy { .. } => DEFAULT_ROUNDS + MAX_SCAN / 256 + 1,
@@ -824,7 +830,7 @@ impl Job {
             }
             Op::Provenance { id, depth } => {
                 let root = core.resolve_id(id)?;
-                body(&provenance(core, root, *depth)?)
+                Pages(core).provenance(root, *depth).map(Done::Body)
             }
             Op::Hints => {
                 let hints = core.active_hints(now)?;
@@ -854,35 +860,7 @@ impl Job {
                 body(&serde_json::json!({"applied": format!("{applied:?}")}))
             }
             Op::Health => body(&Health::ok(log_head(core)?)),
-            Op::Log { from, limit } => {
-                let head = log_head(core)?;
-                let entries = core.log_entries(*from, *limit)?;
-                let hashes: Vec<FihHash> = entries
-                    .iter()
-                    .filter_map(|(_, e)| match e {
-                        LogEntry::Record { hash, .. } => Some(*hash),
-                        LogEntry::Action { .. } => None,
-                    })
-                    .collect();
-                let mut records = load_records(core, &hashes)?.into_iter();
-                let mut items = Vec::with_capacity(entries.len());
-                for (seq, e) in entries {
-                    items.push(match e {
-                        LogEntry::Record { at, .. } => LogItem::Record {
-                            seq,
-                            at,
-                            record: Box::new(records.next().ok_or_else(|| {
-                                CoreError::Store(corrupt(&log_key(seq), "record missing"))
-                            })?),
-                        },
-                        LogEntry::Action { action, at } => LogItem::Action { seq, at, action },
-                    });
-                }
-                body(&LogBody {
-                    head,
-                    entries: items,
-                })
-            }
+            Op::Log { from, limit } => Pages(core).log(*from, *limit).map(Done::Body),
             Op::ListFacts {
                 topic,
                 range,
@@ -894,26 +872,35 @@ impl Job {
                     None => core.by_time(Kind::Fact, *range, after.as_deref(), *limit)?,
                 };
                 let prefix = facts_prefix(topic.as_ref());
-                body(&FactList {
-                    facts: load_records(core, &page.items)?,
-                    next: page
+                let raw = load_raw(core, &page.items, RESPONSE_BYTES)?;
+                let mut facts = CappedArray::new("{\"facts\":[");
+                let mut last = None;
+                for (h, raw) in page.items.iter().zip(&raw) {
+                    let fact = capped::decode(core.limits(), h, raw)?;
+                    if !facts.push(&fact) {
+                        break;
+                    }
+                    last = Some(fact);
+                }
+                // A page cut short by its bytes continues after its last Fact.
+                let next = match last {
+                    Some(f) if facts.len() < page.items.len() => {
+                        let time = f.content().time();
+                        Some(format!("{time:016}/{}", f.hash()))
+                    }
+                    _ => page
                         .next
                         .and_then(|k| k.strip_prefix(prefix.as_str()).map(str::to_owned)),
-                })
+                };
+                let next = serde_json::to_string(&next).unwrap_or_default();
+                Ok(Done::Body(facts.finish(&format!(",\"next\":{next}}}"))))
             }
             Op::ListIntents {
                 state,
                 topic,
                 limit,
                 cursor,
-            } => body(&list_intents(
-                core,
-                *state,
-                topic.as_ref(),
-                *limit,
-                cursor,
-                now,
-            )?),
+            } => list_intents(core, *state, topic.as_ref(), *limit, cursor, now).map(Done::Body),
         }
     }
 }
@@ -1045,42 +1032,91 @@ where
         .collect()
 }
 
-/// The record and its ancestors, breadth first, each once, at most `depth` levels and
-/// [`PROVENANCE_MAX_RECORDS`] records. One bulk read per level.
-fn provenance<K, B, O>(
-    core: &CompositeColdStorage<K, B, O>,
-    root: FihHash,
-    depth: usize,
-) -> CoreResult<ProvenanceBody>
-where
-    K: KeyValueStore,
-    B: BlobStore,
-    O: ObjectStore,
-{
-    let first = core
-        .get_record(&root)?
-        .ok_or(CoreError::UnknownRecord(root))?;
-    let mut seen: BTreeSet<FihHash> = BTreeSet::from([root]);
-    let mut frontier = first.content().links();
-    let mut records = vec![first];
-    for _ in 0..depth {
-        let mut level = Vec::new();
-        for h in frontier {
-            if records.len() + level.len() >= PROVENANCE_MAX_RECORDS {
+/// The byte-bounded answers of the log and of provenance over one core.
+struct Pages<'a, K, B, O>(&'a CompositeColdStorage<K, B, O>);
+
+impl<K: KeyValueStore, B: BlobStore, O: ObjectStore> Pages<'_, K, B, O> {
+    /// The record and its ancestors, breadth first, each once, at most `depth` levels,
+    /// [`PROVENANCE_MAX_RECORDS`] records and [`RESPONSE_BYTES`] of answer
+    /// (`ProvenanceBody`'s JSON). Bulk reads per level (see [`load_raw`]).
+    fn provenance(&self, root: FihHash, depth: usize) -> CoreResult<Vec<u8>> {
+        let core = self.0;
+        let first = core
+            .get_record(&root)?
+            .ok_or(CoreError::UnknownRecord(root))?;
+        let mut seen: BTreeSet<FihHash> = BTreeSet::from([root]);
+        let mut frontier = first.content().links();
+        let mut out = CappedArray::new(&format!("{{\"root\":\"{root}\",\"records\":["));
+        out.push(&first);
+        let mut fetched = 0usize;
+        'levels: for _ in 0..depth {
+            let mut level = Vec::new();
+            for h in frontier {
+                if out.len() + level.len() >= PROVENANCE_MAX_RECORDS {
+                    break;
+                }
+                if seen.insert(h) {
+                    level.push(h);
+                }
+            }
+            if level.is_empty() || fetched >= RESPONSE_BYTES {
                 break;
             }
-            if seen.insert(h) {
-                level.push(h);
+            let raw = load_raw(core, &level, RESPONSE_BYTES - fetched)?;
+            frontier = Vec::new();
+            for (h, raw) in level.iter().zip(&raw) {
+                fetched += raw.len();
+                let rec = capped::decode(core.limits(), h, raw)?;
+                if !out.push(&rec) {
+                    break 'levels;
+                }
+                frontier.extend(rec.content().links());
+            }
+            if raw.len() < level.len() {
+                break;
             }
         }
-        if level.is_empty() {
-            break;
-        }
-        let loaded = load_records(core, &level)?;
-        frontier = loaded.iter().flat_map(|r| r.content().links()).collect();
-        records.extend(loaded);
+        Ok(out.finish("}"))
     }
-    Ok(ProvenanceBody { root, records })
+
+    /// One page of the commit log from `from`: at most `limit` entries and
+    /// [`RESPONSE_BYTES`] of answer (`LogBody`'s JSON); a page cut short by its bytes
+    /// ends at an entry's end, and the next page is asked from its last `seq` + 1.
+    fn log(&self, from: u64, limit: usize) -> CoreResult<Vec<u8>> {
+        let core = self.0;
+        let head = log_head(core)?;
+        let entries = core.log_entries(from, limit)?;
+        let hashes: Vec<FihHash> = entries
+            .iter()
+            .filter_map(|(_, e)| match e {
+                LogEntry::Record { hash, .. } => Some(*hash),
+                LogEntry::Action { .. } => None,
+            })
+            .collect();
+        let raw = load_raw(core, &hashes, RESPONSE_BYTES)?;
+        let mut records = hashes.iter().zip(&raw);
+        let mut out = CappedArray::new(&format!("{{\"head\":{head},\"entries\":["));
+        for (seq, e) in entries {
+            let item = match e {
+                LogEntry::Record { at, .. } => {
+                    // The records read stop at the byte budget: so does the page.
+                    let Some((h, raw)) = records.next() else {
+                        break;
+                    };
+                    LogItem::Record {
+                        seq,
+                        at,
+                        record: Box::new(capped::decode(core.limits(), h, raw)?),
+                    }
+                }
+                LogEntry::Action { action, at } => LogItem::Action { seq, at, action },
+            };
+            if !out.push(&item) {
+                break;
+            }
+        }
+        Ok(out.finish("}"))
+    }
 }
 
 /// Where a `GET /v1/intents` page continues: the scan window (the Intent state keys
@@ -1141,7 +1177,7 @@ fn list_intents<K, B, O>(
     limit: usize,
     cursor: &IntentCursor,
     now: u64,
-) -> CoreResult<IntentList>
+) -> CoreResult<Vec<u8>>
 where
     K: KeyValueStore,
     B: BlobStore,
@@ -1167,7 +1203,21 @@ where
         candidates.push((h, st));
     }
     let hashes: Vec<FihHash> = candidates.iter().map(|(h, _)| *h).collect();
-    let records = load_records(core, &hashes)?;
+    // The window ends where the records read reach the byte budget.
+    let raw = load_raw(core, &hashes, RESPONSE_BYTES)?;
+    let (exhausted, window_end) = match raw.len() < hashes.len() {
+        true => (false, hashes.get(raw.len().wrapping_sub(1)).copied()),
+        false => (
+            exhausted,
+            state_keys
+                .last()
+                .and_then(|k| k[keys::INTENT_PREFIX.len()..].parse().ok()),
+        ),
+    };
+    let mut records = Vec::with_capacity(raw.len());
+    for (h, raw) in hashes.iter().zip(&raw) {
+        records.push(capped::decode(core.limits(), h, raw)?);
+    }
     let sort_key = |item: &IntentItem| {
         (
             std::cmp::Reverse(item.priority),
@@ -1195,26 +1245,33 @@ where
         let last = (std::cmp::Reverse(p), t, h);
         items.retain(|i| sort_key(i) > last);
     }
-    let more_in_window = items.len() > limit;
-    items.truncate(limit);
+    items.truncate(limit + 1);
+    let mut out = CappedArray::new("{\"intents\":[");
+    let mut last = None;
+    for item in &items {
+        if out.len() == limit || !out.push(item) {
+            break;
+        }
+        last = Some((
+            item.priority,
+            item.record.content().time(),
+            item.record.hash(),
+        ));
+    }
+    let more_in_window = items.len() > out.len();
     let next = if more_in_window {
-        items.last().map(|i| IntentCursor {
+        last.map(|last| IntentCursor {
             window: cursor.window,
-            last: Some((i.priority, i.record.content().time(), i.record.hash())),
+            last: Some(last),
         })
     } else if !exhausted {
-        state_keys
-            .last()
-            .and_then(|k| k[keys::INTENT_PREFIX.len()..].parse().ok())
-            .map(|h| IntentCursor {
-                window: Some(h),
-                last: None,
-            })
+        window_end.map(|h| IntentCursor {
+            window: Some(h),
+            last: None,
+        })
     } else {
         None
     };
-    Ok(IntentList {
-        intents: items,
-        next: next.map(|c| c.render()),
-    })
+    let next = serde_json::to_string(&next.map(|c| c.render())).unwrap_or_default();
+    Ok(out.finish(&format!(",\"next\":{next}}}")))
 }

@@ -57,6 +57,7 @@
 //! ```
 
 mod access;
+mod capped;
 mod error;
 mod governor;
 mod job;
@@ -80,6 +81,7 @@ use nexus_store::{BlobStore, CasFailure, KeyValueStore, ObjectStore, StoreError,
 pub use access::{
     ReadAccess, rate_limited, request_timeout, retry_after_secs, too_many_connections, unauthorized,
 };
+pub use capped::{RESPONSE_BYTES, record_bytes_bound};
 pub use error::{ApiError, core_code, core_error, validation_error};
 pub use governor::{GovernError, Governor, Next};
 pub use job::{

@@ -20,7 +20,9 @@
 
 use std::collections::BTreeSet;
 
-use nexus_core::storage::{decode_stored_record, is_contract_hint, keys as core_keys};
+use nexus_core::storage::{
+    decode_stored_record, encode_active_hints, is_contract_hint, keys as core_keys,
+};
 use nexus_core::{
     ActiveHint, AuthorKey, CompositeColdStorage, Content, CoreError, CoreResult, Fact, FihHash,
     Kind, LogEntry, Record, Topic,
@@ -636,7 +638,7 @@ where
         ops.push(CasOp {
             key: core_keys::HINTS.to_owned(),
             expected: hints_raw,
-            new: Some(serde_json::to_vec(&hints).unwrap_or_default()),
+            new: Some(encode_active_hints(&hints)),
         });
     }
     for rec in &new_records {

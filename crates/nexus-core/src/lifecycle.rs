@@ -242,6 +242,14 @@ pub enum CoreError {
         /// What it tried, for people.
         what: String,
     },
+    /// The active Hints would take more bytes than the limit (stored as JSON).
+    #[error("the active hints would take {bytes} bytes; the limit is {limit}")]
+    HintListFull {
+        /// Size of the list with the new Hint.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A concurrent commit changed these keys first (the caller may retry).
     #[error("lost a race on {}", keys.join(", "))]
     Conflict {
@@ -262,6 +270,7 @@ impl CoreError {
                 ValidationError::BadSignature { .. } => "bad_signature",
                 ValidationError::BodyTooLarge { .. } => "body_too_large",
                 ValidationError::TooManyParents { .. } => "too_many_parents",
+                ValidationError::SelectorTooLarge { .. } => "selector_too_large",
                 _ => "invalid_record",
             },
             CoreError::UnknownRecord(_) => "not_found",
@@ -279,7 +288,7 @@ impl CoreError {
             CoreError::NotProposer { .. } => "not_proposer",
             CoreError::LeaseOutOfRange { .. } => "lease_out_of_range",
             CoreError::ClockSkew { .. } => "clock_skew",
-            CoreError::TooManyHints(_) => "too_many_hints",
+            CoreError::TooManyHints(_) | CoreError::HintListFull { .. } => "too_many_hints",
             CoreError::HintQuota { .. } => "hint_quota",
             CoreError::HintNotActive(_) => "not_found",
             CoreError::HintNotPermitted { .. } => "hint_not_permitted",

@@ -35,6 +35,10 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Longest Hint reason, in bytes.
     pub max_reason_bytes: usize,
+    /// Largest Hint selector (the canonical `selector` object: topic glob and body
+    /// members), in bytes. Every active Hint's selector is matched against every
+    /// proposal, so this bounds the work a Hint can put on each write.
+    pub max_selector_bytes: usize,
     /// Shortest lease a claim or renewal may ask for, in ms.
     pub min_lease_ms: u64,
     /// Longest lease a claim or renewal may ask for, in ms.
@@ -50,6 +54,7 @@ impl Default for Limits {
             max_parents: 64,
             max_json_depth: 32,
             max_reason_bytes: 1024,
+            max_selector_bytes: 4096,
             min_lease_ms: 1_000,
             max_lease_ms: 3_600_000,
             max_clock_skew_ms: 300_000,
@@ -114,6 +119,14 @@ pub enum ValidationError {
     Reason {
         /// Its length.
         len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A Hint's selector is larger than allowed, canonically encoded.
+    #[error("hint selector is {size} bytes canonically encoded; the limit is {limit}")]
+    SelectorTooLarge {
+        /// Canonical size of the `selector` object.
+        size: usize,
         /// The limit.
         limit: usize,
     },
@@ -708,7 +721,8 @@ impl Signable for Content {
                 }
                 o.str("kind", "hint");
                 o.str("reason", &h.reason);
-                let mut sel = Obj::new(o.key("selector"));
+                let start = o.key("selector").len();
+                let mut sel = Obj::new(&mut *o.out);
                 if let Some(body) = &h.selector.body {
                     let body = Value::Object(body.clone());
                     write_body(sel.key("body"), "selector.body", &body, limits)?;
@@ -717,6 +731,13 @@ impl Signable for Content {
                     sel.str("topic", t.as_str());
                 }
                 sel.end();
+                let size = o.out.len() - start;
+                if size > limits.max_selector_bytes {
+                    return Err(ValidationError::SelectorTooLarge {
+                        size,
+                        limit: limits.max_selector_bytes,
+                    });
+                }
                 if let Some(src) = &h.source {
                     check_parents(&src.facts, limits)?;
                     let mut s = Obj::new(o.key("source"));

@@ -26,6 +26,8 @@
 //! entries lost after a commit are rewritten by the next [`FlushCapable::flush`] that
 //! passes over their log entry.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -48,13 +50,16 @@ pub const MAX_ACTIVE_HINTS: usize = 1_000;
 /// its own bound); past it the contract's Hint commit fails, loudly (see
 /// `nexus_api::Governor`).
 pub const MAX_CONTRACT_HINTS: usize = 1_000;
-/// Largest `selector.body` of a posted Hint, in bytes of JSON: every proposal and
-/// claim reads the whole active list, so each posted Hint's share of it is bounded
-/// (with the reason's 1 KiB, about 2 KiB a Hint, 2 MiB for the 1,000 posted ones).
-pub const MAX_SELECTOR_BYTES: usize = 1024;
 /// Default most active Hints one agent key may have posted (`nexus serve
 /// --hint-quota`).
 pub const DEFAULT_HINT_QUOTA: usize = 32;
+/// Most bytes the posted Hints may take in the active list (`hints/active`, JSON):
+/// every proposal, claim and Intent listing reads and decodes it, and every Hint write
+/// rewrites it, so this bounds what the Hints in force cost each request (see
+/// BENCHMARKS.md). The contract's Hints have their own room (counted, not in these
+/// bytes: their selectors are bounded by `max_selector_bytes` and their number by the
+/// host's contract room), so posted Hints cannot crowd them out.
+pub const MAX_ACTIVE_HINT_BYTES: usize = 512 * 1024;
 /// Most index keys one query page examines before it returns (with a cursor).
 pub const MAX_SCAN: usize = 1_000;
 
@@ -481,12 +486,13 @@ where
     pub fn active_hints(&self, now: u64) -> CoreResult<Vec<ActiveHint>> {
         Ok(self
             .stored_hints()?
-            .into_iter()
+            .iter()
             .filter(|h| h.hint.active_at(now))
+            .cloned()
             .collect())
     }
 
-    fn stored_hints(&self) -> CoreResult<Vec<ActiveHint>> {
+    fn stored_hints(&self) -> CoreResult<Arc<Vec<ActiveHint>>> {
         decode_hints(self.objects.get_state(keys::HINTS)?.as_deref())
     }
 
@@ -613,13 +619,12 @@ where
                 for (link, k) in &link_kinds {
                     require_kind(*link, *k, &[Kind::Fact])?;
                 }
-                let mut hints = hints;
+                let mut hints = Vec::clone(&hints);
                 hints.retain(|a| a.hint.active_at(now));
                 if hint.active_at(now) {
                     // A contract's Hint reaches `submit` only when a log is replayed
                     // (the API refuses it): it has the contract's own room.
                     if !is_contract_hint(hint) {
-                        check_selector(hint)?;
                         check_room(&hints, &hint.author, hint_quota)?;
                     }
                     let at = hints.partition_point(|a| a.hash < h);
@@ -631,10 +636,13 @@ where
                         },
                     );
                 }
+                if !is_contract_hint(hint) {
+                    check_posted_bytes(&hints)?;
+                }
                 ops.push(CasOp {
                     key: keys::HINTS.to_owned(),
                     expected: hints_value,
-                    new: Some(serde_json::to_vec(&hints).unwrap_or_default()),
+                    new: Some(encode_active_hints(&hints)),
                 });
             }
         }
@@ -1093,25 +1101,6 @@ pub fn is_contract_hint(hint: &Hint) -> bool {
     hint.source.as_ref().is_some_and(|s| s.contract.is_some())
 }
 
-/// A posted Hint's `selector.body` is at most [`MAX_SELECTOR_BYTES`] of JSON
-/// (`413 body_too_large`).
-fn check_selector(hint: &Hint) -> CoreResult<()> {
-    let size = hint
-        .selector
-        .body
-        .as_ref()
-        .map_or(0, |b| serde_json::to_vec(b).map_or(usize::MAX, |v| v.len()));
-    if size > MAX_SELECTOR_BYTES {
-        return Err(CoreError::Invalid(
-            crate::record::ValidationError::BodyTooLarge {
-                size,
-                limit: MAX_SELECTOR_BYTES,
-            },
-        ));
-    }
-    Ok(())
-}
-
 /// Whether one more Hint posted by `author` fits: the posted Hints' room and the
 /// author's quota (the contract's Hints count in neither).
 fn check_room(hints: &[ActiveHint], author: &crate::AuthorKey, quota: usize) -> CoreResult<()> {
@@ -1149,12 +1138,56 @@ fn admissibility(hints: &[ActiveHint], intent: &Intent, now: u64) -> CoreResult<
     }
 }
 
-fn decode_hints(value: Option<&[u8]>) -> CoreResult<Vec<ActiveHint>> {
-    match value {
-        None => Ok(vec![]),
-        Some(bytes) => serde_json::from_slice(bytes)
-            .map_err(|e| CoreError::Store(corrupt(keys::HINTS, &e.to_string()))),
+/// Refuses a list whose posted Hints (not the contract's) take more than
+/// [`MAX_ACTIVE_HINT_BYTES`] of JSON ([`CoreError::HintListFull`]); their number is
+/// bounded by [`check_room`].
+fn check_posted_bytes(hints: &[ActiveHint]) -> CoreResult<()> {
+    let posted: Vec<&ActiveHint> = hints
+        .iter()
+        .filter(|a| !is_contract_hint(&a.hint))
+        .collect();
+    let bytes = serde_json::to_vec(&posted).map_or(usize::MAX, |v| v.len());
+    if bytes > MAX_ACTIVE_HINT_BYTES {
+        return Err(CoreError::HintListFull {
+            bytes,
+            limit: MAX_ACTIVE_HINT_BYTES,
+        });
     }
+    Ok(())
+}
+
+/// The stored form of the active Hint list (`hints/active`): every writer of it (a
+/// Hint's submission, a retraction, the contract's Hint updates) goes through this one
+/// encoding, so that the decoded-list cache below can compare stored bytes.
+pub fn encode_active_hints(hints: &[ActiveHint]) -> Vec<u8> {
+    serde_json::to_vec(hints).unwrap_or_default()
+}
+
+/// The last active Hint list decoded, with its stored bytes: every proposal, claim and
+/// listing reads the list, which changes only when a Hint is written, so a read whose
+/// bytes equal the last ones (one comparison) skips decoding up to
+/// [`MAX_ACTIVE_HINTS`] Hints.
+static LAST_HINTS: Mutex<Option<DecodedHints>> = Mutex::new(None);
+
+/// Stored bytes of the active Hint list and what they decode to.
+type DecodedHints = (Vec<u8>, Arc<Vec<ActiveHint>>);
+
+fn decode_hints(value: Option<&[u8]>) -> CoreResult<Arc<Vec<ActiveHint>>> {
+    let Some(bytes) = value else {
+        return Ok(Arc::default());
+    };
+    let mut last = LAST_HINTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((b, hints)) = last.as_ref()
+        && b.as_slice() == bytes
+    {
+        return Ok(Arc::clone(hints));
+    }
+    let hints: Arc<Vec<ActiveHint>> = Arc::new(
+        serde_json::from_slice(bytes)
+            .map_err(|e| CoreError::Store(corrupt(keys::HINTS, &e.to_string())))?,
+    );
+    *last = Some((bytes.to_vec(), Arc::clone(&hints)));
+    Ok(hints)
 }
 
 fn require_kind(link: FihHash, actual: Kind, allowed: &[Kind]) -> CoreResult<()> {

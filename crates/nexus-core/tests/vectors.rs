@@ -92,6 +92,7 @@ fn validation_code(e: &ValidationError) -> &'static str {
         ValidationError::DuplicateParent(_) => "duplicate_parent",
         ValidationError::OutOfRange { .. } => "out_of_range",
         ValidationError::Reason { .. } => "reason",
+        ValidationError::SelectorTooLarge { .. } => "selector_too_large",
         ValidationError::HashMismatch { .. } => "hash_mismatch",
         ValidationError::BadSignature { .. } => "bad_signature",
         _ => "other",
@@ -859,6 +860,15 @@ fn record_cases() -> Vec<RecordCase> {
     let mut w = s(&hint_deny, &gov);
     w["reason"] = json!("");
     out.push(rc("hint_empty_reason", "record", w, Some(3), "reason"));
+    let mut w = s(&hint_deny, &gov);
+    w["selector"] = json!({"topic": "lab/**", "body": {"pad": "x".repeat(4_100)}});
+    out.push(rc(
+        "hint_selector_too_large",
+        "record",
+        w,
+        Some(3),
+        "selector_too_large",
+    ));
 
     out
 }
@@ -918,6 +928,7 @@ fn build() -> Doc {
             "max_parents": limits.max_parents,
             "max_json_depth": limits.max_json_depth,
             "max_reason_bytes": limits.max_reason_bytes,
+            "max_selector_bytes": limits.max_selector_bytes,
         }),
         canonical,
         records,

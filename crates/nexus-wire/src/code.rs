@@ -63,6 +63,9 @@ error_codes! {
     HashMismatch = ("hash_mismatch", 400),
     /// A record names more parents than the limit (names `count`, `limit`).
     TooManyParents = ("too_many_parents", 400),
+    /// A Hint's selector is larger than the limit, canonically encoded (names `size`,
+    /// `limit`).
+    SelectorTooLarge = ("selector_too_large", 400),
     /// A claim or renewal asks for a lease outside the server's range (names
     /// `requested`, `min`, `max`).
     LeaseOutOfRange = ("lease_out_of_range", 400),
@@ -122,7 +125,9 @@ error_codes! {
     /// Every attempt of the commit lost its compare-and-swap race (names `keys`); the
     /// client may retry.
     Conflict = ("conflict", 409),
-    /// As many Hints are active as the limit allows (names `active`).
+    /// As many Hints are active as the limit allows (names `active`), or the active
+    /// Hints would take more bytes than the limit with this one (names `bytes`,
+    /// `limit`).
     TooManyHints = ("too_many_hints", 409),
     /// A deployment names a contract version that is no longer the one in force
     /// (names `current`, `expected`).

@@ -132,24 +132,6 @@ fn an_agent_may_not_post_deny_or_allow_hints() {
 }
 
 #[test]
-fn a_posted_hints_selector_is_bounded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&closed_data(dir.path(), &[m()]), false);
-    let c = server.client();
-    // Every proposal reads the whole active list: a 60 KiB selector on each of the
-    // 1,000 posted Hints would make it 60 MB.
-    let big = json!({"pad": "x".repeat(60 * 1024)});
-    let selector = builders::selector(None, Some(big)).expect("selector");
-    let r = builders::hint(&m(), selector, Effect::Priority(1), "big").expect("hint");
-    let e = c.submit(&r).expect_err("too large");
-    assert_eq!(code(&e), (Some(413), Some("body_too_large")));
-    let small = json!({"pad": "x".repeat(900)});
-    let selector = builders::selector(None, Some(small)).expect("selector");
-    let r = builders::hint(&m(), selector, Effect::Priority(1), "small").expect("hint");
-    c.submit(&r).expect("within the bound");
-}
-
-#[test]
 fn an_agents_allow_cannot_cancel_the_contracts_deny() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&closed_data(dir.path(), &[m()]), false);

@@ -85,6 +85,12 @@ impl Server {
         hostport.parse().expect("server address")
     }
 
+    /// The server's process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A client for it.
     pub fn client(&self) -> Client {
         Client::new(&self.url)
