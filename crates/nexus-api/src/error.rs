@@ -94,6 +94,9 @@ pub fn core_code(e: &CoreError) -> ErrorCode {
         CoreError::NotProposer { .. } => ErrorCode::NotProposer,
         CoreError::LeaseOutOfRange { .. } => ErrorCode::LeaseOutOfRange,
         CoreError::ClockSkew { .. } => ErrorCode::ClockSkew,
+        CoreError::LegacyAction => ErrorCode::LegacyAction,
+        CoreError::WrongDeployment { .. } => ErrorCode::WrongDeployment,
+        CoreError::Replayed { .. } => ErrorCode::Replayed,
         CoreError::TooManyHints(_) => ErrorCode::TooManyHints,
         CoreError::Conflict { .. } => ErrorCode::Conflict,
         CoreError::Store(nexus_store::StoreError::Full(_)) => ErrorCode::InsufficientStorage,
@@ -186,6 +189,15 @@ pub fn core_error(e: &CoreError) -> ApiError {
             .with("time", *time)
             .with("now", *now)
             .with("max_skew_ms", *max_skew_ms),
+        CoreError::LegacyAction => err,
+        CoreError::WrongDeployment { signed, ours } => {
+            let err = err.with("signed", signed.as_str());
+            match ours {
+                Some(d) => err.with("ours", d.as_str()),
+                None => err,
+            }
+        }
+        CoreError::Replayed { action } => err.with("action", action.to_string()),
         CoreError::TooManyHints(n) => err.with("active", *n as u64),
         CoreError::Conflict { keys } => err.with("keys", keys.clone()),
         CoreError::Store(_) => err,
@@ -372,6 +384,22 @@ mod tests {
                 400,
                 "clock_skew",
                 vec![("time", json!(1)), ("now", json!(2))],
+            ),
+            (CoreError::LegacyAction, 400, "legacy_action", vec![]),
+            (
+                CoreError::WrongDeployment {
+                    signed: "theirs".parse().expect("deployment"),
+                    ours: Some("ours".parse().expect("deployment")),
+                },
+                403,
+                "wrong_deployment",
+                vec![("signed", json!("theirs")), ("ours", json!("ours"))],
+            ),
+            (
+                CoreError::Replayed { action: h },
+                409,
+                "replayed",
+                vec![("action", json!(h.to_string()))],
             ),
             (
                 CoreError::TooManyHints(1000),

@@ -335,7 +335,8 @@ pub fn health_response(health: &StoreHealth, ok: Response) -> Response {
     if health.is_ok() || ok.status != 200 {
         return ok;
     }
-    let Some(log_head) = ok.json_body()["log_head"].as_u64() else {
+    let answer = ok.json_body();
+    let Some(log_head) = answer["log_head"].as_u64() else {
         return ok;
     };
     let body = wire::Health {
@@ -343,6 +344,7 @@ pub fn health_response(health: &StoreHealth, ok: Response) -> Response {
         reason: Some(health.reason().to_owned()),
         message: health.message().map(str::to_owned),
         log_head,
+        deployment: answer["deployment"].as_str().map(str::to_owned),
     };
     Response::json(503, &body)
 }

@@ -138,9 +138,12 @@ impl Agent for NexusAgent {
 
     fn claim(&mut self) -> Result<()> {
         let intent = self.intent.context("nothing proposed")?;
-        let lease = self
-            .client
-            .claim(&builders::claim(self.key.key(), intent, LEASE_MS)?)?;
+        let lease = self.client.claim(&builders::claim(
+            self.key.key(),
+            &self.client.deployment()?,
+            intent,
+            LEASE_MS,
+        )?)?;
         self.token = Some(lease.token);
         Ok(())
     }

@@ -12,14 +12,16 @@
 //! own parser (default [`Limits`]), checks that `seq` runs 1, 2, 3, … without gaps, that
 //! every record names as parents (and resolved Intent, and Hint source Facts) only
 //! records that appeared earlier in the file, that no record appears twice, that every
-//! action names an Intent that appeared earlier, and that a Fact's `resolves` names an
-//! Intent. It stops at the first broken entry and says where and what.
+//! action names an Intent that appeared earlier and is applied once (no action hash twice:
+//! a replayed action takes effect at most once), and that a Fact's `resolves` names an
+//! Intent. Actions of wire format v1 (no `deployment`, logs older than v2) verify as
+//! they did. It stops at the first broken entry and says where and what.
 //!
 //! With [`VerifyOptions::replay`] ([`verify_export_with`]) it also replays every entry
 //! through the core's own lifecycle on an in-memory store, with the entry's `at` as the
 //! clock — exactly what the server did at commit time — so that fencing tokens, leases,
 //! withdrawals by the proposer only, one resolution per Intent and Hint admissibility
-//! are all re-checked. This needs the server's [`Limits`] (lease bounds, clock skew) and
+//! are all re-checked, and that every version 2 action names the log's one deployment. This needs the server's [`Limits`] (lease bounds, clock skew) and
 //! a core with the same rules as the one that wrote the log, hence it is opt-in.
 
 use std::collections::HashMap;
@@ -148,6 +150,13 @@ pub enum Problem {
         /// Where it first appeared.
         first_line: u64,
     },
+    /// The same action (same hash) was applied earlier in the file: an action takes
+    /// effect at most once, so a log that applies one twice was replayed into.
+    #[error("action already applied on line {first_line}")]
+    DuplicateAction {
+        /// Where it was first applied.
+        first_line: u64,
+    },
     /// A parent, resolved Intent or Hint source Fact does not appear earlier.
     #[error("dangling link: {link} does not appear earlier in the export")]
     DanglingLink {
@@ -220,6 +229,7 @@ pub fn verify_export_with<R: BufRead>(
         .then(|| CompositeColdStorage::unified(MemoryStore::new(), limits.clone()));
     let mut report = VerifyReport::default();
     let mut seen: HashMap<FihHash, Seen> = HashMap::new();
+    let mut actions: HashMap<FihHash, u64> = HashMap::new();
     let mut buf = Vec::with_capacity(4096);
     loop {
         let line = report.lines + 1;
@@ -248,7 +258,15 @@ pub fn verify_export_with<R: BufRead>(
             });
         }
         report.lines = line;
-        check_line(&buf, line, limits, replay.as_ref(), &mut seen, &mut report)?;
+        check_line(
+            &buf,
+            line,
+            limits,
+            replay.as_ref(),
+            &mut seen,
+            &mut actions,
+            &mut report,
+        )?;
         if line % PROGRESS_EVERY == 0 {
             progress(line);
         }
@@ -263,6 +281,7 @@ fn check_line(
     limits: &Limits,
     replay: Option<&Replay>,
     seen: &mut HashMap<FihHash, Seen>,
+    actions: &mut HashMap<FihHash, u64>,
     report: &mut VerifyReport,
 ) -> Result<(), VerifyError> {
     let mut err = VerifyError {
@@ -438,8 +457,11 @@ fn check_line(
             }
             Some(_) => {}
         }
+        if let Some(first_line) = actions.insert(action.hash(), line) {
+            return fail(err, Problem::DuplicateAction { first_line });
+        }
         if let Some(store) = replay
-            && let Err(e) = store.act(&action, at)
+            && let Err(e) = replay_action(store, &action, at)
         {
             return fail(
                 err,
@@ -458,6 +480,15 @@ fn check_line(
     }
     report.head = seq;
     Ok(())
+}
+
+/// Replays `action` at `at`; a version 2 action of a log whose replay store has no
+/// deployment yet gives it its own (every later one must name the same).
+fn replay_action(store: &Replay, action: &Action, at: u64) -> Result<(), nexus_core::CoreError> {
+    if let Some(d) = action.content().deployment() {
+        store.init_deployment(d)?;
+    }
+    store.replay_action(action, at).map(|_| ())
 }
 
 fn take_u64(entry: &mut Map<String, Value>, name: &str) -> Result<u64, String> {
