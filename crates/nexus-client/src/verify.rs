@@ -539,6 +539,10 @@ mod tests {
 
     const T: u64 = 1_764_000_000_000;
 
+    fn dep() -> nexus_core::Deployment {
+        "verify-test".parse().expect("deployment")
+    }
+
     fn alice() -> SigningKey {
         SigningKey::from_seed(&[1; 32])
     }
@@ -564,8 +568,8 @@ mod tests {
     fn valid() -> (Fixture, Vec<Value>) {
         let (a, b) = (alice(), bob());
         let intent = propose_at(&a, "chem/solubility", json!({"c": "NaCl"}), &[], T).expect("i");
-        let claim = claim_at(&b, intent.hash(), 30_000, T + 1).expect("claim");
-        let renew = renew_at(&b, intent.hash(), 1, 30_000, T + 2).expect("renew");
+        let claim = claim_at(&b, &dep(), intent.hash(), 30_000, T + 1).expect("claim");
+        let renew = renew_at(&b, &dep(), intent.hash(), 1, 30_000, T + 2).expect("renew");
         let fact = fact_at(
             &b,
             "chem/solubility",
@@ -576,7 +580,7 @@ mod tests {
         )
         .expect("fact");
         let other = propose_at(&a, "chem/other", json!(2), &[fact.hash()], T + 4).expect("j");
-        let wd = withdraw_at(&a, other.hash(), T + 5).expect("withdraw");
+        let wd = withdraw_at(&a, &dep(), other.hash(), T + 5).expect("withdraw");
         let hint = hint_at(
             &a,
             selector(Some("chem/**"), None).expect("sel"),
@@ -679,7 +683,7 @@ mod tests {
             (
                 act(
                     8,
-                    &claim_at(&carol, fx.intent.hash(), 30_000, T + 8).expect("c"),
+                    &claim_at(&carol, &dep(), fx.intent.hash(), 30_000, T + 8).expect("c"),
                 ),
                 "already_resolved",
             ),
@@ -701,14 +705,17 @@ mod tests {
             ),
             // A withdrawal by someone other than the proposer.
             (
-                act(8, &withdraw_at(&carol, fx.intent.hash(), T + 8).expect("w")),
+                act(
+                    8,
+                    &withdraw_at(&carol, &dep(), fx.intent.hash(), T + 8).expect("w"),
+                ),
                 "not_proposer",
             ),
             // A renewal with a token never issued.
             (
                 act(
                     8,
-                    &renew_at(&bob(), fx.intent.hash(), 7, 30_000, T + 8).expect("r"),
+                    &renew_at(&bob(), &dep(), fx.intent.hash(), 7, 30_000, T + 8).expect("r"),
                 ),
                 "already_resolved",
             ),
@@ -733,7 +740,7 @@ mod tests {
         let e = verify_export_with(t.as_bytes(), &replay(), |_| {}).expect_err("unclaimed");
         assert_eq!(e.line, 2);
         assert!(matches!(&*e.problem, Problem::Replay { .. }), "{e}");
-        let c = claim_at(&bob(), i.hash(), 30_000, T).expect("c");
+        let c = claim_at(&bob(), &dep(), i.hash(), 30_000, T).expect("c");
         let late = json!({"seq": 2, "at": T + 3_600_000, "action": c.to_value()});
         let t = text(&[rec(1, &i), late]);
         let e = verify_export_with(t.as_bytes(), &replay(), |_| {}).expect_err("skew");
@@ -901,7 +908,7 @@ mod tests {
     #[test]
     fn action_on_a_fact_is_reported() {
         let (fx, mut lines) = valid();
-        let c = claim_at(&bob(), fx.fact.hash(), 30_000, T + 7).expect("claim");
+        let c = claim_at(&bob(), &dep(), fx.fact.hash(), 30_000, T + 7).expect("claim");
         lines.push(act(8, &c));
         let e = broken(&text(&lines));
         assert_eq!(e.line, 8);
