@@ -14,7 +14,9 @@
 //! let client = Client::new("http://127.0.0.1:7878")?;
 //! let intent = builders::propose(key.key(), "chem/solubility", json!({"compound": "NaCl"}), &[])?;
 //! client.submit(&intent)?;
-//! let lease = client.claim(&builders::claim(key.key(), intent.hash(), 30_000)?)?;
+//! // Actions are signed for the server's deployment (read once per client).
+//! let deployment = client.deployment()?;
+//! let lease = client.claim(&builders::claim(key.key(), &deployment, intent.hash(), 30_000)?)?;
 //! let fact = builders::fact(key.key(), "chem/solubility", json!({"g_per_l": 360}),
 //!                           &[intent.hash()], Some((intent.hash(), lease.token)))?;
 //! client.submit(&fact)?;
