@@ -255,6 +255,16 @@ def author_key(value) -> str:
     return value
 
 
+_DEPLOYMENT = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def deployment(value) -> str:
+    """A deployment id: 1..=64 bytes of [A-Za-z0-9._-]."""
+    if not isinstance(value, str) or not _DEPLOYMENT.fullmatch(value):
+        malformed(f"deployment must be 1..=64 of [A-Za-z0-9._-], got {value!r}")
+    return value
+
+
 def u64(value, what: str) -> int:
     if type(value) is not int or not 0 <= value <= U64_MAX:
         malformed(f"{what} must be a non-negative integer, got {value!r}")
@@ -379,8 +389,13 @@ def normal_content(content: dict, ty: str) -> dict:
             c.pop("expires", None)
     else:
         target = "hint" if kind == "retract" else "intent"
-        fields = {"kind", target, "author", "time"} | {"claim": {"lease_ms"}, "renew": {"lease_ms", "token"}, "withdraw": set(), "retract": set()}[kind]
-        obj(c, kind, fields, fields)
+        required = {"kind", target, "author", "time"} | {"claim": {"lease_ms"}, "renew": {"lease_ms", "token"}, "withdraw": set(), "retract": set()}[kind]
+        # Wire format v2 adds `deployment` (absent: a version 1 action of an old log).
+        obj(c, kind, required | {"deployment"}, required)
+        if present(c, "deployment"):
+            deployment(c["deployment"])
+        else:
+            c.pop("deployment", None)
         lower_hex(c[target], 32, target)
         for k in ("lease_ms", "token"):
             if k in c:
@@ -466,7 +481,7 @@ def main(argv: list[str]) -> int:
     def fail(where: str, msg: str):
         failures.append(f"{where}: {msg}")
 
-    if doc.get("version") != 1:
+    if doc.get("version") != 2:
         fail("header", f"unsupported version {doc.get('version')!r}")
     if doc.get("hash_context") != HASH_CONTEXT:
         fail("header", f"hash_context {doc.get('hash_context')!r} != {HASH_CONTEXT!r}")

@@ -97,6 +97,9 @@ pub fn core_code(e: &CoreError) -> ErrorCode {
         CoreError::NotProposer { .. } => ErrorCode::NotProposer,
         CoreError::LeaseOutOfRange { .. } => ErrorCode::LeaseOutOfRange,
         CoreError::ClockSkew { .. } => ErrorCode::ClockSkew,
+        CoreError::LegacyAction => ErrorCode::LegacyAction,
+        CoreError::WrongDeployment { .. } => ErrorCode::WrongDeployment,
+        CoreError::Replayed { .. } => ErrorCode::Replayed,
         CoreError::TooManyHints(_) | CoreError::HintListFull { .. } => ErrorCode::TooManyHints,
         CoreError::HintQuota { .. } => ErrorCode::HintQuota,
         CoreError::HintNotPermitted { .. } => ErrorCode::HintNotPermitted,
@@ -192,6 +195,15 @@ pub fn core_error(e: &CoreError) -> ApiError {
             .with("time", *time)
             .with("now", *now)
             .with("max_skew_ms", *max_skew_ms),
+        CoreError::LegacyAction => err,
+        CoreError::WrongDeployment { signed, ours } => {
+            let err = err.with("signed", signed.as_str());
+            match ours {
+                Some(d) => err.with("ours", d.as_str()),
+                None => err,
+            }
+        }
+        CoreError::Replayed { action } => err.with("action", action.to_string()),
         CoreError::TooManyHints(n) => err.with("active", *n as u64),
         CoreError::HintQuota {
             author,
@@ -390,6 +402,22 @@ mod tests {
                 400,
                 "clock_skew",
                 vec![("time", json!(1)), ("now", json!(2))],
+            ),
+            (CoreError::LegacyAction, 400, "legacy_action", vec![]),
+            (
+                CoreError::WrongDeployment {
+                    signed: "theirs".parse().expect("deployment"),
+                    ours: Some("ours".parse().expect("deployment")),
+                },
+                403,
+                "wrong_deployment",
+                vec![("signed", json!("theirs")), ("ours", json!("ours"))],
+            ),
+            (
+                CoreError::Replayed { action: h },
+                409,
+                "replayed",
+                vec![("action", json!(h.to_string()))],
             ),
             (
                 CoreError::TooManyHints(1000),

@@ -732,7 +732,10 @@ impl Job {
             // The entries' keys are known only below the head: the second round reads
             // exactly those (no guessing past the head), the third their records.
             Op::Log { .. } => m.state_keys.push(head),
-            Op::Health => m.state_keys.push(head),
+            Op::Health => {
+                m.state_keys.push(head);
+                m.state_keys.push(keys::DEPLOYMENT.to_owned());
+            }
         }
         m.kv_keys.sort();
         m.kv_keys.dedup();
@@ -859,7 +862,10 @@ impl Job {
                 let applied = governance::apply_hints(core, update, now)?;
                 body(&serde_json::json!({"applied": format!("{applied:?}")}))
             }
-            Op::Health => body(&Health::ok(log_head(core)?)),
+            Op::Health => body(&Health::ok(
+                log_head(core)?,
+                core.deployment()?.map(|d| d.as_str().to_owned()),
+            )),
             Op::Log { from, limit } => Pages(core).log(*from, *limit).map(Done::Body),
             Op::ListFacts {
                 topic,

@@ -414,7 +414,8 @@ fn degraded(ok: Response, reason: &str, message: Option<String>) -> Response {
     if ok.status != 200 {
         return ok;
     }
-    let Some(log_head) = ok.json_body()["log_head"].as_u64() else {
+    let answer = ok.json_body();
+    let Some(log_head) = answer["log_head"].as_u64() else {
         return ok;
     };
     let body = wire::Health {
@@ -422,6 +423,7 @@ fn degraded(ok: Response, reason: &str, message: Option<String>) -> Response {
         reason: Some(reason.to_owned()),
         message,
         log_head,
+        deployment: answer["deployment"].as_str().map(str::to_owned),
     };
     Response::json(503, &body)
 }

@@ -43,7 +43,7 @@ fn post(
 #[test]
 fn a_lost_commit_is_retried_and_then_reports_the_winner() {
     let api = open_api();
-    let base = MemoryStore::new();
+    let base = store();
     let (alice, bob, carol) = (key(1), key(2), key(3));
     let i = intent(&alice, "race", json!({}));
     assert_eq!(post(&api, &base, "/v1/intents", &i).0, 201);
@@ -207,7 +207,7 @@ fn a_full_store_answers_507_once_and_health_answers_503_degraded() {
 #[test]
 fn read_sets_let_writes_finish_in_one_round() {
     let api = open_api();
-    let store = MemoryStore::new();
+    let store = store();
     let (alice, bob) = (key(1), key(2));
     let i = intent(&alice, "a", json!({}));
     let f = fact(&alice, "a", json!(1), vec![], None, NOW);
@@ -264,7 +264,7 @@ fn read_sets_let_writes_finish_in_one_round() {
 #[test]
 fn reads_are_jobs_with_empty_deltas() {
     let api = open_api();
-    let store = MemoryStore::new();
+    let store = store();
     let i = intent(&key(1), "a", json!({}));
     api.run_sync(
         &store,
@@ -330,7 +330,7 @@ fn failed_jobs_leave_empty_deltas_and_jobs_are_send() {
     send_sync::<nexus_api::Outcome>();
     send_sync::<Api>();
     let api = open_api();
-    let store = MemoryStore::new();
+    let store = store();
     let orphan = intent_at(
         &key(1),
         "a",
@@ -360,7 +360,7 @@ fn failed_jobs_leave_empty_deltas_and_jobs_are_send() {
 fn jobs_run_on_a_session_server() {
     use nexus_iobuf::SessionServer;
     let api = open_api();
-    let server = SessionServer::new(MemoryStore::new());
+    let server = SessionServer::new(store());
     let limits = api.config().limits.clone();
     let ask = |method: &str, target: &str, body: Vec<u8>| {
         let job = match api.prepare(&Request::new(method, target, body)) {

@@ -103,7 +103,10 @@ fn full_lifecycle_propose_claim_renew_resolve_provenance_log() {
     assert_eq!(a.json["entries"][0]["seq"], 3);
 
     let a = h.get("/v1/health");
-    assert_eq!(a.json, json!({"status": "ok", "log_head": 4}));
+    assert_eq!(
+        a.json,
+        json!({"status": "ok", "log_head": 4, "deployment": "test-deployment"})
+    );
     let a = h.get("/v1/facts?topic=chem");
     assert_eq!(a.json, json!({"facts": [f.to_value()], "next": null}));
 
@@ -127,8 +130,11 @@ fn withdraw_by_proposer_only() {
         a.json,
         json!({"intent": i.hash().to_string(), "state": "withdrawn"})
     );
-    h.expect_error(409, "withdrawn", |h| {
+    h.expect_error(409, "replayed", |h| {
         h.act(&withdraw_at(&alice, i.hash(), NOW), NOW)
+    });
+    h.expect_error(409, "withdrawn", |h| {
+        h.act(&withdraw_at(&alice, i.hash(), NOW + 1), NOW)
     });
     h.expect_error(409, "withdrawn", |h| {
         h.act(&claim_at(&bob, i.hash(), LEASE, NOW), NOW)

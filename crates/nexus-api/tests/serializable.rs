@@ -131,7 +131,7 @@ fn claims_after_the_hint(log: &[(String, Value)]) -> usize {
 #[test]
 fn a_claim_executed_before_a_deny_hint_of_its_group_is_refused_after_it() {
     for hint_at in [0, 1, 16, 31, 32] {
-        let store = MemoryStore::new();
+        let store = store();
         let (claims, hint, log) = race(store.clone(), store.clone(), 32, hint_at);
         assert_eq!(hint, 201);
         assert_eq!(claims_after_the_hint(&log), 0, "hint queued at {hint_at}");
@@ -146,7 +146,7 @@ fn a_claim_executed_before_a_deny_hint_of_its_group_is_refused_after_it() {
 fn without_read_checks_the_same_group_commits_claims_after_the_hint() {
     // The defect of issue 10, reproduced: a store that drops read checks applies the
     // claims the Hint denies, after the Hint. The test above would catch it.
-    let store = MemoryStore::new();
+    let store = store();
     let broken =
         Hooked::new(store.clone()).with_group(|inner: &MemoryStore, batches: &[WriteBatch]| {
             let stripped: Vec<WriteBatch> = batches

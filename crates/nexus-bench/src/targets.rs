@@ -103,17 +103,26 @@ struct NexusAgent {
     n: u64,
     intent: Option<FihHash>,
     token: Option<u64>,
+    /// The server's deployment id; `None`: a server older than wire format v2 (a
+    /// baseline binary), whose claims are signed as version 1.
+    deployment: Option<nexus_core::Deployment>,
 }
 
 impl NexusAgent {
     fn new(url: &str, index: usize) -> Result<Self> {
+        let client = Client::new(url)?.with_timeout(Duration::from_secs(60));
+        let deployment = match client.health()?.deployment {
+            Some(d) => Some(d.parse().context("the server's deployment id")?),
+            None => None,
+        };
         Ok(Self {
-            client: Client::new(url)?.with_timeout(Duration::from_secs(60)),
+            client,
             key: KeyFile::generate()?,
             index,
             n: 0,
             intent: None,
             token: None,
+            deployment,
         })
     }
 }
@@ -138,9 +147,17 @@ impl Agent for NexusAgent {
 
     fn claim(&mut self) -> Result<()> {
         let intent = self.intent.context("nothing proposed")?;
-        let lease = self
-            .client
-            .claim(&builders::claim(self.key.key(), intent, LEASE_MS)?)?;
+        let claim = builders::sign_action(
+            self.key.key(),
+            nexus_core::ActionContent::Claim {
+                intent,
+                lease_ms: LEASE_MS,
+                author: self.key.author(),
+                deployment: self.deployment.clone(),
+                time: builders::now_ms(),
+            },
+        )?;
+        let lease = self.client.claim(&claim)?;
         self.token = Some(lease.token);
         Ok(())
     }

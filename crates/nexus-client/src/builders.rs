@@ -2,29 +2,32 @@
 //!
 //! Each builder validates its input against the default [`Limits`] (what every host
 //! accepts unless configured otherwise), hashes and signs. The `*_at` variants take the
-//! time explicitly (ms since the Unix epoch), for tests and replays.
+//! time explicitly (ms since the Unix epoch), for tests and replays. Actions are signed
+//! for one deployment (wire format v2): the id a server shows in `GET /v1/health`
+//! ([`Client::deployment`](crate::Client::deployment)); every other server refuses them.
 //!
 //! ```
 //! use nexus_client::builders::{claim, fact, propose};
-//! use nexus_core::SigningKey;
+//! use nexus_core::{Deployment, SigningKey};
 //! use serde_json::json;
 //!
 //! let alice = SigningKey::from_seed(&[1; 32]);
 //! let bob = SigningKey::from_seed(&[2; 32]);
+//! let deployment: Deployment = "0123456789abcdef0123456789abcdef".parse()?;
 //! let intent = propose(&alice, "chem/solubility", json!({"compound": "NaCl"}), &[])?;
-//! let claim = claim(&bob, intent.hash(), 30_000)?;
+//! let claim = claim(&bob, &deployment, intent.hash(), 30_000)?;
 //! // …the server answers the claim with fencing token 1…
 //! let answer = fact(&bob, "chem/solubility", json!({"g_per_l": 360}), &[intent.hash()],
 //!                   Some((intent.hash(), 1)))?;
 //! # let _ = (claim, answer);
-//! # Ok::<(), nexus_client::builders::BuildError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nexus_core::{
-    Action, ActionContent, Content, Effect, Fact, FihHash, Hint, HintSource, Intent, Limits,
-    Record, Resolves, Selector, SigningKey, Topic, TopicGlob, ValidationError,
+    Action, ActionContent, Content, Deployment, Effect, Fact, FihHash, Hint, HintSource, Intent,
+    Limits, Record, Resolves, Selector, SigningKey, Topic, TopicGlob, ValidationError,
 };
 use serde_json::Value;
 
@@ -174,14 +177,20 @@ pub fn hint_at(
     )
 }
 
-/// A claim on `intent` for `lease_ms`, made now.
-pub fn claim(key: &SigningKey, intent: FihHash, lease_ms: u64) -> Result<Action, BuildError> {
-    claim_at(key, intent, lease_ms, now_ms())
+/// A claim on `intent` for `lease_ms`, made now, for `deployment`.
+pub fn claim(
+    key: &SigningKey,
+    deployment: &Deployment,
+    intent: FihHash,
+    lease_ms: u64,
+) -> Result<Action, BuildError> {
+    claim_at(key, deployment, intent, lease_ms, now_ms())
 }
 
 /// A claim made at `time`.
 pub fn claim_at(
     key: &SigningKey,
+    deployment: &Deployment,
     intent: FihHash,
     lease_ms: u64,
     time: u64,
@@ -192,6 +201,7 @@ pub fn claim_at(
             intent,
             lease_ms,
             author: key.author(),
+            deployment: Some(deployment.clone()),
             time,
         },
     )
@@ -200,16 +210,18 @@ pub fn claim_at(
 /// A renewal of the claim with fencing `token` for another `lease_ms` from now.
 pub fn renew(
     key: &SigningKey,
+    deployment: &Deployment,
     intent: FihHash,
     token: u64,
     lease_ms: u64,
 ) -> Result<Action, BuildError> {
-    renew_at(key, intent, token, lease_ms, now_ms())
+    renew_at(key, deployment, intent, token, lease_ms, now_ms())
 }
 
 /// A renewal made at `time`.
 pub fn renew_at(
     key: &SigningKey,
+    deployment: &Deployment,
     intent: FihHash,
     token: u64,
     lease_ms: u64,
@@ -222,40 +234,62 @@ pub fn renew_at(
             token,
             lease_ms,
             author: key.author(),
+            deployment: Some(deployment.clone()),
             time,
         },
     )
 }
 
 /// A withdrawal of `intent` (by its proposer), made now.
-pub fn withdraw(key: &SigningKey, intent: FihHash) -> Result<Action, BuildError> {
-    withdraw_at(key, intent, now_ms())
+pub fn withdraw(
+    key: &SigningKey,
+    deployment: &Deployment,
+    intent: FihHash,
+) -> Result<Action, BuildError> {
+    withdraw_at(key, deployment, intent, now_ms())
 }
 
 /// A withdrawal made at `time`.
-pub fn withdraw_at(key: &SigningKey, intent: FihHash, time: u64) -> Result<Action, BuildError> {
+pub fn withdraw_at(
+    key: &SigningKey,
+    deployment: &Deployment,
+    intent: FihHash,
+    time: u64,
+) -> Result<Action, BuildError> {
     sign_action(
         key,
         ActionContent::Withdraw {
             intent,
             author: key.author(),
+            deployment: Some(deployment.clone()),
             time,
         },
     )
 }
 
-/// A retraction of Hint `hint` (by its author, or an operator key), made now.
-pub fn retract(key: &SigningKey, hint: FihHash) -> Result<Action, BuildError> {
-    retract_at(key, hint, now_ms())
+/// A retraction of Hint `hint` (by its author, or an operator key), made now, for
+/// `deployment`.
+pub fn retract(
+    key: &SigningKey,
+    deployment: &Deployment,
+    hint: FihHash,
+) -> Result<Action, BuildError> {
+    retract_at(key, deployment, hint, now_ms())
 }
 
 /// A retraction made at `time`.
-pub fn retract_at(key: &SigningKey, hint: FihHash, time: u64) -> Result<Action, BuildError> {
+pub fn retract_at(
+    key: &SigningKey,
+    deployment: &Deployment,
+    hint: FihHash,
+    time: u64,
+) -> Result<Action, BuildError> {
     sign_action(
         key,
         ActionContent::Retract {
             hint,
             author: key.author(),
+            deployment: Some(deployment.clone()),
             time,
         },
     )
@@ -292,9 +326,10 @@ mod tests {
         for r in [&i, &f, &h] {
             assert_eq!(&Record::from_json(&r.to_json(), &limits).expect("ok"), r);
         }
-        let c = claim(&a, i.hash(), 30_000).expect("claim");
-        let r = renew(&a, i.hash(), 1, 30_000).expect("renew");
-        let w = withdraw(&a, i.hash()).expect("withdraw");
+        let d: Deployment = "d".parse().expect("deployment");
+        let c = claim(&a, &d, i.hash(), 30_000).expect("claim");
+        let r = renew(&a, &d, i.hash(), 1, 30_000).expect("renew");
+        let w = withdraw(&a, &d, i.hash()).expect("withdraw");
         for x in [&c, &r, &w] {
             assert_eq!(&Action::from_json(&x.to_json(), &limits).expect("ok"), x);
             assert_eq!(x.content().intent(), Some(&i.hash()));

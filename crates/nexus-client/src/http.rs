@@ -14,7 +14,9 @@
 //! let client = Client::new("http://127.0.0.1:7878")?;
 //! let intent = builders::propose(key.key(), "chem/solubility", json!({"compound": "NaCl"}), &[])?;
 //! client.submit(&intent)?;
-//! let lease = client.claim(&builders::claim(key.key(), intent.hash(), 30_000)?)?;
+//! // Actions are signed for the server's deployment (read once per client).
+//! let deployment = client.deployment()?;
+//! let lease = client.claim(&builders::claim(key.key(), &deployment, intent.hash(), 30_000)?)?;
 //! let fact = builders::fact(key.key(), "chem/solubility", json!({"g_per_l": 360}),
 //!                           &[intent.hash()], Some((intent.hash(), lease.token)))?;
 //! client.submit(&fact)?;
@@ -28,7 +30,7 @@ use std::time::Duration;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use nexus_core::{
-    Action, ActionContent, AuthorKey, FihHash, Kind, Limits, Record, ValidationError,
+    Action, ActionContent, AuthorKey, Deployment, FihHash, Kind, Limits, Record, ValidationError,
 };
 use nexus_wire::body as wire;
 use serde::de::DeserializeOwned;
@@ -356,6 +358,8 @@ pub struct Client {
     roots: Option<Arc<Vec<Certificate<'static>>>>,
     /// `Authorization` header value (`Bearer …`) sent with every request.
     authorization: Option<String>,
+    /// The server's deployment id, once read ([`Client::deployment`]).
+    deployment: Arc<std::sync::OnceLock<Deployment>>,
 }
 
 impl Client {
@@ -384,6 +388,7 @@ impl Client {
             timeout: DEFAULT_TIMEOUT,
             roots: None,
             authorization: None,
+            deployment: Arc::default(),
         })
     }
 
@@ -814,6 +819,30 @@ impl Client {
             status,
             reason: format!("{e}: {}", snippet(&bytes)),
         })
+    }
+
+    /// The server's deployment id (from `GET /v1/health`, read once per client and its
+    /// clones): what the actions sent to it must be signed for
+    /// ([`builders::claim`](crate::builders::claim) and the others).
+    pub fn deployment(&self) -> Result<Deployment, ClientError> {
+        if let Some(d) = self.deployment.get() {
+            return Ok(d.clone());
+        }
+        let url = format!("{}/v1/health", self.base);
+        let health = self.health()?;
+        let d = health
+            .deployment
+            .as_deref()
+            .and_then(|d| d.parse::<Deployment>().ok())
+            .ok_or_else(|| ClientError::Unexpected {
+                method: "GET",
+                url,
+                status: 200,
+                reason: "the answer names no valid deployment id (a server older than wire \
+                         format v2?)"
+                    .to_owned(),
+            })?;
+        Ok(self.deployment.get_or_init(|| d).clone())
     }
 
     /// `GET /metrics` (Prometheus text).

@@ -12,14 +12,16 @@
 //! own parser (default [`Limits`]), checks that `seq` runs 1, 2, 3, … without gaps, that
 //! every record names as parents (and resolved Intent, and Hint source Facts) only
 //! records that appeared earlier in the file, that no record appears twice, that every
-//! action names an Intent that appeared earlier, and that a Fact's `resolves` names an
-//! Intent. It stops at the first broken entry and says where and what.
+//! action names an Intent that appeared earlier and is applied once (no action hash twice:
+//! a replayed action takes effect at most once), and that a Fact's `resolves` names an
+//! Intent. Actions of wire format v1 (no `deployment`, logs older than v2) verify as
+//! they did. It stops at the first broken entry and says where and what.
 //!
 //! With [`VerifyOptions::replay`] ([`verify_export_with`]) it also replays every entry
 //! through the core's own lifecycle on an in-memory store, with the entry's `at` as the
 //! clock — exactly what the server did at commit time — so that fencing tokens, leases,
 //! withdrawals by the proposer only, one resolution per Intent and Hint admissibility
-//! are all re-checked. This needs the server's [`Limits`] (lease bounds, clock skew) and
+//! are all re-checked, and that every version 2 action names the log's one deployment. This needs the server's [`Limits`] (lease bounds, clock skew) and
 //! a core with the same rules as the one that wrote the log, hence it is opt-in.
 
 use std::collections::HashMap;
@@ -150,6 +152,13 @@ pub enum Problem {
         /// Where it first appeared.
         first_line: u64,
     },
+    /// The same action (same hash) was applied earlier in the file: an action takes
+    /// effect at most once, so a log that applies one twice was replayed into.
+    #[error("action already applied on line {first_line}")]
+    DuplicateAction {
+        /// Where it was first applied.
+        first_line: u64,
+    },
     /// A parent, resolved Intent or Hint source Fact does not appear earlier.
     #[error("dangling link: {link} does not appear earlier in the export")]
     DanglingLink {
@@ -230,6 +239,7 @@ pub fn verify_export_with<R: BufRead>(
         .then(|| CompositeColdStorage::unified(MemoryStore::new(), limits.clone()));
     let mut report = VerifyReport::default();
     let mut seen: HashMap<FihHash, Seen> = HashMap::new();
+    let mut actions: HashMap<FihHash, u64> = HashMap::new();
     let mut buf = Vec::with_capacity(4096);
     loop {
         let line = report.lines + 1;
@@ -258,7 +268,15 @@ pub fn verify_export_with<R: BufRead>(
             });
         }
         report.lines = line;
-        check_line(&buf, line, limits, replay.as_ref(), &mut seen, &mut report)?;
+        check_line(
+            &buf,
+            line,
+            limits,
+            replay.as_ref(),
+            &mut seen,
+            &mut actions,
+            &mut report,
+        )?;
         if line % PROGRESS_EVERY == 0 {
             progress(line);
         }
@@ -273,6 +291,7 @@ fn check_line(
     limits: &Limits,
     replay: Option<&Replay>,
     seen: &mut HashMap<FihHash, Seen>,
+    actions: &mut HashMap<FihHash, u64>,
     report: &mut VerifyReport,
 ) -> Result<(), VerifyError> {
     let mut err = VerifyError {
@@ -459,11 +478,14 @@ fn check_line(
             }
             Some(_) => {}
         }
+        if let Some(first_line) = actions.insert(action.hash(), line) {
+            return fail(err, Problem::DuplicateAction { first_line });
+        }
         // Who may retract whose Hint is the server's configuration (its operator
         // keys), which the log does not hold: the replay checks that the Hint was in
-        // force and not a contract's, and takes it out.
+        // force and not a contract's, and takes it out (as an operator would).
         if let Some(store) = replay
-            && let Err(e) = store.act_as(&action, at, true)
+            && let Err(e) = replay_action(store, &action, at)
         {
             return fail(
                 err,
@@ -483,6 +505,15 @@ fn check_line(
     }
     report.head = seq;
     Ok(())
+}
+
+/// Replays `action` at `at`; a version 2 action of a log whose replay store has no
+/// deployment yet gives it its own (every later one must name the same).
+fn replay_action(store: &Replay, action: &Action, at: u64) -> Result<(), nexus_core::CoreError> {
+    if let Some(d) = action.content().deployment() {
+        store.init_deployment(d)?;
+    }
+    store.replay_action(action, at).map(|_| ())
 }
 
 fn take_u64(entry: &mut Map<String, Value>, name: &str) -> Result<u64, String> {
@@ -533,6 +564,10 @@ mod tests {
 
     const T: u64 = 1_764_000_000_000;
 
+    fn dep() -> nexus_core::Deployment {
+        "verify-test".parse().expect("deployment")
+    }
+
     fn alice() -> SigningKey {
         SigningKey::from_seed(&[1; 32])
     }
@@ -558,8 +593,8 @@ mod tests {
     fn valid() -> (Fixture, Vec<Value>) {
         let (a, b) = (alice(), bob());
         let intent = propose_at(&a, "chem/solubility", json!({"c": "NaCl"}), &[], T).expect("i");
-        let claim = claim_at(&b, intent.hash(), 30_000, T + 1).expect("claim");
-        let renew = renew_at(&b, intent.hash(), 1, 30_000, T + 2).expect("renew");
+        let claim = claim_at(&b, &dep(), intent.hash(), 30_000, T + 1).expect("claim");
+        let renew = renew_at(&b, &dep(), intent.hash(), 1, 30_000, T + 2).expect("renew");
         let fact = fact_at(
             &b,
             "chem/solubility",
@@ -570,7 +605,7 @@ mod tests {
         )
         .expect("fact");
         let other = propose_at(&a, "chem/other", json!(2), &[fact.hash()], T + 4).expect("j");
-        let wd = withdraw_at(&a, other.hash(), T + 5).expect("withdraw");
+        let wd = withdraw_at(&a, &dep(), other.hash(), T + 5).expect("withdraw");
         let hint = hint_at(
             &a,
             selector(Some("chem/**"), None).expect("sel"),
@@ -674,7 +709,7 @@ mod tests {
             (
                 act(
                     8,
-                    &claim_at(&carol, fx.intent.hash(), 30_000, T + 8).expect("c"),
+                    &claim_at(&carol, &dep(), fx.intent.hash(), 30_000, T + 8).expect("c"),
                 ),
                 "already_resolved",
             ),
@@ -696,14 +731,17 @@ mod tests {
             ),
             // A withdrawal by someone other than the proposer.
             (
-                act(8, &withdraw_at(&carol, fx.intent.hash(), T + 8).expect("w")),
+                act(
+                    8,
+                    &withdraw_at(&carol, &dep(), fx.intent.hash(), T + 8).expect("w"),
+                ),
                 "not_proposer",
             ),
             // A renewal with a token never issued.
             (
                 act(
                     8,
-                    &renew_at(&bob(), fx.intent.hash(), 7, 30_000, T + 8).expect("r"),
+                    &renew_at(&bob(), &dep(), fx.intent.hash(), 7, 30_000, T + 8).expect("r"),
                 ),
                 "already_resolved",
             ),
@@ -728,7 +766,7 @@ mod tests {
         let e = verify_export_with(t.as_bytes(), &replay(), |_| {}).expect_err("unclaimed");
         assert_eq!(e.line, 2);
         assert!(matches!(&*e.problem, Problem::Replay { .. }), "{e}");
-        let c = claim_at(&bob(), i.hash(), 30_000, T).expect("c");
+        let c = claim_at(&bob(), &dep(), i.hash(), 30_000, T).expect("c");
         let late = json!({"seq": 2, "at": T + 3_600_000, "action": c.to_value()});
         let t = text(&[rec(1, &i), late]);
         let e = verify_export_with(t.as_bytes(), &replay(), |_| {}).expect_err("skew");
@@ -896,7 +934,7 @@ mod tests {
     #[test]
     fn action_on_a_fact_is_reported() {
         let (fx, mut lines) = valid();
-        let c = claim_at(&bob(), fx.fact.hash(), 30_000, T + 7).expect("claim");
+        let c = claim_at(&bob(), &dep(), fx.fact.hash(), 30_000, T + 7).expect("claim");
         lines.push(act(8, &c));
         let e = broken(&text(&lines));
         assert_eq!(e.line, 8);

@@ -52,6 +52,9 @@ fn serve() -> Client {
         ..ApiConfig::default()
     }));
     let store = MemoryStore::new();
+    nexus_core::CompositeColdStorage::unified(store.clone(), nexus_core::Limits::default())
+        .init_deployment(&"against-api".parse().expect("deployment"))
+        .expect("deployment");
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -77,6 +80,9 @@ fn serve() -> Client {
 #[test]
 fn lifecycle_reads_errors_and_export() {
     let client = serve();
+    // Actions are signed for the server's deployment, read once per client.
+    let d = client.deployment().expect("deployment");
+    assert_eq!(d.as_str(), "against-api");
     let alice = KeyFile::from_signing_key(SigningKey::from_seed(&[11; 32]));
     let bob = SigningKey::from_seed(&[12; 32]);
     let carol = SigningKey::from_seed(&[13; 32]);
@@ -100,11 +106,11 @@ fn lifecycle_reads_errors_and_export() {
 
     // Bob claims; Carol's claim conflicts and names Bob as holder.
     let lease = client
-        .claim(&builders::claim(&bob, intent.hash(), 30_000).expect("claim"))
+        .claim(&builders::claim(&bob, &d, intent.hash(), 30_000).expect("claim"))
         .expect("claimed");
     assert_eq!((lease.token, lease.takeover), (1, false));
     let err = client
-        .claim(&builders::claim(&carol, intent.hash(), 30_000).expect("claim"))
+        .claim(&builders::claim(&carol, &d, intent.hash(), 30_000).expect("claim"))
         .expect_err("conflict");
     let api = err.api().expect("api error");
     assert_eq!((api.status, api.code.as_str()), (409, "already_claimed"));
@@ -114,7 +120,7 @@ fn lifecycle_reads_errors_and_export() {
 
     // Renew, then resolve with a Fact.
     let renewed = client
-        .renew(&builders::renew(&bob, intent.hash(), 1, 60_000).expect("renew"))
+        .renew(&builders::renew(&bob, &d, intent.hash(), 1, 60_000).expect("renew"))
         .expect("renewed");
     assert_eq!(renewed.token, 1);
     let fact = builders::fact(
@@ -140,7 +146,7 @@ fn lifecycle_reads_errors_and_export() {
         builders::propose(alice.key(), "chem/other", json!(2), &[fact.hash()]).expect("other");
     client.submit(&other).expect("other");
     let wd = client
-        .withdraw(&builders::withdraw(alice.key(), other.hash()).expect("withdraw"))
+        .withdraw(&builders::withdraw(alice.key(), &d, other.hash()).expect("withdraw"))
         .expect("withdrawn");
     assert_eq!(wd.state, "withdrawn");
     let sel = builders::selector(Some("bio/**"), None).expect("sel");

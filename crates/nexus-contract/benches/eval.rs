@@ -139,7 +139,8 @@ fn bench(c: &mut Criterion) {
                 author: author.author(),
                 time: T0 + n,
             };
-            black_box(walker.add_fact(FihHash(*blake3::hash(&n.to_le_bytes()).as_bytes()), &f))
+            let h = FihHash(*blake3::hash(&n.to_le_bytes()).as_bytes());
+            black_box(walker.add_fact(h, &f, f.time))
         })
     });
     g.finish();

@@ -40,6 +40,22 @@ const LEASE_MS: u64 = 60_000;
 /// Canonical size the `record_1k` body is padded to.
 const BODY_BYTES: usize = 1024;
 
+/// The deployment the bench's stores have and its actions are signed for.
+fn dep() -> nexus_core::Deployment {
+    "bench".parse().expect("deployment")
+}
+
+/// `store` with its deployment id written (as a host does at its first start).
+fn ready<S>(store: S) -> S
+where
+    S: nexus_store::KeyValueStore + nexus_store::BlobStore + nexus_store::ObjectStore + Clone,
+{
+    CompositeColdStorage::unified(store.clone(), Limits::default())
+        .init_deployment(&dep())
+        .expect("deployment");
+    store
+}
+
 fn key(n: u8) -> SigningKey {
     SigningKey::from_seed(&[n; 32])
 }
@@ -224,6 +240,7 @@ impl Signer {
                 intent: intent.hash(),
                 lease_ms: LEASE_MS,
                 author: self.worker.author(),
+                deployment: Some(dep()),
                 time: NOW,
             },
             &self.worker,
@@ -398,24 +415,27 @@ impl Counting {
     fn new() -> Self {
         let (writes, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (w, n) = (Arc::clone(&writes), Arc::clone(&bytes));
-        let store = Hooked::new(MemoryStore::new()).with_before(move |_: &MemoryStore, call| {
-            let size = match call {
-                Call::KvSet(k, v) | Call::BlobPut(k, v) | Call::StatePut(k, v) => k.len() + v.len(),
-                Call::KvDelete(k) | Call::BlobDelete(k) => k.len(),
-                Call::Commit(c) => {
-                    let ops: usize = c
-                        .ops
-                        .iter()
-                        .map(|op| op.key.len() + op.new.as_ref().map_or(0, Vec::len))
-                        .sum();
-                    ops + c.log.iter().map(Vec::len).sum::<usize>()
-                }
-                _ => return Ok(()),
-            };
-            w.fetch_add(1, Ordering::Relaxed);
-            n.fetch_add(size as u64, Ordering::Relaxed);
-            Ok(())
-        });
+        let store =
+            Hooked::new(ready(MemoryStore::new())).with_before(move |_: &MemoryStore, call| {
+                let size = match call {
+                    Call::KvSet(k, v) | Call::BlobPut(k, v) | Call::StatePut(k, v) => {
+                        k.len() + v.len()
+                    }
+                    Call::KvDelete(k) | Call::BlobDelete(k) => k.len(),
+                    Call::Commit(c) => {
+                        let ops: usize = c
+                            .ops
+                            .iter()
+                            .map(|op| op.key.len() + op.new.as_ref().map_or(0, Vec::len))
+                            .sum();
+                        ops + c.log.iter().map(Vec::len).sum::<usize>()
+                    }
+                    _ => return Ok(()),
+                };
+                w.fetch_add(1, Ordering::Relaxed);
+                n.fetch_add(size as u64, Ordering::Relaxed);
+                Ok(())
+            });
         Self {
             store,
             writes,
@@ -475,7 +495,7 @@ fn bench_cycle(c: &mut Criterion) {
     let per_write = (bytes / writes.max(1)) as usize;
     eprintln!("cycle: {writes} store write calls, {bytes} B written per cycle (direct path)");
     {
-        let store = MemoryStore::new();
+        let store = ready(MemoryStore::new());
         let mut signer = Signer::new(None);
         let rounds = cycle_session(&store, &signer.next(), false, Flush::Delta);
         let hydrated = cycle_session(&store, &signer.next(), true, Flush::Delta);
@@ -518,7 +538,7 @@ fn bench_cycle(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(4));
 
     {
-        let core = CompositeColdStorage::unified(MemoryStore::new(), Limits::default());
+        let core = CompositeColdStorage::unified(ready(MemoryStore::new()), Limits::default());
         let mut signer = Signer::new(None);
         g.bench_function("memory_direct", |b| {
             b.iter_batched(
@@ -529,7 +549,7 @@ fn bench_cycle(c: &mut Criterion) {
         });
     }
     {
-        let core = CompositeColdStorage::unified(MemoryStore::new(), Limits::default());
+        let core = CompositeColdStorage::unified(ready(MemoryStore::new()), Limits::default());
         let mut signer = Signer::new(Some(body_1k()));
         g.bench_function("memory_direct_1k_body", |b| {
             b.iter_batched(
@@ -541,7 +561,7 @@ fn bench_cycle(c: &mut Criterion) {
     }
     // The cycle's three operations one at a time (earlier steps run untimed in setup).
     {
-        let core = CompositeColdStorage::unified(MemoryStore::new(), Limits::default());
+        let core = CompositeColdStorage::unified(ready(MemoryStore::new()), Limits::default());
         let mut signer = Signer::new(None);
         g.bench_function("memory_op_propose", |b| {
             b.iter_batched(
@@ -575,7 +595,7 @@ fn bench_cycle(c: &mut Criterion) {
         });
     }
     for (name, prehydrate) in [("memory_session", false), ("memory_session_hydrated", true)] {
-        let store = MemoryStore::new();
+        let store = ready(MemoryStore::new());
         let mut signer = Signer::new(None);
         g.bench_function(name, |b| {
             b.iter_batched(
@@ -593,6 +613,7 @@ fn bench_cycle(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let store = RedbStore::open(dir.path().join("direct.redb")).expect("open redb");
+        let store = ready(store);
         let core = CompositeColdStorage::unified(store, Limits::default());
         let mut signer = Signer::new(None);
         g.bench_function("redb_direct", |b| {
@@ -605,6 +626,7 @@ fn bench_cycle(c: &mut Criterion) {
     }
     {
         let store = RedbStore::open(dir.path().join("session.redb")).expect("open redb");
+        let store = ready(store);
         let mut signer = Signer::new(None);
         g.bench_function("redb_session_write_batch", |b| {
             b.iter_batched(
@@ -616,6 +638,7 @@ fn bench_cycle(c: &mut Criterion) {
     }
     {
         let store = RedbStore::open(dir.path().join("raw.redb")).expect("open redb");
+        let store = ready(store);
         let value = vec![b'v'; per_write];
         let mut seq = 0;
         g.bench_function(format!("redb_raw_{writes}_commits"), |b| {

@@ -21,12 +21,12 @@ pub mod storage;
 pub use crypto::{AuthorKey, FihHash, Signature, SigningKey};
 pub use lifecycle::{CoreError, CoreResult, IntentState};
 pub use record::{
-    Action, ActionContent, Content, Effect, Fact, Hint, HintSource, Intent, Kind, Limits, Record,
-    Resolves, Selector, Signed, Topic, TopicGlob, ValidationError,
+    Action, ActionContent, Content, Deployment, Effect, Fact, Hint, HintSource, Intent, Kind,
+    Limits, Record, Resolves, Selector, Signed, Topic, TopicGlob, ValidationError,
 };
 pub use storage::{
-    ActiveHint, Applied, ColdStorage, CompositeColdStorage, FlushCapable, FlushReport,
-    IntentListing, Lease, LogEntry, Page, Submitted, TimeRange,
+    ActionLedger, ActiveHint, Applied, ColdStorage, CompositeColdStorage, FlushCapable,
+    FlushReport, IntentListing, Lease, LogEntry, Page, Submitted, TimeRange,
 };
 
 /// The README's examples, compiled and run as doc tests so that they stay true.

@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{AuthorKey, FihHash};
-use crate::record::{Kind, ValidationError};
+use crate::record::{Deployment, Kind, ValidationError};
 use nexus_store::StoreError;
 
 /// The state of one Intent.
@@ -218,6 +218,26 @@ pub enum CoreError {
         /// Allowed skew.
         max_skew_ms: u64,
     },
+    /// A version 1 action (it names no deployment): only an old log may hold one.
+    #[error(
+        "the action names no deployment (wire format v1); sign it for this deployment \
+         (`deployment` of GET /v1/health)"
+    )]
+    LegacyAction,
+    /// The action was signed for another deployment (or this store has no id yet).
+    #[error("the action is signed for deployment {signed}, not for this one ({})", ours.as_ref().map(Deployment::as_str).unwrap_or("none yet"))]
+    WrongDeployment {
+        /// The deployment the action names.
+        signed: Deployment,
+        /// This store's deployment, if it has one.
+        ours: Option<Deployment>,
+    },
+    /// This very action (same hash) was already applied: an action takes effect once.
+    #[error("action {action} was already applied")]
+    Replayed {
+        /// The action's hash.
+        action: FihHash,
+    },
     /// Too many Hints are active.
     #[error("{0} hints are active, the limit")]
     TooManyHints(usize),
@@ -288,6 +308,9 @@ impl CoreError {
             CoreError::NotProposer { .. } => "not_proposer",
             CoreError::LeaseOutOfRange { .. } => "lease_out_of_range",
             CoreError::ClockSkew { .. } => "clock_skew",
+            CoreError::LegacyAction => "legacy_action",
+            CoreError::WrongDeployment { .. } => "wrong_deployment",
+            CoreError::Replayed { .. } => "replayed",
             CoreError::TooManyHints(_) | CoreError::HintListFull { .. } => "too_many_hints",
             CoreError::HintQuota { .. } => "hint_quota",
             CoreError::HintNotActive(_) => "not_found",

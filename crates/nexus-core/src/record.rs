@@ -302,6 +302,57 @@ macro_rules! str_serde {
 str_serde!(Topic);
 str_serde!(TopicGlob);
 
+/// Longest deployment id, in bytes.
+pub const MAX_DEPLOYMENT_BYTES: usize = 64;
+
+/// The id of one deployment of neXus (one store, served by one host): 1..=64 bytes of
+/// `[A-Za-z0-9._-]`. Hosts generate 32 lowercase hex digits at the first start of a
+/// store (or take one from their configuration) and keep it in the store. A version 2
+/// action names the deployment it was signed for, and every other deployment refuses it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deployment(String);
+
+impl Deployment {
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id made of 16 (random) bytes: 32 lowercase hex digits.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(hex::encode(bytes))
+    }
+}
+
+impl FromStr for Deployment {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, ValidationError> {
+        let ok = (1..=MAX_DEPLOYMENT_BYTES).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(ValidationError::Malformed(format!(
+                "deployment id {:?} must be 1..={MAX_DEPLOYMENT_BYTES} bytes of \
+                 [A-Za-z0-9._-]",
+                s.chars().take(80).collect::<String>()
+            )));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Deployment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Deployment({})", self.0)
+    }
+}
+str_serde!(Deployment);
+
 /// What a Fact resolves: an Intent, and the fencing token of the claim it resolves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -502,6 +553,10 @@ pub enum ActionContent {
         lease_ms: u64,
         /// The claimer.
         author: AuthorKey,
+        /// The deployment it was signed for (wire format v2); `None`: a version 1
+        /// action, which only an old log may hold.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<Deployment>,
         /// When, in ms since the Unix epoch.
         time: u64,
     },
@@ -515,6 +570,10 @@ pub enum ActionContent {
         lease_ms: u64,
         /// The holder.
         author: AuthorKey,
+        /// The deployment it was signed for (wire format v2); `None`: a version 1
+        /// action, which only an old log may hold.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<Deployment>,
         /// When, in ms since the Unix epoch.
         time: u64,
     },
@@ -524,6 +583,10 @@ pub enum ActionContent {
         intent: FihHash,
         /// The proposer.
         author: AuthorKey,
+        /// The deployment it was signed for (wire format v2); `None`: a version 1
+        /// action, which only an old log may hold.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<Deployment>,
         /// When, in ms since the Unix epoch.
         time: u64,
     },
@@ -534,6 +597,10 @@ pub enum ActionContent {
         hint: FihHash,
         /// Who retracts it.
         author: AuthorKey,
+        /// The deployment it was signed for (wire format v2; a retraction has no
+        /// version 1, so the core refuses one without it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<Deployment>,
         /// When, in ms since the Unix epoch.
         time: u64,
     },
@@ -825,9 +892,11 @@ impl Signable for ActionContent {
                 intent,
                 lease_ms,
                 author,
+                deployment,
                 time,
             } => {
                 o.hex32("author", author.as_bytes());
+                write_deployment(&mut o, deployment.as_ref());
                 o.hex32("intent", intent.as_bytes());
                 o.str("kind", "claim");
                 o.int("lease_ms", "lease_ms", *lease_ms)?;
@@ -838,9 +907,11 @@ impl Signable for ActionContent {
                 token,
                 lease_ms,
                 author,
+                deployment,
                 time,
             } => {
                 o.hex32("author", author.as_bytes());
+                write_deployment(&mut o, deployment.as_ref());
                 o.hex32("intent", intent.as_bytes());
                 o.str("kind", "renew");
                 o.int("lease_ms", "lease_ms", *lease_ms)?;
@@ -850,15 +921,23 @@ impl Signable for ActionContent {
             ActionContent::Withdraw {
                 intent,
                 author,
+                deployment,
                 time,
             } => {
                 o.hex32("author", author.as_bytes());
+                write_deployment(&mut o, deployment.as_ref());
                 o.hex32("intent", intent.as_bytes());
                 o.str("kind", "withdraw");
                 o.int("time", "time", *time)?;
             }
-            ActionContent::Retract { hint, author, time } => {
+            ActionContent::Retract {
+                hint,
+                author,
+                deployment,
+                time,
+            } => {
                 o.hex32("author", author.as_bytes());
+                write_deployment(&mut o, deployment.as_ref());
                 o.hex32("hint", hint.as_bytes());
                 o.str("kind", "retract");
                 o.int("time", "time", *time)?;
@@ -878,7 +957,31 @@ impl Signable for ActionContent {
     }
 }
 
+fn write_deployment(o: &mut Obj<'_>, deployment: Option<&Deployment>) {
+    if let Some(d) = deployment {
+        o.str("deployment", d.as_str());
+    }
+}
+
 impl ActionContent {
+    /// The deployment the action was signed for (`None`: a version 1 action).
+    pub fn deployment(&self) -> Option<&Deployment> {
+        match self {
+            ActionContent::Claim { deployment, .. }
+            | ActionContent::Renew { deployment, .. }
+            | ActionContent::Withdraw { deployment, .. }
+            | ActionContent::Retract { deployment, .. } => deployment.as_ref(),
+        }
+    }
+
+    /// The wire format version of the action: 2 when it names its deployment, else 1.
+    pub fn version(&self) -> u8 {
+        match self.deployment() {
+            Some(_) => 2,
+            None => 1,
+        }
+    }
+
     /// The Intent acted on (`None` for a retraction, which acts on a Hint).
     pub fn intent(&self) -> Option<&FihHash> {
         match self {

@@ -12,6 +12,8 @@
 //! | Object | `rec/{hash}` | the record's kind: present iff the record is committed |
 //! | Object | `intent/{hash}` | the Intent's [`IntentState`] |
 //! | Object | `hints/active` | the active Hints (JSON array, ordered by hash) |
+//! | Object | `meta/deployment` | this store's [`Deployment`] id (written once, at its first start) |
+//! | Object | `acts/{intent}` | the [`ActionLedger`] of the Intent: actions applied to it lately |
 //! | Object | `flush/cursor` | the last commit log entry archived by [`FlushCapable::flush`] |
 //! | Object | `log/…` | the commit log ([`LogEntry`] JSON, numbered by the store) |
 //! | Blob | `archive/facts/{from:020}-{to:020}.jsonl` | Facts committed in log entries `from..=to` |
@@ -39,7 +41,7 @@ use nexus_store::{
 use crate::crypto::{AuthorKey, FihHash};
 use crate::lifecycle::{CoreError, CoreResult, IntentState, check_holder, claim_transition};
 use crate::record::{
-    Action, ActionContent, Content, Effect, Hint, Intent, Kind, Limits, Record, Topic,
+    Action, ActionContent, Content, Deployment, Effect, Hint, Intent, Kind, Limits, Record, Topic,
 };
 
 /// Most Hints posted through `POST /v1/hints` (by agents and operators) that may be
@@ -78,6 +80,15 @@ pub mod keys {
     pub const INTENT_PREFIX: &str = "intent/";
     /// Prefix of every index entry (written after the commit).
     pub const INDEX_PREFIX: &str = "x/";
+    /// The store's deployment id.
+    pub const DEPLOYMENT: &str = "meta/deployment";
+    /// Prefix of the Intents' action ledgers.
+    pub const ACTS_PREFIX: &str = "acts/";
+
+    /// Object key of an Intent's action ledger.
+    pub fn acts(h: &FihHash) -> String {
+        format!("{ACTS_PREFIX}{h}")
+    }
 
     /// KV key of a record's content.
     pub fn record(h: &FihHash) -> String {
@@ -207,7 +218,13 @@ impl ReadSet {
         };
         Self {
             kv,
-            states: vec![keys::intent(h), keys::committed(h), keys::HINTS.to_owned()],
+            states: vec![
+                keys::intent(h),
+                keys::committed(h),
+                keys::HINTS.to_owned(),
+                keys::DEPLOYMENT.to_owned(),
+                keys::acts(h),
+            ],
         }
     }
 }
@@ -232,6 +249,54 @@ pub enum LogEntry {
         /// Host time of the commit, ms.
         at: u64,
     },
+}
+
+/// The actions applied to one Intent lately, as `[time, hash]` pairs in the order they
+/// were applied: what makes every action take effect at most once. An action whose hash
+/// is in its Intent's ledger is refused as [`CoreError::Replayed`]; each applied action
+/// is added in the same commit as its effect (a compare-and-swap on the ledger, so two
+/// copies racing cannot both commit), and the same commit drops the entries whose time
+/// is older than `now − 2 × max_clock_skew_ms`: such an action is refused by its time
+/// already ([`CoreError::ClockSkew`]), with one more skew of margin for a host clock that
+/// steps back. A ledger thus holds at most the actions of the last `2 × skew` on its
+/// Intent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ActionLedger(pub Vec<(u64, FihHash)>);
+
+impl ActionLedger {
+    /// Reads a stored ledger (absent: empty).
+    pub fn decode(key: &str, bytes: Option<&[u8]>) -> CoreResult<Self> {
+        match bytes {
+            None => Ok(Self::default()),
+            Some(b) => serde_json::from_slice(b)
+                .map_err(|e| CoreError::Store(corrupt(key, &e.to_string()))),
+        }
+    }
+
+    /// The stored encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Whether the action `hash` was applied.
+    pub fn contains(&self, hash: &FihHash) -> bool {
+        self.0.iter().any(|(_, h)| h == hash)
+    }
+
+    /// The ledger after applying action `hash` (stated time `time`) at `now`: entries
+    /// older than `now − horizon_ms` dropped, the action added.
+    pub fn with(&self, time: u64, hash: FihHash, now: u64, horizon_ms: u64) -> Self {
+        let oldest = now.saturating_sub(horizon_ms);
+        let mut kept: Vec<(u64, FihHash)> = self
+            .0
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t >= oldest)
+            .collect();
+        kept.push((time, hash));
+        Self(kept)
+    }
 }
 
 /// A half-open time window `[since, until)` in ms; `None` leaves a side open.
@@ -669,20 +734,58 @@ where
 
     /// Applies a signed claim, renewal, withdrawal or retraction; `operator`: the
     /// author has operator authority (it may retract any key's Hint).
+    ///
+    /// Only a version 2 action signed for this store's deployment is applied
+    /// ([`CoreError::LegacyAction`], [`CoreError::WrongDeployment`]), at most once
+    /// ([`CoreError::Replayed`], see [`ActionLedger`]).
     pub fn act_as(&self, action: &Action, now: u64, operator: bool) -> CoreResult<Applied> {
+        self.apply_action(action, now, false, operator)
+    }
+
+    /// Re-applies an action of a committed log at its commit time `now`, for a replay
+    /// of the log (`nexus verify --replay`): as [`act_as`](Self::act_as) by an operator
+    /// (who posted or retracted what is the server's configuration, not in the log),
+    /// except that a version 1 action (of a log older than wire format v2) is applied
+    /// too. A version 2 action must name this store's deployment (a replay store takes
+    /// the one of the log's first version 2 action, see
+    /// [`init_deployment`](Self::init_deployment)), and no action may be applied twice,
+    /// whatever its version.
+    pub fn replay_action(&self, action: &Action, now: u64) -> CoreResult<Applied> {
+        self.apply_action(action, now, true, true)
+    }
+
+    fn apply_action(
+        &self,
+        action: &Action,
+        now: u64,
+        legacy: bool,
+        operator: bool,
+    ) -> CoreResult<Applied> {
         let content = action.content();
-        self.check_time(content.time(), now)?;
+        if content.deployment().is_none() && !legacy {
+            return Err(CoreError::LegacyAction);
+        }
+        let time = content.time();
+        self.check_time(time, now)?;
         if let ActionContent::Retract { hint, author, .. } = content {
             return self.retract(action, *hint, author, now, operator);
         }
         let intent_hash = *content.target();
         let key = keys::intent(&intent_hash);
         let committed_key = keys::committed(&intent_hash);
-        let [current, committed, hints_value]: [Option<Vec<u8>>; 3] = self
+        let acts_key = keys::acts(&intent_hash);
+        let [current, committed, hints_value, ours, acts]: [Option<Vec<u8>>; 5] = self
             .objects
-            .get_states(&[&key, &committed_key, keys::HINTS])?
+            .get_states(&[
+                &key,
+                &committed_key,
+                keys::HINTS,
+                keys::DEPLOYMENT,
+                &acts_key,
+            ])?
             .try_into()
             .map_err(|_| CoreError::Store(corrupt(&key, "bulk read returned a wrong count")))?;
+        let ledger = self.check_once(action, ours.as_deref(), &acts_key, acts.as_deref())?;
         // The Intent's record is needed to check the proposer of a withdrawal, and a
         // claim's admissibility when any Hint is active (none: nothing can deny it).
         let hints = decode_hints(hints_value.as_deref())?;
@@ -779,17 +882,53 @@ where
             // Dispatched to `retract` above.
             ActionContent::Retract { hint, .. } => return Err(CoreError::HintNotActive(*hint)),
         };
-        let ops = vec![CasOp {
-            key,
-            expected: Some(current),
-            new: Some(next.encode()),
-        }];
+        let horizon = self.limits.max_clock_skew_ms.saturating_mul(2);
+        let ops = vec![
+            CasOp {
+                key,
+                expected: Some(current),
+                new: Some(next.encode()),
+            },
+            CasOp {
+                key: acts_key,
+                new: Some(ledger.with(time, action.hash(), now, horizon).encode()),
+                expected: acts,
+            },
+        ];
         let entry = LogEntry::Action {
             action: action.to_value(),
             at: now,
         };
         self.commit(ops, &entry)?;
         Ok(applied)
+    }
+
+    /// Refuses an action signed for another deployment than the stored one (`ours`),
+    /// or already in its target's ledger (`acts`, read from `acts_key`); answers the
+    /// ledger, to which the action's commit adds it.
+    fn check_once(
+        &self,
+        action: &Action,
+        ours: Option<&[u8]>,
+        acts_key: &str,
+        acts: Option<&[u8]>,
+    ) -> CoreResult<ActionLedger> {
+        let ours = decode_deployment(ours)?;
+        if let Some(signed) = action.content().deployment()
+            && ours.as_ref() != Some(signed)
+        {
+            return Err(CoreError::WrongDeployment {
+                signed: signed.clone(),
+                ours,
+            });
+        }
+        let ledger = ActionLedger::decode(acts_key, acts)?;
+        if ledger.contains(&action.hash()) {
+            return Err(CoreError::Replayed {
+                action: action.hash(),
+            });
+        }
+        Ok(ledger)
     }
 
     /// Refuses a stated `time` more than `max_clock_skew_ms` from the host's `now`.
@@ -816,13 +955,15 @@ where
         operator: bool,
     ) -> CoreResult<Applied> {
         let committed_key = keys::committed(&hint);
-        let [hints_value, committed]: [Option<Vec<u8>>; 2] = self
+        let acts_key = keys::acts(&hint);
+        let [hints_value, committed, ours, acts]: [Option<Vec<u8>>; 4] = self
             .objects
-            .get_states(&[keys::HINTS, &committed_key])?
+            .get_states(&[keys::HINTS, &committed_key, keys::DEPLOYMENT, &acts_key])?
             .try_into()
             .map_err(|_| {
                 CoreError::Store(corrupt(keys::HINTS, "bulk read returned a wrong count"))
             })?;
+        let ledger = self.check_once(action, ours.as_deref(), &acts_key, acts.as_deref())?;
         let hints = decode_hints(hints_value.as_deref())?;
         let Some(found) = hints
             .iter()
@@ -859,17 +1000,59 @@ where
             .iter()
             .filter(|a| a.hash != hint && a.hint.active_at(now))
             .collect();
-        let ops = vec![CasOp {
-            key: keys::HINTS.to_owned(),
-            expected: hints_value,
-            new: Some(serde_json::to_vec(&kept).unwrap_or_default()),
-        }];
+        let horizon = self.limits.max_clock_skew_ms.saturating_mul(2);
+        let time = action.content().time();
+        let ops = vec![
+            CasOp {
+                key: keys::HINTS.to_owned(),
+                expected: hints_value,
+                new: Some(serde_json::to_vec(&kept).unwrap_or_default()),
+            },
+            CasOp {
+                key: acts_key,
+                new: Some(ledger.with(time, action.hash(), now, horizon).encode()),
+                expected: acts,
+            },
+        ];
         let entry = LogEntry::Action {
             action: action.to_value(),
             at: now,
         };
         self.commit(ops, &entry)?;
         Ok(Applied::Retracted(hint))
+    }
+
+    /// This store's deployment id, if it has one yet.
+    pub fn deployment(&self) -> CoreResult<Option<Deployment>> {
+        decode_deployment(self.objects.get_state(keys::DEPLOYMENT)?.as_deref())
+    }
+
+    /// The store's deployment id: the one it has, or else `candidate`, written now (by
+    /// compare-and-swap from absent, so that of two first starts racing one id wins and
+    /// both answer it). Hosts call this at start (or first use) with a fresh random id
+    /// or the configured one; it never changes afterwards.
+    pub fn init_deployment(&self, candidate: &Deployment) -> CoreResult<Deployment> {
+        if let Some(d) = self.deployment()? {
+            return Ok(d);
+        }
+        let commit = Commit {
+            reads: Vec::new(),
+            ops: vec![CasOp {
+                key: keys::DEPLOYMENT.to_owned(),
+                expected: None,
+                new: Some(candidate.as_str().as_bytes().to_vec()),
+            }],
+            log: vec![],
+        };
+        match self.objects.commit(&commit)? {
+            CommitOutcome::Applied { .. } => Ok(candidate.clone()),
+            _ => self.deployment()?.ok_or_else(|| {
+                CoreError::Store(corrupt(
+                    keys::DEPLOYMENT,
+                    "lost the race but nothing was written",
+                ))
+            }),
+        }
     }
 
     fn check_lease(&self, lease_ms: u64) -> CoreResult<()> {
@@ -1154,6 +1337,15 @@ fn check_posted_bytes(hints: &[ActiveHint]) -> CoreResult<()> {
         });
     }
     Ok(())
+}
+
+fn decode_deployment(value: Option<&[u8]>) -> CoreResult<Option<Deployment>> {
+    let Some(v) = value else { return Ok(None) };
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Some)
+        .ok_or_else(|| CoreError::Store(corrupt(keys::DEPLOYMENT, "not a deployment id")))
 }
 
 /// The stored form of the active Hint list (`hints/active`): every writer of it (a

@@ -171,8 +171,13 @@ fn only_the_proposer_withdraws_and_withdrawn_intents_cannot_be_claimed() {
         Err(CoreError::Withdrawn)
     ));
     assert!(matches!(
-        s.act(&withdraw(&alice, i.hash(), T0), T0),
+        s.act(&withdraw(&alice, i.hash(), T0 + 1), T0),
         Err(CoreError::Withdrawn)
+    ));
+    // The very same withdrawal again is a replay: refused before the state is read.
+    assert!(matches!(
+        s.act(&withdraw(&alice, i.hash(), T0), T0),
+        Err(CoreError::Replayed { .. })
     ));
 }
 

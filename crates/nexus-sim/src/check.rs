@@ -321,6 +321,7 @@ fn op_of(history: &History, intent: &FihHash, c: &Call) -> Option<Op> {
             intent: i,
             lease_ms,
         } if on(i) => Op::Claim {
+            action: c.request.hash,
             who,
             lease_ms: *lease_ms,
             now,
@@ -330,6 +331,7 @@ fn op_of(history: &History, intent: &FihHash, c: &Call) -> Option<Op> {
             token,
             lease_ms,
         } if on(i) => Op::Renew {
+            action: c.request.hash,
             who,
             token: *token,
             lease_ms: *lease_ms,
@@ -346,6 +348,7 @@ fn op_of(history: &History, intent: &FihHash, c: &Call) -> Option<Op> {
             now,
         },
         ReqKind::Withdraw { intent: i } if on(i) => Op::Withdraw {
+            action: c.request.hash,
             by_proposer: history.intents.get(i).is_some_and(|p| p.proposer == who),
         },
         _ => return None,

@@ -69,6 +69,8 @@ pub struct Register {
     hints: Vec<ActiveHint>,
     /// Every committed Hint (a second submission is a duplicate).
     committed: Vec<FihHash>,
+    /// Every applied action, sorted (the same action again is `replayed`).
+    acted: Vec<FihHash>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -104,6 +106,8 @@ pub enum Op {
     },
     /// A claim (or takeover).
     Claim {
+        /// The signed action's hash.
+        action: FihHash,
         /// The claiming agent.
         who: usize,
         /// Lease asked for.
@@ -113,6 +117,8 @@ pub enum Op {
     },
     /// A renewal.
     Renew {
+        /// The signed action's hash.
+        action: FihHash,
         /// The renewing agent.
         who: usize,
         /// The token presented.
@@ -135,6 +141,8 @@ pub enum Op {
     },
     /// A withdrawal.
     Withdraw {
+        /// The signed action's hash.
+        action: FihHash,
         /// Whether the author is the proposer.
         by_proposer: bool,
     },
@@ -209,6 +217,32 @@ impl Model for Register {
     type Ret = Ret;
 
     fn step(&self, op: &Op) -> (Self, Ret) {
+        // An action takes effect at most once: the same one again changes nothing.
+        let action = match op {
+            Op::Claim { action, .. } | Op::Renew { action, .. } | Op::Withdraw { action, .. } => {
+                Some(*action)
+            }
+            _ => None,
+        };
+        let Some(action) = action else {
+            return self.transition(op);
+        };
+        if self.acted.binary_search(&action).is_ok() {
+            return (self.clone(), refuse("replayed"));
+        }
+        let (mut next, ret) = self.transition(op);
+        if matches!(ret, Ret::Leased { .. } | Ret::Withdrawn)
+            && let Err(at) = next.acted.binary_search(&action)
+        {
+            next.acted.insert(at, action);
+        }
+        (next, ret)
+    }
+}
+
+impl Register {
+    /// The operation's effect on the lifecycle, replays aside.
+    fn transition(&self, op: &Op) -> (Self, Ret) {
         let same = |r: Ret| (self.clone(), r);
         let state = &self.state.0;
         match op {
@@ -243,7 +277,9 @@ impl Model for Register {
                 }
                 (next, Ret::Created)
             }
-            Op::Claim { who, lease_ms, now } => {
+            Op::Claim {
+                who, lease_ms, now, ..
+            } => {
                 let (token, takeover) = match state {
                     State::Absent => return same(refuse("not_found")),
                     State::Resolved { .. } => return same(refuse("already_resolved")),
@@ -278,6 +314,7 @@ impl Model for Register {
                 token,
                 lease_ms,
                 now,
+                ..
             } => {
                 if *state == State::Absent {
                     return same(refuse("not_found"));
@@ -316,7 +353,7 @@ impl Model for Register {
                 }
                 (self.with(State::Resolved { fact: *fact }), Ret::Created)
             }
-            Op::Withdraw { by_proposer } => match state {
+            Op::Withdraw { by_proposer, .. } => match state {
                 State::Absent => same(refuse("not_found")),
                 _ if !by_proposer => same(refuse("not_proposer")),
                 State::Resolved { .. } => same(refuse("already_resolved")),

@@ -244,7 +244,11 @@ pub fn run(seed: u64, options: &Options) -> History {
     let requests = options.requests.unwrap_or_else(|| rng.gen_range(20..=60));
     let fabric = Fabric {
         coordinator: Coordinator {
-            states: BTreeMap::new(),
+            // The deployment id the Worker's coordinator writes on first use.
+            states: BTreeMap::from([(
+                nexus_core::storage::keys::DEPLOYMENT.to_owned(),
+                crate::workload::DEPLOYMENT.as_bytes().to_vec(),
+            )]),
             broken: options.broken,
         },
         kv: Kv::default(),

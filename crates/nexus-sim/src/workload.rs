@@ -63,6 +63,14 @@ pub struct Workload {
     counter: u64,
 }
 
+/// The deployment id of the simulated coordinator, which every action is signed for.
+pub const DEPLOYMENT: &str = "sim";
+
+/// [`DEPLOYMENT`] as a deployment id.
+pub fn deployment() -> nexus_core::Deployment {
+    DEPLOYMENT.parse().expect("a valid deployment id")
+}
+
 /// Most sends of one signed request (the first and its retries).
 pub const MAX_SENDS: u32 = 5;
 
@@ -164,13 +172,14 @@ impl Workload {
             }
             15..=49 => {
                 let intent = self.intents[rng.gen_range(0..self.intents.len())];
-                let act = claim_at(&key, intent, lease_ms, now).expect("a valid claim");
+                let act =
+                    claim_at(&key, &deployment(), intent, lease_ms, now).expect("a valid claim");
                 Some(action(ReqKind::Claim { intent, lease_ms }, "claim", act, a))
             }
             50..=61 => {
                 let (intent, hold) = pick_hold(rng, agent)?;
-                let act =
-                    renew_at(&key, intent, hold.token, lease_ms, now).expect("a valid renewal");
+                let act = renew_at(&key, &deployment(), intent, hold.token, lease_ms, now)
+                    .expect("a valid renewal");
                 let kind = ReqKind::Renew {
                     intent,
                     token: hold.token,
@@ -211,7 +220,8 @@ impl Workload {
                 } else {
                     own[rng.gen_range(0..own.len())]
                 };
-                let act = withdraw_at(&key, intent, now).expect("a valid withdrawal");
+                let act =
+                    withdraw_at(&key, &deployment(), intent, now).expect("a valid withdrawal");
                 Some(action(ReqKind::Withdraw { intent }, "withdraw", act, a))
             }
             82..=93 => {

@@ -165,3 +165,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The deployment id the tests' stores are given and their actions are signed for.
+pub const TEST_DEPLOYMENT: &str = "test-deployment";

@@ -331,16 +331,22 @@ pub struct Health {
     pub message: Option<String>,
     /// Sequence number of the newest commit log entry.
     pub log_head: u64,
+    /// The deployment id of this host's store: what a version 2 action must name to be
+    /// applied here (absent from a server older than wire format v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
 }
 
 impl Health {
-    /// The answer of a healthy host whose log head is `log_head`.
-    pub fn ok(log_head: u64) -> Self {
+    /// The answer of a healthy host whose log head is `log_head`, of deployment
+    /// `deployment`.
+    pub fn ok(log_head: u64, deployment: Option<String>) -> Self {
         Self {
             status: "ok".to_owned(),
             reason: None,
             message: None,
             log_head,
+            deployment,
         }
     }
 

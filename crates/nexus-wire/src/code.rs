@@ -72,6 +72,9 @@ error_codes! {
     /// An action's time is too far from the server's clock (names `time`, `now`,
     /// `max_skew_ms`).
     ClockSkew = ("clock_skew", 400),
+    /// A version 1 action (it names no `deployment`): the server applies only version 2
+    /// actions, signed for its deployment (`deployment` of `GET /v1/health`).
+    LegacyAction = ("legacy_action", 400),
     /// An id prefix matches more than one record (names `id`).
     AmbiguousId = ("ambiguous_id", 400),
     /// A query parameter is invalid, or the path and the action name different
@@ -90,6 +93,9 @@ error_codes! {
     Inadmissible = ("inadmissible", 403),
     /// Only the proposer may withdraw an Intent (names `proposer`).
     NotProposer = ("not_proposer", 403),
+    /// The action is signed for another deployment than this server's (names
+    /// `signed`, and `ours` when the server has an id).
+    WrongDeployment = ("wrong_deployment", 403),
     /// The author's key is not on the server's allowlist.
     AuthorNotAllowed = ("author_not_allowed", 403),
     /// Only an operator key (or the contract in force) may post a `deny` or `allow`
@@ -122,6 +128,9 @@ error_codes! {
     AlreadyResolved = ("already_resolved", 409),
     /// The Intent was withdrawn.
     Withdrawn = ("withdrawn", 409),
+    /// This very action (same hash) was already applied: an action takes effect at
+    /// most once (names `action`).
+    Replayed = ("replayed", 409),
     /// Every attempt of the commit lost its compare-and-swap race (names `keys`); the
     /// client may retry.
     Conflict = ("conflict", 409),

@@ -28,6 +28,11 @@ fn client(dev: &WranglerDev) -> Client {
         .with_timeout(Duration::from_secs(30))
 }
 
+/// The Worker's deployment id, which its actions are signed for.
+fn dep(dev: &WranglerDev) -> nexus_core::Deployment {
+    client(dev).deployment().expect("deployment")
+}
+
 fn key() -> KeyFile {
     KeyFile::generate().expect("key")
 }
@@ -110,10 +115,17 @@ fn error_bodies_are_byte_identical_to_nexus_api() {
         open: true,
         ..ApiConfig::default()
     });
+    let deployment = client(&dev).deployment().expect("deployment");
+    // The reference store has the Worker's deployment id, as the coordinator does.
     let store = MemoryStore::new();
+    nexus_core::CompositeColdStorage::unified(store.clone(), nexus_core::Limits::default())
+        .init_deployment(&deployment)
+        .expect("deployment");
     let ghost = nexus_core::FihHash::of_canonical(b"worker test: no such record");
     let alice = key();
-    let claim = builders::claim(alice.key(), ghost, 30_000).expect("claim");
+    let claim = builders::claim(alice.key(), &deployment, ghost, 30_000).expect("claim");
+    let other: nexus_core::Deployment = "another-deployment".parse().expect("deployment");
+    let elsewhere = builders::claim(alice.key(), &other, ghost, 30_000).expect("claim");
     let intent =
         builders::propose(alice.key(), "worker/bytes", json!({"n": 1}), &[]).expect("intent");
     let mut bad_sig = intent.to_value();
@@ -133,6 +145,11 @@ fn error_bodies_are_byte_identical_to_nexus_api() {
             "POST",
             format!("/v1/intents/{ghost}/claim"),
             claim.to_json(),
+        ),
+        (
+            "POST",
+            format!("/v1/intents/{ghost}/claim"),
+            elsewhere.to_json(),
         ),
         ("GET", "/v1/intents?state=sleeping".into(), vec![]),
         ("GET", "/v1/intents?limit=100000".into(), vec![]),
@@ -212,7 +229,7 @@ fn every_answer_carries_its_costs() {
     assert_eq!((m["do_calls"], m["commits"]), (1, 1), "{m:?}");
 
     // Claim, renew and resolve: one coordinator call each.
-    let claim = builders::claim(alice.key(), intent.hash(), 30_000).expect("claim");
+    let claim = builders::claim(alice.key(), &dep(&dev), intent.hash(), 30_000).expect("claim");
     let target = format!("/v1/intents/{}/claim", intent.hash());
     let claimed = post_json(&dev.url, &target, &claim.to_json(), &[]);
     assert_eq!(claimed.status, 200);
@@ -222,7 +239,7 @@ fn every_answer_carries_its_costs() {
         (1, 1, 0),
         "{m:?}"
     );
-    let renew = builders::renew(alice.key(), intent.hash(), 1, 60_000).expect("renew");
+    let renew = builders::renew(alice.key(), &dep(&dev), intent.hash(), 1, 60_000).expect("renew");
     let target = format!("/v1/intents/{}/renew", intent.hash());
     let renewed = post_json(&dev.url, &target, &renew.to_json(), &[]);
     assert_eq!(renewed.status, 200);
@@ -246,7 +263,7 @@ fn every_answer_carries_its_costs() {
 
     // An error is only answered on states read from the coordinator: a claim of the
     // resolved Intent reads them (one call) and commits nothing.
-    let late = builders::claim(alice.key(), intent.hash(), 30_000).expect("claim");
+    let late = builders::claim(alice.key(), &dep(&dev), intent.hash(), 30_000).expect("claim");
     let target = format!("/v1/intents/{}/claim", intent.hash());
     let refused = post_json(&dev.url, &target, &late.to_json(), &[]);
     assert_eq!(refused.status, 409);
@@ -292,7 +309,7 @@ fn state_survives_a_restart_with_persist_to() {
         let c = client(&dev);
         c.submit(&intent).expect("propose");
         let lease = c
-            .claim(&builders::claim(bob.key(), intent.hash(), 60_000).expect("claim"))
+            .claim(&builders::claim(bob.key(), &dep(&dev), intent.hash(), 60_000).expect("claim"))
             .expect("claim");
         (c.health().expect("health").log_head, lease)
     };
@@ -304,7 +321,7 @@ fn state_survives_a_restart_with_persist_to() {
         .expect("record after restart");
     assert_eq!(info.record, intent);
     let e = c
-        .claim(&builders::claim(alice.key(), intent.hash(), 60_000).expect("claim"))
+        .claim(&builders::claim(alice.key(), &dep(&dev), intent.hash(), 60_000).expect("claim"))
         .expect_err("still claimed by bob");
     let api = e.api().expect("api error");
     assert_eq!(api.code, ErrorCode::AlreadyClaimed);
@@ -423,8 +440,20 @@ fn two_workers_race_a_claim_200_times_one_winner_each() {
         assert_eq!(seen.record, intent);
 
         let claims = [
-            builders::claim(bob.key(), intent.hash(), 30_000).expect("claim"),
-            builders::claim(carol.key(), intent.hash(), 30_000).expect("claim"),
+            builders::claim(
+                bob.key(),
+                &ca.deployment().expect("deployment"),
+                intent.hash(),
+                30_000,
+            )
+            .expect("claim"),
+            builders::claim(
+                carol.key(),
+                &ca.deployment().expect("deployment"),
+                intent.hash(),
+                30_000,
+            )
+            .expect("claim"),
         ];
         let barrier = std::sync::Barrier::new(2);
         let results: Vec<_> = std::thread::scope(|s| {
@@ -526,7 +555,7 @@ fn a_commit_failing_part_way_leaves_nothing_visible() {
             Some(ErrorCode::NotFound),
             "{fail_after}: {e}"
         );
-        let claim = builders::claim(bob.key(), intent.hash(), 30_000).expect("claim");
+        let claim = builders::claim(bob.key(), &dep(&dev), intent.hash(), 30_000).expect("claim");
         let e = c.claim(&claim).expect_err("not claimable");
         assert_eq!(
             e.error_code(),
@@ -546,7 +575,7 @@ fn a_commit_failing_part_way_leaves_nothing_visible() {
 
     // A resolving Fact whose commit fails part-way leaves the claim as it was.
     let lease = c
-        .claim(&builders::claim(bob.key(), intent.hash(), 60_000).expect("claim"))
+        .claim(&builders::claim(bob.key(), &dep(&dev), intent.hash(), 60_000).expect("claim"))
         .expect("claim");
     let fact = builders::fact(
         bob.key(),
@@ -743,7 +772,7 @@ fn records_kv_has_not_got_yet_are_read_from_r2() {
     assert_eq!(body["record"]["hash"], json!(intent.hash()));
     assert_eq!(read.metrics["r2_reads"], 1, "{:?}", read.metrics);
 
-    let claim = builders::claim(bob.key(), intent.hash(), 30_000).expect("claim");
+    let claim = builders::claim(bob.key(), &dep(&dev), intent.hash(), 30_000).expect("claim");
     let target = format!("/v1/intents/{}/claim", intent.hash());
     let claimed = post_json(&dev.url, &target, &claim.to_json(), &lag);
     assert_eq!(

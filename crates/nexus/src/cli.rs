@@ -273,21 +273,27 @@ pub fn intent(g: &Global, cmd: IntentCmd) -> Result<()> {
         IntentCmd::Claim { id, lease } => {
             let key = load_key(g)?;
             let intent = resolve(&c, &id)?;
-            let l = c.claim(&builders::claim(key.key(), intent, lease)?)?;
+            let l = c.claim(&builders::claim(
+                key.key(),
+                &c.deployment()?,
+                intent,
+                lease,
+            )?)?;
             leased(g, "claimed", l);
             Ok(())
         }
         IntentCmd::Renew { id, token, lease } => {
             let key = load_key(g)?;
             let intent = resolve(&c, &id)?;
-            let l = c.renew(&builders::renew(key.key(), intent, token, lease)?)?;
+            let d = c.deployment()?;
+            let l = c.renew(&builders::renew(key.key(), &d, intent, token, lease)?)?;
             leased(g, "renewed", l);
             Ok(())
         }
         IntentCmd::Withdraw { id } => {
             let key = load_key(g)?;
             let intent = resolve(&c, &id)?;
-            let w = c.withdraw(&builders::withdraw(key.key(), intent)?)?;
+            let w = c.withdraw(&builders::withdraw(key.key(), &c.deployment()?, intent)?)?;
             out(g, json!({"intent": w.intent, "state": w.state}), || {
                 format!("withdrew {}", w.intent)
             });
@@ -477,7 +483,7 @@ pub fn hint(g: &Global, cmd: HintCmd) -> Result<()> {
         HintCmd::Retract { id } => {
             let key = load_key(g)?;
             let hint = resolve(&c, &id)?;
-            let r = c.retract(&builders::retract(key.key(), hint)?)?;
+            let r = c.retract(&builders::retract(key.key(), &c.deployment()?, hint)?)?;
             out(g, json!({"hint": r.hint, "seq": r.seq}), || {
                 format!("retracted {}", r.hint)
             });

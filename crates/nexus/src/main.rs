@@ -73,6 +73,10 @@ enum Command {
         /// Accept writes signed by any valid key, not only allowlisted agents (local work only).
         #[arg(long)]
         open: bool,
+        /// Deployment id of a new store (1..=64 of [A-Za-z0-9._-]; default: 32 random hex
+        /// digits). Signed actions name it; an existing store keeps its own.
+        #[arg(long, value_name = "ID")]
+        deployment: Option<nexus_core::Deployment>,
         #[command(flatten)]
         guard: limits::GuardArgs,
         #[command(flatten)]
@@ -330,6 +334,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             data,
             addr,
             open,
+            deployment,
             guard,
             hints,
         } => serve::run(serve::ServeOptions {
@@ -338,6 +343,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             open,
             guard: guard.guard()?,
             hints,
+            deployment,
         })?,
         Command::Keygen { out, force } => {
             let path = match out {

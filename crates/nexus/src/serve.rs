@@ -43,6 +43,7 @@ use nexus_api::{
     Api, ApiConfig, ApiError, ErrorCode, Job, Metrics, Next, Prepared, ReadAccess, Request,
     Response, Route,
 };
+use nexus_core::{CompositeColdStorage, Deployment, Limits};
 use nexus_iobuf::{ServerThread, SessionClient, SessionServer};
 use nexus_store::Health as _;
 use nexus_store_redb::RedbStore;
@@ -67,6 +68,9 @@ pub struct ServeOptions {
     pub guard: Guard,
     /// Hint quotas and the contract's room.
     pub hints: HintArgs,
+    /// The deployment id a new store gets (else 32 random hex digits); an existing
+    /// store keeps its own, and must have this one if it is given.
+    pub deployment: Option<Deployment>,
 }
 
 /// The Hint limits of `nexus serve`.
@@ -157,6 +161,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.data)
         .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
     let store = open_store(&opts.data)?;
+    let deployment = ensure_deployment(&store, opts.deployment.as_ref())?;
     let allowed = agents::load(&opts.data)?;
     let operators = agents::load_tier(&opts.data, agents::Tier::Operator)?;
     if !opts.open && allowed.is_empty() && operators.is_empty() {
@@ -191,6 +196,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             tls = tls.is_some(),
             read_token = guard.read_access.requires_token(),
             max_connections,
+            deployment = %deployment,
             "neXus serving"
         );
         // A line on stdout that scripts and tests wait for.
@@ -221,6 +227,7 @@ fn start(
     config: ApiConfig,
     guard: &Guard,
 ) -> Result<(Arc<AppState>, ServerThread<RedbStore>)> {
+    ensure_deployment(&store, None)?;
     // Every write brings its own driver (Job::driver): rounds, attempts and flush
     // phases are the API's, not this host's.
     let server = SessionServer::new(store.clone())
@@ -244,6 +251,32 @@ fn start(
         .spawn(move || governance_loop(&weak, &tasks))
         .context("cannot start the governance thread")?;
     Ok((state, server))
+}
+
+/// The store's deployment id: the one it has (which must be `wanted`, if given), or
+/// else `wanted` or 32 random hex digits, written now. Signed actions name it, and are
+/// refused by every other deployment.
+pub fn ensure_deployment(store: &RedbStore, wanted: Option<&Deployment>) -> Result<Deployment> {
+    let core = CompositeColdStorage::unified(store.clone(), Limits::default());
+    let candidate = match wanted {
+        Some(d) => d.clone(),
+        None => {
+            let mut bytes = [0u8; 16];
+            getrandom::getrandom(&mut bytes).map_err(|e| {
+                anyhow::anyhow!("cannot read OS randomness for a deployment id: {e}")
+            })?;
+            Deployment::from_bytes(bytes)
+        }
+    };
+    let have = core
+        .init_deployment(&candidate)
+        .context("cannot read or write the store's deployment id")?;
+    if let Some(w) = wanted
+        && *w != have
+    {
+        anyhow::bail!("the store's deployment id is {have}, not {w}: it never changes");
+    }
+    Ok(have)
 }
 
 /// Opens (or creates) the redb store of a data directory.

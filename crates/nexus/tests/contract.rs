@@ -35,7 +35,10 @@ fn failed_run(c: &Client, k: &SigningKey, topic: &str, n: u64) {
     let i = builders::propose(k, topic, json!({"n": n}), &[]).expect("intent");
     c.submit(&i).expect("propose");
     let lease = c
-        .claim(&builders::claim(k, i.hash(), 30_000).expect("claim"))
+        .claim(
+            &builders::claim(k, &c.deployment().expect("deployment"), i.hash(), 30_000)
+                .expect("claim"),
+        )
         .expect("claimed");
     let f = builders::fact(
         k,

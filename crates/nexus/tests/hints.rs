@@ -222,7 +222,14 @@ fn a_hint_is_retracted_by_its_author_or_an_operator_not_by_another_agent() {
     stop(&c, &m(), "lab/chem");
     let contract_hint = c.hints().expect("hints")[0].hash;
     let e = c
-        .retract(&builders::retract(&operator(), contract_hint).expect("retract"))
+        .retract(
+            &builders::retract(
+                &operator(),
+                &c.deployment().expect("deployment"),
+                contract_hint,
+            )
+            .expect("retract"),
+        )
         .expect_err("a contract's Hint");
     assert_eq!(code(&e), (Some(403), Some("hint_not_permitted")));
 

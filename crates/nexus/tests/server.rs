@@ -73,7 +73,13 @@ fn two_agents_race_for_each_claim_200_times() {
                 .iter()
                 .map(|key| {
                     let (c, barrier) = (c.clone(), &barrier);
-                    let claim = builders::claim(key, intent.hash(), 30_000).expect("claim");
+                    let claim = builders::claim(
+                        key,
+                        &c.deployment().expect("deployment"),
+                        intent.hash(),
+                        30_000,
+                    )
+                    .expect("claim");
                     s.spawn(move || {
                         barrier.wait();
                         c.claim(&claim)
@@ -149,10 +155,26 @@ fn allowlist_refuses_unknown_keys_and_accepts_added_ones() {
     assert_eq!(c.submit(&intent).expect("alice may write").seq, Some(1));
     // Actions are checked too: Mallory may not claim, Bob may.
     conformance::expect_error(&c, "unknown claimer", 403, "author_not_allowed", || {
-        c.claim(&builders::claim(&mallory, intent.hash(), 30_000).expect("claim"))
+        c.claim(
+            &builders::claim(
+                &mallory,
+                &c.deployment().expect("deployment"),
+                intent.hash(),
+                30_000,
+            )
+            .expect("claim"),
+        )
     });
     let lease = c
-        .claim(&builders::claim(&bob, intent.hash(), 30_000).expect("claim"))
+        .claim(
+            &builders::claim(
+                &bob,
+                &c.deployment().expect("deployment"),
+                intent.hash(),
+                30_000,
+            )
+            .expect("claim"),
+        )
         .expect("bob may claim");
     assert_eq!(lease.token, 1);
 }
@@ -202,7 +224,13 @@ fn every_acknowledged_write_survives_kill_9() {
                     count.fetch_add(1, Ordering::Relaxed);
                     // Every other Intent is claimed by this writer.
                     if n % 2 == 0 {
-                        let claim = builders::claim(&key, intent.hash(), 600_000).expect("claim");
+                        let claim = builders::claim(
+                            &key,
+                            &c.deployment().expect("deployment"),
+                            intent.hash(),
+                            600_000,
+                        )
+                        .expect("claim");
                         let l = match c.claim(&claim) {
                             Ok(l) => l,
                             Err(e) => return e,

@@ -107,12 +107,27 @@ pub fn hint(
     .unwrap()
 }
 
+/// The deployment of the harness's store, which its actions are signed for.
+pub fn dep() -> nexus_core::Deployment {
+    nexus_testkit::TEST_DEPLOYMENT.parse().unwrap()
+}
+
+/// A memory store with its deployment id, as a host makes it at its first start.
+pub fn store() -> MemoryStore {
+    let store = MemoryStore::new();
+    nexus_core::CompositeColdStorage::unified(store.clone(), limits())
+        .init_deployment(&dep())
+        .unwrap();
+    store
+}
+
 pub fn claim_at(k: &SigningKey, intent: FihHash, lease_ms: u64, time: u64) -> Action {
     Action::sign(
         ActionContent::Claim {
             intent,
             lease_ms,
             author: k.author(),
+            deployment: Some(dep()),
             time,
         },
         k,
@@ -128,6 +143,7 @@ pub fn renew_at(k: &SigningKey, intent: FihHash, token: u64, lease_ms: u64, time
             token,
             lease_ms,
             author: k.author(),
+            deployment: Some(dep()),
             time,
         },
         k,
@@ -141,6 +157,7 @@ pub fn withdraw_at(k: &SigningKey, intent: FihHash, time: u64) -> Action {
         ActionContent::Withdraw {
             intent,
             author: k.author(),
+            deployment: Some(dep()),
             time,
         },
         k,
@@ -179,7 +196,7 @@ impl Harness {
     pub fn with(config: ApiConfig) -> Self {
         Self {
             api: Api::new(config),
-            store: MemoryStore::new(),
+            store: store(),
         }
     }
 

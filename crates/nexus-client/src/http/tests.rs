@@ -121,6 +121,10 @@ fn write_answer(mut stream: TcpStream, a: &Answer) -> std::io::Result<()> {
 fn alice() -> SigningKey {
     SigningKey::from_seed(&[1; 32])
 }
+fn dep() -> nexus_core::Deployment {
+    "test-deployment".parse().expect("deployment")
+}
+
 fn bob() -> SigningKey {
     SigningKey::from_seed(&[2; 32])
 }
@@ -175,7 +179,7 @@ fn duplicate_submission_has_no_seq() {
 #[test]
 fn claim_conflict_carries_the_holder() {
     let intent = propose_at(&alice(), "t", json!(1), &[], T).expect("i");
-    let claim = claim_at(&bob(), intent.hash(), 30_000, T).expect("claim");
+    let claim = claim_at(&bob(), &dep(), intent.hash(), 30_000, T).expect("claim");
     let holder = alice().author().to_string();
     let (client, seen) = serve(Box::new(move |_| {
         json_answer(
@@ -408,7 +412,7 @@ fn listings_are_decoded_and_verified() {
     assert_eq!(hints.len(), 1);
     assert_eq!(hints[0].hash, hh);
     assert_eq!(hints[0].content().map(|h| h.reason.as_str()), Some("boost"));
-    assert_eq!(client.health().expect("health"), Health::ok(7));
+    assert_eq!(client.health().expect("health"), Health::ok(7, None));
     assert!(
         client
             .metrics()
@@ -465,9 +469,9 @@ fn actions_go_to_their_routes() {
             )
         }
     }));
-    let c = claim_at(&bob(), intent.hash(), 30_000, T).expect("c");
-    let r = renew_at(&bob(), intent.hash(), 3, 30_000, T).expect("r");
-    let w = withdraw_at(&alice(), intent.hash(), T).expect("w");
+    let c = claim_at(&bob(), &dep(), intent.hash(), 30_000, T).expect("c");
+    let r = renew_at(&bob(), &dep(), intent.hash(), 3, 30_000, T).expect("r");
+    let w = withdraw_at(&alice(), &dep(), intent.hash(), T).expect("w");
     let Acted::Leased(l) = client.act(&c).expect("claim") else {
         panic!("leased")
     };

@@ -52,10 +52,19 @@ pub struct Lab {
     pub played: u64,
 }
 
+/// The deployment id of a lab's store, which its claims are signed for.
+pub fn lab_deployment() -> nexus_core::Deployment {
+    "lab".parse().expect("deployment")
+}
+
 impl Lab {
     pub fn new(contract: Arc<Contract>) -> Self {
+        let store = CompositeColdStorage::unified(MemoryStore::new(), Limits::default());
+        store
+            .init_deployment(&lab_deployment())
+            .expect("deployment");
         Self {
-            store: CompositeColdStorage::unified(MemoryStore::new(), Limits::default()),
+            store,
             eval: Evaluator::new(contract),
             played: 0,
         }
@@ -87,6 +96,7 @@ impl Lab {
                 intent,
                 lease_ms: 60_000,
                 author: who.author(),
+                deployment: Some(lab_deployment()),
                 time,
             },
             who,

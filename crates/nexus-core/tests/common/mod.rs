@@ -13,12 +13,16 @@ pub fn key(n: u8) -> SigningKey {
     SigningKey::from_seed(&[n; 32])
 }
 
+/// The deployment every test store has and every test action is signed for.
+pub fn dep() -> Deployment {
+    "test-deployment".parse().expect("deployment")
+}
+
 pub fn mem() -> (MemoryStore, Mem) {
     let store = MemoryStore::new();
-    (
-        store.clone(),
-        CompositeColdStorage::unified(store, Limits::default()),
-    )
+    let s = CompositeColdStorage::unified(store.clone(), Limits::default());
+    s.init_deployment(&dep()).expect("deployment");
+    (store, s)
 }
 
 pub fn topic(s: &str) -> Topic {
@@ -99,6 +103,7 @@ pub fn claim(k: &SigningKey, intent: FihHash, lease_ms: u64, time: u64) -> Actio
             intent,
             lease_ms,
             author: k.author(),
+            deployment: Some(dep()),
             time,
         },
         k,
@@ -114,6 +119,7 @@ pub fn renew(k: &SigningKey, intent: FihHash, token: u64, lease_ms: u64, time: u
             token,
             lease_ms,
             author: k.author(),
+            deployment: Some(dep()),
             time,
         },
         k,
@@ -127,6 +133,7 @@ pub fn withdraw(k: &SigningKey, intent: FihHash, time: u64) -> Action {
         ActionContent::Withdraw {
             intent,
             author: k.author(),
+            deployment: Some(dep()),
             time,
         },
         k,

@@ -50,6 +50,9 @@ fn run(url: &str, cycles: usize) -> Result<Value, String> {
             *sum.entry(k).or_default() += v;
         }
     };
+    let deployment = nexus_client::Client::new(url)
+        .and_then(|c| c.deployment())
+        .map_err(|e| e.to_string())?;
     for n in 0..cycles {
         let intent = builders::propose(key.key(), "bench/costs", json!({"n": n}), &[])
             .map_err(|e| e.to_string())?;
@@ -57,7 +60,8 @@ fn run(url: &str, cycles: usize) -> Result<Value, String> {
             "propose",
             post(&agent, url, "/v1/intents", &intent.to_json())?.1,
         );
-        let claim = builders::claim(key.key(), intent.hash(), 30_000).map_err(|e| e.to_string())?;
+        let claim = builders::claim(key.key(), &deployment, intent.hash(), 30_000)
+            .map_err(|e| e.to_string())?;
         let path = format!("/v1/intents/{}/claim", intent.hash());
         let (lease, costs) = post(&agent, url, &path, &claim.to_json())?;
         add("claim", costs);

@@ -53,17 +53,26 @@ pub fn authority_and_retract(
     let mine = everything(agent, Effect::Priority(3), "mine");
     c.submit(&mine).expect("priority Hint");
     let e = c
-        .retract(&builders::retract(other, mine.hash()).expect("retract"))
+        .retract(
+            &builders::retract(other, &c.deployment().expect("deployment"), mine.hash())
+                .expect("retract"),
+        )
         .expect_err("not its author");
     assert_eq!(code(&e), (Some(403), Some("hint_not_permitted")));
     assert!(in_force(&c, &mine));
     let r = c
-        .retract(&builders::retract(agent, mine.hash()).expect("retract"))
+        .retract(
+            &builders::retract(agent, &c.deployment().expect("deployment"), mine.hash())
+                .expect("retract"),
+        )
         .expect("its author retracts it");
     assert_eq!(r.hint, mine.hash());
     assert!(!in_force(&c, &mine));
     let e = c
-        .retract(&builders::retract(agent, mine.hash()).expect("retract"))
+        .retract(
+            &builders::retract(agent, &c.deployment().expect("deployment"), mine.hash())
+                .expect("retract"),
+        )
         .expect_err("no longer in force");
     assert_eq!(code(&e), (Some(404), Some("not_found")));
 
@@ -79,17 +88,30 @@ pub fn authority_and_retract(
     let e = sub(2).expect_err("denied");
     assert_eq!(code(&e), (Some(403), Some("inadmissible")));
     let e = c
-        .retract(&builders::retract(agent, deny.hash()).expect("retract"))
+        .retract(
+            &builders::retract(agent, &c.deployment().expect("deployment"), deny.hash())
+                .expect("retract"),
+        )
         .expect_err("an agent may not retract an operator's Hint");
     assert_eq!(code(&e), (Some(403), Some("hint_not_permitted")));
-    c.retract(&builders::retract(operator, deny.hash()).expect("retract"))
-        .expect("the operator retracts it");
+    c.retract(
+        &builders::retract(operator, &c.deployment().expect("deployment"), deny.hash())
+            .expect("retract"),
+    )
+    .expect("the operator retracts it");
     sub(3).expect("admitted again");
 
     // An operator retracts an agent's Hint too.
     let theirs = everything(other, Effect::Priority(1), "theirs");
     c.submit(&theirs).expect("priority Hint");
-    c.retract(&builders::retract(operator, theirs.hash()).expect("retract"))
-        .expect("an operator retracts anyone's Hint");
+    c.retract(
+        &builders::retract(
+            operator,
+            &c.deployment().expect("deployment"),
+            theirs.hash(),
+        )
+        .expect("retract"),
+    )
+    .expect("an operator retracts anyone's Hint");
     assert!(!in_force(&c, &theirs));
 }

@@ -121,7 +121,15 @@ fn lifecycle(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyF
     // Bob claims with his own key: token 1, a 30 s lease on the server's clock.
     let t0 = now_ms();
     let lease = c
-        .claim(&builders::claim(bob.key(), intent.hash(), 30_000).expect("claim"))
+        .claim(
+            &builders::claim(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                intent.hash(),
+                30_000,
+            )
+            .expect("claim"),
+        )
         .expect("claimed");
     assert_eq!(
         (lease.intent, lease.token, lease.takeover),
@@ -151,7 +159,16 @@ fn lifecycle(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyF
 
     // Renew: same token, later lease.
     let renewed = c
-        .renew(&builders::renew(bob.key(), intent.hash(), 1, 60_000).expect("renew"))
+        .renew(
+            &builders::renew(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                intent.hash(),
+                1,
+                60_000,
+            )
+            .expect("renew"),
+        )
         .expect("renewed");
     assert_eq!((renewed.token, renewed.takeover), (1, false));
     assert!(renewed.lease_until > lease.lease_until);
@@ -235,7 +252,14 @@ fn lifecycle(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyF
     .expect("other");
     c.submit(&withdrawn).expect("propose other");
     let w = c
-        .withdraw(&builders::withdraw(alice.key(), withdrawn.hash()).expect("withdraw"))
+        .withdraw(
+            &builders::withdraw(
+                alice.key(),
+                &c.deployment().expect("deployment"),
+                withdrawn.hash(),
+            )
+            .expect("withdraw"),
+        )
         .expect("withdrawn");
     assert_eq!(
         (w.intent, w.state.as_str()),
@@ -325,7 +349,15 @@ fn errors(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyFile
         c.record(&ghost.to_string())
     });
     expect_error(c, "claim unknown", 404, "not_found", || {
-        c.claim(&builders::claim(bob.key(), ghost, 30_000).expect("claim"))
+        c.claim(
+            &builders::claim(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                ghost,
+                30_000,
+            )
+            .expect("claim"),
+        )
     });
     // 422: unknown parent, named.
     let orphan =
@@ -339,7 +371,15 @@ fn errors(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyFile
         c.submit_intent(&lc.fact)
     });
     expect_error(c, "claim a fact", 422, "wrong_kind", || {
-        c.claim(&builders::claim(bob.key(), lc.fact.hash(), 30_000).expect("claim"))
+        c.claim(
+            &builders::claim(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                lc.fact.hash(),
+                30_000,
+            )
+            .expect("claim"),
+        )
     });
     // 413: a request body over the limit; a record body over the limit.
     expect_error(c, "oversize request", 413, "body_too_large", || {
@@ -374,25 +414,60 @@ fn errors(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyFile
         Some(&json!("conformance: no late work"))
     );
     let e = expect_error(c, "inadmissible claim", 403, "inadmissible", || {
-        c.claim(&builders::claim(bob.key(), late.hash(), 30_000).expect("claim"))
+        c.claim(
+            &builders::claim(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                late.hash(),
+                30_000,
+            )
+            .expect("claim"),
+        )
     });
     assert_eq!(e.detail("hint"), Some(&json!(deny.hash())));
 
     // 409: a lost compare-and-swap names the holder, lease and token.
     let held = fresh("held");
     c.submit(&held).expect("propose held");
+    let replayed = fresh("replayed");
+    c.submit(&replayed).expect("propose replayed");
     let lease = c
-        .claim(&builders::claim(bob.key(), held.hash(), 30_000).expect("claim"))
+        .claim(
+            &builders::claim(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                held.hash(),
+                30_000,
+            )
+            .expect("claim"),
+        )
         .expect("bob claims");
     let e = expect_error(c, "lost claim", 409, "already_claimed", || {
-        c.claim(&builders::claim(carol.key(), held.hash(), 30_000).expect("claim"))
+        c.claim(
+            &builders::claim(
+                carol.key(),
+                &c.deployment().expect("deployment"),
+                held.hash(),
+                30_000,
+            )
+            .expect("claim"),
+        )
     });
     assert_eq!(e.holder(), Some(bob.author()));
     assert_eq!(e.lease_until(), Some(lease.lease_until));
     assert_eq!(e.token(), Some(1));
     // 409: a stale token can neither renew nor resolve.
     expect_error(c, "stale renew", 409, "stale_token", || {
-        c.renew(&builders::renew(bob.key(), held.hash(), 7, 30_000).expect("renew"))
+        c.renew(
+            &builders::renew(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                held.hash(),
+                7,
+                30_000,
+            )
+            .expect("renew"),
+        )
     });
     let stale = builders::fact(
         bob.key(),
@@ -405,32 +480,126 @@ fn errors(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyFile
     expect_error(c, "stale resolve", 409, "stale_token", || c.submit(&stale));
     // 409: only the holder renews.
     expect_error(c, "renew by another", 409, "not_holder", || {
-        c.renew(&builders::renew(carol.key(), held.hash(), 1, 30_000).expect("renew"))
+        c.renew(
+            &builders::renew(
+                carol.key(),
+                &c.deployment().expect("deployment"),
+                held.hash(),
+                1,
+                30_000,
+            )
+            .expect("renew"),
+        )
     });
     // 403: only the proposer withdraws.
     expect_error(c, "withdraw by another", 403, "not_proposer", || {
-        c.withdraw(&builders::withdraw(carol.key(), held.hash()).expect("withdraw"))
+        c.withdraw(
+            &builders::withdraw(
+                carol.key(),
+                &c.deployment().expect("deployment"),
+                held.hash(),
+            )
+            .expect("withdraw"),
+        )
+    });
+    // 409: an action takes effect at most once — the same signed claim or renewal
+    // again (anyone may copy it from the log) is a replay.
+    let first = builders::claim(
+        bob.key(),
+        &c.deployment().expect("deployment"),
+        replayed.hash(),
+        30_000,
+    )
+    .expect("claim");
+    let l = c.claim(&first).expect("first claim");
+    let e = expect_error(c, "replayed claim", 409, "replayed", || c.claim(&first));
+    assert_eq!(e.detail("action"), Some(&json!(first.hash())));
+    let renewal = builders::renew(
+        bob.key(),
+        &c.deployment().expect("deployment"),
+        replayed.hash(),
+        l.token,
+        30_000,
+    )
+    .expect("renew");
+    c.renew(&renewal).expect("renewal");
+    expect_error(c, "replayed renewal", 409, "replayed", || c.renew(&renewal));
+    // 403: an action signed for another deployment; 400: a version 1 action.
+    let elsewhere: nexus_core::Deployment = "another-deployment".parse().expect("deployment");
+    let e = expect_error(c, "wrong deployment", 403, "wrong_deployment", || {
+        c.claim(&builders::claim(carol.key(), &elsewhere, replayed.hash(), 30_000).expect("claim"))
+    });
+    assert_eq!(e.detail("signed"), Some(&json!("another-deployment")));
+    assert_eq!(
+        e.detail("ours"),
+        Some(&json!(c.deployment().expect("deployment").as_str()))
+    );
+    let v1 = nexus_core::ActionContent::Claim {
+        intent: replayed.hash(),
+        lease_ms: 30_000,
+        author: carol.author(),
+        deployment: None,
+        time: now_ms(),
+    };
+    expect_error(c, "version 1 action", 400, "legacy_action", || {
+        c.claim(&builders::sign_action(carol.key(), v1).expect("v1 claim"))
     });
     // 409: withdrawn and resolved Intents cannot be claimed.
     expect_error(c, "claim withdrawn", 409, "withdrawn", || {
-        c.claim(&builders::claim(bob.key(), lc.withdrawn.hash(), 30_000).expect("claim"))
+        c.claim(
+            &builders::claim(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                lc.withdrawn.hash(),
+                30_000,
+            )
+            .expect("claim"),
+        )
     });
     expect_error(c, "claim resolved", 409, "already_resolved", || {
-        c.claim(&builders::claim(carol.key(), lc.resolved.hash(), 30_000).expect("claim"))
+        c.claim(
+            &builders::claim(
+                carol.key(),
+                &c.deployment().expect("deployment"),
+                lc.resolved.hash(),
+                30_000,
+            )
+            .expect("claim"),
+        )
     });
     // 400: lease out of range; an action from the past; path and action disagree.
     let open = fresh("open");
     c.submit(&open).expect("propose open");
     expect_error(c, "lease too short", 400, "lease_out_of_range", || {
-        c.claim(&builders::claim(bob.key(), open.hash(), 10).expect("claim"))
+        c.claim(
+            &builders::claim(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                open.hash(),
+                10,
+            )
+            .expect("claim"),
+        )
     });
     expect_error(c, "clock skew", 400, "clock_skew", || {
         c.claim(
-            &builders::claim_at(bob.key(), open.hash(), 30_000, now_ms() - 3_600_000)
-                .expect("claim"),
+            &builders::claim_at(
+                bob.key(),
+                &c.deployment().expect("deployment"),
+                open.hash(),
+                30_000,
+                now_ms() - 3_600_000,
+            )
+            .expect("claim"),
         )
     });
-    let claim = builders::claim(bob.key(), open.hash(), 30_000).expect("claim");
+    let claim = builders::claim(
+        bob.key(),
+        &c.deployment().expect("deployment"),
+        open.hash(),
+        30_000,
+    )
+    .expect("claim");
     expect_error(c, "id mismatch", 400, "bad_request", || {
         c.post_json(
             &format!("/v1/intents/{}/claim", held.hash()),

@@ -210,10 +210,11 @@ pub fn deny_hint_race(urls: &[String], rounds: u64, intents: usize) -> RaceRepor
                 .expect("intent")
             })
             .collect();
+        let deployment = clients[0].deployment().expect("deployment");
         let claims: Vec<Action> = proposals
             .iter()
             .zip(&claimers)
-            .map(|(p, k)| builders::claim(k.key(), p.hash(), 60_000).expect("claim"))
+            .map(|(p, k)| builders::claim(k.key(), &deployment, p.hash(), 60_000).expect("claim"))
             .collect();
         let now = now_ms();
         let deny = builders::hint_at(
@@ -700,7 +701,13 @@ impl Agent {
             return self.propose(world, round);
         };
         let lease_ms = self.rng.range(1_000, 2_500);
-        let claim = builders::claim(&self.key, intent, lease_ms).expect("claim");
+        let claim = builders::claim(
+            &self.key,
+            &self.client(world).deployment().expect("deployment"),
+            intent,
+            lease_ms,
+        )
+        .expect("claim");
         let r = self.client(world).claim(&claim);
         self.outcome(
             world,
@@ -740,7 +747,14 @@ impl Agent {
             return self.claim(world, round, false);
         };
         let lease_ms = self.rng.range(1_000, 2_000);
-        let renew = builders::renew(&self.key, intent, token, lease_ms).expect("renew");
+        let renew = builders::renew(
+            &self.key,
+            &self.client(world).deployment().expect("deployment"),
+            intent,
+            token,
+            lease_ms,
+        )
+        .expect("renew");
         let r = self.client(world).renew(&renew);
         self.outcome(world, "renew", round, &r);
         match r {
@@ -804,7 +818,12 @@ impl Agent {
         }
         let i = self.rng.below(self.proposed.len() as u64) as usize;
         let intent = self.proposed.swap_remove(i);
-        let action = builders::withdraw(&self.key, intent).expect("withdraw");
+        let action = builders::withdraw(
+            &self.key,
+            &self.client(world).deployment().expect("deployment"),
+            intent,
+        )
+        .expect("withdraw");
         let r = self.client(world).withdraw(&action);
         self.outcome(world, "withdraw", round, &r);
         if r.is_ok() {
