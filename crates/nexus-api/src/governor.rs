@@ -38,9 +38,9 @@ pub struct Governor {
     /// Most contract Hints active at once ([`HintUpdate::max_active`]).
     max_hints: usize,
     /// Why the contract's Hints are not up to date with the log (the last catch-up
-    /// or flush failed), until one succeeds: see [`Governor::gate`].
+    /// failed), until one succeeds: see [`Governor::gate`].
     failure: Mutex<Option<String>>,
-    /// Catch-ups and flushes that failed, since the start.
+    /// Catch-ups that failed, since the start.
     failures: AtomicU64,
 }
 
@@ -62,16 +62,13 @@ impl Default for Governor {
 pub enum Next {
     /// Nothing.
     Nothing,
-    /// Call [`Governor::flush`]: a change in the contract's Hints is queued.
-    Flush,
-    /// Call [`Governor::catch_up`]: a deployment, or the evaluator must be rebuilt.
+    /// Call [`Governor::catch_up`]: a Fact committed (the evaluator reads it back
+    /// from the log), a deployment, or a failure to repair.
     CatchUp,
 }
 
 #[derive(Default)]
 struct State {
-    /// Changes evaluated but not yet committed, in order.
-    pending: HintDelta,
     eval: Option<Evaluator>,
     current: Option<Current>,
     cursor: u64,
@@ -114,13 +111,13 @@ impl Governor {
     }
 
     /// Why the contract's Hints lag the commit log, while they do: the last catch-up
-    /// or flush failed (a Hint commit refused, a store error) and none has succeeded
+    /// failed (a Hint commit refused, a store error) and none has succeeded
     /// since. Hosts show it in `GET /v1/health` and log it at error level.
     pub fn failure(&self) -> Option<String> {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
-    /// Catch-ups and flushes that failed since the start (a metric).
+    /// Catch-ups that failed since the start (a metric).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
@@ -152,7 +149,7 @@ impl Governor {
         }
     }
 
-    /// Records how a catch-up or flush ended.
+    /// Records how a catch-up ended.
     fn settle<T>(&self, result: Result<T, GovernError>) -> Result<T, GovernError> {
         let now = match &result {
             Ok(_) => None,
@@ -189,8 +186,8 @@ impl Governor {
     }
 
     /// After a write on `route` committed, for a host that is the only writer of its
-    /// store: [`observe`](Self::observe), then [`flush`](Self::flush) or
-    /// [`catch_up`](Self::catch_up) as it says. `committed` is the record the write
+    /// store: [`observe`](Self::observe), then [`catch_up`](Self::catch_up) if it
+    /// says so. `committed` is the record the write
     /// submitted, if any.
     pub fn after_write(
         &self,
@@ -201,7 +198,6 @@ impl Governor {
     ) -> Result<Option<Response>, GovernError> {
         match self.observe(route, committed)? {
             Next::Nothing => Ok(None),
-            Next::Flush => self.flush(run),
             Next::CatchUp => self.catch_up(limits, run),
         }
     }
@@ -245,28 +241,6 @@ impl Governor {
         // The evaluator takes Facts in log order with their commit times, which the
         // log has: concurrent writes hand theirs over here in any order.
         Ok(Next::CatchUp)
-    }
-
-    /// Commits the queued change in the contract's Hints (see [`observe`](Self::observe))
-    /// through `run`, the host's job runner; blocks while the commit runs. Answers the
-    /// commit's response, if there was one to make.
-    pub fn flush(&self, run: impl FnMut(Job) -> Response) -> Result<Option<Response>, GovernError> {
-        self.settle(self.flush_inner(run))
-    }
-
-    fn flush_inner(
-        &self,
-        mut run: impl FnMut(Job) -> Response,
-    ) -> Result<Option<Response>, GovernError> {
-        let _order = self.order()?;
-        let (contract, pending) = {
-            let mut state = self.lock()?;
-            let Some(c) = state.current else {
-                return Ok(None);
-            };
-            (c.hash, std::mem::take(&mut state.pending))
-        };
-        self.commit(contract, pending, &mut run)
     }
 
     /// Takes the commit-order lock (before `state`).
@@ -360,7 +334,6 @@ impl Governor {
         let log_head = head["head"].as_u64().unwrap_or(0);
         if current != state.current {
             state.current = current;
-            state.pending = HintDelta::default();
             state.eval = None;
             state.cursor = 0;
             state.reconcile = true;
@@ -379,7 +352,7 @@ impl Governor {
             return Ok(None);
         };
         self.idle.store(false, Ordering::SeqCst);
-        let mut delta = std::mem::take(&mut state.pending);
+        let mut delta = HintDelta::default();
         while state.cursor < log_head {
             let page = ok_json("log", &run(Job::log(state.cursor + 1, PAGE)))?;
             let entries = page["entries"].as_array().cloned().unwrap_or_default();

@@ -157,9 +157,9 @@ fn run(log: &[Entry]) -> Outcome {
     }
 }
 
-/// Fewer than `threshold` Facts per group (at most 2 + 1 + 0 + 1 per topic and author
-/// here) — checked through the count: the 4 rules' runs hold at most 2, 1, 0 and 1 Facts
-/// per group, and there are at most 4 topics and 3 authors.
+/// Fewer than `threshold` Facts per group, checked through the count: the runs of the 4
+/// rules hold at most 2 (per topic), 1, 0 and 1 (per author) Facts, and there are at
+/// most 4 topics and 3 authors.
 fn check_bounded(eval: &Evaluator) {
     assert!(
         eval.fact_count() <= 2 * TOPICS.len() + 1 + 3,

@@ -882,13 +882,31 @@ where
             // Dispatched to `retract` above.
             ActionContent::Retract { hint, .. } => return Err(CoreError::HintNotActive(*hint)),
         };
+        let effect = CasOp {
+            key,
+            expected: Some(current),
+            new: Some(next.encode()),
+        };
+        self.commit_action(action, effect, acts_key, acts, ledger, now)?;
+        Ok(applied)
+    }
+
+    /// Commits an applied action: its `effect`, its entry in its target's ledger (read
+    /// as `acts` from `acts_key`, pruned past twice the clock skew) and its log entry,
+    /// in one commit.
+    fn commit_action(
+        &self,
+        action: &Action,
+        effect: CasOp,
+        acts_key: String,
+        acts: Option<Vec<u8>>,
+        ledger: ActionLedger,
+        now: u64,
+    ) -> CoreResult<()> {
         let horizon = self.limits.max_clock_skew_ms.saturating_mul(2);
+        let time = action.content().time();
         let ops = vec![
-            CasOp {
-                key,
-                expected: Some(current),
-                new: Some(next.encode()),
-            },
+            effect,
             CasOp {
                 key: acts_key,
                 new: Some(ledger.with(time, action.hash(), now, horizon).encode()),
@@ -899,8 +917,7 @@ where
             action: action.to_value(),
             at: now,
         };
-        self.commit(ops, &entry)?;
-        Ok(applied)
+        self.commit(ops, &entry).map(|_| ())
     }
 
     /// Refuses an action signed for another deployment than the stored one (`ours`),
@@ -996,29 +1013,17 @@ where
                 ),
             });
         }
-        let kept: Vec<&ActiveHint> = hints
+        let kept: Vec<ActiveHint> = hints
             .iter()
             .filter(|a| a.hash != hint && a.hint.active_at(now))
+            .cloned()
             .collect();
-        let horizon = self.limits.max_clock_skew_ms.saturating_mul(2);
-        let time = action.content().time();
-        let ops = vec![
-            CasOp {
-                key: keys::HINTS.to_owned(),
-                expected: hints_value,
-                new: Some(serde_json::to_vec(&kept).unwrap_or_default()),
-            },
-            CasOp {
-                key: acts_key,
-                new: Some(ledger.with(time, action.hash(), now, horizon).encode()),
-                expected: acts,
-            },
-        ];
-        let entry = LogEntry::Action {
-            action: action.to_value(),
-            at: now,
+        let effect = CasOp {
+            key: keys::HINTS.to_owned(),
+            expected: hints_value,
+            new: Some(encode_active_hints(&kept)),
         };
-        self.commit(ops, &entry)?;
+        self.commit_action(action, effect, acts_key, acts, ledger, now)?;
         Ok(Applied::Retracted(hint))
     }
 

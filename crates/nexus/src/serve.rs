@@ -551,17 +551,9 @@ async fn govern(state: &AppState, route: Route, fact: Option<nexus_core::Record>
 }
 
 /// The governance thread: evaluates queued writes in order (every write queued while it
-/// was busy in one batch), then flushes or catches up once for the batch, and only then
-/// lets the batch's writes answer. Ends with the server's state.
+/// was busy in one batch), then catches up once for the batch if any of them asks for
+/// it, and only then lets the batch's writes answer. Ends with the server's state.
 fn governance_loop(state: &Weak<AppState>, tasks: &Receiver<GovernTask>) {
-    // How much each outcome asks for: the batch does the most any of its writes needs.
-    fn rank(n: Next) -> u8 {
-        match n {
-            Next::Nothing => 0,
-            Next::Flush => 1,
-            Next::CatchUp => 2,
-        }
-    }
     while let Ok(first) = tasks.recv() {
         let Some(state) = state.upgrade() else { return };
         let batch: Vec<GovernTask> = std::iter::once(first).chain(tasks.try_iter()).collect();
@@ -570,8 +562,8 @@ fn governance_loop(state: &Weak<AppState>, tasks: &Receiver<GovernTask>) {
             let mut next = Next::Nothing;
             for t in &batch {
                 match governor.observe(t.route, t.fact.as_ref()) {
-                    Ok(n) if rank(n) > rank(next) => next = n,
-                    Ok(_) => {}
+                    Ok(Next::CatchUp) => next = Next::CatchUp,
+                    Ok(Next::Nothing) => {}
                     Err(e) => tracing::error!("{e}"),
                 }
             }
@@ -608,7 +600,7 @@ async fn gate(state: &AppState, route: Route) -> Result<(), ApiError> {
     governor.gate(route)
 }
 
-/// Flushes or catches up (as `next` says), on a thread that may block.
+/// Catches up (if `next` says so), on a thread that may block.
 fn govern_blocking(state: &AppState, next: Next) {
     let run = |job: Job| {
         if job.is_write() {
@@ -628,7 +620,6 @@ fn govern_blocking(state: &AppState, next: Next) {
     let governor = state.api.governor();
     let result = match next {
         Next::Nothing => Ok(None),
-        Next::Flush => governor.flush(run),
         Next::CatchUp => governor.catch_up(&state.api.config().limits, run),
     };
     if let Err(e) = result {
