@@ -52,6 +52,74 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// How many times [`WranglerDev::start_with`] tries to start `wrangler dev`.
+pub const START_ATTEMPTS: usize = 3;
+
+/// Spawns `wrangler dev --local` on `port` in its own process group.
+#[allow(clippy::too_many_arguments)]
+fn spawn(
+    wrangler: &Path,
+    dir: &Path,
+    config: &str,
+    build: Build,
+    state: &Path,
+    vars: &[(&str, &str)],
+    port: u16,
+    inspector: u16,
+) -> Child {
+    let mut cmd = Command::new(wrangler);
+    cmd.current_dir(dir)
+        .arg("dev")
+        .arg(build.script())
+        .args(["--config", config, "--local", "--ip", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .args(["--inspector-port", &inspector.to_string()])
+        .arg("--persist-to")
+        .arg(state)
+        .args([
+            "--log-level",
+            "warn",
+            "--show-interactive-dev-session=false",
+        ])
+        // Tests run open (any valid key writes), as local work does; the
+        // config's own default is closed. `vars` come after and can override it.
+        .args(["--var", "NEXUS_OPEN:true"])
+        .args(
+            vars.iter()
+                .flat_map(|(k, v)| ["--var".to_owned(), format!("{k}:{v}")]),
+        )
+        // Offline: no telemetry, no prompts, no request-metadata fetch.
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CI", "true")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("WRANGLER_LOG_PATH", state.join("wrangler-logs"))
+        // The dev registry through which one wrangler dev reaches a Durable Object
+        // of another: private to this state directory, so that parallel tests
+        // never find each other's Workers.
+        .env("WRANGLER_REGISTRY_PATH", state.join("registry"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    // Its own process group, so that drop stops workerd with it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.spawn().expect("spawn wrangler dev")
+}
+
+/// The last lines of the newest wrangler log under `state/wrangler-logs`.
+fn log_tail(state: &Path) -> String {
+    let newest = std::fs::read_dir(state.join("wrangler-logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+    let Some(entry) = newest else {
+        return "(no log written)".to_owned();
+    };
+    let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// A running `wrangler dev`.
 #[derive(Debug)]
 pub struct WranglerDev {
@@ -87,51 +155,34 @@ impl WranglerDev {
             wrangler.display(),
             dir.display()
         );
-        let port = free_port();
-        let inspector = free_port();
-        let mut cmd = Command::new(&wrangler);
-        cmd.current_dir(&dir)
-            .arg("dev")
-            .arg(build.script())
-            .args(["--config", config, "--local", "--ip", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .args(["--inspector-port", &inspector.to_string()])
-            .arg("--persist-to")
-            .arg(state)
-            .args([
-                "--log-level",
-                "warn",
-                "--show-interactive-dev-session=false",
-            ])
-            // Tests run open (any valid key writes), as local work does; the
-            // config's own default is closed. `vars` come after and can override it.
-            .args(["--var", "NEXUS_OPEN:true"])
-            .args(
-                vars.iter()
-                    .flat_map(|(k, v)| ["--var".to_owned(), format!("{k}:{v}")]),
-            )
-            // Offline: no telemetry, no prompts, no request-metadata fetch.
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CI", "true")
-            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .env("WRANGLER_LOG_PATH", state.join("wrangler-logs"))
-            // The dev registry through which one wrangler dev reaches a Durable Object
-            // of another: private to this state directory, so that parallel tests
-            // never find each other's Workers.
-            .env("WRANGLER_REGISTRY_PATH", state.join("registry"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
-        // Its own process group, so that drop stops workerd with it.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().expect("spawn wrangler dev");
-        let mut dev = WranglerDev {
-            child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
-            state: state.to_owned(),
-        };
-        dev.wait_ready();
-        dev
+        // The ports are free when chosen but not reserved, and workerd binds more of
+        // its own: a parallel test can take one first, and then the runtime fails to
+        // start ("Address already in use"). Such a start is retried on fresh ports;
+        // one that serves and then fails is a real failure and is never retried.
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let inspector = free_port();
+            let mut dev = WranglerDev {
+                child: Some(spawn(
+                    &wrangler, &dir, config, build, state, vars, port, inspector,
+                )),
+                url: format!("http://127.0.0.1:{port}"),
+                state: state.to_owned(),
+            };
+            match dev.wait_ready() {
+                Ok(()) => return dev,
+                Err(why) => {
+                    dev.stop();
+                    eprintln!(
+                        "wrangler dev did not start ({why}); its log:\n{}",
+                        log_tail(state)
+                    );
+                    failures.push(why);
+                }
+            }
+        }
+        panic!("wrangler dev did not start in {START_ATTEMPTS} attempts: {failures:?}");
     }
 
     /// [`start_with`](Self::start_with) the Worker's own `wrangler.toml`.
@@ -139,7 +190,9 @@ impl WranglerDev {
         Self::start_with("wrangler.toml", build, state, &[])
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until `GET /v1/health` answers 200; says why not if wrangler exits or the
+    /// [`START_TIMEOUT`] passes first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let agent = agent(Duration::from_secs(5));
         let deadline = Instant::now() + START_TIMEOUT;
         let health = format!("{}/v1/health", self.url);
@@ -147,16 +200,15 @@ impl WranglerDev {
             if let Ok(r) = agent.get(&health).call()
                 && r.status() == 200
             {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("wrangler dev exited before it served: {status}");
+                return Err(format!("it exited before it served: {status}"));
             }
             if Instant::now() > deadline {
-                self.stop();
-                panic!("wrangler dev did not answer {health} within {START_TIMEOUT:?}");
+                return Err(format!("{health} did not answer within {START_TIMEOUT:?}"));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
