@@ -26,7 +26,9 @@
 //! committed), then **one** [`ObjectStore::commit`] carrying every compare-and-swap
 //! and the log entry (the commit point), then the write-once index entries. Index
 //! entries lost after a commit are rewritten by the next [`FlushCapable::flush`] that
-//! passes over their log entry.
+//! passes over their log entry. (A host may keep the index entries with its object
+//! tier and write them in the commit itself, as the Worker's coordinator does: the
+//! core only needs `KeyValueStore::list` over them to answer.)
 
 use std::sync::{Arc, Mutex, PoisonError};
 

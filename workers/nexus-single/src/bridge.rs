@@ -7,14 +7,15 @@
 //!
 //! - **`Step::Hydrate`**: Workers KV bulk gets (≤ 100 keys a call), R2 gets, and the
 //!   states — from this isolate's cache when the driver allows it (`cache_ok`, asked
-//!   for writes) and no state listing is needed, so that a write that commits costs
-//!   one coordinator call; else ONE coordinator `/read` for every state key and
-//!   listing;
+//!   for writes) and no state or index listing is needed, so that a write that
+//!   commits costs one coordinator call; else ONE coordinator `/read` for every state
+//!   key, state listing and index listing (the coordinator keeps the index, see
+//!   [`crate::coordinator`]; KV could only list it from the start of a prefix);
 //! - **`Step::Commit`**: the batch in its order: R2 blobs and immutable KV records first
 //!   (idempotent, content-addressed; a record's content also goes to R2, see
 //!   [`r2::RECORD_PREFIX`]), then ONE coordinator `/commit` carrying the commit's ops,
-//!   read checks and log entries (the commit point: a stale cached read only makes it
-//!   conflict), then the write-once KV index entries, then deletes;
+//!   read checks, log entries and index entries (the commit point: a stale cached
+//!   read only makes it conflict), then deletes;
 //! - **`Step::Done`**: the answer, through [`Api::finish`].
 //!
 //! No `block_on` and no executor: the only awaits are the bindings', between steps.
@@ -25,8 +26,11 @@ use std::collections::HashMap;
 use worker::{Bucket, KvStore, Method, Request, RequestInit, Stub};
 
 use nexus_api::{Api, Job, Response};
-use nexus_iobuf::{DriveStats, FlushError, FlushStage, IoBufferSession, Misses, StateSource, Step};
-use nexus_store::{CommitOutcome, PutPhase, StoreError, StoreResult, Tier, WriteBatch};
+use nexus_core::storage::keys::INDEX_PREFIX;
+use nexus_iobuf::{
+    DriveStats, FlushError, FlushStage, IoBufferSession, ListQuery, Misses, StateSource, Step,
+};
+use nexus_store::{BatchPut, CommitOutcome, PutPhase, StoreError, StoreResult, Tier, WriteBatch};
 
 use crate::kv::{self, backend};
 use crate::protocol::{
@@ -34,11 +38,25 @@ use crate::protocol::{
 };
 use crate::r2::{self, RECORD_PREFIX};
 
+/// Whether a key-value listing is of the index, which the coordinator keeps (see
+/// `crate::coordinator`): its prefix lies inside `x/`.
+fn is_index_list(q: &ListQuery) -> bool {
+    q.prefix.starts_with(INDEX_PREFIX)
+}
+
+/// Whether an after-commit put is an index entry (the coordinator writes it).
+fn is_index_put(p: &&BatchPut) -> bool {
+    p.tier == Tier::Kv && p.key.starts_with(INDEX_PREFIX)
+}
+
 /// What one request cost: the operations it made on each binding.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     /// KV read calls (a bulk get of up to 100 keys or a list page counts once).
     pub kv_reads: u32,
+    /// Of [`kv_reads`](Self::kv_reads), the list pages (none for index listings,
+    /// which the coordinator answers).
+    pub kv_lists: u32,
     /// KV writes.
     pub kv_writes: u32,
     /// R2 reads (gets and list pages).
@@ -64,7 +82,8 @@ pub struct Counters {
 pub struct Faults {
     /// The coordinator fails the commit after writing this many ops (rolled back).
     pub fail_commit_after_ops: Option<usize>,
-    /// The write-once index entries after the commit are not written (lost).
+    /// The commit does not carry its index entries (as from a Worker of an earlier
+    /// version): the coordinator indexes it later, from its log.
     pub drop_index_writes: bool,
     /// KV answers every record (`r/…`) as absent, as a location KV has not reached yet.
     pub kv_misses_records: bool,
@@ -186,7 +205,11 @@ impl Host {
         misses: &Misses,
         cache_ok: bool,
     ) -> StoreResult<StateSource> {
-        if !cache_ok || !misses.state_lists.is_empty() || misses.state_keys.is_empty() {
+        if !cache_ok
+            || !misses.state_lists.is_empty()
+            || misses.state_keys.is_empty()
+            || misses.kv_lists.iter().any(is_index_list)
+        {
             self.hydrate(session, misses).await?;
             return Ok(StateSource::Store);
         }
@@ -203,8 +226,8 @@ impl Host {
     }
 
     /// Loads `misses` into the session: KV bulk gets, R2 gets and listings, and one
-    /// coordinator call for all state keys and listings (none when there are
-    /// neither), the tiers concurrently. The states read refresh the isolate's cache.
+    /// coordinator call for all state keys, state listings and index listings (none
+    /// when there are none), the tiers concurrently. The states read refresh the isolate's cache.
     pub async fn hydrate(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
         let (tiers, states) = futures_util::future::join(
             self.hydrate_tiers(session, misses),
@@ -232,9 +255,12 @@ impl Host {
                 .kv_buf()
                 .hydrate_batch(misses.kv_keys.iter().cloned().zip(values));
         }
-        for q in &misses.kv_lists {
+        for q in misses.kv_lists.iter().filter(|q| !is_index_list(q)) {
             let (keys, calls) = kv::list(&self.kv, q).await?;
-            self.count(|c| c.kv_reads += calls);
+            self.count(|c| {
+                c.kv_reads += calls;
+                c.kv_lists += calls;
+            });
             session.kv_buf().hydrate_list(q, keys);
         }
         for key in &misses.blob_keys {
@@ -251,15 +277,24 @@ impl Host {
     }
 
     async fn hydrate_states(&self, session: &IoBufferSession, misses: &Misses) -> StoreResult<()> {
-        if misses.state_keys.is_empty() && misses.state_lists.is_empty() {
+        let index_lists: Vec<&ListQuery> = misses
+            .kv_lists
+            .iter()
+            .filter(|q| is_index_list(q))
+            .collect();
+        if misses.state_keys.is_empty() && misses.state_lists.is_empty() && index_lists.is_empty() {
             return Ok(());
         }
         let req = ReadRequest {
             keys: misses.state_keys.clone(),
             lists: misses.state_lists.iter().map(ListSpec::from).collect(),
+            index_lists: index_lists.iter().copied().map(ListSpec::from).collect(),
         };
         let reply: ReadReply = self.call(READ_PATH, &req).await?;
-        if reply.values.len() != req.keys.len() || reply.lists.len() != req.lists.len() {
+        if reply.values.len() != req.keys.len()
+            || reply.lists.len() != req.lists.len()
+            || reply.index_lists.len() != req.index_lists.len()
+        {
             return Err(backend(
                 "coordinator read",
                 "answer does not match the request",
@@ -276,6 +311,9 @@ impl Host {
         for (q, keys) in misses.state_lists.iter().zip(reply.lists) {
             session.object_buf().hydrate_list(q, keys);
         }
+        for (q, keys) in index_lists.into_iter().zip(reply.index_lists) {
+            session.kv_buf().hydrate_list(q, keys);
+        }
         Ok(())
     }
 
@@ -291,10 +329,11 @@ impl Host {
     /// Before-commit puts that an earlier attempt of this request already wrote with
     /// the same value are not written again (KV refuses a second write to one key
     /// within a second). The commit is ONE coordinator call carrying the ops, the read
-    /// checks and the log entries; a batch with none of them makes no call. After the
-    /// commit point the answer stands: an index entry lost there is rewritten from the
-    /// commit log (see [`crate::repair`]), so those errors (and failed deletes) are
-    /// logged, not returned, and the commit's `first_seq` is kept.
+    /// checks, the log entries and the index entries (the after-commit puts under
+    /// `x/`, which the coordinator keeps and writes in the commit's transaction); a
+    /// batch with none of them makes no call. After the commit point the answer
+    /// stands: any other after-commit put or a delete that fails is logged, not
+    /// returned, and the commit's `first_seq` is kept.
     async fn flush(&self, batch: &WriteBatch) -> Result<CommitOutcome, FlushError> {
         let at = |stage: FlushStage| move |source: StoreError| FlushError::Store { stage, source };
         for put in batch.puts_in(PutPhase::BeforeCommit) {
@@ -327,10 +366,16 @@ impl Host {
                 .insert(key.to_owned(), value.to_vec());
         }
         let commit = &batch.commit;
-        let outcome = if commit.is_empty() && commit.reads.is_empty() {
+        let index: Vec<String> = batch
+            .puts_in(PutPhase::AfterCommit)
+            .filter(is_index_put)
+            .map(|p| p.key.clone())
+            .collect();
+        let outcome = if commit.is_empty() && commit.reads.is_empty() && index.is_empty() {
             CommitOutcome::Applied { first_seq: None }
         } else {
             let mut req = CommitRequest::new(commit);
+            req.index = (!self.faults.drop_index_writes).then_some(index);
             req.fail_after_ops = self.faults.fail_commit_after_ops;
             let reply: CommitReply = self
                 .call(COMMIT_PATH, &req)
@@ -354,9 +399,12 @@ impl Host {
             }
             _ => return Ok(outcome),
         }
-        // The index entries are independent of each other: written concurrently.
-        if !self.faults.drop_index_writes {
-            let writes = batch.puts_in(PutPhase::AfterCommit).map(|put| async move {
+        // Other after-commit puts (the core makes none today) are independent of each
+        // other: written concurrently.
+        let writes = batch
+            .puts_in(PutPhase::AfterCommit)
+            .filter(|p| !is_index_put(p))
+            .map(|put| async move {
                 let written = match put.tier {
                     Tier::Kv => self.kv_put(&put.key, &put.value).await,
                     Tier::Blob => r2::put(&self.blobs, &put.key, &put.value)
@@ -364,11 +412,10 @@ impl Host {
                         .map(|()| self.count(|c| c.r2_writes += 1)),
                 };
                 if let Err(e) = written {
-                    worker::console_warn!("index entry {} not written: {e}", put.key);
+                    worker::console_warn!("{} not written after the commit: {e}", put.key);
                 }
             });
-            futures_util::future::join_all(writes).await;
-        }
+        futures_util::future::join_all(writes).await;
         for delete in &batch.deletes {
             let key = delete.key.as_str();
             let deleted = match delete.tier {

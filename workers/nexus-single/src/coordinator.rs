@@ -11,12 +11,21 @@
 //! every other backend (the store conformance cases run here too, see
 //! `crate::testing`).
 //!
-//! The Worker talks to it with two calls (see [`crate::protocol`]): `/read` (states and
-//! state listings for hydration) and `/commit` (the commit point of a request).
+//! It also keeps the **index** (the write-once entries under `x/` that list records by
+//! topic, author and time; `nexus_core::storage::keys`), in a second table: a commit
+//! carries its index entries and writes them in its own transaction, so a listing
+//! sees exactly what is committed, and it starts at its cursor (`key > start_after`,
+//! one indexed range read) however deep the cursor is. Workers KV, where the design
+//! first put them, can only list a prefix from its start and is eventually
+//! consistent: a listing past the 100,000th entry walked 100 KV list pages, and a
+//! Fact just written could be missing from its topic's listing for a minute (README,
+//! "Cloudflare Workers"). Records themselves stay in KV and R2.
+//!
+//! The Worker talks to it with two calls (see [`crate::protocol`]): `/read` (states,
+//! state listings and index listings for hydration) and `/commit` (the commit point
+//! of a request).
 
-#[cfg(feature = "test-hooks")]
-use std::cell::Cell;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use wasm_bindgen::JsCast;
@@ -50,11 +59,20 @@ extern "C" {
     ) -> Result<JsValue, JsValue>;
 }
 
-/// Default delay of the index repair after a commit, in milliseconds.
-pub const REPAIR_DELAY_MS: i64 = 60_000;
+/// Default delay of the index catch-up ([`crate::repair`]) after a commit that did not
+/// carry its index entries, in milliseconds: the records it reads back were written to
+/// KV and R2 before that commit.
+pub const REPAIR_DELAY_MS: i64 = 1_000;
 
 const SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID";
+/// The index: keys only (every index entry's value is empty).
+const INDEX_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS idx (key TEXT PRIMARY KEY) WITHOUT ROWID";
+
+/// State key of the index cursor: every log entry up to it has its index entries in
+/// the index table. A commit that carries its entries moves it when it was at the
+/// head; otherwise [`crate::repair`] catches up from the log.
+pub const INDEX_CURSOR: &str = "idx/indexed";
 
 fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("{what}: {e}"))
@@ -94,6 +112,8 @@ impl SqlStates {
         let sql = storage.sql();
         sql.exec(SCHEMA, None)
             .map_err(|e| backend("create table", e))?;
+        sql.exec(INDEX_SCHEMA, None)
+            .map_err(|e| backend("create index table", e))?;
         Ok(Self {
             sql,
             storage: storage
@@ -117,18 +137,97 @@ impl SqlStates {
     /// transaction. Otherwise the outcome names each key that did not hold, ops first,
     /// with its current value, and nothing is written.
     fn apply(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
+        self.commit_indexed(commit, None)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`apply`](Self::apply), and when the commit applies, also writes `index` (its
+    /// index entries, `None` when the caller did not carry them) in the same
+    /// transaction. Answers the outcome and whether the index is behind the log
+    /// afterwards (then [`crate::repair::repair_batch`] should run).
+    pub fn commit_indexed(
+        &self,
+        commit: &Commit,
+        index: Option<Vec<String>>,
+    ) -> StoreResult<(CommitOutcome, bool)> {
         check_commit(commit)?;
+        if let Some(keys) = &index {
+            for key in keys {
+                check_index_key(key)?;
+            }
+        }
         #[cfg(feature = "test-hooks")]
         let fail_after_ops = self.fail_after_ops.take();
         #[cfg(not(feature = "test-hooks"))]
         let fail_after_ops = None;
         let commit = commit.clone();
-        self.transaction(move |sql| apply_commit(sql, &commit, fail_after_ops))
+        self.transaction(move |sql| {
+            let head = log_head(sql)?;
+            let outcome = apply_commit(sql, &commit, fail_after_ops)?;
+            if !matches!(outcome, CommitOutcome::Applied { .. }) {
+                return Ok((outcome, false));
+            }
+            let indexed = index_cursor(sql)?;
+            let behind = match &index {
+                Some(keys) => {
+                    for key in keys {
+                        insert_index(sql, key)?;
+                    }
+                    // Everything up to the old head was indexed, and this commit
+                    // brought its own entries: so is everything up to the new head.
+                    if indexed == head {
+                        set_index_cursor(sql, log_head(sql)?)?;
+                        false
+                    } else {
+                        true
+                    }
+                }
+                None => log_head(sql)? > indexed,
+            };
+            Ok((outcome, behind))
+        })
     }
 
-    /// Removes every state (test-only: each storage conformance case starts empty).
+    /// Index keys under `prefix`, ascending, strictly after `start_after`, at most
+    /// `limit`: one range read of the index table.
+    pub fn list_index(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        list_keys(&self.sql, "idx", prefix, start_after, limit)
+    }
+
+    /// Adds index entries that are missing (write-once: present ones stay) and moves
+    /// the index cursor from `from` to `to` if it is still at `from`, in one
+    /// transaction. Answers how many entries were missing.
+    pub fn backfill_index(&self, keys: Vec<String>, from: u64, to: u64) -> StoreResult<usize> {
+        for key in &keys {
+            check_index_key(key)?;
+        }
+        self.transaction(move |sql| {
+            let mut added = 0;
+            for key in &keys {
+                added += insert_index(sql, key)?;
+            }
+            if index_cursor(sql)? == from {
+                set_index_cursor(sql, to)?;
+            }
+            Ok(added)
+        })
+    }
+
+    /// The index cursor and the log head.
+    pub fn index_progress(&self) -> StoreResult<(u64, u64)> {
+        Ok((index_cursor(&self.sql)?, log_head(&self.sql)?))
+    }
+
+    /// Removes every state and index entry (test-only: each storage conformance case
+    /// starts empty).
     #[cfg(feature = "test-hooks")]
     pub fn clear(&self) -> StoreResult<()> {
+        exec(&self.sql, "DELETE FROM idx", vec![])?;
         exec(&self.sql, "DELETE FROM states", vec![]).map(drop)
     }
 
@@ -212,8 +311,11 @@ fn write(sql: &SqlStorage, key: &str, value: Option<&[u8]>) -> StoreResult<()> {
     .map(drop)
 }
 
-fn list(
+/// Keys of `table` (`states` or `idx`) under `prefix`, ascending, strictly after
+/// `start_after`, at most `limit`.
+fn list_keys(
     sql: &SqlStorage,
+    table: &'static str,
     prefix: &str,
     start_after: Option<&str>,
     limit: usize,
@@ -222,7 +324,7 @@ fn list(
         return Ok(vec![]);
     }
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut query = String::from("SELECT key FROM states WHERE key >= ?");
+    let mut query = format!("SELECT key FROM {table} WHERE key >= ?");
     let mut args: Vec<SqlStorageValue> = vec![prefix.into()];
     if let Some(after) = start_after {
         query.push_str(" AND key > ?");
@@ -244,6 +346,56 @@ fn list(
         }
     }
     Ok(keys)
+}
+
+/// Refuses a key that is not an index key (the index table holds nothing else).
+fn check_index_key(key: &str) -> StoreResult<()> {
+    check_key(key)?;
+    if key.starts_with(nexus_core::storage::keys::INDEX_PREFIX) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason: "not an index key (x/...)".into(),
+        })
+    }
+}
+
+/// Adds one index entry; answers 1 if it was missing, 0 if it was there.
+fn insert_index(sql: &SqlStorage, key: &str) -> StoreResult<usize> {
+    let present = exec(sql, "SELECT 1 FROM idx WHERE key = ?", vec![key.into()])?
+        .raw()
+        .next()
+        .is_some();
+    if present {
+        return Ok(0);
+    }
+    exec(sql, "INSERT INTO idx (key) VALUES (?)", vec![key.into()])?;
+    Ok(1)
+}
+
+fn log_head(sql: &SqlStorage) -> StoreResult<u64> {
+    match read(sql, LOG_HEAD_KEY)? {
+        None => Ok(0),
+        Some(v) => parse_head(&v),
+    }
+}
+
+fn index_cursor(sql: &SqlStorage) -> StoreResult<u64> {
+    match read(sql, INDEX_CURSOR)? {
+        None => Ok(0),
+        Some(v) => std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt {
+                key: INDEX_CURSOR.to_owned(),
+                reason: "not a decimal number".into(),
+            }),
+    }
+}
+
+fn set_index_cursor(sql: &SqlStorage, to: u64) -> StoreResult<()> {
+    write(sql, INDEX_CURSOR, Some(to.to_string().as_bytes()))
 }
 
 /// Applies `commit` inside the transaction `sql` is in, as `nexus_store::apply_commit`
@@ -320,7 +472,7 @@ impl ObjectStore for SqlStates {
         start_after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<String>> {
-        list(&self.sql, prefix, start_after, limit)
+        list_keys(&self.sql, "states", prefix, start_after, limit)
     }
 
     fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
@@ -343,6 +495,10 @@ mod class {
         state: State,
         env: Env,
         store: RefCell<Option<SqlStates>>,
+        /// Whether the index is behind the log (found on opening the store, or after
+        /// a commit that did not carry its index entries): the next call schedules
+        /// the catch-up.
+        index_behind: Cell<bool>,
     }
 
     impl NexusCoordinatorDO {
@@ -352,6 +508,8 @@ mod class {
             }
             let s = SqlStates::open(&self.state)?;
             self.ensure_deployment(&s)?;
+            let (indexed, head) = s.index_progress()?;
+            self.index_behind.set(indexed < head);
             *self.store.borrow_mut() = Some(s.clone());
             Ok(s)
         }
@@ -381,8 +539,8 @@ mod class {
             Ok(())
         }
 
-        /// Schedules the index repair ([`crate::repair`]) unless it already is: after
-        /// `NEXUS_INDEX_REPAIR_DELAY_MS` (default a minute, KV's propagation time).
+        /// Schedules the index catch-up ([`crate::repair`]) unless it already is:
+        /// after `NEXUS_INDEX_REPAIR_DELAY_MS` (default [`REPAIR_DELAY_MS`]).
         async fn schedule_repair(&self) -> WorkerResult<()> {
             let storage = self.state.storage();
             if storage.get_alarm().await?.is_none() {
@@ -417,17 +575,32 @@ mod class {
                                 .map_err(|e| e.detail())?,
                         );
                     }
+                    let mut index_lists = Vec::with_capacity(req.index_lists.len());
+                    for q in &req.index_lists {
+                        index_lists.push(
+                            store
+                                .list_index(&q.prefix, q.start_after.as_deref(), q.limit)
+                                .map_err(|e| e.detail())?,
+                        );
+                    }
                     json(serde_json::to_vec(&ReadReply {
                         values: values.into_iter().map(|v| v.map(Hex)).collect(),
                         lists,
+                        index_lists,
                     }))
                 }
                 COMMIT_PATH => {
-                    let req: CommitRequest = serde_json::from_slice(body)
+                    let mut req: CommitRequest = serde_json::from_slice(body)
                         .map_err(|e| format!("bad commit request: {e}"))?;
                     #[cfg(feature = "test-hooks")]
                     store.fail_next_commit_after(req.fail_after_ops);
-                    let outcome = store.commit(&req.commit()).map_err(|e| e.detail())?;
+                    let index = req.index.take();
+                    let (outcome, behind) = store
+                        .commit_indexed(&req.commit(), index)
+                        .map_err(|e| e.detail())?;
+                    if behind {
+                        self.index_behind.set(true);
+                    }
                     let reply = CommitReply::new(&outcome)
                         .ok_or_else(|| format!("unsupported commit outcome {outcome:?}"))?;
                     json(serde_json::to_vec(&reply))
@@ -450,6 +623,7 @@ mod class {
                 state,
                 env,
                 store: RefCell::new(None),
+                index_behind: Cell::new(false),
             }
         }
 
@@ -458,10 +632,11 @@ mod class {
             let body = req.bytes().await?;
             // The answer is computed synchronously: no other call interleaves.
             let answer = self.answer(&path, &body);
-            if path == COMMIT_PATH && answer.is_ok() {
-                // After the commit: awaiting here lets other calls in, which is fine.
+            if self.index_behind.replace(false) {
+                // After the answer: awaiting here lets other calls in, which is fine.
                 if let Err(e) = self.schedule_repair().await {
-                    worker::console_warn!("index repair not scheduled: {e}");
+                    self.index_behind.set(true);
+                    worker::console_warn!("index catch-up not scheduled: {e}");
                 }
             }
             match answer {
@@ -480,7 +655,7 @@ mod class {
                 Ok(done) => {
                     if done.written > 0 {
                         worker::console_log!(
-                            "index repair: {} log entries checked, {} index entries rewritten",
+                            "index catch-up: {} log entries read, {} index entries added",
                             done.entries,
                             done.written
                         );
@@ -491,7 +666,7 @@ mod class {
                 }
                 // Records may not have reached this location's KV yet: try later.
                 Err(e) => {
-                    worker::console_warn!("index repair failed, retrying later: {e}");
+                    worker::console_warn!("index catch-up failed, retrying later: {e}");
                     self.state.storage().set_alarm(REPAIR_DELAY_MS).await?;
                 }
             }

@@ -55,7 +55,7 @@ pub const R2_BINDING: &str = "NEXUS_BLOBS";
 pub const DO_BINDING: &str = "COORDINATOR";
 /// Name of the one coordinator instance (a single shard).
 pub const COORDINATOR_NAME: &str = "coordinator";
-/// Response header with the request's costs: `wall_ms=…;kv_reads=…;kv_writes=…;
+/// Response header with the request's costs: `wall_ms=…;kv_reads=…;kv_lists=…;kv_writes=…;
 /// r2_reads=…;r2_writes=…;do_calls=…;commits=…;conflicts=…;rounds=…;attempts=…`.
 pub const METRICS_HEADER: &str = "x-nexus-metrics";
 
@@ -173,8 +173,9 @@ fn into_worker_with(
     headers.set(
         METRICS_HEADER,
         &format!(
-            "wall_ms={wall_ms};kv_reads={};kv_writes={};r2_reads={};r2_writes={};do_calls={};commits={};conflicts={};rounds={};attempts={}",
+            "wall_ms={wall_ms};kv_reads={};kv_lists={};kv_writes={};r2_reads={};r2_writes={};do_calls={};commits={};conflicts={};rounds={};attempts={}",
             costs.kv_reads,
+            costs.kv_lists,
             costs.kv_writes,
             costs.r2_reads,
             costs.r2_writes,

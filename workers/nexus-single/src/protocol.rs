@@ -58,13 +58,18 @@ impl From<&ListQuery> for ListSpec {
     }
 }
 
-/// `POST /read`: states and state listings, answered from one consistent view.
+/// `POST /read`: states, state listings and index listings, answered from one
+/// consistent view.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReadRequest {
     /// State keys to read.
     pub keys: Vec<String>,
     /// State listings.
     pub lists: Vec<ListSpec>,
+    /// Listings of the index (keys under `x/`, which the coordinator keeps: see
+    /// `crate::coordinator`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index_lists: Vec<ListSpec>,
 }
 
 /// The answer to [`ReadRequest`], in the request's order.
@@ -74,6 +79,9 @@ pub struct ReadReply {
     pub values: Vec<Option<Hex>>,
     /// One key list per listing.
     pub lists: Vec<Vec<String>>,
+    /// One key list per index listing.
+    #[serde(default)]
+    pub index_lists: Vec<Vec<String>>,
 }
 
 /// One compare-and-swap on the wire.
@@ -101,6 +109,13 @@ pub struct CommitRequest {
     /// states it had cached instead of reading them from the coordinator first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reads: Vec<WireRead>,
+    /// The index entries of what the commit adds (keys under `x/`; their values are
+    /// empty), written in the commit's transaction when it applies. `None` (a Worker
+    /// from before the index moved to the coordinator, or the test fault that drops
+    /// them): the coordinator indexes the commit's log entries itself, from the log
+    /// (see `crate::repair`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Vec<String>>,
     /// Test-only: fail the storage transaction after writing this many ops (ignored
     /// unless the Worker was built with the `test-hooks` feature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +144,7 @@ impl CommitRequest {
                     value: hex_opt(r.value.as_ref()),
                 })
                 .collect(),
+            index: Some(Vec::new()),
             fail_after_ops: None,
         }
     }

@@ -1,21 +1,23 @@
-//! Index repair from the commit log (design §5): the write-once KV index entries of a
-//! request are written by the Worker *after* the commit point, so they can be lost (the
-//! isolate dies, a KV write fails). The coordinator's alarm walks the commit log behind
-//! a cursor, recomputes each committed record's index entries with the core's own
-//! [`repair_indexes`](nexus_core::CompositeColdStorage::repair_indexes), and writes
-//! those KV does not have.
+//! Index catch-up from the commit log (design §5: "if they are lost, the DO's commit
+//! log lets a later flush repair them"). A commit normally carries its own index
+//! entries and the coordinator writes them in the commit's transaction
+//! ([`SqlStates::commit_indexed`]); one that did not — from a Worker of an earlier
+//! version, which wrote them to KV, or the test fault that drops them — leaves the
+//! index behind the log. So does a coordinator whose storage predates the index table.
+//! The coordinator's alarm then walks the commit log behind the index cursor
+//! ([`INDEX_CURSOR`]), recomputes each committed record's index entries with the core's
+//! own [`repair_indexes`](nexus_core::CompositeColdStorage::repair_indexes) (the records
+//! read from KV, or R2 where KV has not got them), and adds the missing ones.
 
 use nexus_core::{ColdStorage, CompositeColdStorage, Limits};
 use nexus_iobuf::{Executed, IoBufferBlob, IoBufferKv, StoreSession};
-use nexus_store::{LOG_HEAD_KEY, ObjectStore, StoreError, StoreResult, parse_head};
+use nexus_store::{StoreError, StoreResult};
 use worker::{Bucket, KvStore};
 
+pub use crate::coordinator::INDEX_CURSOR;
 use crate::coordinator::SqlStates;
 use crate::{kv, r2};
 
-/// State key of the repair cursor: the last log entry whose index entries are known
-/// to be in KV.
-pub const INDEX_CURSOR: &str = "idx/cursor";
 /// Log entries examined per alarm run.
 pub const REPAIR_BATCH: usize = 100;
 /// Session rounds one batch may take (records are read in one bulk round).
@@ -32,20 +34,6 @@ pub struct Repaired {
     pub more: bool,
 }
 
-fn number(key: &str, value: Option<Vec<u8>>) -> StoreResult<u64> {
-    match value {
-        None => Ok(0),
-        Some(v) if key == LOG_HEAD_KEY => parse_head(&v),
-        Some(v) => std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| StoreError::Corrupt {
-                key: key.to_owned(),
-                reason: "not a decimal number".into(),
-            }),
-    }
-}
-
 fn core_error(e: nexus_core::CoreError) -> StoreError {
     match e {
         nexus_core::CoreError::Store(s) => s,
@@ -53,17 +41,15 @@ fn core_error(e: nexus_core::CoreError) -> StoreError {
     }
 }
 
-/// Repairs the index entries of up to [`REPAIR_BATCH`] log entries after the cursor
-/// and moves the cursor past them.
+/// Indexes up to [`REPAIR_BATCH`] log entries after the index cursor and moves the
+/// cursor past them (unless a commit moved it meanwhile: the next run goes on).
 pub async fn repair_batch(
     states: &SqlStates,
     kv: &KvStore,
     bucket: &Bucket,
 ) -> StoreResult<Repaired> {
     let limits = Limits::default();
-    let cursor_value = states.get_state(INDEX_CURSOR)?;
-    let cursor = number(INDEX_CURSOR, cursor_value.clone())?;
-    let head = number(LOG_HEAD_KEY, states.get_state(LOG_HEAD_KEY)?)?;
+    let (cursor, head) = states.index_progress()?;
     if cursor >= head {
         return Ok(Repaired::default());
     }
@@ -108,24 +94,14 @@ pub async fn repair_batch(
             }
         }
     };
-    let keys: Vec<String> = delta.kv_puts.iter().map(|(k, _)| k.clone()).collect();
-    let (present, _) = kv::get_many(kv, &keys).await?;
-    let mut written = 0;
-    for ((key, value), have) in delta.kv_puts.iter().zip(present) {
-        if have.is_none() {
-            kv::put(kv, key, value).await?;
-            written += 1;
-        }
-    }
-    // Only the alarm writes the cursor, and alarms do not overlap.
-    states.put_state(
-        INDEX_CURSOR,
-        cursor_value.as_deref(),
-        last.to_string().as_bytes(),
-    )?;
+    // Awaiting KV above let commits in; the index table only gains entries, and the
+    // cursor moves only if it is still where this run started.
+    let keys: Vec<String> = delta.kv_puts.into_iter().map(|(k, _)| k).collect();
+    let written = states.backfill_index(keys, cursor, last)?;
+    let (cursor, head) = states.index_progress()?;
     Ok(Repaired {
         entries: entries.len(),
         written,
-        more: last < head,
+        more: cursor < head,
     })
 }
