@@ -85,6 +85,7 @@ pub fn check(history: &History) -> Verdict {
     let options = VerifyOptions {
         limits: Limits::default(),
         replay: true,
+        ..VerifyOptions::default()
     };
     if let Err(e) = verify_export_with(export.as_bytes(), &options, |_| {}) {
         violations.push(Violation::Replay(e.to_string()));

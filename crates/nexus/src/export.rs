@@ -162,9 +162,10 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// `nexus verify FILE|URL`: exits 0 with counts, or 1 naming the first broken entry.
-pub fn verify(g: &Global, source: &str, replay: bool) -> Result<ExitCode> {
+pub fn verify(g: &Global, source: &str, replay: bool, threads: usize) -> Result<ExitCode> {
     let options = VerifyOptions {
         replay,
+        threads,
         ..VerifyOptions::default()
     };
     let result = if source.starts_with("http://") || source.starts_with("https://") {

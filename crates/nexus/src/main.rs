@@ -144,6 +144,9 @@ enum Command {
         /// Also replay the Intent lifecycle (tokens, leases, admissibility) at each entry's time.
         #[arg(long)]
         replay: bool,
+        /// Threads that check hashes and signatures (default: one per core; 1: no others).
+        #[arg(long, default_value_t = 0, hide_default_value = true)]
+        threads: usize,
     },
 }
 
@@ -374,7 +377,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Show { id } => cli::show(&g, &id)?,
         Command::Log { from, limit } => cli::log(&g, from, limit)?,
         Command::Export { out } => export::export(&g, out.as_deref())?,
-        Command::Verify { source, replay } => return export::verify(&g, &source, replay),
+        Command::Verify {
+            source,
+            replay,
+            threads,
+        } => return export::verify(&g, &source, replay, threads),
     }
     Ok(ExitCode::SUCCESS)
 }
