@@ -11,6 +11,7 @@
 //! nexus-bench postgres --dsn "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 //! ```
 
+mod slow;
 mod stats;
 mod targets;
 
@@ -37,7 +38,9 @@ options:
   --cycles N       cycles per agent (default 100)
   --duration SECS  run for SECS seconds instead of a fixed count
   --warmup N       untimed cycles per agent before the start (default 2)
-  --json           print one JSON object instead of the table";
+  --json           print one JSON object instead of the table
+  --slow N         (nexus) hold N slow connections during the run: headers declaring a
+                   60,000-byte body, one byte, then nothing; reopened when closed";
 
 /// Parsed command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +57,8 @@ pub struct Options {
     pub warmup: u64,
     /// JSON output.
     pub json: bool,
+    /// Slow connections held during the run (nexus only).
+    pub slow: usize,
 }
 
 /// Parses the arguments after the program name.
@@ -70,6 +75,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options> {
         duration: None,
         warmup: 2,
         json: false,
+        slow: 0,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -86,6 +92,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options> {
             }
             "--warmup" => o.warmup = value()?.parse().context("--warmup")?,
             "--json" => o.json = true,
+            "--slow" => o.slow = value()?.parse().context("--slow")?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -103,6 +110,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options> {
         Some((flag, _)) => bail!("{kind} takes {want}, not {flag}"),
         None => bail!("{kind} needs {want}"),
     };
+    if o.slow > 0 && kind != "nexus" {
+        bail!("--slow works with the nexus target only");
+    }
     o.target = match kind.as_str() {
         "nexus" => Target::Nexus(value),
         "etcd" => Target::Etcd(value),
@@ -197,6 +207,10 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
     getrandom::getrandom(&mut seed).context("no OS randomness")?;
     let run = hex(&seed);
     let head_before = opts.target.log_head()?;
+    let slow = match &opts.target {
+        Target::Nexus(url) if opts.slow > 0 => Some(slow::SlowClients::start(url, opts.slow)?),
+        _ => None,
+    };
     let start = Arc::new(Barrier::new(opts.agents + 1));
     let began = Arc::new(std::sync::OnceLock::new());
     let mut threads = Vec::with_capacity(opts.agents);
@@ -242,6 +256,13 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
         bail!("{} agent(s) failed to start: {f}", failures.len());
     }
     let cycles = all.cycle.len() as u64;
+    let slow_counts = slow.as_ref().map(|s| {
+        (
+            s.opened.load(std::sync::atomic::Ordering::Relaxed),
+            s.closed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
+    drop(slow);
     let head_after = opts.target.log_head()?;
     let mut out = json!({
         "target": opts.target.name(),
@@ -254,6 +275,9 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
         // The load generator's own CPU while timed (signing, HTTP, JSON), all threads.
         "client_cpu_s": client_cpu.map(|c| (c * 100.0).round() / 100.0),
     });
+    if let Some((opened, closed)) = slow_counts {
+        out["slow"] = json!({"held": opts.slow, "opened": opened, "closed_by_server": closed});
+    }
     for (name, v) in [
         ("propose", &mut all.propose),
         ("claim", &mut all.claim),
@@ -326,6 +350,12 @@ fn print_table(v: &serde_json::Value) {
     }
     if let Some(e) = v["first_error"].as_str() {
         println!("  first error: {e}");
+    }
+    if v["slow"].is_object() {
+        println!(
+            "  slow connections: {} held, {} opened, {} closed by the server",
+            v["slow"]["held"], v["slow"]["opened"], v["slow"]["closed_by_server"]
+        );
     }
 }
 

@@ -27,7 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = keep.map_or_else(|| dir.path().join("export.jsonl"), Into::into);
     let dep: nexus_core::Deployment = "bench".parse()?;
-    let agents: Vec<SigningKey> = (0..16u8).map(|i| SigningKey::from_seed(&[i + 1; 32])).collect();
+    let agents: Vec<SigningKey> = (0..16u8)
+        .map(|i| SigningKey::from_seed(&[i + 1; 32]))
+        .collect();
 
     // The export: cycles of propose (agent a), claim and resolve (agent a+1).
     let started = Instant::now();
@@ -50,7 +52,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         write(&mut out, json!({"record": intent.to_value()}))?;
         let claim = claim_at(b, &dep, h, 30_000, t + 1)?;
         write(&mut out, json!({"action": claim.to_value()}))?;
-        let fact = fact_at(b, "bench/cycle", json!({"ok": true}), &[h], Some((h, 1)), t + 2)?;
+        let fact = fact_at(
+            b,
+            "bench/cycle",
+            json!({"ok": true}),
+            &[h],
+            Some((h, 1)),
+            t + 2,
+        )?;
         write(&mut out, json!({"record": fact.to_value()}))?;
         i += 1;
     }

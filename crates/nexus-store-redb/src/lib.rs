@@ -99,8 +99,8 @@ use nexus_store::{
 };
 pub use nexus_store::{BatchPut, BatchWrite, PutPhase, Tier, WriteBatch};
 use redb::{
-    Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError, Table, TableDefinition,
-    TableHandle, TransactionError, WriteTransaction,
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageError,
+    Table, TableDefinition, TableHandle, TransactionError, WriteTransaction,
 };
 
 type TierTable = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -111,6 +111,32 @@ const KV_TABLE: TierTable = TableDefinition::new("nexus_kv");
 const BLOB_TABLE: TierTable = TableDefinition::new("nexus_blobs");
 /// The object tier (CAS states and the commit log).
 const STATE_TABLE: TierTable = TableDefinition::new("nexus_states");
+/// The store's own metadata: [`LAYOUT_KEY`].
+const META_TABLE: TierTable = TableDefinition::new("nexus_meta");
+/// Key in [`META_TABLE`] of the layout version, as decimal text.
+const LAYOUT_KEY: &str = "layout";
+/// The layout of the tables this version reads and writes. A file without a version
+/// (written before there was one) has this layout and is given it on open; a file with
+/// another version is refused, naming both.
+pub const LAYOUT_VERSION: u64 = 1;
+/// Entries per write transaction of [`RedbStore::rebuild`].
+const REBUILD_BATCH: usize = 50_000;
+/// Page cache of each file [`RedbStore::rebuild`] opens.
+const REBUILD_CACHE_BYTES: usize = 32 << 20;
+
+/// What [`RedbStore::rebuild`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Entries copied (every table's).
+    pub entries: u64,
+    /// Size of the source file.
+    pub bytes_before: u64,
+    /// Size of the copy.
+    pub bytes_after: u64,
+}
+
+/// redb's page cache when none is given: what [`RedbStore::open`] uses.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 /// Maps a redb error: out of space is [`StoreError::Full`], anything else
 /// [`StoreError::Backend`].
@@ -225,9 +251,21 @@ impl RedbStore {
     /// not exist yet. After a crash, redb repairs the file on open; the result holds every
     /// write whose call returned `Ok` and no part of any other.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open`] with a page cache of `cache_bytes` (redb's cache of file
+    /// pages, most of the store's resident memory on a large file; what it does not
+    /// hold is read from the file, i.e. the OS page cache).
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: usize) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let at = path.clone();
-        Self::build(Some(path), Some(Box::new(move || Database::create(&at))))
+        Self::build(
+            Some(path),
+            Some(Box::new(move || {
+                Database::builder().set_cache_size(cache_bytes).create(&at)
+            })),
+        )
     }
 
     /// Opens the database with `opener`, and calls it again to reopen the database after
@@ -413,8 +451,10 @@ impl RedbStore {
         }
     }
 
+    /// Creates the tables a new file lacks, and checks (or, on a file written before
+    /// layouts had versions, writes) the layout version.
     fn ensure_tables(&self) -> StoreResult<()> {
-        let missing = self.run(Access::Read, |db| {
+        let (missing, layout) = self.run(Access::Read, |db| {
             let read = db
                 .begin_read()
                 .map_err(|e| backend("begin read transaction", e))?;
@@ -426,16 +466,138 @@ impl RedbStore {
                     Err(e) => return Err(backend(format_args!("open table {}", def.name()), e)),
                 }
             }
-            Ok(missing)
+            let layout = match read.open_table(META_TABLE) {
+                Ok(t) => t
+                    .get(LAYOUT_KEY)
+                    .map_err(|e| backend("read the layout version", e))?
+                    .map(|v| v.value().to_vec()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(backend("open table nexus_meta", e)),
+            };
+            Ok((missing, layout))
         })?;
-        if !missing {
-            return Ok(());
+        if let Some(v) = &layout {
+            let found = std::str::from_utf8(v)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok());
+            return match found {
+                Some(LAYOUT_VERSION) if !missing => Ok(()),
+                Some(LAYOUT_VERSION) => Err(StoreError::Corrupt {
+                    key: LAYOUT_KEY.into(),
+                    reason: "the file names its layout but lacks its tables".into(),
+                }),
+                Some(n) => Err(StoreError::Backend(format!(
+                    "redb: the file has storage layout {n}; this nexus reads layout \
+                     {LAYOUT_VERSION} only. Open it with the nexus version that wrote it \
+                     (`nexus export` there, then start afresh here)"
+                ))),
+                None => Err(StoreError::Corrupt {
+                    key: LAYOUT_KEY.into(),
+                    reason: format!("not a layout version: {:?}", String::from_utf8_lossy(v)),
+                }),
+            };
         }
         self.write(|txn| {
             for def in [KV_TABLE, BLOB_TABLE, STATE_TABLE] {
                 open_write_table(txn, def)?;
             }
+            open_write_table(txn, META_TABLE)?
+                .insert(LAYOUT_KEY, LAYOUT_VERSION.to_string().as_bytes())
+                .map_err(|e| backend("write the layout version", e))?;
             Ok(((), true))
+        })
+    }
+
+    /// Writes a compact copy of the database file `src` to `dst` (which must not
+    /// exist): every table copied in key order, then redb's compaction. A B-tree filled
+    /// by keys in random order (records and states are keyed by hash) keeps its pages
+    /// about half full; one filled in key order packs them, so the copy is smaller
+    /// (BENCHMARKS.md §9). Holds `src` open (and so locked: it fails while a server has
+    /// it) until it returns. `progress(copied, total)` is called as entries are copied.
+    /// Nothing is written to `src`; an error may leave a partial `dst` behind, which
+    /// the caller removes.
+    pub fn rebuild(
+        src: &Path,
+        dst: &Path,
+        mut progress: impl FnMut(u64, u64),
+    ) -> StoreResult<Rebuilt> {
+        let open = |what: &str, p: &Path, e: DatabaseError| {
+            backend(format_args!("{what} {}", p.display()), e)
+        };
+        if dst.exists() {
+            return Err(StoreError::Backend(format!(
+                "redb: {} exists already",
+                dst.display()
+            )));
+        }
+        // Small caches: every page is read once and written once.
+        let from = Database::builder()
+            .set_cache_size(REBUILD_CACHE_BYTES)
+            .open(src)
+            .map_err(|e| open("opening", src, e))?;
+        let mut to = Database::builder()
+            .set_cache_size(REBUILD_CACHE_BYTES)
+            .create(dst)
+            .map_err(|e| open("creating", dst, e))?;
+        let read = from
+            .begin_read()
+            .map_err(|e| backend("begin read transaction", e))?;
+        let defs = [KV_TABLE, BLOB_TABLE, STATE_TABLE, META_TABLE];
+        let mut total = 0;
+        for def in defs {
+            match read.open_table(def) {
+                Ok(t) => total += t.len().map_err(|e| backend("count entries", e))?,
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(backend(format_args!("open table {}", def.name()), e)),
+            }
+        }
+        let mut copied = 0;
+        progress(0, total);
+        for def in defs {
+            let table = match read.open_table(def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(backend(format_args!("open table {}", def.name()), e)),
+            };
+            let mut entries = table
+                .iter()
+                .map_err(|e| backend(format_args!("read {}", def.name()), e))?
+                .peekable();
+            // Transactions of a bounded size: the copy's memory does not grow with
+            // the file.
+            loop {
+                let txn = to
+                    .begin_write()
+                    .map_err(|e| backend("begin write transaction", e))?;
+                {
+                    let mut out = open_write_table(&txn, def)?;
+                    for _ in 0..REBUILD_BATCH {
+                        let Some(entry) = entries.next() else { break };
+                        let (k, v) =
+                            entry.map_err(|e| backend(format_args!("read {}", def.name()), e))?;
+                        out.insert(k.value(), v.value())
+                            .map_err(|e| backend(format_args!("write {}", def.name()), e))?;
+                        copied += 1;
+                    }
+                }
+                txn.commit()
+                    .map_err(|e| backend("commit write transaction", e))?;
+                progress(copied, total);
+                if entries.peek().is_none() {
+                    break;
+                }
+            }
+        }
+        drop(read);
+        drop(from);
+        to.compact()
+            .map_err(|e| StoreError::Backend(format!("redb: compacting {}: {e}", dst.display())))?;
+        drop(to);
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        Ok(Rebuilt {
+            entries: copied,
+            bytes_before: size(src),
+            bytes_after: size(dst),
         })
     }
 

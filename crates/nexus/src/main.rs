@@ -77,6 +77,11 @@ enum Command {
         /// digits). Signed actions name it; an existing store keeps its own.
         #[arg(long, value_name = "ID")]
         deployment: Option<nexus_core::Deployment>,
+        /// The store's page cache, in MiB: most of the server's resident memory on a
+        /// large store (pages it does not hold are read from the file).
+        #[arg(long, value_name = "MIB", default_value_t = 256, env = "NEXUS_CACHE_MB",
+              value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+        cache_mb: u64,
         #[command(flatten)]
         guard: limits::GuardArgs,
         #[command(flatten)]
@@ -136,6 +141,14 @@ enum Command {
         /// Output file (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Rewrite a data directory's store compactly (the server must be stopped): every
+    /// table copied in key order, which packs the pages random-order writes leave half
+    /// full. The store is replaced only once the copy is complete.
+    Compact {
+        /// Data directory.
+        #[arg(long, default_value = "nexus-data", env = "NEXUS_DATA")]
+        data: PathBuf,
     },
     /// Verify an export file, or a server's log (an http:// or https:// URL), offline.
     Verify {
@@ -338,12 +351,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             addr,
             open,
             deployment,
+            cache_mb,
             guard,
             hints,
         } => serve::run(serve::ServeOptions {
             data,
             addr,
             open,
+            cache_bytes: usize::try_from(cache_mb << 20).unwrap_or(usize::MAX),
             guard: guard.guard()?,
             hints,
             deployment,
@@ -377,6 +392,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Show { id } => cli::show(&g, &id)?,
         Command::Log { from, limit } => cli::log(&g, from, limit)?,
         Command::Export { out } => export::export(&g, out.as_deref())?,
+        Command::Compact { data } => serve::compact(&data)?,
         Command::Verify {
             source,
             replay,

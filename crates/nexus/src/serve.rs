@@ -64,6 +64,8 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// Accept any valid author key.
     pub open: bool,
+    /// The store's page cache in bytes.
+    pub cache_bytes: usize,
     /// Timeouts, connection and rate limits, read access, TLS.
     pub guard: Guard,
     /// Hint quotas and the contract's room.
@@ -160,7 +162,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     let max_connections = crate::limits::fit_connections(guard.max_connections);
     std::fs::create_dir_all(&opts.data)
         .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
-    let store = open_store(&opts.data)?;
+    let store = open_store_with_cache(&opts.data, opts.cache_bytes)?;
     let deployment = ensure_deployment(&store, opts.deployment.as_ref())?;
     let allowed = agents::load(&opts.data)?;
     let operators = agents::load_tier(&opts.data, agents::Tier::Operator)?;
@@ -279,10 +281,79 @@ pub fn ensure_deployment(store: &RedbStore, wanted: Option<&Deployment>) -> Resu
     Ok(have)
 }
 
-/// Opens (or creates) the redb store of a data directory.
-pub fn open_store(data: &Path) -> Result<RedbStore> {
-    let path = data.join("nexus.redb");
-    RedbStore::open(&path).with_context(|| format!("cannot open the store {}", path.display()))
+/// Opens (or creates) the redb store of a data directory with a page cache of
+/// `cache_bytes`.
+pub fn open_store_with_cache(data: &Path, cache_bytes: usize) -> Result<RedbStore> {
+    let path = data.join(STORE_FILE);
+    RedbStore::open_with_cache(&path, cache_bytes)
+        .with_context(|| format!("cannot open the store {}", path.display()))
+}
+
+/// The store's file in a data directory.
+pub const STORE_FILE: &str = "nexus.redb";
+
+/// `nexus compact --data DIR`: writes a compact copy of the store beside it and
+/// renames it over the store once complete (and synced), with progress on stderr.
+pub fn compact(data: &Path) -> Result<()> {
+    let path = data.join(STORE_FILE);
+    if !path.exists() {
+        anyhow::bail!("{} does not exist: no store to compact", path.display());
+    }
+    let tmp = data.join(format!("{STORE_FILE}.compacting"));
+    // What an interrupted earlier run left.
+    if tmp.exists() {
+        std::fs::remove_file(&tmp)
+            .with_context(|| format!("cannot remove the leftover {}", tmp.display()))?;
+    }
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let done = RedbStore::rebuild(&path, &tmp, |copied, total| {
+        let bar = bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "compacting [{bar:40}] {pos}/{len} entries ({eta})",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        bar.set_position(copied);
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let done = match done {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            let hint = if e.to_string().contains("already open") || e.to_string().contains("lock") {
+                " (is a server running on it? stop it first)"
+            } else {
+                ""
+            };
+            return Err(anyhow::Error::new(e))
+                .with_context(|| format!("cannot compact {}{hint}", path.display()));
+        }
+    };
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("cannot replace {} with its copy", path.display()))?;
+    if let Ok(dir) = std::fs::File::open(data) {
+        let _ = dir.sync_all();
+    }
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "compacted {}: {} entries, {:.1} MiB -> {:.1} MiB",
+        path.display(),
+        done.entries,
+        mb(done.bytes_before),
+        mb(done.bytes_after)
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {
