@@ -21,5 +21,6 @@ pub use builders::BuildError;
 pub use http::{AnyErrorCode, ApiError, Client, ClientError, ErrorCode};
 pub use keys::{KeyError, KeyFile};
 pub use verify::{
-    Problem, VerifyError, VerifyOptions, VerifyReport, export_to, verify_export, verify_export_with,
+    Problem, ReplayStore, VerifyError, VerifyOptions, VerifyReport, export_to, verify_export,
+    verify_export_on, verify_export_with,
 };

@@ -32,7 +32,7 @@ use nexus_core::{
     Action, ActionContent, AuthorKey, CompositeColdStorage, FihHash, Kind, Limits, Record,
     ValidationError,
 };
-use nexus_store::MemoryStore;
+use nexus_store::{BlobStore, KeyValueStore, MemoryStore, ObjectStore};
 use serde_json::{Map, Value};
 
 /// `progress` is called after every this many lines (and once at the end).
@@ -217,7 +217,12 @@ pub struct VerifyOptions {
     pub threads: usize,
 }
 
-type Replay = CompositeColdStorage<MemoryStore, MemoryStore, MemoryStore>;
+/// What a replay runs on: one store for the three tiers.
+type Replay<S> = CompositeColdStorage<S, S, S>;
+
+/// The stores a replay can run on (any backend of `nexus_store`).
+pub trait ReplayStore: KeyValueStore + BlobStore + ObjectStore + Clone {}
+impl<S: KeyValueStore + BlobStore + ObjectStore + Clone> ReplayStore for S {}
 
 struct Seen {
     kind: Kind,
@@ -254,11 +259,23 @@ pub fn verify_export_with<R: BufRead>(
     options: &VerifyOptions,
     progress: impl FnMut(u64),
 ) -> Result<VerifyReport, VerifyError> {
+    verify_export_on(reader, options, MemoryStore::new(), progress)
+}
+
+/// [`verify_export_with`], replaying (when [`VerifyOptions::replay`]) on `store`, which
+/// must be empty, rather than in memory: a store on disk with a bounded cache keeps the
+/// replay's memory bounded too (`nexus verify --replay` does this).
+pub fn verify_export_on<R: BufRead, S: ReplayStore>(
+    reader: R,
+    options: &VerifyOptions,
+    store: S,
+    progress: impl FnMut(u64),
+) -> Result<VerifyReport, VerifyError> {
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let mut checker = Checker::new(options);
+    let mut checker = Checker::new(options, store);
     if threads <= 1 {
         checker.run_sequential(reader, progress)
     } else {
@@ -389,20 +406,20 @@ fn parse_body(mut entry: Map<String, Value>, limits: &Limits) -> Result<(u64, Bo
 }
 
 /// The checks that depend on earlier lines, run in order.
-struct Checker {
-    replay: Option<Replay>,
+struct Checker<S> {
+    replay: Option<Replay<S>>,
     report: VerifyReport,
     seen: HashMap<FihHash, Seen>,
     actions: HashMap<FihHash, u64>,
     limits: Limits,
 }
 
-impl Checker {
-    fn new(options: &VerifyOptions) -> Self {
+impl<S: ReplayStore> Checker<S> {
+    fn new(options: &VerifyOptions, store: S) -> Self {
         Self {
             replay: options
                 .replay
-                .then(|| CompositeColdStorage::unified(MemoryStore::new(), options.limits.clone())),
+                .then(|| CompositeColdStorage::unified(store, options.limits.clone())),
             report: VerifyReport::default(),
             seen: HashMap::new(),
             actions: HashMap::new(),
@@ -559,10 +576,10 @@ impl Checker {
     }
 }
 
-fn check_parsed(
+fn check_parsed<S: ReplayStore>(
     parsed: Parsed,
     line: u64,
-    replay: Option<&Replay>,
+    replay: Option<&Replay<S>>,
     seen: &mut HashMap<FihHash, Seen>,
     actions: &mut HashMap<FihHash, u64>,
     report: &mut VerifyReport,
@@ -740,7 +757,11 @@ fn check_parsed(
 
 /// Replays `action` at `at`; a version 2 action of a log whose replay store has no
 /// deployment yet gives it its own (every later one must name the same).
-fn replay_action(store: &Replay, action: &Action, at: u64) -> Result<(), nexus_core::CoreError> {
+fn replay_action<S: ReplayStore>(
+    store: &Replay<S>,
+    action: &Action,
+    at: u64,
+) -> Result<(), nexus_core::CoreError> {
     if let Some(d) = action.content().deployment() {
         store.init_deployment(d)?;
     }
@@ -1332,7 +1353,9 @@ mod tests {
             ..VerifyOptions::default()
         };
         let mut last = None;
-        let r = Checker::new(&options).run_parallel(text, threads, batch, |n| last = Some(n));
+        let r =
+            Checker::new(&options, MemoryStore::new())
+                .run_parallel(text, threads, batch, |n| last = Some(n));
         if let Ok(report) = &r {
             assert_eq!(last, Some(report.lines), "progress ends at the last line");
         }

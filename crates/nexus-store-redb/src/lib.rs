@@ -119,6 +119,9 @@ const LAYOUT_KEY: &str = "layout";
 /// (written before there was one) has this layout and is given it on open; a file with
 /// another version is refused, naming both.
 pub const LAYOUT_VERSION: u64 = 1;
+/// A [`RedbStore::scratch`] store syncs one commit in this many.
+const SCRATCH_SYNC_EVERY: u64 = 1024;
+
 /// Entries per write transaction of [`RedbStore::rebuild`].
 const REBUILD_BATCH: usize = 50_000;
 /// Page cache of each file [`RedbStore::rebuild`] opens.
@@ -212,6 +215,10 @@ struct Inner {
     slot: RwLock<Slot>,
     faults: Mutex<Faults>,
     full_retry_ms: AtomicU64,
+    /// [`RedbStore::scratch`]: commits are not synced.
+    scratch: bool,
+    /// Write transactions committed (a scratch store syncs every [`SCRATCH_SYNC_EVERY`]th).
+    commits: AtomicU64,
 }
 
 struct Slot {
@@ -268,6 +275,23 @@ impl RedbStore {
         )
     }
 
+    /// A throwaway store at `path` (e.g. the state a `nexus verify --replay` rebuilds):
+    /// [`RedbStore::open_with_cache`], except that commits are not made durable
+    /// ([`redb::Durability::None`]; every 1,024th is, so that redb can reuse the pages
+    /// earlier commits freed). Everything else holds, but after a crash the file may
+    /// have lost any number of recent commits: never keep data in it.
+    pub fn scratch(path: impl AsRef<Path>, cache_bytes: usize) -> StoreResult<Self> {
+        let store = Self::open_with_cache(path, cache_bytes)?;
+        let inner = Arc::into_inner(store.inner)
+            .ok_or_else(|| StoreError::Backend("redb: the new store is shared already".into()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                scratch: true,
+                ..inner
+            }),
+        })
+    }
+
     /// Opens the database with `opener`, and calls it again to reopen the database after
     /// an I/O error (see the crate docs): for a database on another
     /// [`redb::StorageBackend`] (`Database::builder().create_with_backend(…)`) or with
@@ -312,6 +336,8 @@ impl RedbStore {
                 slot: RwLock::new(Slot { db, generation: 0 }),
                 faults: Mutex::new(Faults::default()),
                 full_retry_ms: AtomicU64::new(DEFAULT_FULL_RETRY.as_millis() as u64),
+                scratch: false,
+                commits: AtomicU64::new(0),
             }),
         };
         store.ensure_tables()?;
@@ -606,9 +632,19 @@ impl RedbStore {
     /// is aborted. An error from `f` aborts the transaction.
     fn write<T>(&self, f: impl Fn(&WriteTransaction) -> StoreResult<(T, bool)>) -> StoreResult<T> {
         self.run(Access::Write, |db| {
-            let txn = db
+            let mut txn = db
                 .begin_write()
                 .map_err(|e| backend("begin write transaction", e))?;
+            if self.inner.scratch
+                && !self
+                    .inner
+                    .commits
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(SCRATCH_SYNC_EVERY)
+            {
+                txn.set_durability(redb::Durability::None)
+                    .map_err(|e| StoreError::Backend(format!("redb: set durability: {e}")))?;
+            }
             match f(&txn) {
                 Ok((value, true)) => {
                     txn.commit()

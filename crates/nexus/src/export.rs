@@ -161,8 +161,41 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Page cache of the store a replay rebuilds.
+const REPLAY_CACHE_BYTES: usize = 64 << 20;
+
+/// Verifies `reader`; with `on_disk` a replay runs on a scratch redb store in a
+/// temporary directory (removed after), so that its memory stays bounded however long
+/// the log.
+fn verify_reader(
+    reader: impl BufRead,
+    options: &VerifyOptions,
+    on_disk: bool,
+    progress: impl FnMut(u64),
+) -> Result<Result<VerifyReport, VerifyError>> {
+    if !(options.replay && on_disk) {
+        return Ok(nexus_client::verify_export_with(reader, options, progress));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("nexus-replay")
+        .tempdir()
+        .context("cannot create a temporary directory for the replay (set TMPDIR)")?;
+    let store =
+        nexus_store_redb::RedbStore::scratch(dir.path().join("replay.redb"), REPLAY_CACHE_BYTES)
+            .context("cannot create the replay's store")?;
+    Ok(nexus_client::verify_export_on(
+        reader, options, store, progress,
+    ))
+}
+
 /// `nexus verify FILE|URL`: exits 0 with counts, or 1 naming the first broken entry.
-pub fn verify(g: &Global, source: &str, replay: bool, threads: usize) -> Result<ExitCode> {
+pub fn verify(
+    g: &Global,
+    source: &str,
+    replay: bool,
+    threads: usize,
+    on_disk: bool,
+) -> Result<ExitCode> {
     let options = VerifyOptions {
         replay,
         threads,
@@ -177,7 +210,7 @@ pub fn verify(g: &Global, source: &str, replay: bool, threads: usize) -> Result<
             buf: Vec::new(),
             pos: 0,
         };
-        let r = nexus_client::verify_export_with(reader, &options, |n| progress.set(n));
+        let r = verify_reader(reader, &options, on_disk, |n| progress.set(n))?;
         progress.finish();
         r
     } else {
@@ -197,9 +230,9 @@ pub fn verify(g: &Global, source: &str, replay: bool, threads: usize) -> Result<
             },
         );
         let mut progress = Progress::new(size, size >= LONG * 256, "verifying", true);
-        let r = nexus_client::verify_export_with(reader, &options, |_| {
+        let r = verify_reader(reader, &options, on_disk, |_| {
             progress.set(read.load(Ordering::Relaxed));
-        });
+        })?;
         progress.finish();
         r
     };

@@ -160,6 +160,11 @@ enum Command {
         /// Threads that check hashes and signatures (default: one per core; 1: no others).
         #[arg(long, default_value_t = 0, hide_default_value = true)]
         threads: usize,
+        /// Replay on a scratch store in a temporary directory ($TMPDIR) instead of in
+        /// memory: memory stays bounded (about 100 MB) however long the log, at several
+        /// times the time.
+        #[arg(long, requires = "replay")]
+        on_disk: bool,
     },
 }
 
@@ -397,7 +402,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             source,
             replay,
             threads,
-        } => return export::verify(&g, &source, replay, threads),
+            on_disk,
+        } => return export::verify(&g, &source, replay, threads, on_disk),
     }
     Ok(ExitCode::SUCCESS)
 }

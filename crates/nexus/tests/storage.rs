@@ -57,6 +57,41 @@ fn compact_keeps_the_log_and_shrinks_the_store() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The replay on a scratch store on disk says what the replay in memory says, on
+    // the log and on a log with an entry taken out.
+    let out = nexus(&["verify", "--replay", "--on-disk", &url], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export = dir.path().join("export.jsonl");
+    // The first claim committed 10 minutes after it was signed: only the replay
+    // (which checks an action's time against its commit time) refuses it.
+    let first_claim = before
+        .iter()
+        .position(|l| l.get("action").is_some())
+        .expect("a claim");
+    let lines: Vec<String> = before
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut v = l.clone();
+            if i == first_claim {
+                v["at"] = json!(v["at"].as_u64().expect("at") + 600_000);
+            }
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&export, lines.join("\n") + "\n").expect("write export");
+    let export = export.to_str().expect("utf-8 path");
+    let in_memory = nexus(&["--json", "verify", "--replay", export], &[]);
+    let on_disk = nexus(&["--json", "verify", "--replay", "--on-disk", export], &[]);
+    assert!(!in_memory.status.success());
+    let said = String::from_utf8_lossy(&in_memory.stdout);
+    assert!(said.contains("replay"), "{said}");
+    assert_eq!(in_memory.status.code(), on_disk.status.code());
+    assert_eq!(in_memory.stdout, on_disk.stdout);
     // The server holds the store: compacting under it is refused, and changes nothing.
     let (_, err) = nexus_fails(&["compact", "--data", data_arg], &[]);
     assert!(err.contains("stop it first"), "{err}");
