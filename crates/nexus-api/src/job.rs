@@ -58,6 +58,9 @@ pub enum Prepared {
     /// `GET /metrics`: the host renders its [`Metrics`](crate::Metrics)
     /// ([`Api::prepare`](crate::Api::prepare) does this itself).
     Metrics,
+    /// `GET /v1/events`: the host streams the log from the query's `from` (after
+    /// applying a `Last-Event-ID`, see [`EventsQuery::parse`](crate::EventsQuery::parse)).
+    Events(crate::EventsQuery),
 }
 
 impl Prepared {
@@ -67,6 +70,7 @@ impl Prepared {
             Prepared::Respond(r, _) => *r,
             Prepared::Job(j) => j.route(),
             Prepared::Metrics => Route::Metrics,
+            Prepared::Events(_) => Route::Events,
         }
     }
 }
@@ -190,6 +194,10 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
         Route::Metrics => {
             q(&[])?;
             return Ok(Prepared::Metrics);
+        }
+        Route::Events => {
+            let events = crate::EventsQuery::parse(req.query.as_deref(), None).map_err(fail)?;
+            return Ok(Prepared::Events(events));
         }
         Route::OpenApi => {
             q(&[])?;

@@ -59,6 +59,7 @@
 mod access;
 mod capped;
 mod error;
+mod events;
 mod governor;
 mod job;
 mod metrics;
@@ -83,6 +84,10 @@ pub use access::{
 };
 pub use capped::{RESPONSE_BYTES, record_bytes_bound};
 pub use error::{ApiError, core_code, core_error, validation_error};
+pub use events::{
+    EVENTS_PAGE, EventFilter, EventsQuery, HEARTBEAT_FRAME, HEARTBEAT_SECS, RETRY_FRAME, Verdict,
+    entry_frame,
+};
 pub use governor::{GovernError, Governor, Next};
 pub use job::{
     DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, MAX_JOB_ROUNDS, Outcome,
@@ -313,6 +318,10 @@ impl Api {
     {
         match self.prepare(req) {
             Prepared::Respond(_, r) => r,
+            Prepared::Events(_) => not_implemented(
+                Route::Events,
+                "an event stream needs a host that streams its answer (nexus serve)",
+            ),
             Prepared::Job(job) => {
                 if job.is_write() && Governor::is_gated(job.route()) {
                     if self.governor.failure().is_some() {

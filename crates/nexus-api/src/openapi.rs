@@ -37,6 +37,7 @@ use crate::wire::*;
         provenance,
         list_hints,
         log,
+        events,
         health,
         metrics,
         openapi,
@@ -383,6 +384,23 @@ fn list_hints() {}
         (status = 400, description = "bad_request", body = ErrorBody),
     ))]
 fn log() {}
+
+/// The commit log live, as Server-Sent Events: one `entry` event per committed log
+/// entry (its `seq` is the event id, its data the entry as `GET /v1/log` gives it),
+/// from `from` on, then each entry as it commits; a `: heartbeat` comment every 15 s.
+/// A reconnecting client sends `Last-Event-ID` and resumes after it. A slow reader
+/// misses nothing: the stream reads the log at the reader's pace.
+#[utoipa::path(get, path = "/v1/events", tag = "reads",
+    params(
+        ("from" = Option<u64>, Query, description = "First sequence number, default 1"),
+        ("topic" = Option<String>, Query, description = "Topic glob: records under it, and actions on Intents under it"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq (overrides from)"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "bad_request", body = ErrorBody),
+    ))]
+fn events() {}
 
 /// Liveness and the commit log head.
 ///

@@ -31,6 +31,8 @@ pub enum Route {
     ListHints,
     /// `GET /v1/log`
     Log,
+    /// `GET /v1/events` (Server-Sent Events)
+    Events,
     /// `GET /v1/health`
     Health,
     /// `GET /metrics`
@@ -49,7 +51,7 @@ pub enum Route {
 
 impl Route {
     /// Every route the API serves (not [`Route::Unmatched`]).
-    pub const ALL: [Route; 19] = [
+    pub const ALL: [Route; 20] = [
         Route::ProposeIntent,
         Route::SubmitFact,
         Route::SubmitHint,
@@ -63,6 +65,7 @@ impl Route {
         Route::Provenance,
         Route::ListHints,
         Route::Log,
+        Route::Events,
         Route::Health,
         Route::Metrics,
         Route::OpenApi,
@@ -100,6 +103,7 @@ impl Route {
             Route::GetRecord => "/v1/records/{id}",
             Route::Provenance => "/v1/records/{id}/provenance",
             Route::Log => "/v1/log",
+            Route::Events => "/v1/events",
             Route::Health => "/v1/health",
             Route::Metrics => "/metrics",
             Route::OpenApi => "/v1/openapi.json",
@@ -155,6 +159,7 @@ pub fn match_path(path: &str) -> Option<PathMatch<'_>> {
         "/v1/facts" => return plain(vec![Route::ListFacts, Route::SubmitFact]),
         "/v1/hints" => return plain(vec![Route::ListHints, Route::SubmitHint]),
         "/v1/log" => return plain(vec![Route::Log]),
+        "/v1/events" => return plain(vec![Route::Events]),
         "/v1/health" => return plain(vec![Route::Health]),
         "/v1/openapi.json" => return plain(vec![Route::OpenApi]),
         "/v1/contract" => return plain(vec![Route::GetContract, Route::DeployContract]),

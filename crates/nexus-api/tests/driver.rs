@@ -367,6 +367,7 @@ fn jobs_run_on_a_session_server() {
             Prepared::Job(job) => job,
             Prepared::Respond(_, r) => return (r.status, r.json_body()),
             Prepared::Metrics => panic!("metrics"),
+            Prepared::Events(_) => panic!("events"),
         };
         let (done, answer) = std::sync::mpsc::channel();
         server

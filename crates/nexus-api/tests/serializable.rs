@@ -27,6 +27,7 @@ fn request(api: &Api, method: &str, target: &str, body: Vec<u8>) -> nexus_api::J
         Prepared::Job(job) => job,
         Prepared::Respond(_, r) => panic!("{target}: answered at once: {}", r.status),
         Prepared::Metrics => panic!("metrics"),
+        Prepared::Events(_) => panic!("events"),
     }
 }
 

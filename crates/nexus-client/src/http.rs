@@ -327,6 +327,16 @@ pub fn http_agent_trusting(
     timeout: Duration,
     roots: Option<&[Certificate<'static>]>,
 ) -> ureq::Agent {
+    agent_with(timeout, roots, true)
+}
+
+/// The agent of [`http_agent_trusting`]; without a body timeout (for an event stream,
+/// whose body never ends) when `body_timeout` is false.
+fn agent_with(
+    timeout: Duration,
+    roots: Option<&[Certificate<'static>]>,
+    body_timeout: bool,
+) -> ureq::Agent {
     let step = Some(timeout);
     let tls = match roots {
         Some(certs) => TlsConfig::builder()
@@ -341,7 +351,7 @@ pub fn http_agent_trusting(
         .timeout_send_request(step)
         .timeout_send_body(step)
         .timeout_recv_response(step)
-        .timeout_recv_body(step)
+        .timeout_recv_body(body_timeout.then_some(timeout))
         .user_agent(concat!("nexus-client/", env!("CARGO_PKG_VERSION")))
         .build();
     ureq::Agent::new_with_config(config)
@@ -996,6 +1006,153 @@ fn transport(method: &'static str, url: &str, e: ureq::Error) -> ClientError {
             url,
             source,
         }
+    }
+}
+
+/// The entries of a `GET /v1/events` stream ([`Client::events`]), in log order, as
+/// `GET /v1/log` gives them. Blocks until the next one commits; heartbeats are
+/// skipped. Ends with an error when the connection breaks: open it again from
+/// [`EventStream::last_seq`] + 1 to resume without a gap.
+pub struct EventStream {
+    lines: Box<dyn std::io::BufRead + Send>,
+    url: String,
+    last_seq: Option<u64>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("url", &self.url)
+            .field("last_seq", &self.last_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    /// The `seq` of the last entry this stream gave.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Result<Value, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut data = String::new();
+        let mut event = String::new();
+        loop {
+            let mut line = String::new();
+            match self.lines.read_line(&mut line) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    return Some(Err(ClientError::Transport {
+                        method: "GET",
+                        url: self.url.clone(),
+                        source: Box::new(ureq::Error::Io(e)),
+                    }));
+                }
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if data.is_empty() {
+                    continue; // a comment (heartbeat) or `retry:` block ended
+                }
+                let parsed = serde_json::from_str::<Value>(&data);
+                let is_error = event == "error";
+                data.clear();
+                event.clear();
+                let v = match parsed {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Some(Err(ClientError::Unexpected {
+                            method: "GET",
+                            url: self.url.clone(),
+                            status: 200,
+                            reason: format!("an event that is not JSON: {e}"),
+                        }));
+                    }
+                };
+                if is_error {
+                    let error = api_error(500, v.to_string().as_bytes());
+                    return Some(Err(match error {
+                        Some(error) => ClientError::Api {
+                            method: "GET",
+                            url: self.url.clone(),
+                            error: Box::new(error),
+                        },
+                        None => ClientError::Unexpected {
+                            method: "GET",
+                            url: self.url.clone(),
+                            status: 200,
+                            reason: format!("the stream failed: {v}"),
+                        },
+                    }));
+                }
+                self.last_seq = v.get("seq").and_then(Value::as_u64).or(self.last_seq);
+                return Some(Ok(v));
+            }
+            if let Some(d) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            } else if let Some(e) = line.strip_prefix("event:") {
+                event = e.trim().to_owned();
+            }
+            // `id:`, `retry:` and comments need nothing here.
+        }
+    }
+}
+
+impl Client {
+    /// `GET /v1/events?from={from}[&topic={topic}]`: the log from `from`, then each
+    /// entry as it commits (spec/api.md, "Live events"). The connection has no read
+    /// timeout (the server sends a heartbeat every 15 s); connecting and the first
+    /// answer use the client's timeout.
+    pub fn events(&self, from: u64, topic: Option<&str>) -> Result<EventStream, ClientError> {
+        let path = format!(
+            "/v1/events{}",
+            query(&[
+                ("from", Some(from.to_string())),
+                ("topic", topic.map(str::to_owned)),
+            ])
+        );
+        let url = format!("{}{}", self.base, path);
+        let agent = agent_with(
+            self.timeout,
+            self.roots.as_ref().map(|r| r.as_slice()),
+            false,
+        );
+        let mut req = agent.get(&url).header("accept", "text/event-stream");
+        if let Some(a) = &self.authorization {
+            req = req.header("authorization", a);
+        }
+        let response = req.call().map_err(|e| transport("GET", &url, e))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let mut response = response;
+            let bytes = response
+                .body_mut()
+                .with_config()
+                .limit(MAX_RESPONSE_BYTES)
+                .read_to_vec()
+                .map_err(|e| transport("GET", &url, e))?;
+            answer("GET", url.clone(), status, bytes)?;
+            return Err(ClientError::Unexpected {
+                method: "GET",
+                url,
+                status,
+                reason: "not an event stream".into(),
+            });
+        }
+        let reader = response.into_body().into_reader();
+        Ok(EventStream {
+            lines: Box::new(std::io::BufReader::new(reader)),
+            url,
+            last_seq: None,
+        })
     }
 }
 

@@ -359,6 +359,10 @@ impl Sim {
             }
             Prepared::Respond(_, r) => Progress::Answered(r),
             Prepared::Metrics => Progress::Answered(iso.api.metrics().response()),
+            Prepared::Events(_) => Progress::Answered(nexus_api::not_implemented(
+                nexus_api::Route::Events,
+                "the simulator models no event streams",
+            )),
         };
         let id = self.next_id;
         self.next_id += 1;

@@ -675,6 +675,61 @@ pub fn log(g: &Global, from: u64, limit: Option<u32>) -> Result<()> {
     Ok(())
 }
 
+/// `nexus watch [--topic GLOB] [--from SEQ]`: prints log entries as they commit
+/// (`--json`: one JSON line each), following the server's event stream, and resumes
+/// after the last one printed when the connection breaks. Runs until interrupted;
+/// a refused request (a bad topic, no token) ends it with the API's error.
+pub fn watch(g: &Global, topic: Option<&str>, from: Option<u64>) -> Result<()> {
+    use std::io::Write as _;
+    let c = client(g)?;
+    // Default: what commits from now on.
+    let mut next = match from {
+        Some(f) => f,
+        None => c.health()?.log_head + 1,
+    };
+    let mut stdout = std::io::stdout();
+    let mut retry = std::time::Duration::from_millis(250);
+    loop {
+        let mut stream = match c.events(next, topic) {
+            Ok(s) => s,
+            Err(e @ nexus_client::ClientError::Api { .. }) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("watch: {e}; retrying in {retry:?}");
+                std::thread::sleep(retry);
+                retry = (retry * 2).min(std::time::Duration::from_secs(10));
+                continue;
+            }
+        };
+        for entry in stream.by_ref() {
+            match entry {
+                Ok(e) => {
+                    retry = std::time::Duration::from_millis(250);
+                    let line = if g.json {
+                        e.to_string()
+                    } else {
+                        describe_entry(&e)
+                    };
+                    // A closed pipe (`nexus watch | head`) ends the watch quietly.
+                    if writeln!(stdout, "{line}")
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    eprintln!("watch: {e}; reconnecting");
+                    break;
+                }
+            }
+        }
+        if let Some(last) = stream.last_seq() {
+            next = last + 1;
+        }
+        std::thread::sleep(retry);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

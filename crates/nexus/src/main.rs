@@ -10,6 +10,7 @@ macro_rules! say {
 mod agents;
 mod cli;
 mod contract_cmd;
+mod events;
 mod export;
 mod limits;
 mod net;
@@ -135,6 +136,15 @@ enum Command {
         /// Most entries (server default 100).
         #[arg(long)]
         limit: Option<u32>,
+    },
+    /// Print log entries as they commit (the server's event stream), until interrupted.
+    Watch {
+        /// Only records under this topic glob (e.g. `chem/**`) and actions on Intents under it.
+        #[arg(long, value_name = "GLOB")]
+        topic: Option<String>,
+        /// Start at this seq (1: the whole log first; default: what commits from now on).
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
     },
     /// Write the whole commit log as JSON lines (what `nexus verify` checks).
     Export {
@@ -398,6 +408,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Log { from, limit } => cli::log(&g, from, limit)?,
         Command::Export { out } => export::export(&g, out.as_deref())?,
         Command::Compact { data } => serve::compact(&data)?,
+        Command::Watch { topic, from } => cli::watch(&g, topic.as_deref(), from)?,
         Command::Verify {
             source,
             replay,

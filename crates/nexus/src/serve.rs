@@ -115,9 +115,11 @@ pub struct Guard {
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
-struct AppState {
-    api: Api,
-    store: RedbStore,
+pub(crate) struct AppState {
+    pub(crate) api: Api,
+    pub(crate) store: RedbStore,
+    /// What the event streams share ([`crate::events`]).
+    pub(crate) streams: crate::events::Streams,
     writes: SessionClient,
     limits: RateLimits,
     read_access: ReadAccess,
@@ -209,7 +211,13 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             max_connections,
             tls,
         };
-        let served = net::serve(listener, config, Arc::clone(&state), shutdown_signal()).await;
+        let closing = Arc::clone(&state);
+        let shutdown = async move {
+            shutdown_signal().await;
+            // Event streams end, so that their connections can finish.
+            closing.streams.closing.send_replace(true);
+        };
+        let served = net::serve(listener, config, Arc::clone(&state), shutdown).await;
         forget.abort();
         served
     })?;
@@ -244,6 +252,7 @@ fn start(
         read_access: guard.read_access.clone(),
         body_timeout: guard.body_timeout,
         governance,
+        streams: crate::events::Streams::default(),
     });
     // Contract Hints are derived from the log: bring them up to date before serving.
     govern_blocking(&state, Next::CatchUp);
@@ -470,6 +479,11 @@ async fn handle(
         set(&mut resp, header::WWW_AUTHENTICATE, "Bearer");
         return resp;
     }
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let limit = state.api.config().max_request_bytes;
     let body =
         match tokio::time::timeout(state.body_timeout, read_body(req.into_body(), limit)).await {
@@ -505,6 +519,22 @@ async fn handle(
     let (route, response) = match state.api.prepare(&request) {
         Prepared::Respond(route, r) => (route, r),
         Prepared::Metrics => (nexus_api::Route::Metrics, state.api.metrics_response()),
+        Prepared::Events(_) => {
+            // Again with the header, which the API's request does not carry.
+            let query = target.split_once('?').map(|(_, q)| q);
+            match nexus_api::EventsQuery::parse(query, last_event_id.as_deref()) {
+                Ok(q) => {
+                    let resp = crate::events::respond(Arc::clone(&state), q);
+                    let micros = started.elapsed().as_micros() as u64;
+                    state
+                        .api
+                        .metrics()
+                        .observe(Route::Events, 200, None, micros);
+                    return resp;
+                }
+                Err(e) => return early(&state, Route::Events, &e, started),
+            }
+        }
         Prepared::Job(job) if job.is_write() => {
             let route = job.route();
             if let Some(author) = job.author()
@@ -522,6 +552,7 @@ async fn handle(
                 .cloned();
             let response = write(&state, job).await;
             if response.status / 100 == 2 {
+                state.streams.committed();
                 govern(&state, route, fact).await;
             }
             (route, response)

@@ -281,6 +281,17 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
     };
     let (route, response, costs) = match api.prepare(&request) {
         Prepared::Respond(route, r) => (route, r, Counters::default()),
+        // Not yet on this host: from the coordinator (issue 13, a stream or
+        // hibernatable WebSockets), then through the same frames as `nexus serve`.
+        Prepared::Events(_) => (
+            Route::Events,
+            not_implemented(
+                Route::Events,
+                "the Worker serves no event stream yet; poll GET /v1/log, or use a `nexus \
+                 serve` host",
+            ),
+            Counters::default(),
+        ),
         Prepared::Metrics => (
             Route::Metrics,
             api.metrics().response(),

@@ -98,6 +98,20 @@ impl Server {
             .with_timeout(Duration::from_secs(20))
     }
 
+    /// Sends SIGINT (a graceful shutdown).
+    pub fn interrupt(&self) {
+        let ok = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+
     /// `kill -9` and reap.
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL");

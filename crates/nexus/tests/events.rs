@@ -1,0 +1,184 @@
+//! `GET /v1/events` and `nexus watch` through the real binary (issue 13, item 2).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{NEXUS, Server};
+use nexus_client::builders;
+use nexus_client::{Client, ErrorCode, KeyFile};
+use serde_json::{Value, json};
+
+fn seqs(entries: &[Value]) -> Vec<u64> {
+    entries
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+fn propose(c: &Client, key: &KeyFile, topic: &str, n: u64) -> nexus_core::Record {
+    let intent = builders::propose(key.key(), topic, json!({"n": n}), &[]).expect("intent");
+    c.submit_intent(&intent).expect("propose");
+    intent
+}
+
+#[test]
+fn the_stream_sends_the_backlog_then_each_commit_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), true);
+    let c = server.client();
+    let key = KeyFile::generate().expect("key");
+    let dep = c.deployment().expect("deployment");
+    let a = propose(&c, &key, "ev/a/x", 1);
+    propose(&c, &key, "ev/b/y", 2);
+    propose(&c, &key, "ev/a/z", 3);
+    let claim = builders::claim(key.key(), &dep, a.hash(), 30_000).expect("claim");
+    c.claim(&claim).expect("claim");
+
+    let mut all = c.events(1, None).expect("stream");
+    let backlog: Vec<Value> = all
+        .by_ref()
+        .take(4)
+        .collect::<Result<_, _>>()
+        .expect("entries");
+    assert_eq!(seqs(&backlog), vec![1, 2, 3, 4]);
+    // The entries are the log's.
+    let log: Vec<Value> = c.log_entries(1).collect::<Result<_, _>>().expect("log");
+    assert_eq!(backlog, log);
+
+    let mut topic = c.events(1, Some("ev/a/**")).expect("stream");
+    let only: Vec<Value> = topic
+        .by_ref()
+        .take(3)
+        .collect::<Result<_, _>>()
+        .expect("entries");
+    assert_eq!(
+        seqs(&only),
+        vec![1, 3, 4],
+        "the a/ Intents and the claim on one"
+    );
+
+    // Live: a commit after the streams caught up reaches both (the claim's Intent is
+    // matched by topic even for an action).
+    let writer = {
+        let c = c.clone();
+        let key = key.key().clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let i = builders::propose(&key, "ev/a/live", json!(5), &[]).expect("intent");
+            c.submit_intent(&i).expect("propose");
+            let j = builders::propose(&key, "ev/b/live", json!(6), &[]).expect("intent");
+            c.submit_intent(&j).expect("propose");
+        })
+    };
+    let started = Instant::now();
+    let live = all.next().expect("an entry").expect("ok");
+    assert_eq!(live["seq"], 5);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(all.next().expect("an entry").expect("ok")["seq"], 6);
+    assert_eq!(topic.next().expect("an entry").expect("ok")["seq"], 5);
+    writer.join().expect("writer");
+    assert_eq!(all.last_seq(), Some(6));
+
+    // Bad input is refused before the stream starts.
+    let e = c.events(1, Some("a//b")).expect_err("bad topic");
+    assert_eq!(e.error_code(), Some(ErrorCode::BadRequest), "{e}");
+}
+
+/// Reads raw SSE lines until the first `id:`; answers it.
+fn first_id(addr: std::net::SocketAddr, headers: &str) -> (String, u64) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /v1/events?from=2 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n{headers}\r\n"
+    )
+    .expect("send");
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read");
+        // Chunked framing lines are hex sizes; the event lines are what matter.
+        if let Some(id) = line.trim_end().strip_prefix("id: ") {
+            return (head, id.parse().expect("id"));
+        }
+    }
+}
+
+#[test]
+fn last_event_id_resumes_right_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), true);
+    let c = server.client();
+    let key = KeyFile::generate().expect("key");
+    for n in 0..5 {
+        propose(&c, &key, "ev/resume", n);
+    }
+    let (head, id) = first_id(server.addr(), "");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    assert_eq!(id, 2, "from=2");
+    let (_, id) = first_id(server.addr(), "Last-Event-ID: 3\r\n");
+    assert_eq!(id, 4, "Last-Event-ID overrides from");
+}
+
+#[test]
+fn nexus_watch_prints_entries_as_they_commit_and_shutdown_ends_open_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path(), true);
+    let c = server.client();
+    let key = KeyFile::generate().expect("key");
+    propose(&c, &key, "ev/watch", 1);
+    let url = format!("http://{}", server.addr());
+    let mut watch = Command::new(NEXUS)
+        .args(["--server", &url, "--json", "watch", "--from", "1"])
+        .env_remove("NEXUS_SERVER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nexus watch");
+    let mut out = BufReader::new(watch.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("line");
+    let first: Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(first["seq"], 1);
+    propose(&c, &key, "ev/watch", 2);
+    line.clear();
+    out.read_line(&mut line).expect("line");
+    let second: Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(second["seq"], 2);
+    assert_eq!(second["record"]["topic"], "ev/watch");
+
+    // A server shutting down ends its open streams rather than waiting for them.
+    let mut stream = c.events(1, None).expect("stream");
+    assert!(stream.next().is_some());
+    let asked = Instant::now();
+    server.interrupt();
+    let status = server.wait();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?} for the streams",
+        asked.elapsed()
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let mut rest = String::new();
+    let _ = watch.stderr.take().map(|mut e| e.read_to_string(&mut rest));
+}
