@@ -14,6 +14,7 @@
 mod slow;
 mod stats;
 mod targets;
+mod watchers;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Barrier};
@@ -40,7 +41,9 @@ options:
   --warmup N       untimed cycles per agent before the start (default 2)
   --json           print one JSON object instead of the table
   --slow N         (nexus) hold N slow connections during the run: headers declaring a
-                   60,000-byte body, one byte, then nothing; reopened when closed";
+                   60,000-byte body, one byte, then nothing; reopened when closed
+  --watchers N     (nexus) hold N event streams (GET /v1/events) during the run and
+                   report the delay from each entry's commit to its arrival";
 
 /// Parsed command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +62,8 @@ pub struct Options {
     pub json: bool,
     /// Slow connections held during the run (nexus only).
     pub slow: usize,
+    /// Event streams held during the run (nexus only).
+    pub watchers: usize,
 }
 
 /// Parses the arguments after the program name.
@@ -76,6 +81,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options> {
         warmup: 2,
         json: false,
         slow: 0,
+        watchers: 0,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -93,6 +99,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options> {
             "--warmup" => o.warmup = value()?.parse().context("--warmup")?,
             "--json" => o.json = true,
             "--slow" => o.slow = value()?.parse().context("--slow")?,
+            "--watchers" => o.watchers = value()?.parse().context("--watchers")?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -110,8 +117,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options> {
         Some((flag, _)) => bail!("{kind} takes {want}, not {flag}"),
         None => bail!("{kind} needs {want}"),
     };
-    if o.slow > 0 && kind != "nexus" {
-        bail!("--slow works with the nexus target only");
+    if (o.slow > 0 || o.watchers > 0) && kind != "nexus" {
+        bail!("--slow and --watchers work with the nexus target only");
     }
     o.target = match kind.as_str() {
         "nexus" => Target::Nexus(value),
@@ -211,6 +218,12 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
         Target::Nexus(url) if opts.slow > 0 => Some(slow::SlowClients::start(url, opts.slow)?),
         _ => None,
     };
+    let watchers = match &opts.target {
+        Target::Nexus(url) if opts.watchers > 0 => {
+            Some(watchers::Watchers::start(url, opts.watchers)?)
+        }
+        _ => None,
+    };
     let start = Arc::new(Barrier::new(opts.agents + 1));
     let began = Arc::new(std::sync::OnceLock::new());
     let mut threads = Vec::with_capacity(opts.agents);
@@ -263,6 +276,14 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
         )
     });
     drop(slow);
+    let watched = watchers.map(|w| {
+        w.finish(|| {
+            // One more commit wakes every watcher to see the stop.
+            if let Target::Nexus(url) = &opts.target {
+                let _ = targets::poke(url);
+            }
+        })
+    });
     let head_after = opts.target.log_head()?;
     let mut out = json!({
         "target": opts.target.name(),
@@ -275,6 +296,13 @@ fn run(opts: &Options) -> Result<serde_json::Value> {
         // The load generator's own CPU while timed (signing, HTTP, JSON), all threads.
         "client_cpu_s": client_cpu.map(|c| (c * 100.0).round() / 100.0),
     });
+    if let Some((mut delays, least)) = watched {
+        out["watchers"] = json!({
+            "streams": opts.watchers,
+            "fewest_entries_one_got": least,
+            "delay": Summary::of(&mut delays).map_or(serde_json::Value::Null, Summary::to_json),
+        });
+    }
     if let Some((opened, closed)) = slow_counts {
         out["slow"] = json!({"held": opts.slow, "opened": opened, "closed_by_server": closed});
     }
@@ -350,6 +378,17 @@ fn print_table(v: &serde_json::Value) {
     }
     if let Some(e) = v["first_error"].as_str() {
         println!("  first error: {e}");
+    }
+    if v["watchers"].is_object() {
+        let w = &v["watchers"];
+        println!(
+            "  watchers: {} streams, commit -> event p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; fewest entries one got: {}",
+            w["streams"],
+            w["delay"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            w["delay"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            w["delay"]["max_ms"].as_f64().unwrap_or(f64::NAN),
+            w["fewest_entries_one_got"]
+        );
     }
     if v["slow"].is_object() {
         println!(

@@ -108,6 +108,15 @@ struct NexusAgent {
     deployment: Option<nexus_core::Deployment>,
 }
 
+/// Commits one Intent on the neXus server at `url` (wakes its event streams).
+pub fn poke(url: &str) -> Result<()> {
+    let client = Client::new(url)?.with_timeout(Duration::from_secs(30));
+    let key = KeyFile::generate()?;
+    let record = builders::propose(key.key(), "bench/poke", json!({"poke": true}), &[])?;
+    client.submit(&record)?;
+    Ok(())
+}
+
 impl NexusAgent {
     fn new(url: &str, index: usize) -> Result<Self> {
         let client = Client::new(url)?.with_timeout(Duration::from_secs(60));

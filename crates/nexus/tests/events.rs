@@ -182,3 +182,42 @@ fn nexus_watch_prints_entries_as_they_commit_and_shutdown_ends_open_streams() {
     let mut rest = String::new();
     let _ = watch.stderr.take().map(|mut e| e.read_to_string(&mut rest));
 }
+
+/// A consumer that reads nothing blocks no writer, and once it reads, it gets every
+/// entry in order (the stream waits for it instead of dropping entries).
+#[test]
+fn a_stalled_consumer_blocks_no_writer_and_misses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), true);
+    let c = server.client();
+    let key = KeyFile::generate().expect("key");
+    let mut s = TcpStream::connect(server.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(s, "GET /v1/events?from=1 HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
+    // Large bodies, so that the stream's buffers fill long before the end.
+    let big = "x".repeat(30_000);
+    let started = Instant::now();
+    for n in 0..300u64 {
+        let intent =
+            builders::propose(key.key(), "ev/stalled", json!({"n": n, "pad": big}), &[])
+                .expect("intent");
+        c.submit_intent(&intent).expect("propose");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "writes waited for the stalled reader: {:?}",
+        started.elapsed()
+    );
+    let mut r = BufReader::new(s);
+    let mut ids = Vec::new();
+    let mut line = String::new();
+    while ids.len() < 300 {
+        line.clear();
+        r.read_line(&mut line).expect("read");
+        if let Some(id) = line.trim_end().strip_prefix("id: ") {
+            ids.push(id.parse::<u64>().expect("id"));
+        }
+    }
+    assert_eq!(ids, (1..=300).collect::<Vec<_>>());
+}
