@@ -1,12 +1,17 @@
 //! `GET /v1/events` on `nexus serve`: the commit log as Server-Sent Events
-//! (spec/api.md, "Live events"). A task per stream reads the log in pages through the
-//! same read job as `GET /v1/log`, filters it with [`nexus_api::EventFilter`], and
-//! sends the frames through a channel of a few pages that the response body drains:
-//! a slow reader makes the task wait (it misses nothing, and holds a bounded amount
-//! of memory). After the backlog it waits for the next commit (the write path bumps
-//! [`Streams::commits`]; a second at most, for entries committed elsewhere, such as
-//! the contract's Hints), sends a heartbeat after 15 s of silence, and ends when the
-//! client goes away or the server shuts down.
+//! (spec/api.md, "Live events").
+//!
+//! One **tail** task reads each new log page once, after each commit (the write path
+//! bumps [`Streams::commits`]; a second at most, for entries committed elsewhere, such
+//! as the contract's Hints), and broadcasts each entry with its frame, serialized once.
+//! A task per stream sends the frames through a channel of a few entries that the
+//! response body drains. A stream first catches up from the store, in pages, through
+//! the same read job as `GET /v1/log`; once caught up it takes the tail's entries, and
+//! whenever it falls behind them (it lagged past the broadcast's capacity, or it sees a
+//! gap) it reads from the store again. So a slow reader makes only its own task wait:
+//! it misses nothing, holds a bounded amount of memory, and costs the writers nothing.
+//! A stream sends a heartbeat after 15 s of silence and ends when the client goes away
+//! or the server shuts down.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,13 +34,26 @@ const BUFFER_FRAMES: usize = 64;
 /// Longest wait for a commit before the log is read again.
 const POLL: Duration = Duration::from_secs(1);
 
+/// Entries the tail keeps for streams that are a little behind.
+const TAIL_CAPACITY: usize = 256;
+
+/// One entry as the tail broadcasts it.
+#[derive(Debug, Clone)]
+pub struct Tailed {
+    seq: u64,
+    entry: Arc<Value>,
+    frame: Bytes,
+}
+
 /// What the streams of a server share.
 #[derive(Debug)]
 pub struct Streams {
-    /// Bumped after every committed write (the streams wake up).
+    /// Bumped after every committed write (the tail wakes up).
     pub commits: watch::Sender<u64>,
     /// Set when the server shuts down (the streams end).
     pub closing: watch::Sender<bool>,
+    /// The tail's entries.
+    tail: tokio::sync::broadcast::Sender<Tailed>,
 }
 
 impl Default for Streams {
@@ -43,6 +61,7 @@ impl Default for Streams {
         Self {
             commits: watch::Sender::new(0),
             closing: watch::Sender::new(false),
+            tail: tokio::sync::broadcast::Sender::new(TAIL_CAPACITY),
         }
     }
 }
@@ -66,6 +85,71 @@ impl hyper::body::Body for ChannelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A page of the log from `from`: its entries, or `None` when the store failed (with
+/// the answer's body).
+async fn log_page(state: &Arc<AppState>, from: u64) -> Result<Vec<Value>, String> {
+    let Some(page) = read(state, Job::log(from, EVENTS_PAGE)).await else {
+        return Err("the read failed".into());
+    };
+    if page.status != 200 {
+        return Err(String::from_utf8_lossy(&page.body).replace('\n', " "));
+    }
+    Ok(serde_json::from_slice::<Value>(&page.body)
+        .ok()
+        .and_then(|v| v.get("entries").and_then(Value::as_array).cloned())
+        .unwrap_or_default())
+}
+
+/// The tail: reads each new page of the log once and broadcasts it; runs until the
+/// server shuts down. Reads nothing while no stream listens.
+pub async fn tail(state: Arc<AppState>) {
+    let mut commits = state.streams.commits.subscribe();
+    let mut closing = state.streams.closing.subscribe();
+    let mut next: Option<u64> = None;
+    loop {
+        commits.borrow_and_update();
+        if state.streams.tail.receiver_count() == 0 {
+            // Nobody listens: start again from what commits next.
+            next = None;
+        } else {
+            let from = match next {
+                Some(n) => n,
+                // From the head on: a stream reads what came before from the store.
+                None => match read(&state, Job::log(u64::MAX, 1)).await {
+                    Some(r) => serde_json::from_slice::<Value>(&r.body)
+                        .ok()
+                        .and_then(|v| v.get("head").and_then(Value::as_u64))
+                        .map_or(1, |h| h + 1),
+                    None => 1,
+                },
+            };
+            next = Some(from);
+            if let Ok(entries) = log_page(&state, from).await
+                && !entries.is_empty()
+            {
+                for entry in entries {
+                    let Some(seq) = entry.get("seq").and_then(Value::as_u64) else {
+                        break;
+                    };
+                    next = Some(seq + 1);
+                    let frame = Bytes::from(nexus_api::entry_frame(&entry));
+                    let _ = state.streams.tail.send(Tailed {
+                        seq,
+                        entry: Arc::new(entry),
+                        frame,
+                    });
+                }
+                continue; // there may be more
+            }
+        }
+        tokio::select! {
+            _ = commits.changed() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = closing.changed() => return,
+        }
     }
 }
 
@@ -113,8 +197,36 @@ async fn send(tx: &mpsc::Sender<Bytes>, frame: impl Into<Bytes>) -> bool {
     tx.send(frame.into()).await.is_ok()
 }
 
+/// What a stream does with one entry: send it (`frame` when the tail made it),
+/// or not, as its filter says. False when the client has gone.
+async fn offer(
+    state: &Arc<AppState>,
+    filter: &mut EventFilter,
+    tx: &mpsc::Sender<Bytes>,
+    entry: &Value,
+    frame: Option<&Bytes>,
+) -> bool {
+    let send_it = loop {
+        match filter.verdict(entry) {
+            Verdict::Send => break true,
+            Verdict::Skip => break false,
+            Verdict::NeedIntent(h) => match record(state, &h).await {
+                Some(r) if r.content().kind() == Kind::Intent => filter.learn(&r),
+                _ => filter.unknown(h),
+            },
+        }
+    };
+    if !send_it {
+        return true;
+    }
+    match frame {
+        Some(f) => send(tx, f.clone()).await,
+        None => send(tx, nexus_api::entry_frame(entry)).await,
+    }
+}
+
 async fn run(state: Arc<AppState>, query: EventsQuery, tx: mpsc::Sender<Bytes>) {
-    let mut commits = state.streams.commits.subscribe();
+    use tokio::sync::broadcast::error::RecvError;
     let mut closing = state.streams.closing.subscribe();
     let mut filter = EventFilter::new(query.topic.clone());
     let mut next = query.from;
@@ -122,61 +234,66 @@ async fn run(state: Arc<AppState>, query: EventsQuery, tx: mpsc::Sender<Bytes>) 
     if !send(&tx, nexus_api::RETRY_FRAME).await {
         return;
     }
-    loop {
-        if *closing.borrow() {
-            return;
+    // Subscribed before catching up, so that nothing committed meanwhile is missed.
+    let mut tail = state.streams.tail.subscribe();
+    // Wakes the tail, which read nothing while no stream listened.
+    state.streams.committed();
+    'catch_up: loop {
+        // From the store, until it has nothing after `next`.
+        loop {
+            if *closing.borrow() {
+                return;
+            }
+            let entries = match log_page(&state, next).await {
+                Ok(e) => e,
+                Err(why) => {
+                    // The store failed: say so, and end (the client resumes).
+                    let _ = send(&tx, format!("event: error\ndata: {why}\n\n")).await;
+                    return;
+                }
+            };
+            if entries.is_empty() {
+                break;
+            }
+            for entry in &entries {
+                let Some(seq) = entry.get("seq").and_then(Value::as_u64) else {
+                    return;
+                };
+                next = seq + 1;
+                if !offer(&state, &mut filter, &tx, entry, None).await {
+                    return;
+                }
+                sent_at = Instant::now();
+            }
         }
-        // Marks what is seen before reading, so that a commit during the read wakes
-        // the next wait.
-        commits.borrow_and_update();
-        let Some(page) = read(&state, Job::log(next, EVENTS_PAGE)).await else {
-            return;
-        };
-        if page.status != 200 {
-            // The store failed: say so, and end (the client reconnects and resumes).
-            let data = String::from_utf8_lossy(&page.body).replace('\n', " ");
-            let _ = send(&tx, format!("event: error\ndata: {data}\n\n")).await;
-            return;
-        }
-        let entries = serde_json::from_slice::<Value>(&page.body)
-            .ok()
-            .and_then(|v| v.get("entries").and_then(Value::as_array).cloned())
-            .unwrap_or_default();
-        if entries.is_empty() {
-            tokio::select! {
-                _ = commits.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
+        // Live, from the tail.
+        loop {
+            let heartbeat = Duration::from_secs(HEARTBEAT_SECS).saturating_sub(sent_at.elapsed());
+            let got = tokio::select! {
+                got = tail.recv() => got,
+                () = tokio::time::sleep(heartbeat) => {
+                    if !send(&tx, nexus_api::HEARTBEAT_FRAME).await {
+                        return;
+                    }
+                    sent_at = Instant::now();
+                    continue;
+                }
                 _ = closing.changed() => return,
                 () = tx.closed() => return,
-            }
-            if sent_at.elapsed() >= Duration::from_secs(HEARTBEAT_SECS) {
-                if !send(&tx, nexus_api::HEARTBEAT_FRAME).await {
-                    return;
-                }
-                sent_at = Instant::now();
-            }
-            continue;
-        }
-        for entry in &entries {
-            let Some(seq) = entry.get("seq").and_then(Value::as_u64) else {
-                return;
             };
-            next = seq + 1;
-            let send_it = loop {
-                match filter.verdict(entry) {
-                    Verdict::Send => break true,
-                    Verdict::Skip => break false,
-                    Verdict::NeedIntent(h) => match record(&state, &h).await {
-                        Some(r) if r.content().kind() == Kind::Intent => filter.learn(&r),
-                        _ => filter.unknown(h),
-                    },
+            match got {
+                Ok(t) if t.seq < next => {} // sent from the store already
+                Ok(t) if t.seq == next => {
+                    next = t.seq + 1;
+                    if !offer(&state, &mut filter, &tx, &t.entry, Some(&t.frame)).await {
+                        return;
+                    }
+                    sent_at = Instant::now();
                 }
-            };
-            if send_it {
-                if !send(&tx, nexus_api::entry_frame(entry)).await {
-                    return;
-                }
-                sent_at = Instant::now();
+                // A gap (the tail started after this stream's last entry) or entries
+                // dropped for this slow stream: read them from the store.
+                Ok(_) | Err(RecvError::Lagged(_)) => continue 'catch_up,
+                Err(RecvError::Closed) => return,
             }
         }
     }

@@ -206,6 +206,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         // A line on stdout that scripts and tests wait for.
         println!("nexus listening on {scheme}://{local}");
         let forget = tokio::spawn(forget_idle_buckets(Arc::clone(&state)));
+        let tail = tokio::spawn(crate::events::tail(Arc::clone(&state)));
         let config = NetConfig {
             header_timeout: guard.header_timeout,
             max_connections,
@@ -219,6 +220,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         };
         let served = net::serve(listener, config, Arc::clone(&state), shutdown).await;
         forget.abort();
+        tail.abort();
         served
     })?;
     drop(state);
