@@ -146,7 +146,9 @@ class Client:
     ``https://…``, optionally with a path prefix). ``token`` is sent as
     ``Authorization: Bearer <token>`` (for a server whose reads need one); ``timeout``
     bounds each step of a request, in seconds; records in answers are verified against
-    ``limits`` (the server's, when it was configured otherwise).
+    ``limits`` (the server's, when it was configured otherwise). ``verify_tls`` is
+    httpx's (``False``, or a CA bundle path for a private CA); ``transport`` replaces
+    httpx's (a proxy, or a mock in tests).
 
     Use it as a context manager, or call :meth:`close`.
     """
@@ -159,6 +161,7 @@ class Client:
         *,
         limits: Limits = DEFAULT_LIMITS,
         verify_tls: bool | str = True,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not isinstance(base_url, str):
             raise NexusError(f"invalid server URL {base_url!r}: it must be a string")
@@ -180,7 +183,7 @@ class Client:
             if not token.strip():
                 raise NexusError("the bearer token is empty")
             headers["authorization"] = f"Bearer {token.strip()}"
-        self._http = httpx.Client(headers=headers, timeout=self.timeout, verify=verify_tls)
+        self._http = httpx.Client(headers=headers, timeout=self.timeout, verify=verify_tls, transport=transport)
         self._deployment: str | None = None
 
     def close(self) -> None:
