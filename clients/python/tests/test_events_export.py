@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -99,7 +101,11 @@ def test_export_verifies_offline_and_names_the_first_bad_line(fresh_server: Serv
     assert e.value.line == 5 and e.value.code == "hash_mismatch" and e.value.hash == hashes[4]
     assert str(e.value).startswith(f"line 5 (seq 5, {hashes[4]}): hash mismatch")
     cli_bad = fresh_server.cli("verify", "--json", str(bad_path), check=False)
-    assert cli_bad.returncode == 1 and json.loads(cli_bad.stdout)["line"] == 5, "the CLI names the same line"
+    verdict = json.loads(cli_bad.stdout)
+    assert cli_bad.returncode == 1 and verdict["line"] == 5, "the CLI names the same line"
+    assert verdict["problem"] == e.value.problem, "and says the same"
+    py = subprocess.run([sys.executable, "-m", "nexus_client", "verify", str(bad_path)], capture_output=True, text=True, timeout=30)
+    assert py.returncode == 1 and f"line 5 (seq 5, {hashes[4]})" in py.stderr
 
 
 def entries(key: KeyFile) -> list[dict[str, object]]:

@@ -347,7 +347,11 @@ class Client:
 
     def act(self, action: Action) -> Lease | Withdrawn | Retracted:
         """Sends an action to the route of its kind."""
-        return {"claim": self.claim, "renew": self.renew, "withdraw": self.withdraw, "retract": self.retract}[action.kind](action)
+        if action.kind == "withdraw":
+            return self.withdraw(action)
+        if action.kind == "retract":
+            return self.retract(action)
+        return self.claim(action) if action.kind == "claim" else self.renew(action)
 
     # ---- reads ----
 

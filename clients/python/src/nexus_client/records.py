@@ -204,7 +204,7 @@ def normal_content(content: Mapping[str, Any], ty: WireType, limits: Limits = DE
         _malformed(f"a {ty} must be a JSON object")
     kind = content.get("kind")
     kinds = RECORD_KINDS if ty == "record" else ACTION_KINDS
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         _malformed(f"kind must be one of {kinds}, got {kind!r}")
     c = dict(content)
     # 1. Shape: fields, types, topics, keys.

@@ -11,7 +11,7 @@ is applied once, and that a Fact's ``resolves`` names an Intent. Version 1 actio
 ``deployment``) verify as they did. It stops at the first broken entry and raises
 :class:`VerifyError` naming its line.
 
-``python -m nexus_client.verify FILE`` does the same from the command line.
+``python -m nexus_client verify FILE`` does the same from the command line.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import IO, Any
 from .answers import LogEntry
 from .canonical import parse_json
 from .errors import NexusError, WireError
-from .records import DEFAULT_LIMITS, Action, Limits, Record, parse_action, parse_record
+from .records import DEFAULT_LIMITS, Action, Limits, Record, WireType, check_wire
 
 MAX_LINE_BYTES = 4 << 20
 """Longest line accepted, in bytes."""
@@ -86,9 +86,9 @@ def _lines(source: Source) -> Iterator[Line]:
         yield from source
 
 
-def _wire_problem(e: WireError, what: str) -> tuple[str, str]:
+def _wire_problem(e: WireError, what: str, stated: str | None, computed: str | None) -> tuple[str, str]:
     if e.code == "hash_mismatch":
-        return "hash_mismatch", f"hash mismatch: {e.detail}"
+        return "hash_mismatch", f"hash mismatch: the entry states {stated} but its content hashes to {computed}"
     if e.code == "bad_signature":
         return "bad_signature", f"bad signature: {e.detail}"
     return "invalid", f"invalid {what}: {e}"
@@ -132,17 +132,17 @@ class _Checker:
         has_r, has_a = "record" in entry, "action" in entry
         if has_r == has_a:
             raise fail("bad_entry", "not a log entry: " + ("has both `record` and `action`" if has_r else "has neither `record` nor `action`"), seq)
-        what = "record" if has_r else "action"
+        what: WireType = "record" if has_r else "action"
         body = entry.pop(what)
         if entry:
             raise fail("bad_entry", f"not a log entry: unexpected member `{next(iter(entry))}`", seq)
         stated = body.get("hash") if isinstance(body, dict) else None
         stated = stated if isinstance(stated, str) else None
-        try:
-            item = parse_record(body, self.limits) if has_r else parse_action(body, self.limits)
-        except WireError as e:
-            code, problem = _wire_problem(e, what)
-            raise fail(code, problem, seq, stated) from None
+        check = check_wire(body, what, self.limits)
+        if check.error is not None:
+            code, problem = _wire_problem(check.error, what, stated, check.hash)
+            raise fail(code, problem, seq, stated)
+        item = Record(dict(body)) if has_r else Action(dict(body))
         h = item.hash
         if isinstance(item, Record):
             if h in self.seen:
@@ -196,26 +196,28 @@ def verify_export(source: Source, limits: Limits = DEFAULT_LIMITS) -> VerifyRepo
     return checker.report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m nexus_client.verify FILE``: exit 0 when the export verifies, 1 when it
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m nexus_client verify FILE``: exit 0 when the export verifies, 1 when it
     does not (the first bad line is printed), 2 when it cannot be read."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: python -m nexus_client.verify EXPORT.jsonl", file=sys.stderr)
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python -m nexus_client verify EXPORT.jsonl", file=sys.stderr)
         return 2
     try:
-        r = verify_export(args[0])
+        r = verify_export(argv[0])
     except VerifyError as e:
-        print(f"error: {args[0]} does not verify: {e}", file=sys.stderr)
+        print(f"error: {argv[0]} does not verify: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"error: cannot read {args[0]}: {e}", file=sys.stderr)
+        print(f"error: cannot read {argv[0]}: {e}", file=sys.stderr)
         return 2
-    print(f"ok: {r.lines} entries verified (seq 1..{r.head})")
-    print(f"  {r.records} records: {r.intents} intents, {r.facts} facts ({r.resolving_facts} resolving), {r.hints} hints")
-    print(f"  {r.actions} actions: {r.claims} claims, {r.renewals} renewals, {r.withdrawals} withdrawals, {r.retractions} retractions")
+    print(f"ok: {_n(r.lines, 'entry', 'entries')} verified (seq 1..{r.head})")
+    print(f"  {_n(r.records, 'record')}: {_n(r.intents, 'intent')}, {_n(r.facts, 'fact')} ({r.resolving_facts} resolving), {_n(r.hints, 'hint')}")
+    print(
+        f"  {_n(r.actions, 'action')}: {_n(r.claims, 'claim')}, {_n(r.renewals, 'renewal')}, "
+        f"{_n(r.withdrawals, 'withdrawal')}, {_n(r.retractions, 'retraction')}"
+    )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
