@@ -13,6 +13,7 @@ mod contract_cmd;
 mod events;
 mod export;
 mod limits;
+mod mcp;
 mod net;
 mod serve;
 
@@ -136,6 +137,13 @@ enum Command {
         /// Most entries (server default 100).
         #[arg(long)]
         limit: Option<u32>,
+    },
+    /// Serve neXus as MCP tools for LLM agents (stdio, or streamable HTTP with --http),
+    /// talking to --server and signing with --key.
+    Mcp {
+        /// Serve MCP over streamable HTTP at http://ADDR/mcp instead of stdio.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
     },
     /// Print log entries as they commit (the server's event stream), until interrupted.
     Watch {
@@ -409,6 +417,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export { out } => export::export(&g, out.as_deref())?,
         Command::Compact { data } => serve::compact(&data)?,
         Command::Watch { topic, from } => cli::watch(&g, topic.as_deref(), from)?,
+        Command::Mcp { http } => {
+            let (client, key) = (cli::client(&g)?, cli::load_key(&g)?);
+            mcp::run(client, key, http)?
+        }
         Command::Verify {
             source,
             replay,
