@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use nexus_core::{FihHash, Record, TopicGlob};
+use nexus_core::{FihHash, Record, Topic, TopicGlob};
 use serde_json::Value;
 
 use crate::ApiError;
@@ -87,8 +87,8 @@ pub enum Verdict {
 }
 
 /// Which entries a stream's topic filter keeps: records whose topic it matches
-/// (Hints, which have none, only without a filter), and actions on the Intents it
-/// matches.
+/// (Hints, which have none, only without a filter), Facts that resolve an Intent it
+/// matches, and actions on the Intents it matches.
 #[derive(Debug, Default)]
 pub struct EventFilter {
     topic: Option<TopicGlob>,
@@ -105,60 +105,89 @@ impl EventFilter {
     }
 
     fn matches(&self, record: &Record) -> bool {
-        match (&self.topic, record.content().topic()) {
+        self.matches_topic(record.content().topic().map(|t| t.as_str()))
+    }
+
+    fn matches_topic(&self, topic: Option<&str>) -> bool {
+        match (&self.topic, topic) {
             (None, _) => true,
-            (Some(g), Some(t)) => g.matches(t),
+            (Some(g), Some(t)) => t.parse::<Topic>().is_ok_and(|t| g.matches(&t)),
             (Some(_), None) => false,
         }
     }
 
     /// Remembers whether an Intent's record matches (for actions on it).
     pub fn learn(&mut self, intent: &Record) {
+        let m = self.matches(intent);
+        self.remember(intent.hash(), m);
+    }
+
+    fn remember(&mut self, h: FihHash, matches: bool) {
         if self.intents.len() >= FILTER_MEMORY {
             self.intents.clear();
         }
-        let m = self.matches(intent);
-        self.intents.insert(intent.hash(), m);
+        self.intents.insert(h, matches);
     }
 
-    /// Whether to send `entry` (a log entry as `GET /v1/log` answers it).
+    /// What an entry's target Intent says: send when it matches, or ask for it.
+    fn by_intent(&self, h: FihHash) -> Verdict {
+        match self.intents.get(&h) {
+            Some(true) => Verdict::Send,
+            Some(false) => Verdict::Skip,
+            None => Verdict::NeedIntent(h),
+        }
+    }
+
+    /// Whether to send `entry` (a log entry of the server's own log, as `GET /v1/log`
+    /// answers it). Read from its JSON members (`kind`, `topic`, `hash`, `resolves`):
+    /// the log was verified when it was committed, so nothing is parsed or checked
+    /// again here.
     pub fn verdict(&mut self, entry: &Value) -> Verdict {
         if self.topic.is_none() {
             return Verdict::Send;
         }
+        let hash_of = |v: Option<&Value>| {
+            v.and_then(Value::as_str)
+                .and_then(|h| h.parse::<FihHash>().ok())
+        };
         if let Some(r) = entry.get("record") {
-            // The server's own log: it parsed when it was committed.
-            let Ok(record) = Record::from_value(r.clone(), &nexus_core::Limits::default()) else {
-                return Verdict::Skip;
-            };
-            if record.content().kind() == nexus_core::Kind::Intent {
-                self.learn(&record);
+            let topic = r.get("topic").and_then(Value::as_str);
+            let matches = self.matches_topic(topic);
+            match r.get("kind").and_then(Value::as_str) {
+                Some("intent") => {
+                    if let Some(h) = hash_of(r.get("hash")) {
+                        self.remember(h, matches);
+                    }
+                }
+                // A Fact that resolves an Intent the filter matches is sent too,
+                // whatever its own topic: it ends that Intent.
+                Some("fact") if !matches => {
+                    if let Some(h) = hash_of(r.get("resolves").and_then(|x| x.get("intent"))) {
+                        return self.by_intent(h);
+                    }
+                }
+                _ => {}
             }
-            return if self.matches(&record) {
+            return if matches {
                 Verdict::Send
             } else {
                 Verdict::Skip
             };
         }
-        let target = entry
-            .get("action")
-            .and_then(|a| a.get("intent").or_else(|| a.get("hint")))
-            .and_then(Value::as_str)
-            .and_then(|h| h.parse::<FihHash>().ok());
-        match target {
+        let Some(action) = entry.get("action") else {
+            return Verdict::Skip;
+        };
+        // Retractions target Hints, which have no topic: never under a filter.
+        match hash_of(action.get("intent")) {
             None => Verdict::Skip,
-            Some(h) => match self.intents.get(&h) {
-                Some(true) => Verdict::Send,
-                Some(false) => Verdict::Skip,
-                None => Verdict::NeedIntent(h),
-            },
+            Some(h) => self.by_intent(h),
         }
     }
 
     /// An action's target that could not be read (not an Intent, or gone): skip its
     /// actions from now on.
     pub fn unknown(&mut self, h: FihHash) {
-        self.intents.insert(h, false);
+        self.remember(h, false);
     }
 }
 
@@ -194,5 +223,39 @@ mod tests {
             entry_frame(&e),
             "id: 7\nevent: entry\ndata: {\"at\":1,\"record\":{},\"seq\":7}\n\n"
         );
+    }
+
+    #[test]
+    fn a_filter_keeps_its_topic_the_actions_on_it_and_the_facts_resolving_it() {
+        let glob = "chem/**".parse().expect("glob");
+        let mut f = EventFilter::new(Some(glob));
+        let h = |c: char| c.to_string().repeat(64);
+        let intent = |hash: &str, topic: &str| serde_json::json!({"seq": 1, "record": {"kind": "intent", "hash": hash, "topic": topic}});
+        assert_eq!(f.verdict(&intent(&h('a'), "chem/x")), Verdict::Send);
+        assert_eq!(f.verdict(&intent(&h('b'), "bio/x")), Verdict::Skip);
+        let claim =
+            |hash: &str| serde_json::json!({"seq": 2, "action": {"kind": "claim", "intent": hash}});
+        assert_eq!(f.verdict(&claim(&h('a'))), Verdict::Send);
+        assert_eq!(f.verdict(&claim(&h('b'))), Verdict::Skip);
+        let unseen: FihHash = h('c').parse().expect("hash");
+        assert_eq!(f.verdict(&claim(&h('c'))), Verdict::NeedIntent(unseen));
+        f.unknown(unseen);
+        assert_eq!(f.verdict(&claim(&h('c'))), Verdict::Skip);
+        // A Fact elsewhere that resolves a matched Intent is sent; one that resolves
+        // an unmatched Intent is not.
+        let fact = |topic: &str, resolves: &str| {
+            serde_json::json!({"seq": 3, "record":
+            {"kind": "fact", "hash": h('d'), "topic": topic, "resolves": {"intent": resolves, "token": 1}}})
+        };
+        assert_eq!(f.verdict(&fact("results/x", &h('a'))), Verdict::Send);
+        assert_eq!(f.verdict(&fact("results/x", &h('b'))), Verdict::Skip);
+        assert_eq!(f.verdict(&fact("chem/y", &h('b'))), Verdict::Send);
+        // Hints and retractions have no topic.
+        let hint = serde_json::json!({"seq": 4, "record": {"kind": "hint", "hash": h('e')}});
+        assert_eq!(f.verdict(&hint), Verdict::Skip);
+        let retract = serde_json::json!({"seq": 5, "action": {"kind": "retract", "hint": h('e')}});
+        assert_eq!(f.verdict(&retract), Verdict::Skip);
+        // Without a filter, everything.
+        assert_eq!(EventFilter::new(None).verdict(&retract), Verdict::Send);
     }
 }

@@ -34,6 +34,14 @@ const BUFFER_FRAMES: usize = 64;
 /// Longest wait for a commit before the log is read again.
 const POLL: Duration = Duration::from_secs(1);
 
+/// Event streams served at once (`503 too_many_streams` above it): each holds a
+/// connection, a task and up to [`BUFFER_FRAMES`] frames.
+pub const MAX_STREAMS: usize = 256;
+/// Longest a stream waits for its reader to take a frame before it ends (the client
+/// resumes with `Last-Event-ID`): a reader that stopped reading does not hold its
+/// connection and task forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Entries the tail keeps for streams that are a little behind.
 const TAIL_CAPACITY: usize = 256;
 
@@ -54,6 +62,8 @@ pub struct Streams {
     pub closing: watch::Sender<bool>,
     /// The tail's entries.
     tail: tokio::sync::broadcast::Sender<Tailed>,
+    /// One permit per stream served.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Streams {
@@ -62,6 +72,7 @@ impl Default for Streams {
             commits: watch::Sender::new(0),
             closing: watch::Sender::new(false),
             tail: tokio::sync::broadcast::Sender::new(TAIL_CAPACITY),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }
     }
 }
@@ -92,15 +103,22 @@ impl hyper::body::Body for ChannelBody {
 /// the answer's body).
 async fn log_page(state: &Arc<AppState>, from: u64) -> Result<Vec<Value>, String> {
     let Some(page) = read(state, Job::log(from, EVENTS_PAGE)).await else {
-        return Err("the read failed".into());
+        return Err(storage_error("the log read failed"));
     };
     if page.status != 200 {
+        // The API's error body (one JSON line).
         return Err(String::from_utf8_lossy(&page.body).replace('\n', " "));
     }
     Ok(serde_json::from_slice::<Value>(&page.body)
         .ok()
         .and_then(|v| v.get("entries").and_then(Value::as_array).cloned())
         .unwrap_or_default())
+}
+
+/// The body of a `500 storage` error, as one line of JSON.
+fn storage_error(why: &str) -> String {
+    let body = nexus_api::ApiError::new(nexus_api::ErrorCode::Storage, why).to_response();
+    String::from_utf8_lossy(&body.body).replace('\n', " ")
 }
 
 /// The tail: reads each new page of the log once and broadcasts it; runs until the
@@ -118,13 +136,24 @@ pub async fn tail(state: Arc<AppState>) {
             let from = match next {
                 Some(n) => n,
                 // From the head on: a stream reads what came before from the store.
-                None => match read(&state, Job::log(u64::MAX, 1)).await {
-                    Some(r) => serde_json::from_slice::<Value>(&r.body)
-                        .ok()
-                        .and_then(|v| v.get("head").and_then(Value::as_u64))
-                        .map_or(1, |h| h + 1),
-                    None => 1,
-                },
+                None => {
+                    let head = read(&state, Job::log(u64::MAX, 1))
+                        .await
+                        .filter(|r| r.status == 200)
+                        .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
+                        .and_then(|v| v.get("head").and_then(Value::as_u64));
+                    match head {
+                        Some(h) => h + 1,
+                        // The store failed: try again later, not from the start.
+                        None => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(POLL) => {}
+                                _ = closing.changed() => return,
+                            }
+                            continue;
+                        }
+                    }
+                }
             };
             next = Some(from);
             if let Ok(entries) = log_page(&state, from).await
@@ -153,10 +182,24 @@ pub async fn tail(state: Arc<AppState>) {
     }
 }
 
-/// Starts the stream of `query` and answers its response (`200 text/event-stream`).
-pub fn respond(state: Arc<AppState>, query: EventsQuery) -> AxumResponse {
+/// Starts the stream of `query` and answers its response (`200 text/event-stream`),
+/// or `Err` with the `503` to answer when [`MAX_STREAMS`] are served already.
+pub fn respond(
+    state: Arc<AppState>,
+    query: EventsQuery,
+) -> Result<AxumResponse, nexus_api::ApiError> {
+    let Ok(permit) = Arc::clone(&state.streams.slots).try_acquire_owned() else {
+        return Err(nexus_api::ApiError::new(
+            nexus_api::ErrorCode::TooManyConnections,
+            format!("{MAX_STREAMS} event streams are served already; retry later"),
+        )
+        .with("limit", MAX_STREAMS as u64));
+    };
     let (tx, rx) = mpsc::channel(BUFFER_FRAMES);
-    tokio::spawn(run(state, query, tx));
+    tokio::spawn(async move {
+        run(state, query, tx).await;
+        drop(permit);
+    });
     let mut resp = AxumResponse::new(Body::new(ChannelBody(rx)));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
@@ -167,7 +210,7 @@ pub fn respond(state: Arc<AppState>, query: EventsQuery) -> AxumResponse {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // For reverse proxies that buffer (nginx): this stream must not be.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
+    Ok(resp)
 }
 
 /// Runs a read job on a blocking thread.
@@ -178,51 +221,90 @@ async fn read(state: &Arc<AppState>, job: Job) -> Option<nexus_api::Response> {
         .ok()
 }
 
-/// The record `h`, if it is committed (read as `GET /v1/records/{h}` reads it).
-async fn record(state: &Arc<AppState>, h: &FihHash) -> Option<Record> {
+/// The record `h` (read as `GET /v1/records/{h}` reads it): `Ok(None)` when there is
+/// none, `Err` (a `500 storage` body) when the read failed.
+async fn record(state: &Arc<AppState>, h: &FihHash) -> Result<Option<Record>, String> {
     let req = Request::new("GET", &format!("/v1/records/{h}"), Vec::new());
     let nexus_api::Prepared::Job(job) = state.api.prepare(&req) else {
-        return None;
+        return Ok(None);
     };
-    let r = read(state, job).await?;
-    if r.status != 200 {
-        return None;
+    let r = read(state, job)
+        .await
+        .ok_or_else(|| storage_error("the record read failed"))?;
+    match r.status {
+        200 => {}
+        404 => return Ok(None),
+        _ => return Err(String::from_utf8_lossy(&r.body).replace('\n', " ")),
     }
-    let body: Value = serde_json::from_slice(&r.body).ok()?;
-    Record::from_value(body.get("record")?.clone(), &nexus_core::Limits::default()).ok()
+    let body: Value = serde_json::from_slice(&r.body).map_err(|e| storage_error(&e.to_string()))?;
+    Ok(body
+        .get("record")
+        .and_then(|r| Record::from_value(r.clone(), &nexus_core::Limits::default()).ok()))
 }
 
-/// Sends `frame`; false when the client has gone.
-async fn send(tx: &mpsc::Sender<Bytes>, frame: impl Into<Bytes>) -> bool {
-    tx.send(frame.into()).await.is_ok()
+/// Sends `frame`; false when the stream must end: the client has gone, it has not
+/// taken a frame for [`SEND_TIMEOUT`], or the server shuts down.
+async fn send(
+    tx: &mpsc::Sender<Bytes>,
+    closing: &mut watch::Receiver<bool>,
+    frame: impl Into<Bytes>,
+) -> bool {
+    if *closing.borrow() {
+        return false;
+    }
+    tokio::select! {
+        sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(frame.into())) => matches!(sent, Ok(Ok(()))),
+        _ = closing.changed() => false,
+    }
 }
 
-/// What a stream does with one entry: send it (`frame` when the tail made it),
-/// or not, as its filter says. False when the client has gone.
+/// What happened to one entry offered to a stream.
+enum Offered {
+    /// Sent.
+    Sent,
+    /// Not for this stream (its filter).
+    Skipped,
+    /// The stream must end (the client went away, or the store failed: said in an
+    /// `error` event).
+    End,
+}
+
+/// Offers one entry to a stream: sent (`frame` when the tail made it) or not, as its
+/// filter says.
 async fn offer(
     state: &Arc<AppState>,
     filter: &mut EventFilter,
     tx: &mpsc::Sender<Bytes>,
+    closing: &mut watch::Receiver<bool>,
     entry: &Value,
     frame: Option<&Bytes>,
-) -> bool {
+) -> Offered {
     let send_it = loop {
         match filter.verdict(entry) {
             Verdict::Send => break true,
             Verdict::Skip => break false,
             Verdict::NeedIntent(h) => match record(state, &h).await {
-                Some(r) if r.content().kind() == Kind::Intent => filter.learn(&r),
-                _ => filter.unknown(h),
+                Ok(Some(r)) if r.content().kind() == Kind::Intent => filter.learn(&r),
+                Ok(_) => filter.unknown(h),
+                Err(why) => {
+                    let _ = send(tx, closing, format!("event: error\ndata: {why}\n\n")).await;
+                    return Offered::End;
+                }
             },
         }
     };
     if !send_it {
-        return true;
+        return if tx.is_closed() {
+            Offered::End
+        } else {
+            Offered::Skipped
+        };
     }
-    match frame {
-        Some(f) => send(tx, f.clone()).await,
-        None => send(tx, nexus_api::entry_frame(entry)).await,
-    }
+    let sent = match frame {
+        Some(f) => send(tx, closing, f.clone()).await,
+        None => send(tx, closing, nexus_api::entry_frame(entry)).await,
+    };
+    if sent { Offered::Sent } else { Offered::End }
 }
 
 async fn run(state: Arc<AppState>, query: EventsQuery, tx: mpsc::Sender<Bytes>) {
@@ -230,8 +312,10 @@ async fn run(state: Arc<AppState>, query: EventsQuery, tx: mpsc::Sender<Bytes>) 
     let mut closing = state.streams.closing.subscribe();
     let mut filter = EventFilter::new(query.topic.clone());
     let mut next = query.from;
+    let heartbeat_every = Duration::from_secs(HEARTBEAT_SECS);
+    // When this stream last sent anything (a heartbeat is due 15 s after).
     let mut sent_at = Instant::now();
-    if !send(&tx, nexus_api::RETRY_FRAME).await {
+    if !send(&tx, &mut closing, nexus_api::RETRY_FRAME).await {
         return;
     }
     // Subscribed before catching up, so that nothing committed meanwhile is missed.
@@ -241,14 +325,14 @@ async fn run(state: Arc<AppState>, query: EventsQuery, tx: mpsc::Sender<Bytes>) 
     'catch_up: loop {
         // From the store, until it has nothing after `next`.
         loop {
-            if *closing.borrow() {
+            if tx.is_closed() || *closing.borrow() {
                 return;
             }
             let entries = match log_page(&state, next).await {
                 Ok(e) => e,
                 Err(why) => {
                     // The store failed: say so, and end (the client resumes).
-                    let _ = send(&tx, format!("event: error\ndata: {why}\n\n")).await;
+                    let _ = send(&tx, &mut closing, format!("event: error\ndata: {why}\n\n")).await;
                     return;
                 }
             };
@@ -260,7 +344,15 @@ async fn run(state: Arc<AppState>, query: EventsQuery, tx: mpsc::Sender<Bytes>) 
                     return;
                 };
                 next = seq + 1;
-                if !offer(&state, &mut filter, &tx, entry, None).await {
+                match offer(&state, &mut filter, &tx, &mut closing, entry, None).await {
+                    Offered::Sent => sent_at = Instant::now(),
+                    Offered::Skipped => {}
+                    Offered::End => return,
+                }
+            }
+            // A long filtered catch-up sends nothing: keep the connection alive.
+            if sent_at.elapsed() >= heartbeat_every {
+                if !send(&tx, &mut closing, nexus_api::HEARTBEAT_FRAME).await {
                     return;
                 }
                 sent_at = Instant::now();
@@ -268,11 +360,11 @@ async fn run(state: Arc<AppState>, query: EventsQuery, tx: mpsc::Sender<Bytes>) 
         }
         // Live, from the tail.
         loop {
-            let heartbeat = Duration::from_secs(HEARTBEAT_SECS).saturating_sub(sent_at.elapsed());
+            let heartbeat = heartbeat_every.saturating_sub(sent_at.elapsed());
             let got = tokio::select! {
                 got = tail.recv() => got,
                 () = tokio::time::sleep(heartbeat) => {
-                    if !send(&tx, nexus_api::HEARTBEAT_FRAME).await {
+                    if !send(&tx, &mut closing, nexus_api::HEARTBEAT_FRAME).await {
                         return;
                     }
                     sent_at = Instant::now();
@@ -285,10 +377,20 @@ async fn run(state: Arc<AppState>, query: EventsQuery, tx: mpsc::Sender<Bytes>) 
                 Ok(t) if t.seq < next => {} // sent from the store already
                 Ok(t) if t.seq == next => {
                     next = t.seq + 1;
-                    if !offer(&state, &mut filter, &tx, &t.entry, Some(&t.frame)).await {
-                        return;
+                    match offer(
+                        &state,
+                        &mut filter,
+                        &tx,
+                        &mut closing,
+                        &t.entry,
+                        Some(&t.frame),
+                    )
+                    .await
+                    {
+                        Offered::Sent => sent_at = Instant::now(),
+                        Offered::Skipped => {}
+                        Offered::End => return,
                     }
-                    sent_at = Instant::now();
                 }
                 // A gap (the tail started after this stream's last entry) or entries
                 // dropped for this slow stream: read them from the store.

@@ -525,15 +525,21 @@ async fn handle(
             // Again with the header, which the API's request does not carry.
             let query = target.split_once('?').map(|(_, q)| q);
             match nexus_api::EventsQuery::parse(query, last_event_id.as_deref()) {
-                Ok(q) => {
-                    let resp = crate::events::respond(Arc::clone(&state), q);
-                    let micros = started.elapsed().as_micros() as u64;
-                    state
-                        .api
-                        .metrics()
-                        .observe(Route::Events, 200, None, micros);
-                    return resp;
-                }
+                Ok(q) => match crate::events::respond(Arc::clone(&state), q) {
+                    Ok(resp) => {
+                        let micros = started.elapsed().as_micros() as u64;
+                        state
+                            .api
+                            .metrics()
+                            .observe(Route::Events, 200, None, micros);
+                        return resp;
+                    }
+                    Err(e) => {
+                        let mut resp = early(&state, Route::Events, &e, started);
+                        set(&mut resp, header::RETRY_AFTER, "5");
+                        return resp;
+                    }
+                },
                 Err(e) => return early(&state, Route::Events, &e, started),
             }
         }
