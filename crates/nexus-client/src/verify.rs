@@ -487,7 +487,20 @@ impl<S: ReplayStore> Checker<S> {
                             Err(_) => return,
                         };
                         let Ok((n, lines)) = next else { return };
-                        let parsed = lines.into_iter().map(|l| parse_line(l, limits)).collect();
+                        let count = lines.len();
+                        // A panic while parsing (a bug, on input built to find one) is
+                        // this batch's verdict, not a thread gone silently: the
+                        // in-order checks would otherwise wait for its batch forever.
+                        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            lines.into_iter().map(|l| parse_line(l, limits)).collect()
+                        }))
+                        .unwrap_or_else(|_| {
+                            let mut v: Vec<Parsed> = Vec::with_capacity(count);
+                            v.push(Parsed::Early(Box::new(Problem::Read(io::Error::other(
+                                "the verifier failed on this batch of lines (a bug: please report it)",
+                            )))));
+                            v
+                        });
                         if tx.send((n, parsed)).is_err() {
                             return;
                         }

@@ -542,10 +542,55 @@ impl RedbStore {
     /// it) until it returns. `progress(copied, total)` is called as entries are copied.
     /// Nothing is written to `src`; an error may leave a partial `dst` behind, which
     /// the caller removes.
-    pub fn rebuild(
+    pub fn rebuild(src: &Path, dst: &Path, progress: impl FnMut(u64, u64)) -> StoreResult<Rebuilt> {
+        Self::rebuild_then(src, dst, progress, |_| Ok(()))
+    }
+
+    /// Compacts the database file at `path` in place: [`RedbStore::rebuild`] into
+    /// `tmp` (removed first if an interrupted run left it), then `tmp` synced, given
+    /// `path`'s permissions and renamed over `path`, all while `path` is still open
+    /// and so locked: no server can open the old file and acknowledge writes the copy
+    /// would not hold. On an error `path` is untouched and `tmp` removed.
+    pub fn compact_file(
+        path: &Path,
+        tmp: &Path,
+        progress: impl FnMut(u64, u64),
+    ) -> StoreResult<Rebuilt> {
+        let io = |what: &str, p: &Path, e: io::Error| {
+            StoreError::Backend(format!("{what} {}: {e}", p.display()))
+        };
+        if tmp.exists() {
+            std::fs::remove_file(tmp).map_err(|e| io("removing the leftover", tmp, e))?;
+        }
+        let done = Self::rebuild_then(path, tmp, progress, |tmp| {
+            let perms = std::fs::metadata(path)
+                .map_err(|e| io("reading", path, e))?
+                .permissions();
+            std::fs::set_permissions(tmp, perms)
+                .map_err(|e| io("setting permissions of", tmp, e))?;
+            std::fs::File::open(tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("syncing", tmp, e))?;
+            std::fs::rename(tmp, path).map_err(|e| io("replacing the store with", tmp, e))?;
+            if let Some(dir) = path.parent()
+                && let Ok(d) = std::fs::File::open(dir)
+            {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        });
+        if done.is_err() {
+            let _ = std::fs::remove_file(tmp);
+        }
+        done
+    }
+
+    /// [`RedbStore::rebuild`], then `finish(dst)` while `src` is still open.
+    fn rebuild_then(
         src: &Path,
         dst: &Path,
         mut progress: impl FnMut(u64, u64),
+        finish: impl FnOnce(&Path) -> StoreResult<()>,
     ) -> StoreResult<Rebuilt> {
         let open = |what: &str, p: &Path, e: DatabaseError| {
             backend(format_args!("{what} {}", p.display()), e)
@@ -568,6 +613,19 @@ impl RedbStore {
         let read = from
             .begin_read()
             .map_err(|e| backend("begin read transaction", e))?;
+        // Only a layout this version knows is copied table by table.
+        if let Ok(meta) = read.open_table(META_TABLE)
+            && let Some(v) = meta
+                .get(LAYOUT_KEY)
+                .map_err(|e| backend("read the layout version", e))?
+            && v.value() != LAYOUT_VERSION.to_string().as_bytes()
+        {
+            return Err(StoreError::Backend(format!(
+                "redb: {} has storage layout {}; this nexus compacts layout {LAYOUT_VERSION} only",
+                src.display(),
+                String::from_utf8_lossy(v.value())
+            )));
+        }
         let defs = [KV_TABLE, BLOB_TABLE, STATE_TABLE, META_TABLE];
         let mut total = 0;
         for def in defs {
@@ -615,16 +673,19 @@ impl RedbStore {
             }
         }
         drop(read);
-        drop(from);
         to.compact()
             .map_err(|e| StoreError::Backend(format!("redb: compacting {}: {e}", dst.display())))?;
         drop(to);
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        Ok(Rebuilt {
+        let done = Rebuilt {
             entries: copied,
             bytes_before: size(src),
             bytes_after: size(dst),
-        })
+        };
+        finish(dst)?;
+        // Only now: the old file stayed locked until the copy replaced it.
+        drop(from);
+        Ok(done)
     }
 
     /// Runs `f` in one write transaction. `f` returns its result and whether it changed
@@ -636,10 +697,7 @@ impl RedbStore {
                 .begin_write()
                 .map_err(|e| backend("begin write transaction", e))?;
             if self.inner.scratch
-                && !self
-                    .inner
-                    .commits
-                    .fetch_add(1, Ordering::Relaxed)
+                && !(self.inner.commits.load(Ordering::Relaxed) + 1)
                     .is_multiple_of(SCRATCH_SYNC_EVERY)
             {
                 txn.set_durability(redb::Durability::None)
@@ -649,6 +707,7 @@ impl RedbStore {
                 Ok((value, true)) => {
                     txn.commit()
                         .map_err(|e| backend("commit write transaction", e))?;
+                    self.inner.commits.fetch_add(1, Ordering::Relaxed);
                     Ok(value)
                 }
                 Ok((value, false)) => {

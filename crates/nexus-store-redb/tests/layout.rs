@@ -119,3 +119,46 @@ fn the_compact_copy_holds_the_same_data_in_fewer_bytes() {
     drop(copy);
     assert!(RedbStore::rebuild(&src, &dst, |_, _| {}).is_err());
 }
+
+#[test]
+fn compacting_in_place_keeps_the_data_and_the_permissions_and_refuses_other_layouts() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nexus.redb");
+    let tmp = dir.path().join("nexus.redb.compacting");
+    let store = RedbStore::open(&path).expect("open");
+    for i in 0..2_000u64 {
+        store.set(&format!("r/{}", hash(i)), b"value").expect("set");
+    }
+    let before = store.snapshot().expect("snapshot");
+    drop(store);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // A leftover of an interrupted run is replaced.
+    std::fs::write(&tmp, b"half a copy").expect("leftover");
+    RedbStore::compact_file(&path, &tmp, |_, _| {}).expect("compact");
+    assert!(!tmp.exists());
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        RedbStore::open(&path)
+            .expect("open")
+            .snapshot()
+            .expect("snap"),
+        before
+    );
+
+    // A file of another layout is not compacted.
+    {
+        let db = Database::create(&path).expect("open");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(META)
+            .expect("meta")
+            .insert("layout", b"9".as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let err = RedbStore::compact_file(&path, &tmp, |_, _| {}).expect_err("refused");
+    assert!(err.to_string().contains("layout 9"), "{err}");
+    assert!(!tmp.exists());
+    assert_eq!(layout_of(&path).as_deref(), Some("9"));
+}

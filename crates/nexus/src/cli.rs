@@ -692,6 +692,14 @@ pub fn watch(g: &Global, topic: Option<&str>, from: Option<u64>) -> Result<()> {
     loop {
         let mut stream = match c.events(next, topic) {
             Ok(s) => s,
+            // Busy (rate limited, too many streams): wait and try again.
+            Err(e) if matches!(e.status(), Some(429 | 503)) => {
+                eprintln!("watch: {e}; retrying in {retry:?}");
+                std::thread::sleep(retry);
+                retry = (retry * 2).min(std::time::Duration::from_secs(10));
+                continue;
+            }
+            // Refused (a bad topic, no read token): retrying would not help.
             Err(e @ nexus_client::ClientError::Api { .. }) => return Err(e.into()),
             Err(e) => {
                 eprintln!("watch: {e}; retrying in {retry:?}");

@@ -304,20 +304,16 @@ pub fn open_store_with_cache(data: &Path, cache_bytes: usize) -> Result<RedbStor
 pub const STORE_FILE: &str = "nexus.redb";
 
 /// `nexus compact --data DIR`: writes a compact copy of the store beside it and
-/// renames it over the store once complete (and synced), with progress on stderr.
+/// renames it over the store once complete and synced (the store stays locked until
+/// then), with progress on stderr.
 pub fn compact(data: &Path) -> Result<()> {
     let path = data.join(STORE_FILE);
     if !path.exists() {
         anyhow::bail!("{} does not exist: no store to compact", path.display());
     }
     let tmp = data.join(format!("{STORE_FILE}.compacting"));
-    // What an interrupted earlier run left.
-    if tmp.exists() {
-        std::fs::remove_file(&tmp)
-            .with_context(|| format!("cannot remove the leftover {}", tmp.display()))?;
-    }
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let done = RedbStore::rebuild(&path, &tmp, |copied, total| {
+    let done = RedbStore::compact_file(&path, &tmp, |copied, total| {
         let bar = bar.get_or_insert_with(|| {
             let bar = indicatif::ProgressBar::with_draw_target(
                 Some(total),
@@ -335,27 +331,14 @@ pub fn compact(data: &Path) -> Result<()> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let done = match done {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            let hint = if e.to_string().contains("already open") || e.to_string().contains("lock") {
-                " (is a server running on it? stop it first)"
-            } else {
-                ""
-            };
-            return Err(anyhow::Error::new(e))
-                .with_context(|| format!("cannot compact {}{hint}", path.display()));
-        }
-    };
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot sync {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("cannot replace {} with its copy", path.display()))?;
-    if let Ok(dir) = std::fs::File::open(data) {
-        let _ = dir.sync_all();
-    }
+    let done = done.map_err(|e| {
+        let hint = if e.to_string().contains("already open") || e.to_string().contains("lock") {
+            " (is a server running on it? stop it first)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("cannot compact {}{hint}", path.display()))
+    })?;
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     eprintln!(
         "compacted {}: {} entries, {:.1} MiB -> {:.1} MiB",
