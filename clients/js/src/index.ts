@@ -1,0 +1,5 @@
+export * from "./errors.js";
+export * from "./canonical.js";
+export { HASH_CONTEXT, SIG_DOMAIN, L, fihHash, verifyStrict, sign, publicKey, isAuthorKey, toHex, fromHex } from "./crypto.js";
+export * from "./records.js";
+export * from "./keys.js";
