@@ -108,7 +108,7 @@ export function checkDeployment(value: unknown): string {
 
 function asBig(value: unknown): bigint | undefined {
   if (typeof value === "bigint") return value;
-  if (typeof value === "number" && Number.isSafeInteger(value) && !Object.is(value, -0)) return BigInt(value);
+  if (typeof value === "number" && Number.isInteger(value) && !Object.is(value, -0)) return BigInt(value);
   return undefined;
 }
 
