@@ -18,8 +18,16 @@ export function nexusBin() {
   return p;
 }
 
+const made = [];
+process.on("exit", () => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh directory under the system's temporary one, removed when the test process exits. */
 export function tempDir(name) {
-  return mkdtempSync(join(tmpdir(), `nexus-js-${name}-`));
+  const d = mkdtempSync(join(tmpdir(), `nexus-js-${name}-`));
+  made.push(d);
+  return d;
 }
 
 /** One `nexus serve --open` on a data directory of its own, on 127.0.0.1. */
