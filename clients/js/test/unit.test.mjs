@@ -246,3 +246,14 @@ test("the SSE reader: tampered entries, error answers and going back are errors,
   assert.equal((await s5.next()).value.seq, 1);
   await assert.rejects(s5.next(), (e) => e.name === "Unreachable");
 });
+
+test("the main entry uses Web APIs only: no module but node.js imports node:, reads process or Buffer", async () => {
+  const { readdirSync, readFileSync } = await import("node:fs");
+  const dist = new URL("../dist/", import.meta.url);
+  const files = readdirSync(dist).filter((f) => f.endsWith(".js") && f !== "node.js");
+  assert.ok(files.includes("index.js") && files.includes("client.js"));
+  for (const f of files) {
+    const src = readFileSync(new URL(f, dist), "utf8");
+    assert.doesNotMatch(src, /from "node:|require\(|\bprocess\.|\bBuffer\b|from "\.\/node\.js"/, f);
+  }
+});
