@@ -366,9 +366,8 @@ export class Client {
 
   /** Submits a record to the route of its kind (`/v1/intents`, `/v1/facts`, `/v1/hints`). */
   submit(record: Record): Promise<Submitted> {
-    const path = { intent: "/v1/intents", fact: "/v1/facts", hint: "/v1/hints" }[record?.kind as "intent"];
-    if (path === undefined) throw new TypeError(`expected a Record, got ${describe(record)}`);
-    return this.submitTo(path, record);
+    if (!(record instanceof Record)) throw new TypeError(`expected a Record (see the builders propose, fact, hint), got ${describe(record)}`);
+    return this.submitTo(`/v1/${record.kind}s`, record);
   }
 
   /** `POST /v1/intents`: proposes an Intent. */

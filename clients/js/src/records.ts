@@ -13,7 +13,7 @@
  * the code, canonical content and computed hash instead.
  */
 
-import { MAX_SAFE_INTEGER, type JsonObject, type JsonValue, canonicalBytes, canonicalText, parseJson, utf8 } from "./canonical.js";
+import { MAX_SAFE_INTEGER, type JsonObject, type JsonValue, canonicalBytes, canonicalText, parseJson, setMember, utf8 } from "./canonical.js";
 import { fihHash, fromHex, isAuthorKey, verifyStrict } from "./crypto.js";
 import { WireError } from "./errors.js";
 
@@ -268,12 +268,23 @@ export function normalContent(content: unknown, ty: WireType, limits: Limits = D
 // ------------------------------------------------------------------------------------
 // Signed wire forms.
 
+/** A deep copy of a JSON value, frozen at every level (a record never changes after it is hashed). */
+function frozenCopy<T extends JsonValue>(v: T): T {
+  if (Array.isArray(v)) return Object.freeze(v.map(frozenCopy)) as T;
+  if (isObject(v)) {
+    const out: JsonObject = {};
+    for (const k of Object.keys(v)) setMember(out, k, frozenCopy(v[k]!));
+    return Object.freeze(out) as T;
+  }
+  return v;
+}
+
 /** A verified record or action: its wire form (normal form plus `hash` and `sig`). */
 export abstract class Signed {
-  /** The wire form (frozen). */
+  /** The wire form, a deep copy frozen at every level. */
   readonly wire: Readonly<JsonObject>;
   constructor(wire: JsonObject) {
-    this.wire = Object.freeze({ ...wire });
+    this.wire = frozenCopy(wire);
   }
   /** Its FihHash. */
   get hash(): string {
@@ -489,9 +500,9 @@ export function fact(key: Signer, topic: string, body: JsonValue, parents?: read
     time: opts.time ?? nowMs(),
   };
   if (opts.resolves !== undefined) {
-    const r = opts.resolves as unknown;
-    if (!isObject(r as JsonObject) || (r as { intent?: unknown }).intent === undefined) malformed("resolves must be {intent, token}");
-    content["resolves"] = { intent: ref(opts.resolves.intent), token: opts.resolves.token };
+    const { intent, token } = opts.resolves as { intent?: Ref; token?: number };
+    if (intent === undefined || token === undefined) malformed("resolves must be {intent, token}");
+    content["resolves"] = { intent: ref(intent), token };
   }
   return signRecord(key, content);
 }

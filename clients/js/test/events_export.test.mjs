@@ -1,5 +1,6 @@
 // The event stream, exports and offline verification, and key files shared with the CLI.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -9,6 +10,8 @@ import {
 } from "../dist/index.js";
 import { loadKey, saveKey, verifyExportFile } from "../dist/node.js";
 import { Server, freshTopic, tempDir } from "./helpers.mjs";
+
+const CLI = new URL("../dist/cli.js", import.meta.url).pathname;
 
 /** n Intents, each claimed: 2n log entries; answers their hashes in log order. */
 async function populate(c, key, topic, n) {
@@ -131,6 +134,19 @@ test("an export verifies offline, and a corrupted one names its first bad line a
       return true;
     });
     assert.throws(() => verifyExport(readFileSync(badPath, "utf8")), (e) => e instanceof VerifyError && e.line === 5);
+
+    // The command line: `nexus-client verify FILE`.
+    const cli = (file) => spawnSync(process.execPath, [CLI, "verify", file], { encoding: "utf8", timeout: 30_000 });
+    const good = cli(path);
+    assert.equal(good.status, 0, good.stderr);
+    assert.equal(good.stdout.split("\n")[0], `ok: ${n} entries verified (seq 1..${n})`);
+    assert.match(good.stdout, /6 records: 4 intents, 1 fact \(1 resolving\), 1 hint\n  5 actions: 4 claims, 0 renewals, 0 withdrawals, 1 retraction/);
+    const bad = cli(badPath);
+    assert.equal(bad.status, 1);
+    assert.ok(bad.stderr.startsWith(`error: ${badPath} does not verify: line 5 (seq 5, ${hashes[4]}): hash mismatch`), bad.stderr);
+    const missing = cli(join(dir, "none.jsonl"));
+    assert.equal(missing.status, 2);
+    assert.match(missing.stderr, /cannot read .*none\.jsonl/);
   } finally {
     await s.close();
   }

@@ -247,13 +247,28 @@ test("the SSE reader: tampered entries, error answers and going back are errors,
   await assert.rejects(s5.next(), (e) => e.name === "Unreachable");
 });
 
-test("the main entry uses Web APIs only: no module but node.js imports node:, reads process or Buffer", async () => {
+test("the main entry uses Web APIs only: no module but node.js and cli.js imports node:, reads process or Buffer", async () => {
   const { readdirSync, readFileSync } = await import("node:fs");
   const dist = new URL("../dist/", import.meta.url);
-  const files = readdirSync(dist).filter((f) => f.endsWith(".js") && f !== "node.js");
+  const files = readdirSync(dist).filter((f) => f.endsWith(".js") && f !== "node.js" && f !== "cli.js");
   assert.ok(files.includes("index.js") && files.includes("client.js"));
   for (const f of files) {
     const src = readFileSync(new URL(f, dist), "utf8");
     assert.doesNotMatch(src, /from "node:|require\(|\bprocess\.|\bBuffer\b|from "\.\/node\.js"/, f);
   }
+});
+
+test("a built record is a frozen deep copy: changing the input afterwards changes nothing", () => {
+  const k = Key.generate();
+  const body = { list: [1, 2], nested: { a: 1 } };
+  const r = propose(k, "t", body);
+  body.list.push(3);
+  body.nested.a = 2;
+  assert.deepEqual(r.body, { list: [1, 2], nested: { a: 1 } });
+  assert.ok(Object.isFrozen(r.body.list) && Object.isFrozen(r.body.nested));
+  assert.throws(() => {
+    "use strict";
+    r.body.nested.a = 3;
+  }, TypeError);
+  assert.equal(parseRecord(r.toJSON()).hash, r.hash);
 });
