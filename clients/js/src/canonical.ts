@@ -228,7 +228,8 @@ function canon(value: unknown, maxDepth: number | undefined, depth: number): str
     if (Array.isArray(value)) return "[" + value.map((v) => canon(v, maxDepth, depth + 1)).join(",") + "]";
     const proto = Object.getPrototypeOf(value) as unknown;
     if (proto !== Object.prototype && proto !== null) {
-      throw new WireError("malformed", `not a JSON value: ${Object.prototype.toString.call(value)}`);
+      const name = (value as { constructor?: { name?: string } }).constructor?.name ?? "object";
+      throw new WireError("malformed", `not a JSON value: a ${name} (only plain objects, arrays, strings, integers, booleans and null)`);
     }
     const obj = value as Record<string, unknown>;
     const names = Object.keys(obj).sort(byCodeUnits);

@@ -385,7 +385,7 @@ export class Client {
     return this.submitTo("/v1/hints", hint, "hint");
   }
 
-  private async act(action: Action, verb: "claim" | "renew" | "withdraw" | "retract"): Promise<[Where, JsonValue]> {
+  private async postAction(action: Action, verb: "claim" | "renew" | "withdraw" | "retract"): Promise<[Where, JsonValue]> {
     if (!(action instanceof Action)) throw new TypeError(`expected an Action (see the builders claim, renew, withdraw, retract), got ${describe(action)}`);
     if (action.kind !== verb) throw new NexusError(`a ${action.kind} action cannot be sent to /${verb}`);
     const on = verb === "retract" ? "hints" : "intents";
@@ -394,26 +394,41 @@ export class Client {
 
   /** `POST /v1/intents/{intent}/claim`: the fencing token and the lease. */
   async claim(action: Action): Promise<Lease> {
-    const [where, v] = await this.act(action, "claim");
+    const [where, v] = await this.postAction(action, "claim");
     return shape<Lease>(where, v, "Lease", LEASE);
   }
 
   /** `POST /v1/intents/{intent}/renew`. */
   async renew(action: Action): Promise<Lease> {
-    const [where, v] = await this.act(action, "renew");
+    const [where, v] = await this.postAction(action, "renew");
     return shape<Lease>(where, v, "Lease", LEASE);
   }
 
   /** `POST /v1/intents/{intent}/withdraw`. */
   async withdraw(action: Action): Promise<Withdrawn> {
-    const [where, v] = await this.act(action, "withdraw");
+    const [where, v] = await this.postAction(action, "withdraw");
     return shape<Withdrawn>(where, v, "Withdrawn", { intent: "string", state: "string" });
   }
 
   /** `POST /v1/hints/{hint}/retract`. */
   async retract(action: Action): Promise<Retracted> {
-    const [where, v] = await this.act(action, "retract");
+    const [where, v] = await this.postAction(action, "retract");
     return shape<Retracted>(where, v, "Retracted", { hint: "string", seq: "int?" });
+  }
+
+  /** Sends an action to the route of its kind. */
+  act(action: Action): Promise<Lease | Withdrawn | Retracted> {
+    if (!(action instanceof Action)) throw new TypeError(`expected an Action (see the builders claim, renew, withdraw, retract), got ${describe(action)}`);
+    switch (action.kind) {
+      case "claim":
+        return this.claim(action);
+      case "renew":
+        return this.renew(action);
+      case "withdraw":
+        return this.withdraw(action);
+      default:
+        return this.retract(action);
+    }
   }
 
   // ---- reads ----

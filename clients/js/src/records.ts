@@ -276,7 +276,8 @@ function frozenCopy<T extends JsonValue>(v: T): T {
     for (const k of Object.keys(v)) setMember(out, k, frozenCopy(v[k]!));
     return Object.freeze(out) as T;
   }
-  return v;
+  // A bigint here is within ±(2^53 − 1) (the content was checked): held as a number.
+  return (typeof v === "bigint" ? Number(v) : v) as T;
 }
 
 /** A verified record or action: its wire form (normal form plus `hash` and `sig`). */

@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { after, before, test } from "node:test";
 import {
   ApiError, Client, InvalidRecordFromServer, Key, NexusError, UnexpectedAnswer, Unreachable,
-  claim, contractDeployment, fact, hint, nowMs, priority, propose, renew, retract, selector, signAction,
+  claim, contractDeployment, fact, hint, nowMs, priority, propose, renew, retract, selector, signAction, withdraw,
 } from "../dist/index.js";
 import { Server, freshTopic } from "./helpers.mjs";
 
@@ -210,4 +210,16 @@ test("records from the server are verified; non-API answers are named", async ()
   const c4 = new Client("http://nexus.test", { fetch: fake(200, JSON.stringify({ hints: [{ hash: "00".repeat(32), hint: h.wire }] })) });
   await assert.rejects(c4.hints(), (e) => e instanceof UnexpectedAnswer && /is not the Hint record it lists/.test(e.message));
   await assert.rejects(async () => client.claim(intent), TypeError);
+});
+
+test("withdraw: only the proposer, then claims are refused; act() routes by kind", async () => {
+  const [alice, bob, topic] = [Key.generate(), Key.generate(), freshTopic()];
+  const intent = propose(alice, topic, {});
+  await client.propose(intent);
+  const dep = await client.deployment();
+  await rejects(client.act(withdraw(bob, dep, intent)), (e) => assert.deepEqual([e.code, e.status], ["not_proposer", 403]));
+  assert.deepEqual(await client.act(withdraw(alice, dep, intent)), { intent: intent.hash, state: "withdrawn" });
+  await rejects(client.act(claim(bob, dep, intent, 30_000)), (e) => assert.equal(e.code, "withdrawn"));
+  await rejects(client.act(withdraw(alice, dep, intent)), (e) => assert.equal(e.status, 409));
+  await assert.rejects(client.renew(claim(bob, dep, intent, 1000)), /a claim action cannot be sent to \/renew/);
 });

@@ -272,3 +272,13 @@ test("a built record is a frozen deep copy: changing the input afterwards change
   }, TypeError);
   assert.equal(parseRecord(r.toJSON()).hash, r.hash);
 });
+
+test("bodies: only plain JSON; safe bigints are held as numbers", () => {
+  const k = Key.generate();
+  assert.throws(() => propose(k, "t", { when: new Date(0) }), (e) => wireCode("malformed")(e) && /a Date/.test(e.message));
+  assert.throws(() => propose(k, "t", { m: new Map() }), /a Map/);
+  const r = propose(k, "t", { n: 5n });
+  assert.equal(r.body.n, 5);
+  assert.equal(JSON.stringify(r.toJSON()).includes('"n":5'), true);
+  assert.throws(() => propose(k, "t", { n: 2n ** 53n }), wireCode("out_of_range"));
+});
