@@ -282,3 +282,19 @@ test("bodies: only plain JSON; safe bigints are held as numbers", () => {
   assert.equal(JSON.stringify(r.toJSON()).includes('"n":5'), true);
   assert.throws(() => propose(k, "t", { n: 2n ** 53n }), wireCode("out_of_range"));
 });
+
+test("the SSE reader: a silent connection counts as dropped and is resumed after the last entry", async () => {
+  const k = Key.generate();
+  const [r1, r2] = [1, 2].map((n) => propose(k, "t", { n }, [], { time: n }));
+  const enc = new TextEncoder();
+  const silentAfter = (text) => () =>
+    new Response(new ReadableStream({ start: (ctl) => ctl.enqueue(enc.encode(text)) }), { status: 200 }); // never closes
+  const { fetch, requests } = sseFetch([silentAfter("retry: 1\n\n" + entryEvent(1, r1)), [entryEvent(2, r2)]]);
+  const stream = new Client("http://nexus.test", { fetch }).events({ idleTimeoutMs: 100 });
+  const t0 = Date.now();
+  assert.equal((await stream.next()).value.seq, 1);
+  assert.equal((await stream.next()).value.seq, 2);
+  assert.ok(Date.now() - t0 >= 100, "it waited out the silence");
+  assert.equal(requests[1].headers["last-event-id"], "1");
+  stream.close();
+});
