@@ -247,3 +247,12 @@ export function canonicalText(value: unknown, maxDepth?: number): string {
 export function canonicalBytes(value: unknown, maxDepth?: number): Uint8Array {
   return utf8(canon(value, maxDepth, 0));
 }
+
+/** `value` as canonical JSON for an error message, or as `String(value)` when it has none. */
+export function jsonForMessage(value: unknown): string {
+  try {
+    return canon(value, undefined, 0);
+  } catch {
+    return String(value);
+  }
+}

@@ -12,7 +12,7 @@ import type {
   Contract, ContractRule, ContractVersion, Deployed, FactPage, Health, HintItem, IntentItem, IntentPage,
   IntentState, Lease, LogEntry, LogPage, Provenance, RecordInfo, Retracted, Submitted, Withdrawn,
 } from "./answers.js";
-import { type JsonObject, type JsonValue, canonicalText, parseJson } from "./canonical.js";
+import { type JsonObject, type JsonValue, canonicalText, jsonForMessage, parseJson } from "./canonical.js";
 import { ApiError, InvalidRecordFromServer, NexusError, TransportError, UnexpectedAnswer, Unreachable, WireError } from "./errors.js";
 import {
   Action, DEFAULT_LIMITS, type Limits, Record, checkDeployment, checkTopic, parseAction, parseRecord,
@@ -294,7 +294,7 @@ export class Client {
   /** A log entry of an answer or an event, its record or action verified. */
   private entry(where: Where, value: unknown): LogEntry {
     if (!isObj(value) || !Number.isInteger(value["seq"]) || !Number.isInteger(value["at"])) {
-      throw new UnexpectedAnswer(where[0], where[1], where[2], `not a log entry: ${snippet(String(canonicalOr(value)))}`);
+      throw new UnexpectedAnswer(where[0], where[1], where[2], `not a log entry: ${snippet(jsonForMessage(value))}`);
     }
     const base = { seq: value["seq"] as number, at: value["at"] as number, raw: value };
     if ("record" in value) {
@@ -607,14 +607,6 @@ export class Client {
       timeoutMs: this.timeoutMs,
       entry: (where, v) => this.entry(where, v),
     });
-  }
-}
-
-function canonicalOr(v: unknown): string {
-  try {
-    return canonicalText(v);
-  } catch {
-    return String(v);
   }
 }
 

@@ -13,7 +13,7 @@
  * the code, canonical content and computed hash instead.
  */
 
-import { MAX_SAFE_INTEGER, type JsonObject, type JsonValue, canonicalBytes, canonicalText, parseJson, setMember, utf8 } from "./canonical.js";
+import { MAX_SAFE_INTEGER, type JsonObject, type JsonValue, canonicalBytes, canonicalText, jsonForMessage, parseJson, setMember, utf8 } from "./canonical.js";
 import { fihHash, fromHex, isAuthorKey, verifyStrict } from "./crypto.js";
 import { WireError } from "./errors.js";
 
@@ -63,14 +63,6 @@ function malformed(detail: string): never {
   throw new WireError("malformed", detail);
 }
 
-function show(v: unknown): string {
-  try {
-    return canonicalText(v);
-  } catch {
-    return String(v);
-  }
-}
-
 function isObject(v: unknown): v is JsonObject {
   return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 }
@@ -81,7 +73,7 @@ function has(o: JsonObject, k: string): boolean {
 
 function lowerHex(value: unknown, nBytes: number, what: string): string {
   if (typeof value !== "string" || value.length !== 2 * nBytes || !HEX.test(value)) {
-    malformed(`${what} must be ${2 * nBytes} lowercase hex digits, got ${show(value)}`);
+    malformed(`${what} must be ${2 * nBytes} lowercase hex digits, got ${jsonForMessage(value)}`);
   }
   return value;
 }
@@ -101,7 +93,7 @@ export function checkAuthor(value: unknown, what = "author"): string {
 /** `value` if it is a deployment id: 1..=64 bytes of `[A-Za-z0-9._-]`. */
 export function checkDeployment(value: unknown): string {
   if (typeof value !== "string" || !DEPLOYMENT.test(value)) {
-    malformed(`deployment must be 1..=64 of [A-Za-z0-9._-], got ${show(value)}`);
+    malformed(`deployment must be 1..=64 of [A-Za-z0-9._-], got ${jsonForMessage(value)}`);
   }
   return value;
 }
@@ -114,7 +106,7 @@ function asBig(value: unknown): bigint | undefined {
 
 function u64(value: unknown, what: string): void {
   const n = asBig(value);
-  if (n === undefined || n < 0n || n > U64_MAX) malformed(`${what} must be a non-negative integer, got ${show(value)}`);
+  if (n === undefined || n < 0n || n > U64_MAX) malformed(`${what} must be a non-negative integer, got ${jsonForMessage(value)}`);
 }
 
 function u53(value: unknown, what: string): void {
@@ -124,7 +116,7 @@ function u53(value: unknown, what: string): void {
 
 /** `value` if it is a topic (or, with `glob`, a topic glob), else `malformed`. */
 export function checkTopic(value: unknown, glob = false, what = "topic", limits: Limits = DEFAULT_LIMITS): string {
-  if (typeof value !== "string") malformed(`${what} must be a string, got ${show(value)}`);
+  if (typeof value !== "string") malformed(`${what} must be a string, got ${jsonForMessage(value)}`);
   const segs = value.split("/");
   let bad = value === "" || utf8(value).length > limits.maxTopicBytes || segs.length > limits.maxTopicDepth;
   segs.forEach((seg, i) => {
@@ -180,9 +172,9 @@ function shapeHint(c: JsonObject, limits: Limits): void {
   if (isObject(eff)) {
     obj(eff, "effect", ["priority"], ["priority"]);
     const p = asBig(eff["priority"]);
-    if (p === undefined || p < I64_MIN || p > I64_MAX) malformed(`effect.priority must be an i64, got ${show(eff["priority"])}`);
+    if (p === undefined || p < I64_MIN || p > I64_MAX) malformed(`effect.priority must be an i64, got ${jsonForMessage(eff["priority"])}`);
   } else if (eff !== "deny" && eff !== "allow") {
-    malformed(`effect must be "deny", "allow" or {"priority": n}, got ${show(eff)}`);
+    malformed(`effect must be "deny", "allow" or {"priority": n}, got ${jsonForMessage(eff)}`);
   }
   if (typeof c["reason"] !== "string") malformed("reason must be a string");
   if (present(c, "source")) {
@@ -207,7 +199,7 @@ export function normalContent(content: unknown, ty: WireType, limits: Limits = D
   if (!isObject(content)) malformed(`a ${ty} must be a JSON object`);
   const kind = content["kind"];
   const kinds: readonly string[] = ty === "record" ? RECORD_KINDS : ACTION_KINDS;
-  if (typeof kind !== "string" || !kinds.includes(kind)) malformed(`kind must be one of ${kinds.join(", ")}, got ${show(kind)}`);
+  if (typeof kind !== "string" || !kinds.includes(kind)) malformed(`kind must be one of ${kinds.join(", ")}, got ${jsonForMessage(kind)}`);
   const c: JsonObject = { ...content };
   // 1. Shape: fields, types, topics, keys.
   if (kind === "fact" || kind === "intent") {
@@ -440,7 +432,7 @@ function signContent(key: Signer, content: JsonObject, ty: WireType): JsonObject
   const normal = normalContent(content, ty);
   const canonical = canonicalText(normal);
   if (canonicalText(content) !== canonical) malformed("the content is not in normal form");
-  if (normal["author"] !== key.author) malformed(`the author ${show(normal["author"])} is not the signing key ${key.author}`);
+  if (normal["author"] !== key.author) malformed(`the author ${jsonForMessage(normal["author"])} is not the signing key ${key.author}`);
   const h = fihHash(utf8(canonical));
   return { ...normal, hash: h, sig: key.sign(h) };
 }
