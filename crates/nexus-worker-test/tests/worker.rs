@@ -944,3 +944,53 @@ fn listings_start_at_their_cursor_in_one_coordinator_call() {
         );
     }
 }
+
+/// `GET /v1/events` on the Worker: the backlog in order, then entries as they commit,
+/// and `Last-Event-ID` resumes right after it (spec/api.md, "Live events").
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn the_event_stream_sends_the_backlog_then_each_commit_and_resumes() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Deploy, state.path());
+    let c = client(&dev);
+    let alice = key();
+    let topic = format!("worker/events/t{}", &alice.author().to_string()[..12]);
+    for n in 0..3 {
+        let i = builders::propose(alice.key(), &topic, json!({"n": n}), &[]).expect("intent");
+        c.submit_intent(&i).expect("propose");
+    }
+    let mut stream = c.events(1, None).expect("stream");
+    let seqs: Vec<u64> = stream
+        .by_ref()
+        .take(3)
+        .map(|e| e.expect("entry")["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    let live = builders::propose(alice.key(), &topic, json!({"n": 3}), &[]).expect("intent");
+    c.submit_intent(&live).expect("propose");
+    let e = stream.next().expect("an entry").expect("ok");
+    assert_eq!(e["seq"], 4);
+    assert_eq!(e["record"]["hash"], live.hash().to_string());
+
+    // Last-Event-ID overrides `from`.
+    let agent = agent(Duration::from_secs(30));
+    let mut resp = agent
+        .get(&format!("{}/v1/events?from=1", dev.url))
+        .header("last-event-id", "2")
+        .call()
+        .expect("events");
+    assert_eq!(resp.status(), 200);
+    let mut reader = std::io::BufReader::new(resp.body_mut().as_reader());
+    let mut line = String::new();
+    let first_id = loop {
+        line.clear();
+        std::io::BufRead::read_line(&mut reader, &mut line).expect("line");
+        if let Some(id) = line.trim_end().strip_prefix("id: ") {
+            break id.parse::<u64>().expect("id");
+        }
+    };
+    assert_eq!(first_id, 3);
+    // Bad input is refused before the stream starts.
+    let e = c.events(1, Some("a//b")).expect_err("bad topic");
+    assert_eq!(e.error_code(), Some(ErrorCode::BadRequest), "{e}");
+}

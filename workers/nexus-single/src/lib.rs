@@ -26,6 +26,7 @@
 
 pub mod bridge;
 pub mod coordinator;
+pub mod events;
 pub mod kv;
 pub mod protocol;
 pub mod r2;
@@ -125,7 +126,7 @@ fn keys(env: &Env, name: &str) -> BTreeSet<AuthorKey> {
     keys
 }
 
-fn host(env: &Env, faults: Faults) -> Result<Host> {
+pub(crate) fn host(env: &Env, faults: Faults) -> Result<Host> {
     let namespace = env.durable_object(DO_BINDING)?;
     let stub = match var(env, "NEXUS_DO_LOCATION").filter(|l| !l.is_empty()) {
         Some(hint) => namespace.get_by_name_with_location_hint(COORDINATOR_NAME, &hint)?,
@@ -281,17 +282,21 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
     };
     let (route, response, costs) = match api.prepare(&request) {
         Prepared::Respond(route, r) => (route, r, Counters::default()),
-        // Not yet on this host: from the coordinator (issue 13, a stream or
-        // hibernatable WebSockets), then through the same frames as `nexus serve`.
-        Prepared::Events(_) => (
-            Route::Events,
-            not_implemented(
-                Route::Events,
-                "the Worker serves no event stream yet; poll GET /v1/log, or use a `nexus \
-                 serve` host",
-            ),
-            Counters::default(),
-        ),
+        Prepared::Events(_) => {
+            // Again with the header, which the API's request does not carry.
+            let last = req.headers().get("last-event-id").ok().flatten();
+            return match nexus_api::EventsQuery::parse(url.query(), last.as_deref()) {
+                Ok(q) => {
+                    api.metrics().observe(Route::Events, 200, None, 0);
+                    events::respond(env, api, q)
+                }
+                Err(e) => {
+                    let r = e.to_response();
+                    api.metrics().observe_response(Route::Events, &r, 0);
+                    into_worker(&r, &Counters::default(), 0)
+                }
+            };
+        }
         Prepared::Metrics => (
             Route::Metrics,
             api.metrics().response(),
