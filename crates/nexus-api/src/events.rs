@@ -74,6 +74,41 @@ pub const HEARTBEAT_FRAME: &str = ": heartbeat\n\n";
 /// The first frame of a stream: how long a client waits before reconnecting.
 pub const RETRY_FRAME: &str = "retry: 1000\n\n";
 
+/// The entries of a `GET /v1/log` page answer ([`Job::log`](crate::Job::log)), or the
+/// answer's error body (one line of JSON) when it is not a page.
+pub fn page_entries(page: &crate::Response) -> Result<Vec<Value>, String> {
+    if page.status != 200 {
+        return Err(one_line(&page.body));
+    }
+    Ok(serde_json::from_slice::<Value>(&page.body)
+        .ok()
+        .and_then(|v| v.get("entries").and_then(Value::as_array).cloned())
+        .unwrap_or_default())
+}
+
+/// The request that reads record `h` (its answer goes to [`answered_record`]).
+pub fn record_request(h: &FihHash) -> crate::Request {
+    crate::Request::new("GET", &format!("/v1/records/{h}"), Vec::new())
+}
+
+/// The record of a `GET /v1/records/{id}` answer: `Ok(None)` when there is none,
+/// `Err` (the error body, one line of JSON) when the read failed.
+pub fn answered_record(r: &crate::Response) -> Result<Option<Record>, String> {
+    match r.status {
+        200 => {}
+        404 => return Ok(None),
+        _ => return Err(one_line(&r.body)),
+    }
+    let body: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+    Ok(body
+        .get("record")
+        .and_then(|r| Record::from_value(r.clone(), &nexus_core::Limits::default()).ok()))
+}
+
+fn one_line(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).replace('\n', " ")
+}
+
 /// What the filter says of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -22,7 +22,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as AxumResponse;
 use hyper::body::Frame;
-use nexus_api::{EVENTS_PAGE, EventFilter, EventsQuery, HEARTBEAT_SECS, Job, Request, Verdict};
+use nexus_api::{EVENTS_PAGE, EventFilter, EventsQuery, HEARTBEAT_SECS, Job, Verdict};
 use nexus_core::{FihHash, Kind, Record};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -102,17 +102,10 @@ impl hyper::body::Body for ChannelBody {
 /// A page of the log from `from`: its entries, or `None` when the store failed (with
 /// the answer's body).
 async fn log_page(state: &Arc<AppState>, from: u64) -> Result<Vec<Value>, String> {
-    let Some(page) = read(state, Job::log(from, EVENTS_PAGE)).await else {
-        return Err(storage_error("the log read failed"));
-    };
-    if page.status != 200 {
-        // The API's error body (one JSON line).
-        return Err(String::from_utf8_lossy(&page.body).replace('\n', " "));
+    match read(state, Job::log(from, EVENTS_PAGE)).await {
+        Some(page) => nexus_api::page_entries(&page),
+        None => Err(storage_error("the log read failed")),
     }
-    Ok(serde_json::from_slice::<Value>(&page.body)
-        .ok()
-        .and_then(|v| v.get("entries").and_then(Value::as_array).cloned())
-        .unwrap_or_default())
 }
 
 /// The body of a `500 storage` error, as one line of JSON.
@@ -224,22 +217,13 @@ async fn read(state: &Arc<AppState>, job: Job) -> Option<nexus_api::Response> {
 /// The record `h` (read as `GET /v1/records/{h}` reads it): `Ok(None)` when there is
 /// none, `Err` (a `500 storage` body) when the read failed.
 async fn record(state: &Arc<AppState>, h: &FihHash) -> Result<Option<Record>, String> {
-    let req = Request::new("GET", &format!("/v1/records/{h}"), Vec::new());
-    let nexus_api::Prepared::Job(job) = state.api.prepare(&req) else {
+    let nexus_api::Prepared::Job(job) = state.api.prepare(&nexus_api::record_request(h)) else {
         return Ok(None);
     };
     let r = read(state, job)
         .await
         .ok_or_else(|| storage_error("the record read failed"))?;
-    match r.status {
-        200 => {}
-        404 => return Ok(None),
-        _ => return Err(String::from_utf8_lossy(&r.body).replace('\n', " ")),
-    }
-    let body: Value = serde_json::from_slice(&r.body).map_err(|e| storage_error(&e.to_string()))?;
-    Ok(body
-        .get("record")
-        .and_then(|r| Record::from_value(r.clone(), &nexus_core::Limits::default()).ok()))
+    nexus_api::answered_record(&r)
 }
 
 /// Sends `frame`; false when the stream must end: the client has gone, it has not

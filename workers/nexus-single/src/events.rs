@@ -18,9 +18,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use nexus_api::{
-    Api, EVENTS_PAGE, EventFilter, EventsQuery, HEARTBEAT_SECS, Job, Request as ApiRequest, Verdict,
-};
+use nexus_api::{Api, EVENTS_PAGE, EventFilter, EventsQuery, HEARTBEAT_SECS, Job, Verdict};
 use nexus_core::{Kind, Record};
 use serde_json::Value;
 use worker::{Date, Delay, Env, Headers, Response, Result};
@@ -35,7 +33,6 @@ struct Stream {
     api: &'static Api,
     filter: EventFilter,
     next: u64,
-    started: bool,
     done: bool,
     sent_at: u64,
     pending: VecDeque<Vec<u8>>,
@@ -49,28 +46,14 @@ async fn run(env: &Env, api: &Api, job: &Job) -> nexus_api::Response {
     }
 }
 
-fn one_line(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).replace('\n', " ")
-}
-
 impl Stream {
     /// The record `h`: `Ok(None)` when there is none, `Err` (an error body) when the
     /// read failed.
     async fn record(&self, h: &nexus_core::FihHash) -> std::result::Result<Option<Record>, String> {
-        let req = ApiRequest::new("GET", &format!("/v1/records/{h}"), Vec::new());
-        let nexus_api::Prepared::Job(job) = self.api.prepare(&req) else {
+        let nexus_api::Prepared::Job(job) = self.api.prepare(&nexus_api::record_request(h)) else {
             return Ok(None);
         };
-        let r = run(&self.env, self.api, &job).await;
-        match r.status {
-            200 => {}
-            404 => return Ok(None),
-            _ => return Err(one_line(&r.body)),
-        }
-        let body: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
-        Ok(body
-            .get("record")
-            .and_then(|r| Record::from_value(r.clone(), &nexus_core::Limits::default()).ok()))
+        nexus_api::answered_record(&run(&self.env, self.api, &job).await)
     }
 
     fn fail(&mut self, why: String) {
@@ -82,14 +65,13 @@ impl Stream {
     /// Reads the next page into `pending`; waits a little first when it is empty.
     async fn fill(&mut self) {
         let page = run(&self.env, self.api, &Job::log(self.next, EVENTS_PAGE)).await;
-        if page.status != 200 {
-            self.fail(one_line(&page.body));
-            return;
-        }
-        let entries = serde_json::from_slice::<Value>(&page.body)
-            .ok()
-            .and_then(|v| v.get("entries").and_then(Value::as_array).cloned())
-            .unwrap_or_default();
+        let entries = match nexus_api::page_entries(&page) {
+            Ok(e) => e,
+            Err(why) => {
+                self.fail(why);
+                return;
+            }
+        };
         let now = Date::now().as_millis();
         if entries.is_empty() {
             if now.saturating_sub(self.sent_at) >= HEARTBEAT_SECS * 1_000 {
@@ -143,10 +125,9 @@ pub fn respond(env: Env, api: &'static Api, query: EventsQuery) -> Result<Respon
         api,
         filter: EventFilter::new(query.topic.clone()),
         next: query.from,
-        started: false,
         done: false,
         sent_at: Date::now().as_millis(),
-        pending: VecDeque::new(),
+        pending: VecDeque::from([nexus_api::RETRY_FRAME.as_bytes().to_vec()]),
     };
     let body = futures_util::stream::unfold(state, |mut st| async move {
         loop {
@@ -155,11 +136,6 @@ pub fn respond(env: Env, api: &'static Api, query: EventsQuery) -> Result<Respon
             }
             if st.done {
                 return None;
-            }
-            if !st.started {
-                st.started = true;
-                st.pending.push_back(nexus_api::RETRY_FRAME.into());
-                continue;
             }
             st.fill().await;
         }
