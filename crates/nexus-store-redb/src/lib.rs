@@ -53,6 +53,20 @@
 //!   ([`KeyValueStore::get_many`], [`ObjectStore::get_states`], [`Snapshot::snapshot`]) see
 //!   one consistent snapshot.
 //!
+//! # Layout on disk (version 2)
+//!
+//! Keys are the tiers' string keys, one table per tier. Values are stored by
+//! `values`: empty as empty, short ones raw behind a header byte, the rest as zstd
+//! frames, with a dictionary each file trains on its own first values (JSON documents
+//! that repeat their structure from value to value, not inside one). The key-value
+//! tier's values (the records, written once, keyed by hash and so in random order) are
+//! kept in a heap table numbered in the order they were written, the tier's table
+//! holding a 9-byte reference: the big values fill pages in append order, and only
+//! the small references are scattered by hash. The file names its layout in
+//! `nexus_meta`; a file of layout 1 is refused with the command that migrates it
+//! ([`RedbStore::compact_file`], `nexus compact`), which writes a new file beside it
+//! and renames it over the old one once complete. BENCHMARKS.md §9 has the figures.
+//!
 //! # Storage faults (a full disk)
 //!
 //! redb stops using a [`redb::Database`] after any I/O error: every later call answers
@@ -103,22 +117,47 @@ use redb::{
     Table, TableDefinition, TableHandle, TransactionError, WriteTransaction,
 };
 
-type TierTable = TableDefinition<'static, &'static str, &'static [u8]>;
+mod values;
 
-/// The key-value tier.
-const KV_TABLE: TierTable = TableDefinition::new("nexus_kv");
+use values::{Codec, Stored, heap_ref};
+
+type TierTable = TableDefinition<'static, &'static str, &'static [u8]>;
+type HeapTable = TableDefinition<'static, u64, &'static [u8]>;
+
+/// The key-value tier (values of at least [`HEAP_MIN`] encoded bytes are in
+/// [`HEAP_TABLE`], referenced from here).
+const KV_TABLE: TierTable = TableDefinition::new("nexus2_kv");
 /// The blob tier.
-const BLOB_TABLE: TierTable = TableDefinition::new("nexus_blobs");
+const BLOB_TABLE: TierTable = TableDefinition::new("nexus2_blobs");
 /// The object tier (CAS states and the commit log).
-const STATE_TABLE: TierTable = TableDefinition::new("nexus_states");
-/// The store's own metadata: [`LAYOUT_KEY`].
+const STATE_TABLE: TierTable = TableDefinition::new("nexus2_states");
+/// The key-value tier's values, in the order they were written (numbered from 1), so
+/// that its biggest values fill pages in append order whatever the order of their keys.
+const HEAP_TABLE: HeapTable = TableDefinition::new("nexus2_heap");
+/// The store's own metadata: [`LAYOUT_KEY`], [`DICT_KEY`].
 const META_TABLE: TierTable = TableDefinition::new("nexus_meta");
 /// Key in [`META_TABLE`] of the layout version, as decimal text.
 const LAYOUT_KEY: &str = "layout";
-/// The layout of the tables this version reads and writes. A file without a version
-/// (written before there was one) has this layout and is given it on open; a file with
+/// Key in [`META_TABLE`] of the file's zstd dictionary (see [`values`]).
+const DICT_KEY: &str = "zstd_dict";
+/// Encoded key-value values at least this long go to [`HEAP_TABLE`] (a reference costs
+/// 9 bytes).
+const HEAP_MIN: usize = 32;
+/// The layout of the tables this version reads and writes: string keys, values
+/// encoded by [`values`], the key-value tier's values in [`HEAP_TABLE`]. A file of
+/// layout 1 (or without a version, written before there was one) is refused with the
+/// command that migrates it (`nexus compact`, [`RedbStore::compact_file`]); a file of
 /// another version is refused, naming both.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
+
+/// Layout 1 (until this version): three tables of string keys and raw values.
+mod v1 {
+    use super::TierTable;
+    use redb::TableDefinition;
+    pub(crate) const KV: TierTable = TableDefinition::new("nexus_kv");
+    pub(crate) const BLOBS: TierTable = TableDefinition::new("nexus_blobs");
+    pub(crate) const STATES: TierTable = TableDefinition::new("nexus_states");
+}
 /// A [`RedbStore::scratch`] store syncs one commit in this many.
 const SCRATCH_SYNC_EVERY: u64 = 1024;
 
@@ -219,6 +258,8 @@ struct Inner {
     scratch: bool,
     /// Write transactions committed (a scratch store syncs every [`SCRATCH_SYNC_EVERY`]th).
     commits: AtomicU64,
+    /// How values are stored (with the file's dictionary once it has one).
+    codec: Codec,
 }
 
 struct Slot {
@@ -338,6 +379,7 @@ impl RedbStore {
                 full_retry_ms: AtomicU64::new(DEFAULT_FULL_RETRY.as_millis() as u64),
                 scratch: false,
                 commits: AtomicU64::new(0),
+                codec: Codec::new(None).map_err(StoreError::Backend)?,
             }),
         };
         store.ensure_tables()?;
@@ -477,61 +519,60 @@ impl RedbStore {
         }
     }
 
-    /// Creates the tables a new file lacks, and checks (or, on a file written before
-    /// layouts had versions, writes) the layout version.
+    /// Creates the tables of a new file, or checks the layout version of an existing
+    /// one (refusing layout 1 with the command that migrates it), and loads the file's
+    /// dictionary.
     fn ensure_tables(&self) -> StoreResult<()> {
-        let (missing, layout) = self.run(Access::Read, |db| {
+        let (layout, dict) = self.run(Access::Read, |db| {
             let read = db
                 .begin_read()
                 .map_err(|e| backend("begin read transaction", e))?;
-            let mut missing = false;
-            for def in [KV_TABLE, BLOB_TABLE, STATE_TABLE] {
-                match read.open_table(def) {
-                    Ok(_) => {}
-                    Err(redb::TableError::TableDoesNotExist(_)) => missing = true,
-                    Err(e) => return Err(backend(format_args!("open table {}", def.name()), e)),
-                }
-            }
-            let layout = match read.open_table(META_TABLE) {
-                Ok(t) => t
-                    .get(LAYOUT_KEY)
-                    .map_err(|e| backend("read the layout version", e))?
-                    .map(|v| v.value().to_vec()),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(backend("open table nexus_meta", e)),
-            };
-            Ok((missing, layout))
+            read_layout(&read)
         })?;
-        if let Some(v) = &layout {
-            let found = std::str::from_utf8(v)
-                .ok()
-                .and_then(|t| t.parse::<u64>().ok());
-            return match found {
-                Some(LAYOUT_VERSION) if !missing => Ok(()),
-                Some(LAYOUT_VERSION) => Err(StoreError::Corrupt {
-                    key: LAYOUT_KEY.into(),
-                    reason: "the file names its layout but lacks its tables".into(),
-                }),
-                Some(n) => Err(StoreError::Backend(format!(
-                    "redb: the file has storage layout {n}; this nexus reads layout \
-                     {LAYOUT_VERSION} only. Open it with the nexus version that wrote it \
-                     (`nexus export` there, then start afresh here)"
-                ))),
-                None => Err(StoreError::Corrupt {
-                    key: LAYOUT_KEY.into(),
-                    reason: format!("not a layout version: {:?}", String::from_utf8_lossy(v)),
-                }),
-            };
-        }
-        self.write(|txn| {
-            for def in [KV_TABLE, BLOB_TABLE, STATE_TABLE] {
-                open_write_table(txn, def)?;
+        match layout {
+            Layout::Current { missing: false } => {
+                if let Some(dict) = dict {
+                    self.inner
+                        .codec
+                        .install(&dict)
+                        .map_err(|reason| StoreError::Corrupt {
+                            key: DICT_KEY.into(),
+                            reason,
+                        })?;
+                }
+                Ok(())
             }
-            open_write_table(txn, META_TABLE)?
-                .insert(LAYOUT_KEY, LAYOUT_VERSION.to_string().as_bytes())
-                .map_err(|e| backend("write the layout version", e))?;
-            Ok(((), true))
-        })
+            Layout::Current { missing: true } => Err(StoreError::Corrupt {
+                key: LAYOUT_KEY.into(),
+                reason: "the file names its layout but lacks its tables".into(),
+            }),
+            Layout::V1 => Err(StoreError::Backend(format!(
+                "redb: the file has storage layout 1; this nexus reads layout \
+                 {LAYOUT_VERSION}. Migrate it with `nexus compact --data DIR` (with the \
+                 server stopped): it writes the new file beside the old one and renames \
+                 it over the old one only once complete, so nothing is lost if it is \
+                 interrupted"
+            ))),
+            Layout::Other(n) => Err(StoreError::Backend(format!(
+                "redb: the file has storage layout {n}; this nexus reads layout \
+                 {LAYOUT_VERSION} only. Open it with the nexus version that wrote it \
+                 (`nexus export` there, then start afresh here)"
+            ))),
+            Layout::Unreadable(v) => Err(StoreError::Corrupt {
+                key: LAYOUT_KEY.into(),
+                reason: format!("not a layout version: {:?}", String::from_utf8_lossy(&v)),
+            }),
+            Layout::New => self.write(|txn| {
+                for def in [KV_TABLE, BLOB_TABLE, STATE_TABLE] {
+                    open_write_table(txn, def)?;
+                }
+                open_heap(txn)?;
+                open_write_table(txn, META_TABLE)?
+                    .insert(LAYOUT_KEY, LAYOUT_VERSION.to_string().as_bytes())
+                    .map_err(|e| backend("write the layout version", e))?;
+                Ok(((), true))
+            }),
+        }
     }
 
     /// Writes a compact copy of the database file `src` to `dst` (which must not
@@ -592,9 +633,6 @@ impl RedbStore {
         mut progress: impl FnMut(u64, u64),
         finish: impl FnOnce(&Path) -> StoreResult<()>,
     ) -> StoreResult<Rebuilt> {
-        let open = |what: &str, p: &Path, e: DatabaseError| {
-            backend(format_args!("{what} {}", p.display()), e)
-        };
         if dst.exists() {
             return Err(StoreError::Backend(format!(
                 "redb: {} exists already",
@@ -605,77 +643,51 @@ impl RedbStore {
         let from = Database::builder()
             .set_cache_size(REBUILD_CACHE_BYTES)
             .open(src)
-            .map_err(|e| open("opening", src, e))?;
-        let mut to = Database::builder()
-            .set_cache_size(REBUILD_CACHE_BYTES)
-            .create(dst)
-            .map_err(|e| open("creating", dst, e))?;
+            .map_err(|e| backend(format_args!("opening {}", src.display()), e))?;
         let read = from
             .begin_read()
             .map_err(|e| backend("begin read transaction", e))?;
-        // Only a layout this version knows is copied table by table.
-        if let Ok(meta) = read.open_table(META_TABLE)
-            && let Some(v) = meta
-                .get(LAYOUT_KEY)
-                .map_err(|e| backend("read the layout version", e))?
-            && v.value() != LAYOUT_VERSION.to_string().as_bytes()
-        {
-            return Err(StoreError::Backend(format!(
-                "redb: {} has storage layout {}; this nexus compacts layout {LAYOUT_VERSION} only",
-                src.display(),
-                String::from_utf8_lossy(v.value())
-            )));
-        }
-        let defs = [KV_TABLE, BLOB_TABLE, STATE_TABLE, META_TABLE];
-        let mut total = 0;
-        for def in defs {
-            match read.open_table(def) {
-                Ok(t) => total += t.len().map_err(|e| backend("count entries", e))?,
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(backend(format_args!("open table {}", def.name()), e)),
-            }
+        let source = Source::of(&read, src)?;
+        let total = source.count(&read)?;
+        let to = RedbStore::open_with_cache(dst, REBUILD_CACHE_BYTES)?;
+        // Trained on values from all over the source, not on its first table's.
+        let samples = source.samples(&read, values::TRAIN_SAMPLES)?;
+        to.inner.codec.give_up_training();
+        if let Ok(dict) = Codec::train(&samples) {
+            to.set_dictionary(&dict)?;
         }
         let mut copied = 0;
         progress(0, total);
-        for def in defs {
-            let table = match read.open_table(def) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                Err(e) => return Err(backend(format_args!("open table {}", def.name()), e)),
+        for (def, dest) in source.tables() {
+            let mut batch = Vec::new();
+            let mut flush = |batch: &mut Vec<(String, Vec<u8>)>| -> StoreResult<()> {
+                to.import(dest, batch)?;
+                copied += batch.len() as u64;
+                batch.clear();
+                progress(copied, total);
+                Ok(())
             };
-            let mut entries = table
-                .iter()
-                .map_err(|e| backend(format_args!("read {}", def.name()), e))?
-                .peekable();
             // Transactions of a bounded size: the copy's memory does not grow with
             // the file.
-            loop {
-                let txn = to
-                    .begin_write()
-                    .map_err(|e| backend("begin write transaction", e))?;
-                {
-                    let mut out = open_write_table(&txn, def)?;
-                    for _ in 0..REBUILD_BATCH {
-                        let Some(entry) = entries.next() else { break };
-                        let (k, v) =
-                            entry.map_err(|e| backend(format_args!("read {}", def.name()), e))?;
-                        out.insert(k.value(), v.value())
-                            .map_err(|e| backend(format_args!("write {}", def.name()), e))?;
-                        copied += 1;
-                    }
+            source.each(&read, def, |key, value| {
+                batch.push((key.to_owned(), value));
+                if batch.len() == REBUILD_BATCH {
+                    flush(&mut batch)?;
                 }
-                txn.commit()
-                    .map_err(|e| backend("commit write transaction", e))?;
-                progress(copied, total);
-                if entries.peek().is_none() {
-                    break;
-                }
-            }
+                Ok(())
+            })?;
+            flush(&mut batch)?;
         }
         drop(read);
-        to.compact()
-            .map_err(|e| StoreError::Backend(format!("redb: compacting {}: {e}", dst.display())))?;
         drop(to);
+        let mut compacted = Database::builder()
+            .set_cache_size(REBUILD_CACHE_BYTES)
+            .open(dst)
+            .map_err(|e| backend(format_args!("reopening {}", dst.display()), e))?;
+        compacted
+            .compact()
+            .map_err(|e| StoreError::Backend(format!("redb: compacting {}: {e}", dst.display())))?;
+        drop(compacted);
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let done = Rebuilt {
             entries: copied,
@@ -688,10 +700,68 @@ impl RedbStore {
         Ok(done)
     }
 
+    /// Writes `entries` into one tier of a new file being rebuilt, in one transaction
+    /// (state keys of the commit log included: they are copied, not appended).
+    fn import(&self, dest: Dest, entries: &[(String, Vec<u8>)]) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            match dest {
+                Dest::Tier(tier) => {
+                    let mut tables = TierTables::open(txn, &self.inner.codec)?;
+                    for (key, value) in entries {
+                        tables.put(tier, key, value)?;
+                    }
+                }
+                Dest::States => {
+                    let mut states = open_write_table(txn, STATE_TABLE)?;
+                    for (key, value) in entries {
+                        states
+                            .insert(key.as_str(), self.inner.codec.encode(value).as_slice())
+                            .map_err(|e| backend("write nexus2_states", e))?;
+                    }
+                }
+            }
+            Ok(((), true))
+        })
+    }
+
     /// Runs `f` in one write transaction. `f` returns its result and whether it changed
     /// anything: if it did, the transaction is committed durably (one `fsync`), otherwise it
     /// is aborted. An error from `f` aborts the transaction.
     fn write<T>(&self, f: impl Fn(&WriteTransaction) -> StoreResult<(T, bool)>) -> StoreResult<T> {
+        if let Some(samples) = self.inner.codec.take_samples() {
+            match Codec::train(&samples) {
+                Ok(dict) => {
+                    if let Err(err) = self.set_dictionary(&dict) {
+                        self.inner.codec.return_samples(samples);
+                        return Err(err);
+                    }
+                }
+                // Values too alike or too few to train on: stay with zstd alone.
+                Err(_) => self.inner.codec.give_up_training(),
+            }
+        }
+        self.write_txn(f)
+    }
+
+    /// Commits `dict` as the file's dictionary, then encodes with it.
+    fn set_dictionary(&self, dict: &[u8]) -> StoreResult<()> {
+        self.write_txn(|txn| {
+            open_write_table(txn, META_TABLE)?
+                .insert(DICT_KEY, dict)
+                .map_err(|e| backend("write the dictionary", e))?;
+            Ok(((), true))
+        })?;
+        self.inner.codec.install(dict).map_err(StoreError::Backend)
+    }
+
+    /// [`RedbStore::write`] without training the dictionary first.
+    fn write_txn<T>(
+        &self,
+        f: impl Fn(&WriteTransaction) -> StoreResult<(T, bool)>,
+    ) -> StoreResult<T> {
         self.run(Access::Write, |db| {
             let mut txn = db
                 .begin_write()
@@ -735,12 +805,22 @@ impl RedbStore {
             let table = txn
                 .open_table(def)
                 .map_err(|e| backend(format_args!("open table {}", def.name()), e))?;
+            let heap = if def.name() == KV_TABLE.name() {
+                Some(
+                    txn.open_table(HEAP_TABLE)
+                        .map_err(|e| backend("open table nexus2_heap", e))?,
+                )
+            } else {
+                None
+            };
             keys.iter()
                 .map(|key| {
                     let guard = table
                         .get(*key)
                         .map_err(|e| backend(format_args!("read {}", def.name()), e))?;
-                    Ok(guard.map(|g| g.value().to_vec()))
+                    guard
+                        .map(|g| load(&self.inner.codec, heap.as_ref(), key, g.value()))
+                        .transpose()
                 })
                 .collect()
         })
@@ -790,26 +870,19 @@ impl RedbStore {
         })
     }
 
-    fn put_value(&self, def: TierTable, key: &str, value: &[u8]) -> StoreResult<()> {
+    fn put_value(&self, tier: Tier, key: &str, value: &[u8]) -> StoreResult<()> {
         check_key(key)?;
         self.write(|txn| {
-            let mut table = open_write_table(txn, def)?;
-            table
-                .insert(key, value)
-                .map_err(|e| backend(format_args!("write {}", def.name()), e))?;
-            Ok(((), true))
+            let mut tables = TierTables::open(txn, &self.inner.codec)?;
+            Ok(((), tables.put(tier, key, value)?))
         })
     }
 
-    fn delete_value(&self, def: TierTable, key: &str) -> StoreResult<()> {
+    fn delete_value(&self, tier: Tier, key: &str) -> StoreResult<()> {
         check_key(key)?;
         self.write(|txn| {
-            let mut table = open_write_table(txn, def)?;
-            let removed = table
-                .remove(key)
-                .map_err(|e| backend(format_args!("delete from {}", def.name()), e))?
-                .is_some();
-            Ok(((), removed))
+            let mut tables = TierTables::open(txn, &self.inner.codec)?;
+            Ok(((), tables.delete(tier, key)?))
         })
     }
 
@@ -872,39 +945,22 @@ impl RedbStore {
                 .collect());
         }
         self.write(|txn| {
-            let mut kv = open_write_table(txn, KV_TABLE)?;
-            let mut blobs = open_write_table(txn, BLOB_TABLE)?;
+            let mut tables = TierTables::open(txn, &self.inner.codec)?;
             let mut states = open_write_table(txn, STATE_TABLE)?;
             let mut changed = false;
             let mut outcomes = Vec::with_capacity(items.len());
             for (puts, commit, deletes) in items {
-                let outcome = apply_commit_in(&mut states, commit)?;
+                let outcome = apply_commit_in(&mut states, &self.inner.codec, commit)?;
                 let applied = matches!(outcome, CommitOutcome::Applied { .. });
                 changed |= applied && !commit.is_empty();
                 for put in puts.iter() {
                     if applied || put.phase == PutPhase::BeforeCommit {
-                        let table = match put.tier {
-                            Tier::Kv => &mut kv,
-                            Tier::Blob => &mut blobs,
-                        };
-                        table
-                            .insert(put.key.as_str(), put.value.as_slice())
-                            .map_err(|e| {
-                                backend(format_args!("write {}", tier_table(put.tier).name()), e)
-                            })?;
-                        changed = true;
+                        changed |= tables.put(put.tier, &put.key, &put.value)?;
                     }
                 }
                 if applied {
                     for delete in deletes.iter() {
-                        let table = match delete.tier {
-                            Tier::Kv => &mut kv,
-                            Tier::Blob => &mut blobs,
-                        };
-                        let removed = table.remove(delete.key.as_str()).map_err(|e| {
-                            backend(format_args!("delete {}", tier_table(delete.tier).name()), e)
-                        })?;
-                        changed |= removed.is_some();
+                        changed |= tables.delete(delete.tier, &delete.key)?;
                     }
                 }
                 outcomes.push(outcome);
@@ -912,6 +968,192 @@ impl RedbStore {
             Ok((outcomes, changed))
         })
     }
+}
+
+/// Where [`RedbStore::rebuild`] writes a source table.
+#[derive(Clone, Copy)]
+enum Dest {
+    Tier(Tier),
+    States,
+}
+
+/// The file [`RedbStore::rebuild`] copies, by layout.
+enum Source {
+    /// Layout 1: raw values in string-keyed tables.
+    V1,
+    /// This layout, with the file's codec.
+    Current(Codec),
+    /// A new file: nothing to copy.
+    Empty,
+}
+
+impl Source {
+    fn of(read: &redb::ReadTransaction, path: &Path) -> StoreResult<Self> {
+        let (layout, dict) = read_layout(read)?;
+        match layout {
+            Layout::V1 => Ok(Source::V1),
+            Layout::New => Ok(Source::Empty),
+            Layout::Current { missing: false } => Ok(Source::Current(
+                Codec::new(dict.as_deref()).map_err(|reason| StoreError::Corrupt {
+                    key: DICT_KEY.into(),
+                    reason,
+                })?,
+            )),
+            Layout::Current { missing: true } => Err(StoreError::Corrupt {
+                key: LAYOUT_KEY.into(),
+                reason: "the file names its layout but lacks its tables".into(),
+            }),
+            Layout::Other(n) => Err(StoreError::Backend(format!(
+                "redb: {} has storage layout {n}; this nexus compacts layouts 1 and \
+                 {LAYOUT_VERSION} only",
+                path.display()
+            ))),
+            Layout::Unreadable(v) => Err(StoreError::Backend(format!(
+                "redb: {} has storage layout {}; this nexus compacts layouts 1 and \
+                 {LAYOUT_VERSION} only",
+                path.display(),
+                String::from_utf8_lossy(&v)
+            ))),
+        }
+    }
+
+    /// The source's tables and where each goes.
+    fn tables(&self) -> Vec<(TierTable, Dest)> {
+        match self {
+            Source::V1 => vec![
+                (v1::KV, Dest::Tier(Tier::Kv)),
+                (v1::BLOBS, Dest::Tier(Tier::Blob)),
+                (v1::STATES, Dest::States),
+            ],
+            Source::Current(_) => vec![
+                (KV_TABLE, Dest::Tier(Tier::Kv)),
+                (BLOB_TABLE, Dest::Tier(Tier::Blob)),
+                (STATE_TABLE, Dest::States),
+            ],
+            Source::Empty => Vec::new(),
+        }
+    }
+
+    /// Entries of every table.
+    fn count(&self, read: &redb::ReadTransaction) -> StoreResult<u64> {
+        let mut total = 0;
+        for (def, _) in self.tables() {
+            match read.open_table(def) {
+                Ok(t) => total += t.len().map_err(|e| backend("count entries", e))?,
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(backend(format_args!("open table {}", def.name()), e)),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Calls `f` with every key of `def` and its value, in key order.
+    fn each(
+        &self,
+        read: &redb::ReadTransaction,
+        def: TierTable,
+        f: impl FnMut(&str, Vec<u8>) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        match self {
+            Source::V1 => match read.open_table(def) {
+                Ok(_) => each_entry(read, def, |_, stored| Ok(stored.to_vec()), f),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(()),
+                Err(e) => Err(backend(format_args!("open table {}", def.name()), e)),
+            },
+            Source::Current(codec) => {
+                let heap = read
+                    .open_table(HEAP_TABLE)
+                    .map_err(|e| backend("open table nexus2_heap", e))?;
+                let heap = (def.name() == KV_TABLE.name()).then_some(&heap);
+                each_entry(read, def, |key, stored| load(codec, heap, key, stored), f)
+            }
+            Source::Empty => Ok(()),
+        }
+    }
+
+    /// About `n` values of at least [`values::MIN_COMPRESS`] bytes, spread evenly over
+    /// every table (the samples of the copy's dictionary).
+    fn samples(&self, read: &redb::ReadTransaction, n: usize) -> StoreResult<Vec<Vec<u8>>> {
+        let total = self.count(read)?.max(1);
+        let every = (total / n as u64).max(1);
+        let mut samples = Vec::with_capacity(n);
+        let mut i = 0u64;
+        for (def, _) in self.tables() {
+            self.each(read, def, |_, value| {
+                if value.len() >= values::MIN_COMPRESS {
+                    i += 1;
+                    if i.is_multiple_of(every) {
+                        samples.push(value);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(samples)
+    }
+}
+
+/// What a file's tables and metadata say its layout is.
+enum Layout {
+    /// No table of any layout: a new file.
+    New,
+    /// Layout 1, named or (from before versions) recognised by its tables.
+    V1,
+    /// This version's layout; `missing` if a table of it is absent.
+    Current { missing: bool },
+    /// Another version.
+    Other(u64),
+    /// A version that is not a number.
+    Unreadable(Vec<u8>),
+}
+
+/// Reads the layout of the file `read` is a transaction of, and its dictionary.
+fn read_layout(read: &redb::ReadTransaction) -> StoreResult<(Layout, Option<Vec<u8>>)> {
+    let exists = |name: &str| -> StoreResult<bool> {
+        Ok(read
+            .list_tables()
+            .map_err(|e| backend("list tables", e))?
+            .any(|t| t.name() == name))
+    };
+    let (version, dict) = match read.open_table(META_TABLE) {
+        Ok(t) => {
+            let get = |k: &str| -> StoreResult<Option<Vec<u8>>> {
+                Ok(t.get(k)
+                    .map_err(|e| backend("read the file's metadata", e))?
+                    .map(|v| v.value().to_vec()))
+            };
+            (get(LAYOUT_KEY)?, get(DICT_KEY)?)
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => (None, None),
+        Err(e) => return Err(backend("open table nexus_meta", e)),
+    };
+    let layout = match version {
+        None if [v1::KV, v1::BLOBS, v1::STATES]
+            .iter()
+            .try_fold(false, |any, d| {
+                Ok::<_, StoreError>(any || exists(d.name())?)
+            })? =>
+        {
+            Layout::V1
+        }
+        None => Layout::New,
+        Some(v) => match std::str::from_utf8(&v)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+        {
+            Some(1) => Layout::V1,
+            Some(LAYOUT_VERSION) => {
+                let mut missing = !exists(HEAP_TABLE.name())?;
+                for def in [KV_TABLE, BLOB_TABLE, STATE_TABLE] {
+                    missing |= !exists(def.name())?;
+                }
+                Layout::Current { missing }
+            }
+            Some(n) => Layout::Other(n),
+            None => Layout::Unreadable(v),
+        },
+    };
+    Ok((layout, dict))
 }
 
 /// One batch of a group: its puts, its commit and its deletes.
@@ -925,24 +1167,194 @@ fn open_write_table<'txn>(
         .map_err(|e| backend(format_args!("open table {}", def.name()), e))
 }
 
+fn open_heap(txn: &WriteTransaction) -> StoreResult<Table<'_, u64, &'static [u8]>> {
+    txn.open_table(HEAP_TABLE)
+        .map_err(|e| backend("open table nexus2_heap", e))
+}
+
+/// The value `stored` stands for (read from `key`'s table): decoded, and for the
+/// key-value tier fetched from `heap` when it is there.
+fn load<H: ReadableTable<u64, &'static [u8]>>(
+    codec: &Codec,
+    heap: Option<&H>,
+    key: &str,
+    stored: &[u8],
+) -> StoreResult<Vec<u8>> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    match Stored::of(stored).map_err(corrupt)? {
+        Stored::Inline(bytes) => codec.decode(bytes).map_err(corrupt),
+        Stored::Heap(id) => {
+            let heap =
+                heap.ok_or_else(|| corrupt("a heap reference outside the key-value tier".into()))?;
+            let entry = heap
+                .get(id)
+                .map_err(|e| backend("read nexus2_heap", e))?
+                .ok_or_else(|| corrupt(format!("its heap entry {id} is missing")))?;
+            codec.decode(entry.value()).map_err(corrupt)
+        }
+    }
+}
+
+/// The current value of state `key`.
+fn read_state(
+    states: &Table<'_, &'static str, &'static [u8]>,
+    codec: &Codec,
+    key: &str,
+) -> StoreResult<Option<Vec<u8>>> {
+    let guard = states
+        .get(key)
+        .map_err(|e| backend("read nexus2_states", e))?;
+    guard
+        .map(|g| load::<redb::ReadOnlyTable<u64, &[u8]>>(codec, None, key, g.value()))
+        .transpose()
+}
+
+/// Calls `f` with every key of `def` and its value (`decode`d from what is stored),
+/// in key order.
+fn each_entry(
+    txn: &redb::ReadTransaction,
+    def: TierTable,
+    decode: impl Fn(&str, &[u8]) -> StoreResult<Vec<u8>>,
+    mut f: impl FnMut(&str, Vec<u8>) -> StoreResult<()>,
+) -> StoreResult<()> {
+    let context = || format!("read {}", def.name());
+    let table = txn.open_table(def).map_err(|e| backend(context(), e))?;
+    for entry in table.iter().map_err(|e| backend(context(), e))? {
+        let (key, value) = entry.map_err(|e| backend(context(), e))?;
+        let key = key.value();
+        f(key, decode(key, value.value())?)?;
+    }
+    Ok(())
+}
+
+/// The key-value and blob tiers' tables of one write transaction.
+struct TierTables<'txn, 'c> {
+    codec: &'c Codec,
+    kv: Table<'txn, &'static str, &'static [u8]>,
+    heap: Table<'txn, u64, &'static [u8]>,
+    blobs: Table<'txn, &'static str, &'static [u8]>,
+}
+
+impl<'txn, 'c> TierTables<'txn, 'c> {
+    fn open(txn: &'txn WriteTransaction, codec: &'c Codec) -> StoreResult<Self> {
+        Ok(Self {
+            codec,
+            kv: open_write_table(txn, KV_TABLE)?,
+            heap: open_heap(txn)?,
+            blobs: open_write_table(txn, BLOB_TABLE)?,
+        })
+    }
+
+    /// Writes `value` under `key`; false when the key held that value already (a
+    /// record written again is not stored twice).
+    fn put(&mut self, tier: Tier, key: &str, value: &[u8]) -> StoreResult<bool> {
+        let def = tier_table(tier);
+        let name = def.name();
+        let write_err = |e| backend(format_args!("write {name}"), e);
+        let encoded = self.codec.encode(value);
+        if tier == Tier::Blob {
+            self.blobs
+                .insert(key, encoded.as_slice())
+                .map_err(write_err)?;
+            return Ok(true);
+        }
+        let old = self
+            .kv
+            .get(key)
+            .map_err(|e| backend("read nexus2_kv", e))?
+            .map(|g| g.value().to_vec());
+        if let Some(old) = old {
+            if load(self.codec, Some(&self.heap), key, &old)
+                .ok()
+                .as_deref()
+                == Some(value)
+            {
+                return Ok(false);
+            }
+            self.free(&old)?;
+        }
+        if encoded.len() >= HEAP_MIN {
+            let id = match self
+                .heap
+                .last()
+                .map_err(|e| backend("read nexus2_heap", e))?
+            {
+                Some((last, _)) => {
+                    last.value()
+                        .checked_add(1)
+                        .ok_or_else(|| StoreError::Corrupt {
+                            key: key.to_owned(),
+                            reason: "the heap table's numbers are spent".into(),
+                        })?
+                }
+                None => 1,
+            };
+            self.heap
+                .insert(id, encoded.as_slice())
+                .map_err(|e| backend("write nexus2_heap", e))?;
+            self.kv
+                .insert(key, heap_ref(id).as_slice())
+                .map_err(write_err)?;
+        } else {
+            self.kv.insert(key, encoded.as_slice()).map_err(write_err)?;
+        }
+        Ok(true)
+    }
+
+    /// Removes `key`; false when it was absent.
+    fn delete(&mut self, tier: Tier, key: &str) -> StoreResult<bool> {
+        let def = tier_table(tier);
+        let name = def.name();
+        let table = match tier {
+            Tier::Kv => &mut self.kv,
+            Tier::Blob => &mut self.blobs,
+        };
+        let removed = table
+            .remove(key)
+            .map_err(|e| backend(format_args!("delete from {name}"), e))?
+            .map(|g| g.value().to_vec());
+        match removed {
+            Some(old) => {
+                if tier == Tier::Kv {
+                    self.free(&old)?;
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Removes the heap entry a key-value value refers to, if it does.
+    fn free(&mut self, stored: &[u8]) -> StoreResult<()> {
+        if let Ok(Stored::Heap(id)) = Stored::of(stored) {
+            self.heap
+                .remove(id)
+                .map_err(|e| backend("delete from nexus2_heap", e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Evaluates one (already checked) commit against the object tier inside a write
 /// transaction: either every expectation (ops' and read checks') holds and everything is
 /// applied, or nothing is written and the failed keys come back in order (ops, then read
 /// checks) with their current values.
 fn apply_commit_in(
     states: &mut Table<'_, &'static str, &'static [u8]>,
+    codec: &Codec,
     commit: &Commit,
 ) -> StoreResult<CommitOutcome> {
-    let read_err = |e| backend("read nexus_states", e);
-    let write_err = |e| backend("write nexus_states", e);
+    let write_err = |e| backend("write nexus2_states", e);
     let mut failed = Vec::new();
     for (key, expected) in commit.expectations() {
-        let guard = states.get(key).map_err(read_err)?;
-        let current = guard.as_ref().map(|g| g.value());
-        if current != expected {
+        let current = read_state(states, codec, key)?;
+        if current.as_deref() != expected {
             failed.push(CasFailure {
                 key: key.to_owned(),
-                current: current.map(<[u8]>::to_vec),
+                current,
             });
         }
     }
@@ -953,7 +1365,7 @@ fn apply_commit_in(
         match &op.new {
             Some(value) => {
                 states
-                    .insert(op.key.as_str(), value.as_slice())
+                    .insert(op.key.as_str(), codec.encode(value).as_slice())
                     .map_err(write_err)?;
             }
             None => {
@@ -964,9 +1376,9 @@ fn apply_commit_in(
     if commit.log.is_empty() {
         return Ok(CommitOutcome::Applied { first_seq: None });
     }
-    let head = match states.get(LOG_HEAD_KEY).map_err(read_err)? {
+    let head = match read_state(states, codec, LOG_HEAD_KEY)? {
         None => 0,
-        Some(guard) => parse_head(guard.value())?,
+        Some(head) => parse_head(&head)?,
     };
     let overflow = || StoreError::Corrupt {
         key: LOG_HEAD_KEY.to_owned(),
@@ -978,11 +1390,14 @@ fn apply_commit_in(
         .ok_or_else(overflow)?;
     for (seq, entry) in (head + 1..=new_head).zip(&commit.log) {
         states
-            .insert(log_key(seq).as_str(), entry.as_slice())
+            .insert(log_key(seq).as_str(), codec.encode(entry).as_slice())
             .map_err(write_err)?;
     }
     states
-        .insert(LOG_HEAD_KEY, new_head.to_string().as_bytes())
+        .insert(
+            LOG_HEAD_KEY,
+            codec.encode(new_head.to_string().as_bytes()).as_slice(),
+        )
         .map_err(write_err)?;
     Ok(CommitOutcome::Applied {
         first_seq: Some(head + 1),
@@ -999,11 +1414,11 @@ impl KeyValueStore for RedbStore {
     }
 
     fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        self.put_value(KV_TABLE, key, value)
+        self.put_value(Tier::Kv, key, value)
     }
 
     fn delete(&self, key: &str) -> StoreResult<()> {
-        self.delete_value(KV_TABLE, key)
+        self.delete_value(Tier::Kv, key)
     }
 
     fn list(
@@ -1022,11 +1437,11 @@ impl BlobStore for RedbStore {
     }
 
     fn put_blob(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
-        self.put_value(BLOB_TABLE, key, bytes)
+        self.put_value(Tier::Blob, key, bytes)
     }
 
     fn delete_blob(&self, key: &str) -> StoreResult<()> {
-        self.delete_value(BLOB_TABLE, key)
+        self.delete_value(Tier::Blob, key)
     }
 
     fn list_blobs(
@@ -1052,16 +1467,11 @@ impl ObjectStore for RedbStore {
         check_writable_state_key(key)?;
         self.write(|txn| {
             let mut states = open_write_table(txn, STATE_TABLE)?;
-            let matches = {
-                let guard = states
-                    .get(key)
-                    .map_err(|e| backend("read nexus_states", e))?;
-                guard.as_ref().map(|g| g.value()) == expected
-            };
+            let matches = read_state(&states, &self.inner.codec, key)?.as_deref() == expected;
             if matches {
                 states
-                    .insert(key, new)
-                    .map_err(|e| backend("write nexus_states", e))?;
+                    .insert(key, self.inner.codec.encode(new).as_slice())
+                    .map_err(|e| backend("write nexus2_states", e))?;
             }
             Ok((matches, matches))
         })
@@ -1091,14 +1501,22 @@ impl Snapshot for RedbStore {
             let txn = db
                 .begin_read()
                 .map_err(|e| backend("begin read transaction", e))?;
+            let heap = txn
+                .open_table(HEAP_TABLE)
+                .map_err(|e| backend("open table nexus2_heap", e))?;
             let dump = |def: TierTable| -> StoreResult<BTreeMap<String, Vec<u8>>> {
-                let context = || format!("snapshot {}", def.name());
-                let table = txn.open_table(def).map_err(|e| backend(context(), e))?;
                 let mut map = BTreeMap::new();
-                for entry in table.iter().map_err(|e| backend(context(), e))? {
-                    let (key, value) = entry.map_err(|e| backend(context(), e))?;
-                    map.insert(key.value().to_owned(), value.value().to_vec());
-                }
+                let heap = (def.name() == KV_TABLE.name()).then_some(&heap);
+                let codec = &self.inner.codec;
+                each_entry(
+                    &txn,
+                    def,
+                    |key, stored| load(codec, heap, key, stored),
+                    |key, value| {
+                        map.insert(key.to_owned(), value);
+                        Ok(())
+                    },
+                )?;
                 Ok(map)
             };
             Ok(StoreSnapshot {

@@ -42,9 +42,18 @@ fn put(key: &str, value: &[u8], entry: &str) -> Commit {
     )
 }
 
-/// More than any free space redb keeps in the file: it must grow to hold it.
+/// More than any free space redb keeps in the file: it must grow to hold it (random
+/// bytes, so that the store cannot compress them).
 fn big() -> Vec<u8> {
-    vec![0x5a; 4 << 20]
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 fn applied(seq: u64) -> CommitOutcome {

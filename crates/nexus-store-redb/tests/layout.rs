@@ -22,27 +22,103 @@ fn a_new_file_is_given_the_layout_version() {
     assert_eq!(layout_of(&path), Some(LAYOUT_VERSION.to_string()));
 }
 
-#[test]
-fn a_file_from_before_layout_versions_opens_and_keeps_its_data() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("nexus.redb");
+/// Writes a layout-1 store as the store of version 1 wrote it (string-keyed tables of
+/// raw values, a commit log under `log/`), with `version` in its metadata (or none, as
+/// before layouts had versions), and returns what it holds.
+fn write_v1(path: &std::path::Path, version: Option<&str>, n: u64) -> nexus_store::StoreSnapshot {
+    let mut snap = nexus_store::StoreSnapshot::default();
+    let db = Database::create(path).expect("create");
+    let txn = db.begin_write().expect("write");
     {
-        // As the store wrote it before: its three tables and no metadata.
-        let db = Database::create(&path).expect("create");
-        let txn = db.begin_write().expect("write");
-        for name in ["nexus_kv", "nexus_blobs", "nexus_states"] {
-            let def: TableDefinition<&str, &[u8]> = TableDefinition::new(name);
-            let mut t = txn.open_table(def).expect("table");
-            if name == "nexus_kv" {
-                t.insert("r/old", b"kept".as_slice()).expect("insert");
+        let def = |name| TableDefinition::<&str, &[u8]>::new(name);
+        let mut kv = txn.open_table(def("nexus_kv")).expect("kv");
+        let mut blobs = txn.open_table(def("nexus_blobs")).expect("blobs");
+        let mut states = txn.open_table(def("nexus_states")).expect("states");
+        for i in 0..n {
+            let h = hash(i);
+            let record = format!(
+                r#"{{"kind":"fact","topic":"t/{}","n":{i},"hash":"{h}"}}"#,
+                i % 5
+            );
+            for (k, v) in [
+                (format!("r/{h}"), record.into_bytes()),
+                (format!("x/m/fact/{:016}/{h}", 1_000 + i), Vec::new()),
+            ] {
+                kv.insert(k.as_str(), v.as_slice()).expect("kv");
+                snap.kv.insert(k, v);
+            }
+            for (k, v) in [
+                (format!("rec/{h}"), b"fact".to_vec()),
+                (
+                    nexus_store::log_key(i + 1),
+                    format!(r#"{{"type":"record","hash":"{h}","kind":"fact"}}"#).into_bytes(),
+                ),
+            ] {
+                states.insert(k.as_str(), v.as_slice()).expect("state");
+                snap.states.insert(k, v);
             }
         }
-        txn.commit().expect("commit");
+        let head = n.to_string().into_bytes();
+        states.insert("log/head", head.as_slice()).expect("head");
+        snap.states.insert("log/head".into(), head);
+        blobs.insert("archive/a", b"blob".as_slice()).expect("blob");
+        snap.blobs.insert("archive/a".into(), b"blob".to_vec());
+        if let Some(v) = version {
+            txn.open_table(META)
+                .expect("meta")
+                .insert("layout", v.as_bytes())
+                .expect("layout");
+        }
     }
-    let store = RedbStore::open(&path).expect("opens");
-    assert_eq!(store.get("r/old").expect("get"), Some(b"kept".to_vec()));
-    drop(store);
-    assert_eq!(layout_of(&path), Some(LAYOUT_VERSION.to_string()));
+    txn.commit().expect("commit");
+    snap
+}
+
+#[test]
+fn a_layout_1_file_is_refused_with_the_command_that_migrates_it() {
+    for version in [Some("1"), None] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nexus.redb");
+        write_v1(&path, version, 3);
+        let err = RedbStore::open(&path).expect_err("refused").to_string();
+        assert!(
+            err.contains("layout 1") && err.contains("nexus compact --data"),
+            "{version:?}: {err}"
+        );
+        // Refusing wrote nothing.
+        assert_eq!(layout_of(&path).as_deref(), version);
+    }
+}
+
+#[test]
+fn compacting_migrates_a_layout_1_file_to_the_same_data() {
+    for version in [Some("1"), None] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nexus.redb");
+        let tmp = dir.path().join("nexus.redb.compacting");
+        // More values than the dictionary trains on, so that the copy has one.
+        let before = write_v1(&path, version, 3_000);
+        let done = RedbStore::compact_file(&path, &tmp, |_, _| {}).expect("migrate");
+        assert_eq!(done.entries, 4 * 3_000 + 2, "{done:?}");
+        assert!(!tmp.exists());
+        assert_eq!(layout_of(&path), Some(LAYOUT_VERSION.to_string()));
+        let store = RedbStore::open(&path).expect("the migrated file opens");
+        assert_eq!(store.snapshot().expect("snapshot"), before);
+        // It goes on where the log ended.
+        let outcome = store
+            .commit(&nexus_store::Commit::new(vec![], vec![b"next".to_vec()]))
+            .expect("commit");
+        assert_eq!(
+            outcome,
+            nexus_store::CommitOutcome::Applied {
+                first_seq: Some(3_001)
+            }
+        );
+        drop(store);
+        // A second compaction (layout 2 to layout 2) keeps it all too.
+        let again = RedbStore::compact_file(&path, &tmp, |_, _| {}).expect("compact");
+        assert_eq!(again.entries, done.entries + 1);
+    }
 }
 
 #[test]
@@ -107,7 +183,7 @@ fn the_compact_copy_holds_the_same_data_in_fewer_bytes() {
     let mut calls = Vec::new();
     let done = RedbStore::rebuild(&src, &dst, |copied, total| calls.push((copied, total)))
         .expect("rebuild");
-    assert_eq!(done.entries, 10_000 + 40 + 1, "{done:?}"); // + the layout version
+    assert_eq!(done.entries, 10_000 + 40, "{done:?}");
     assert_eq!(calls.last(), Some(&(done.entries, done.entries)));
     assert!(
         done.bytes_after < done.bytes_before,
@@ -161,4 +237,68 @@ fn compacting_in_place_keeps_the_data_and_the_permissions_and_refuses_other_layo
     assert!(err.to_string().contains("layout 9"), "{err}");
     assert!(!tmp.exists());
     assert_eq!(layout_of(&path).as_deref(), Some("9"));
+}
+
+/// The child process of the kill test: migrates the store in the directory it is given.
+const CHILD_ENV: &str = "NEXUS_TEST_MIGRATE_DIR";
+const KILL_TEST: &str = "a_migration_killed_at_any_point_leaves_the_old_or_the_new_file_complete";
+
+#[test]
+fn a_migration_killed_at_any_point_leaves_the_old_or_the_new_file_complete() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        let dir = std::path::PathBuf::from(dir);
+        RedbStore::compact_file(
+            &dir.join("nexus.redb"),
+            &dir.join("nexus.redb.compacting"),
+            |_, _| {},
+        )
+        .expect("migrate");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nexus.redb");
+    let tmp = dir.path().join("nexus.redb.compacting");
+    let fixture = dir.path().join("v1.redb");
+    let before = write_v1(&fixture, Some("1"), 20_000);
+    let migrate = || {
+        std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args(["--exact", KILL_TEST, "--nocapture"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    // How long a whole migration takes, then kills at every tenth of it (and past it).
+    std::fs::copy(&fixture, &path).expect("copy");
+    let t0 = std::time::Instant::now();
+    assert!(migrate().wait().expect("wait").success());
+    let whole = t0.elapsed();
+    let (mut old, mut new) = (0, 0);
+    for tenth in 0..12u32 {
+        std::fs::copy(&fixture, &path).expect("copy");
+        let mut child = migrate();
+        std::thread::sleep(whole * tenth / 10);
+        let _ = child.kill();
+        child.wait().expect("wait");
+        match layout_of(&path).as_deref() {
+            // The old file, complete: it migrates now, to the same data.
+            Some("1") => {
+                old += 1;
+                RedbStore::compact_file(&path, &tmp, |_, _| {}).expect("migrate again");
+            }
+            Some("2") => new += 1,
+            other => panic!("after a kill at {tenth}/10: layout {other:?}"),
+        }
+        let store = RedbStore::open(&path).expect("opens");
+        assert_eq!(
+            store.snapshot().expect("snapshot"),
+            before,
+            "kill at {tenth}/10"
+        );
+    }
+    assert!(
+        old > 0 && new > 0,
+        "kills met both sides: {old} old, {new} new"
+    );
 }

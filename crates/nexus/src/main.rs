@@ -162,7 +162,8 @@ enum Command {
     },
     /// Rewrite a data directory's store compactly (the server must be stopped): every
     /// table copied in key order, which packs the pages random-order writes leave half
-    /// full. The store is replaced only once the copy is complete.
+    /// full. Also migrates a store of an older layout (1) to the current one. The store
+    /// is replaced only once the copy is complete.
     Compact {
         /// Data directory.
         #[arg(long, default_value = "nexus-data", env = "NEXUS_DATA")]
