@@ -661,6 +661,18 @@ impl Client {
         })
     }
 
+    /// `GET /v1/intents/{id}`: one Intent and its state (`id`: a full hash or a prefix
+    /// of at least 8 hex digits).
+    pub fn intent(&self, id: &str) -> Result<IntentItem, ClientError> {
+        let path = format!("/v1/intents/{}", encode(id));
+        let raw: wire::IntentItem<Value> = self.decode("GET", &path, None)?;
+        Ok(IntentItem {
+            record: self.verify("GET", &path, raw.record)?,
+            state: raw.state,
+            priority: raw.priority,
+        })
+    }
+
     /// `GET /v1/facts` (one page).
     pub fn facts(&self, q: &FactQuery) -> Result<FactPage, ClientError> {
         let path = format!(
