@@ -21,8 +21,9 @@ use crate::query::Query;
 
 /// Log entries read per page while a stream catches up.
 pub const EVENTS_PAGE: usize = 256;
-/// Seconds between heartbeats on a stream with nothing to send.
-pub const HEARTBEAT_SECS: u64 = 15;
+/// Seconds between heartbeats on a stream with nothing to send (the wire's, which
+/// clients reckon their idle timeout from).
+pub use nexus_wire::HEARTBEAT_SECS;
 /// Most Intent topics one stream remembers for its topic filter (past it, it starts
 /// afresh and looks Intents up again).
 pub const FILTER_MEMORY: usize = 100_000;
