@@ -26,22 +26,25 @@ async fn stdio_client(url: &str, key: &Path) -> Mcp {
     stdio_client_with(url, key, ()).await
 }
 
+/// `nexus mcp` on stdio for the server at `url`, signing with `key`.
+fn mcp_process(url: &str, key: &Path) -> TokioChildProcess {
+    let (url, key) = (url.to_owned(), key.to_owned());
+    TokioChildProcess::new(tokio::process::Command::new(NEXUS).configure(move |cmd| {
+        cmd.args(["--server", &url, "--key"])
+            .arg(&key)
+            .arg("mcp")
+            .env("NEXUS_LOG", "warn");
+    }))
+    .expect("spawn nexus mcp")
+}
+
 async fn stdio_client_with<H: ClientHandler>(
     url: &str,
     key: &Path,
     handler: H,
 ) -> RunningService<RoleClient, H> {
-    let (url, key) = (url.to_owned(), key.to_owned());
-    let transport =
-        TokioChildProcess::new(tokio::process::Command::new(NEXUS).configure(move |cmd| {
-            cmd.args(["--server", &url, "--key"])
-                .arg(&key)
-                .arg("mcp")
-                .env("NEXUS_LOG", "warn");
-        }))
-        .expect("spawn nexus mcp");
     handler
-        .serve(transport)
+        .serve(mcp_process(url, key))
         .await
         .expect("MCP handshake over stdio")
 }
@@ -422,4 +425,43 @@ async fn resources_and_subscriptions_over_streamable_http() {
     resources_and_subscriptions(&mcp, &mut rx, &server, dir.path()).await;
     mcp.cancel().await.expect("close");
     drop(child);
+}
+
+/// Protocol 2026-07-28 (no initialize handshake): `subscriptions/listen` with an
+/// Intent's URI is acknowledged with it and gets its update when it is claimed.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_listen_notifies_a_claim() {
+    use rmcp::model::{ProtocolVersion, ServerNotification, SubscriptionFilter};
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let (dir, server, url, key_path) = open_server();
+    let transport = mcp_process(&url, &key_path);
+    let lifecycle = ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    };
+    let mcp = ().serve_with_lifecycle(transport, lifecycle).await.expect("discover");
+    let c = server.client();
+    let (alice, _) = key_file(dir.path(), "alice-listen");
+    let intent = builders::propose(alice.key(), "mcp/listen", json!(1), &[]).expect("intent");
+    c.submit_intent(&intent).expect("propose");
+    let uri = format!("nexus://intent/{}", intent.hash());
+    let mut filter = SubscriptionFilter::new();
+    filter.resource_subscriptions = Some(vec![uri.clone(), "nexus://record/x".into()]);
+    let mut sub = mcp.listen(filter).await.expect("listen");
+    assert_eq!(
+        sub.acknowledged().resource_subscriptions,
+        Some(vec![uri.clone()])
+    );
+    let dep = c.deployment().expect("deployment");
+    let claim = builders::claim(alice.key(), &dep, intent.hash(), 30_000).expect("claim");
+    c.claim(&claim).expect("claimed");
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), sub.next())
+        .await
+        .expect("within 20 s")
+        .expect("a notification")
+        .expect("open");
+    let ServerNotification::ResourceUpdatedNotification(n) = n else {
+        panic!("{n:?}")
+    };
+    assert_eq!(n.params.uri, uri);
+    mcp.cancel().await.expect("close");
 }
