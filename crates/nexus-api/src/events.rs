@@ -21,8 +21,9 @@ use crate::query::Query;
 
 /// Log entries read per page while a stream catches up.
 pub const EVENTS_PAGE: usize = 256;
-/// Seconds between heartbeats on a stream with nothing to send.
-pub const HEARTBEAT_SECS: u64 = 15;
+/// Seconds between heartbeats on a stream with nothing to send (the wire's, which
+/// clients reckon their idle timeout from).
+pub use nexus_wire::HEARTBEAT_SECS;
 /// Most Intent topics one stream remembers for its topic filter (past it, it starts
 /// afresh and looks Intents up again).
 pub const FILTER_MEMORY: usize = 100_000;
@@ -107,6 +108,52 @@ pub fn answered_record(r: &crate::Response) -> Result<Option<Record>, String> {
 
 fn one_line(body: &[u8]) -> String {
     String::from_utf8_lossy(body).replace('\n', " ")
+}
+
+/// What a log entry changes besides adding itself: the state of the Intent it acts on
+/// or resolves, and the set of Hints in force. Read from the entry's JSON members, as
+/// [`EventFilter::verdict`] reads them; what a client watching views (an Intent's
+/// state, the Hints) goes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Concerns {
+    /// The Intent proposed, claimed, renewed, withdrawn or resolved by the entry.
+    pub intent: Option<FihHash>,
+    /// Whether the entry adds a Hint or retracts one.
+    pub hints: bool,
+}
+
+impl Concerns {
+    /// What `entry` (a log entry as `GET /v1/log` answers it) changes.
+    pub fn of(entry: &Value) -> Self {
+        let hash_of = |v: Option<&Value>| {
+            v.and_then(Value::as_str)
+                .and_then(|h| h.parse::<FihHash>().ok())
+        };
+        if let Some(r) = entry.get("record") {
+            return match r.get("kind").and_then(Value::as_str) {
+                Some("intent") => Self {
+                    intent: hash_of(r.get("hash")),
+                    hints: false,
+                },
+                Some("fact") => Self {
+                    intent: hash_of(r.get("resolves").and_then(|x| x.get("intent"))),
+                    hints: false,
+                },
+                Some("hint") => Self {
+                    intent: None,
+                    hints: true,
+                },
+                _ => Self::default(),
+            };
+        }
+        let Some(action) = entry.get("action") else {
+            return Self::default();
+        };
+        Self {
+            intent: hash_of(action.get("intent")),
+            hints: action.get("hint").is_some(),
+        }
+    }
 }
 
 /// What the filter says of an entry.
@@ -257,6 +304,48 @@ mod tests {
         assert_eq!(
             entry_frame(&e),
             "id: 7\nevent: entry\ndata: {\"at\":1,\"record\":{},\"seq\":7}\n\n"
+        );
+    }
+
+    #[test]
+    fn an_entry_concerns_the_intent_it_acts_on_or_resolves_and_hints_it_adds_or_retracts() {
+        let h = |c: char| c.to_string().repeat(64);
+        let hash = |c: char| h(c).parse::<FihHash>().expect("hash");
+        let of = |v: Value| Concerns::of(&v);
+        let intent = |c| Concerns {
+            intent: Some(hash(c)),
+            hints: false,
+        };
+        assert_eq!(
+            of(serde_json::json!({"record": {"kind": "intent", "hash": h('a')}})),
+            intent('a')
+        );
+        assert_eq!(
+            of(serde_json::json!({"action": {"kind": "claim", "intent": h('a')}})),
+            intent('a')
+        );
+        assert_eq!(
+            of(
+                serde_json::json!({"record": {"kind": "fact", "hash": h('b'),
+                "resolves": {"intent": h('a'), "token": 1}}})
+            ),
+            intent('a')
+        );
+        assert_eq!(
+            of(serde_json::json!({"record": {"kind": "fact", "hash": h('b')}})),
+            Concerns::default()
+        );
+        let hints = Concerns {
+            intent: None,
+            hints: true,
+        };
+        assert_eq!(
+            of(serde_json::json!({"record": {"kind": "hint", "hash": h('c')}})),
+            hints
+        );
+        assert_eq!(
+            of(serde_json::json!({"action": {"kind": "retract", "hint": h('c')}})),
+            hints
         );
     }
 

@@ -99,6 +99,9 @@ enum Op {
     GetRecord {
         id: String,
     },
+    GetIntent {
+        id: String,
+    },
     Provenance {
         id: String,
         depth: usize,
@@ -364,6 +367,12 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
         Route::GetRecord => {
             q(&[])?;
             Op::GetRecord {
+                id: id.unwrap_or_default(),
+            }
+        }
+        Route::GetIntent => {
+            q(&[])?;
+            Op::GetIntent {
                 id: id.unwrap_or_default(),
             }
         }
@@ -673,17 +682,23 @@ impl Job {
                 m.state_keys = rs.states;
                 m.state_keys.push(head);
             }
-            Op::GetRecord { id } | Op::Provenance { id, .. } => match id.parse::<FihHash>() {
-                Ok(h) => {
-                    m.state_keys.push(keys::committed(&h));
-                    m.kv_keys.push(keys::record(&h));
+            Op::GetRecord { id } | Op::Provenance { id, .. } | Op::GetIntent { id } => {
+                match id.parse::<FihHash>() {
+                    Ok(h) => {
+                        m.state_keys.push(keys::committed(&h));
+                        m.kv_keys.push(keys::record(&h));
+                        if matches!(self.op, Op::GetIntent { .. }) {
+                            m.state_keys
+                                .extend([keys::intent(&h), keys::HINTS.to_owned()]);
+                        }
+                    }
+                    Err(_) => m.state_lists.push(ListQuery::new(
+                        format!("{}{id}", keys::COMMITTED_PREFIX),
+                        None,
+                        2,
+                    )),
                 }
-                Err(_) => m.state_lists.push(ListQuery::new(
-                    format!("{}{id}", keys::COMMITTED_PREFIX),
-                    None,
-                    2,
-                )),
-            },
+            }
             Op::ListIntents { cursor, .. } => {
                 m.state_keys.push(keys::HINTS.to_owned());
                 m.state_lists.push(ListQuery::new(
@@ -837,6 +852,25 @@ impl Job {
                     kind: record.content().kind(),
                     parents: record.content().links(),
                     record,
+                })
+            }
+            Op::GetIntent { id } => {
+                let h = core.resolve_id(id)?;
+                let record = core.get_record(&h)?.ok_or(CoreError::UnknownRecord(h))?;
+                let Content::Intent(intent) = record.content() else {
+                    return Err(CoreError::WrongKind {
+                        hash: h,
+                        actual: record.content().kind(),
+                        expected: Kind::Intent,
+                    });
+                };
+                let state = core.intent_state(&h)?.ok_or(CoreError::UnknownRecord(h))?;
+                let hints = core.active_hints(now)?;
+                let priority = CompositeColdStorage::<K, B, O>::priority_of(&hints, intent);
+                body(&IntentItem {
+                    record,
+                    state,
+                    priority,
                 })
             }
             Op::Provenance { id, depth } => {

@@ -85,8 +85,8 @@ pub use access::{
 pub use capped::{RESPONSE_BYTES, record_bytes_bound};
 pub use error::{ApiError, core_code, core_error, validation_error};
 pub use events::{
-    EVENTS_PAGE, EventFilter, EventsQuery, HEARTBEAT_FRAME, HEARTBEAT_SECS, RETRY_FRAME, Verdict,
-    answered_record, entry_frame, page_entries, record_request,
+    Concerns, EVENTS_PAGE, EventFilter, EventsQuery, HEARTBEAT_FRAME, HEARTBEAT_SECS, RETRY_FRAME,
+    Verdict, answered_record, entry_frame, page_entries, record_request,
 };
 pub use governor::{GovernError, Governor, Next};
 pub use job::{

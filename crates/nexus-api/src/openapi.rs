@@ -32,6 +32,7 @@ use crate::wire::*;
         withdraw,
         retract_hint,
         list_intents,
+        get_intent,
         list_facts,
         get_record,
         provenance,
@@ -297,6 +298,18 @@ fn withdraw() {}
         (status = 400, description = "bad_request", body = ErrorBody),
     ))]
 fn list_intents() {}
+
+/// One Intent and its state: claim holder, lease, fencing token, resolution (as
+/// `GET /v1/intents` lists it; a lapsed claim counts as available).
+#[utoipa::path(get, path = "/v1/intents/{id}", tag = "reads",
+    params(("id" = String, Path, description = "Intent hash or unambiguous prefix (≥ 8 hex)")),
+    responses(
+        (status = 200, description = "The Intent, its state and priority", body = IntentItem),
+        (status = 400, description = "ambiguous_id, bad_request", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 422, description = "wrong_kind: the record is not an Intent", body = ErrorBody),
+    ))]
+fn get_intent() {}
 
 /// List Facts, oldest first.
 ///

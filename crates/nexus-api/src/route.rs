@@ -21,6 +21,8 @@ pub enum Route {
     RetractHint,
     /// `GET /v1/intents`
     ListIntents,
+    /// `GET /v1/intents/{id}`
+    GetIntent,
     /// `GET /v1/facts`
     ListFacts,
     /// `GET /v1/records/{id}`
@@ -51,7 +53,7 @@ pub enum Route {
 
 impl Route {
     /// Every route the API serves (not [`Route::Unmatched`]).
-    pub const ALL: [Route; 20] = [
+    pub const ALL: [Route; 21] = [
         Route::ProposeIntent,
         Route::SubmitFact,
         Route::SubmitHint,
@@ -60,6 +62,7 @@ impl Route {
         Route::Withdraw,
         Route::RetractHint,
         Route::ListIntents,
+        Route::GetIntent,
         Route::ListFacts,
         Route::GetRecord,
         Route::Provenance,
@@ -96,6 +99,7 @@ impl Route {
             Route::ProposeIntent | Route::ListIntents => "/v1/intents",
             Route::SubmitFact | Route::ListFacts => "/v1/facts",
             Route::SubmitHint | Route::ListHints => "/v1/hints",
+            Route::GetIntent => "/v1/intents/{id}",
             Route::Claim => "/v1/intents/{id}/claim",
             Route::Renew => "/v1/intents/{id}/renew",
             Route::Withdraw => "/v1/intents/{id}/withdraw",
@@ -168,6 +172,7 @@ pub fn match_path(path: &str) -> Option<PathMatch<'_>> {
     }
     let segs: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
     let (route, id) = match segs.as_slice() {
+        ["intents", id] => (Route::GetIntent, *id),
         ["intents", id, "claim"] => (Route::Claim, *id),
         ["intents", id, "renew"] => (Route::Renew, *id),
         ["intents", id, "withdraw"] => (Route::Withdraw, *id),

@@ -661,6 +661,18 @@ impl Client {
         })
     }
 
+    /// `GET /v1/intents/{id}`: one Intent and its state (`id`: a full hash or a prefix
+    /// of at least 8 hex digits).
+    pub fn intent(&self, id: &str) -> Result<IntentItem, ClientError> {
+        let path = format!("/v1/intents/{}", encode(id));
+        let raw: wire::IntentItem<Value> = self.decode("GET", &path, None)?;
+        Ok(IntentItem {
+            record: self.verify("GET", &path, raw.record)?,
+            state: raw.state,
+            priority: raw.priority,
+        })
+    }
+
     /// `GET /v1/facts` (one page).
     pub fn facts(&self, q: &FactQuery) -> Result<FactPage, ClientError> {
         let path = format!(
@@ -1009,14 +1021,48 @@ fn transport(method: &'static str, url: &str, e: ureq::Error) -> ClientError {
     }
 }
 
+/// How a [`Client::events_with`] stream deals with silence and broken connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventOptions {
+    /// Silence (not even a heartbeat) after which the connection counts as dead.
+    /// Default: three heartbeat intervals ([`nexus_wire::HEARTBEAT_SECS`]).
+    pub idle_timeout: Duration,
+    /// How long to keep trying to reconnect after a break before the stream gives up
+    /// with the error; `None`: never reconnect, the stream ends at the first break.
+    /// Default: 30 s.
+    pub reconnect_for: Option<Duration>,
+}
+
+impl Default for EventOptions {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(3 * nexus_wire::HEARTBEAT_SECS),
+            reconnect_for: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Pauses between reconnection attempts: the first, doubled up to the last.
+const RECONNECT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(5));
+
 /// The entries of a `GET /v1/events` stream ([`Client::events`]), in log order, as
 /// `GET /v1/log` gives them. Blocks until the next one commits; heartbeats are
-/// skipped. Ends with an error when the connection breaks: open it again from
-/// [`EventStream::last_seq`] + 1 to resume without a gap.
+/// skipped. When the connection breaks, or sends nothing (not even a heartbeat) for
+/// [`EventOptions::idle_timeout`], it reconnects from the entry after the last one it
+/// gave, so every entry comes once, in order; it ends with the error once it could not
+/// reconnect for [`EventOptions::reconnect_for`] (at once without reconnection, when
+/// [`EventStream::last_seq`] + 1 is where to resume).
 pub struct EventStream {
-    lines: Box<dyn std::io::BufRead + Send>,
+    client: Client,
+    from: u64,
+    topic: Option<String>,
+    options: EventOptions,
+    lines: Option<Box<dyn std::io::BufRead + Send>>,
     url: String,
     last_seq: Option<u64>,
+    connections: u32,
+    done: bool,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -1024,6 +1070,7 @@ impl std::fmt::Debug for EventStream {
         f.debug_struct("EventStream")
             .field("url", &self.url)
             .field("last_seq", &self.last_seq)
+            .field("connections", &self.connections)
             .finish_non_exhaustive()
     }
 }
@@ -1033,6 +1080,118 @@ impl EventStream {
     pub fn last_seq(&self) -> Option<u64> {
         self.last_seq
     }
+
+    /// How many connections the stream made (1 + reconnections).
+    pub fn connections(&self) -> u32 {
+        self.connections
+    }
+
+    /// The entry the next connection starts at.
+    fn resume_at(&self) -> u64 {
+        self.last_seq.map_or(self.from, |s| s + 1)
+    }
+
+    /// Opens a connection from [`Self::resume_at`].
+    fn open(&mut self) -> Result<(), ClientError> {
+        let path = format!(
+            "/v1/events{}",
+            query(&[
+                ("from", Some(self.resume_at().to_string())),
+                ("topic", self.topic.clone()),
+            ])
+        );
+        let c = &self.client;
+        let url = format!("{}{}", c.base, path);
+        self.url.clone_from(&url);
+        let agent = agent_with(c.timeout, c.roots.as_ref().map(|r| r.as_slice()), false);
+        let mut req = agent
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .config()
+            .timeout_per_read(Some(self.options.idle_timeout))
+            .build();
+        if let Some(a) = &c.authorization {
+            req = req.header("authorization", a);
+        }
+        let response = req.call().map_err(|e| transport("GET", &url, e))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let mut response = response;
+            let bytes = response
+                .body_mut()
+                .with_config()
+                .limit(MAX_RESPONSE_BYTES)
+                .read_to_vec()
+                .map_err(|e| transport("GET", &url, e))?;
+            answer("GET", url.clone(), status, bytes)?;
+            return Err(ClientError::Unexpected {
+                method: "GET",
+                url,
+                status,
+                reason: "not an event stream".into(),
+            });
+        }
+        let reader = response.into_body().into_reader();
+        self.lines = Some(Box::new(std::io::BufReader::new(reader)));
+        self.connections += 1;
+        Ok(())
+    }
+
+    /// Reconnects after a break, retrying until [`EventOptions::reconnect_for`] has
+    /// passed; a refusal by the API (an answer other than a busy one) is final.
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        let Some(window) = self.options.reconnect_for else {
+            return Err(ClientError::Unexpected {
+                method: "GET",
+                url: self.url.clone(),
+                status: 200,
+                reason: "the event stream broke".into(),
+            });
+        };
+        let deadline = std::time::Instant::now() + window;
+        let mut pause = RECONNECT_BACKOFF.0;
+        loop {
+            match self.open() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let busy = matches!(e.status(), Some(429 | 503));
+                    if (e.api().is_some() && !busy) || std::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(RECONNECT_BACKOFF.1);
+        }
+    }
+
+    /// The next line, reconnecting as needed: `Ok(None)` at the end of a stream that
+    /// does not reconnect.
+    fn line(&mut self, line: &mut String) -> Result<Option<()>, ClientError> {
+        loop {
+            let Some(lines) = self.lines.as_mut() else {
+                self.reconnect()?;
+                continue;
+            };
+            line.clear();
+            let broke = match lines.read_line(line) {
+                Ok(0) => None,
+                Ok(_) => return Ok(Some(())),
+                Err(e) => Some(e),
+            };
+            self.lines = None;
+            if self.options.reconnect_for.is_none() {
+                return match broke {
+                    None => Ok(None),
+                    Some(e) => Err(ClientError::Transport {
+                        method: "GET",
+                        url: self.url.clone(),
+                        source: Box::new(ureq::Error::Io(e)),
+                    }),
+                };
+            }
+        }
+    }
 }
 
 impl Iterator for EventStream {
@@ -1041,18 +1200,28 @@ impl Iterator for EventStream {
     fn next(&mut self) -> Option<Self::Item> {
         let mut data = String::new();
         let mut event = String::new();
+        let mut line = String::new();
+        let mut connection = self.connections;
         loop {
-            let mut line = String::new();
-            match self.lines.read_line(&mut line) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => {
-                    return Some(Err(ClientError::Transport {
-                        method: "GET",
-                        url: self.url.clone(),
-                        source: Box::new(ureq::Error::Io(e)),
-                    }));
+            if self.done {
+                return None;
+            }
+            match self.line(&mut line) {
+                Ok(Some(())) => {}
+                Ok(None) => {
+                    self.done = true;
+                    return None;
                 }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+            if self.connections != connection {
+                // A new connection: an event the old one cut short is dropped.
+                connection = self.connections;
+                data.clear();
+                event.clear();
             }
             let line = line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
@@ -1075,6 +1244,8 @@ impl Iterator for EventStream {
                     }
                 };
                 if is_error {
+                    // The server's own failure ends the stream: it would happen again.
+                    self.done = true;
                     let error = api_error(500, v.to_string().as_bytes());
                     return Some(Err(match error {
                         Some(error) => ClientError::Api {
@@ -1108,51 +1279,35 @@ impl Iterator for EventStream {
 
 impl Client {
     /// `GET /v1/events?from={from}[&topic={topic}]`: the log from `from`, then each
-    /// entry as it commits (spec/api.md, "Live events"). The connection has no read
-    /// timeout (the server sends a heartbeat every 15 s); connecting and the first
-    /// answer use the client's timeout.
+    /// entry as it commits (spec/api.md, "Live events"), with the default
+    /// [`EventOptions`]: a connection silent for three heartbeat intervals counts as
+    /// dead, and a dead or broken one is reopened after the last entry given.
+    /// Connecting and the first answer use the client's timeout; a refusal (a bad
+    /// topic, no read token) is the error of this call.
     pub fn events(&self, from: u64, topic: Option<&str>) -> Result<EventStream, ClientError> {
-        let path = format!(
-            "/v1/events{}",
-            query(&[
-                ("from", Some(from.to_string())),
-                ("topic", topic.map(str::to_owned)),
-            ])
-        );
-        let url = format!("{}{}", self.base, path);
-        let agent = agent_with(
-            self.timeout,
-            self.roots.as_ref().map(|r| r.as_slice()),
-            false,
-        );
-        let mut req = agent.get(&url).header("accept", "text/event-stream");
-        if let Some(a) = &self.authorization {
-            req = req.header("authorization", a);
-        }
-        let response = req.call().map_err(|e| transport("GET", &url, e))?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            let mut response = response;
-            let bytes = response
-                .body_mut()
-                .with_config()
-                .limit(MAX_RESPONSE_BYTES)
-                .read_to_vec()
-                .map_err(|e| transport("GET", &url, e))?;
-            answer("GET", url.clone(), status, bytes)?;
-            return Err(ClientError::Unexpected {
-                method: "GET",
-                url,
-                status,
-                reason: "not an event stream".into(),
-            });
-        }
-        let reader = response.into_body().into_reader();
-        Ok(EventStream {
-            lines: Box::new(std::io::BufReader::new(reader)),
-            url,
+        self.events_with(from, topic, EventOptions::default())
+    }
+
+    /// [`Client::events`] with other [`EventOptions`].
+    pub fn events_with(
+        &self,
+        from: u64,
+        topic: Option<&str>,
+        options: EventOptions,
+    ) -> Result<EventStream, ClientError> {
+        let mut stream = EventStream {
+            client: self.clone(),
+            from,
+            topic: topic.map(str::to_owned),
+            options,
+            lines: None,
+            url: String::new(),
             last_seq: None,
-        })
+            connections: 0,
+            done: false,
+        };
+        stream.open()?;
+        Ok(stream)
     }
 }
 

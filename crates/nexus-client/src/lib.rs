@@ -18,7 +18,7 @@ pub mod keys;
 pub mod verify;
 
 pub use builders::BuildError;
-pub use http::{AnyErrorCode, ApiError, Client, ClientError, ErrorCode};
+pub use http::{AnyErrorCode, ApiError, Client, ClientError, ErrorCode, EventOptions, EventStream};
 pub use keys::{KeyError, KeyFile};
 pub use verify::{
     Problem, ReplayStore, VerifyError, VerifyOptions, VerifyReport, export_to, verify_export,

@@ -14,3 +14,7 @@ pub mod schema;
 
 pub use body::*;
 pub use code::{AnyErrorCode, ErrorCode, UnknownErrorCode};
+
+/// Seconds between the heartbeats of a `GET /v1/events` stream with nothing to send
+/// (spec/api.md, "Live events"): what a client's idle timeout is reckoned from.
+pub const HEARTBEAT_SECS: u64 = 15;

@@ -139,7 +139,9 @@ enum Command {
         limit: Option<u32>,
     },
     /// Serve neXus as MCP tools for LLM agents (stdio, or streamable HTTP with --http),
-    /// talking to --server and signing with --key.
+    /// talking to --server and signing with --key; records, Intents' states and the
+    /// Hints are resources (nexus://record/{id}, nexus://intent/{id}, nexus://hints),
+    /// and subscribers are notified when an Intent or the Hints change.
     Mcp {
         /// Serve MCP over streamable HTTP at http://ADDR/mcp instead of stdio.
         #[arg(long, value_name = "ADDR")]

@@ -7,27 +7,40 @@
 //! An API error comes back as a tool error whose structured content is the API's
 //! error object (`status`, `code`, `message` and its named fields such as `holder`,
 //! `lease_until`, `hint` and `reason`), so that a model can act on it.
+//!
+//! Records, Intents' states and the Hints in force are also resources, and a client
+//! may subscribe to the ones that change ([`resources`]).
+
+mod resources;
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use nexus_client::http::{FactQuery, IntentQuery};
+use nexus_client::http::{FactQuery, HintItem, IntentItem, IntentQuery, RecordInfo};
 use nexus_client::{Client, ClientError, KeyFile, builders};
 use nexus_core::FihHash;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig};
-use rmcp::{ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
+use rmcp::model::{
+    CallToolResult, ContentBlock, ListResourceTemplatesResult, ListResourcesResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
+};
+use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
+use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Default lease of a claim made through MCP.
 const DEFAULT_LEASE_MS: u64 = 60_000;
 
-/// The MCP server: a neXus client and the key it signs with.
+/// The MCP server of one session: a neXus client, the key it signs with, the
+/// process's change feed and the session's subscriptions.
 #[derive(Clone)]
 pub struct NexusMcp {
     client: Client,
     key: Arc<KeyFile>,
+    changes: Arc<resources::Changes>,
+    subscriptions: Arc<resources::Subscriptions>,
 }
 
 /// A failure inside a tool, before or after the API answered.
@@ -85,6 +98,21 @@ fn hashes(what: &str, v: &[String]) -> Result<Vec<FihHash>, Failure> {
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, Failure> {
     serde_json::to_value(v).map_err(|e| Failure::Other(format!("cannot encode the answer: {e}")))
+}
+
+/// A record as `get_record` and `nexus://record/{id}` answer it.
+fn record_json(r: &RecordInfo) -> Value {
+    json!({"record": r.record.to_value(), "kind": r.kind, "parents": r.parents})
+}
+
+/// An Intent as `list_intents` and `nexus://intent/{id}` answer it.
+fn intent_json(i: &IntentItem) -> Value {
+    json!({"intent": i.record.to_value(), "state": i.state, "priority": i.priority})
+}
+
+/// The Hints in force as `hints` and `nexus://hints` answer them.
+fn hints_json(h: &[HintItem]) -> Result<Value, Failure> {
+    to_json(&h)
 }
 
 /// `propose_intent`.
@@ -196,9 +224,31 @@ impl NexusMcp {
     /// A server for `client`, signing with `key`.
     pub fn new(client: Client, key: KeyFile) -> Self {
         Self {
+            changes: Arc::new(resources::Changes::new(client.clone())),
             client,
             key: Arc::new(key),
+            subscriptions: Arc::default(),
         }
+    }
+
+    /// A server for a new session: the same client, key and change feed, no
+    /// subscriptions.
+    pub fn session(&self) -> Self {
+        Self {
+            subscriptions: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Runs `f` on a blocking thread with the client (reads of resources).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Client) -> Result<T, ErrorData> + Send + 'static,
+    ) -> Result<T, ErrorData> {
+        let client = self.client.clone();
+        tokio::task::spawn_blocking(move || f(&client))
+            .await
+            .unwrap_or_else(|_| Err(ErrorData::internal_error("the read panicked", None)))
     }
 
     /// Runs `f` on a blocking thread (the client is synchronous) and makes its
@@ -244,11 +294,7 @@ impl NexusMcp {
                 limit: a.limit,
                 cursor: a.cursor,
             })?;
-            let intents: Vec<Value> = page
-                .intents
-                .iter()
-                .map(|i| json!({"intent": i.record.to_value(), "state": i.state, "priority": i.priority}))
-                .collect();
+            let intents: Vec<Value> = page.intents.iter().map(intent_json).collect();
             Ok(json!({"intents": intents, "next": page.next}))
         })
         .await
@@ -357,11 +403,8 @@ impl NexusMcp {
         its parents."
     )]
     async fn get_record(&self, Parameters(a): Parameters<IdArgs>) -> CallToolResult {
-        self.run(move |c, _| {
-            let r = c.record(&a.id)?;
-            Ok(json!({"record": r.record.to_value(), "kind": r.kind, "parents": r.parents}))
-        })
-        .await
+        self.run(move |c, _| Ok(record_json(&c.record(&a.id)?)))
+            .await
     }
 
     #[tool(
@@ -401,7 +444,7 @@ impl NexusMcp {
         which Intents may be proposed and claimed and in what order."
     )]
     async fn hints(&self) -> CallToolResult {
-        self.run(move |c, _| to_json(&c.hints()?)).await
+        self.run(move |c, _| hints_json(&c.hints()?)).await
     }
 
     #[tool(
@@ -457,14 +500,122 @@ impl NexusMcp {
 #[tool_handler]
 impl ServerHandler for NexusMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .build();
+        ServerConfig::new(capabilities).with_instructions(
             "neXus is a shared blackboard where agents divide work. Find work with \
              list_intents, claim one (you get a fencing token and a lease), do it, and \
              resolve it with your result; renew the lease if the work takes longer. \
              Propose new Intents for work you discover. A conflict means another agent \
              holds the Intent: pick another. Deny Hints (see hints, explain_hint) make \
-             some topics inadmissible.",
+             some topics inadmissible. Resources: nexus://record/{id} (a record), \
+             nexus://intent/{id} (an Intent's state; subscribe to hear when it is \
+             claimed or resolved) and nexus://hints.",
         )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(resources::resources()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            resources::templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let uri = request.uri;
+        self.blocking(move |c| resources::read(c, &uri))
+            .await
+            .map(Into::into)
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let uri = request.uri;
+        let changes = Arc::clone(&self.changes);
+        let (key, rx) = self
+            .blocking(move |c| {
+                let key = resources::subscription_key(c, &uri)?;
+                Ok(((key, uri), changes.receiver()?))
+            })
+            .await?;
+        self.subscriptions.add(key.0, key.1)?;
+        self.subscriptions.forward(rx, context.peer);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let uri = request.uri;
+        // The key of an Intent named by a prefix needs a read; if that fails, the
+        // subscription is found by the URI it was made with.
+        let key = self
+            .blocking({
+                let uri = uri.clone();
+                move |c| resources::subscription_key(c, &uri)
+            })
+            .await
+            .ok();
+        self.subscriptions.remove(key.as_deref(), &uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let uris = resources::listenable(requested.resource_subscriptions.as_deref()?);
+        let mut filter = SubscriptionFilter::new();
+        filter.resource_subscriptions = Some(uris);
+        Some(filter)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let accepted = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let changes = Arc::clone(&self.changes);
+        let mut rx = self.blocking(move |_| changes.receiver()).await?;
+        loop {
+            let change = tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                c = rx.recv() => match c {
+                    Ok(c) => c,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            };
+            for uri in resources::touched_of(&accepted, &change) {
+                if context.sink().notify_resource_updated(uri).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 
@@ -491,7 +642,7 @@ pub fn run(client: Client, key: KeyFile, http: Option<std::net::SocketAddr>) -> 
                     session::local::LocalSessionManager,
                 };
                 let service = StreamableHttpService::new(
-                    move || Ok(server.clone()),
+                    move || Ok(server.session()),
                     Arc::new(LocalSessionManager::default()),
                     StreamableHttpServerConfig::default(),
                 );

@@ -3,7 +3,9 @@
 //! spec/api.md "Live events").
 //!
 //! The stream is the Worker's response body, pulled by the runtime as the client
-//! reads: each pull reads the next page of the log through the same read job as
+//! reads (`Response::from_stream` makes a `ReadableStream` whose high-water mark is 0,
+//! so the runtime polls it only when the connection can take more): each pull reads
+//! the next page of the log through the same read job as
 //! `GET /v1/log` (one coordinator call, the records from KV), and while the log has
 //! nothing new it asks again once a second. So a slow reader makes the stream wait
 //! and misses nothing, and a connection holds at most one page. Why polling rather
@@ -27,6 +29,11 @@ use crate::{Faults, host};
 
 /// Pause between reads of a log that has nothing new.
 const POLL: Duration = Duration::from_secs(1);
+
+/// Test hook (`GET /__test/events`): the furthest `seq` any event stream of this
+/// isolate has read from the log, which shows that a stalled reader stops the reads.
+#[cfg(feature = "test-hooks")]
+pub static READ_UPTO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct Stream {
     env: Env,
@@ -88,6 +95,8 @@ impl Stream {
                 return;
             };
             self.next = seq + 1;
+            #[cfg(feature = "test-hooks")]
+            READ_UPTO.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
             let send = loop {
                 match self.filter.verdict(entry) {
                     Verdict::Send => break true,

@@ -225,6 +225,10 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         "/__test/tiers" => {
             return Response::from_json(&testing::run_tier_conformance(&env).await?);
         }
+        "/__test/events" => {
+            let read = events::READ_UPTO.load(std::sync::atomic::Ordering::Relaxed);
+            return Response::from_json(&serde_json::json!({ "read_upto": read }));
+        }
         _ => {}
     }
     // Reads may need a bearer token: checked before the body is read.

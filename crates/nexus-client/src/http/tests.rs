@@ -624,3 +624,105 @@ fn error_codes_are_typed_and_unknown_ones_are_kept() {
         "{newer}"
     );
 }
+
+/// An event stream server that goes silent: each connection gets the headers, then
+/// the entries from its `from` on, `per_connection` of them, and then nothing (no
+/// heartbeat) while the socket stays open. Answers the client and the targets seen.
+fn silent_events_server(per_connection: u64) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    thread::spawn(move || {
+        let mut open = Vec::new(); // kept open, silent, until the test process ends
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Some(req) = read_request(&stream) else {
+                continue;
+            };
+            let from: u64 = req
+                .target
+                .split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix("from="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            log.lock().expect("lock").push(req);
+            let mut out = String::from(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nretry: 1000\n\n",
+            );
+            for seq in from..from + per_connection {
+                let entry = json!({"seq": seq, "at": T, "action": {"kind": "claim"}});
+                out.push_str(&format!("id: {seq}\nevent: entry\ndata: {entry}\n\n"));
+            }
+            let _ = stream.write_all(out.as_bytes());
+            let _ = stream.flush();
+            open.push(stream);
+        }
+    });
+    let client = Client::new(&format!("http://{addr}/"))
+        .expect("client")
+        .with_timeout(Duration::from_secs(10));
+    (client, seen)
+}
+
+#[test]
+fn a_silent_event_stream_counts_as_dead_and_is_reopened_after_the_last_entry() {
+    let (client, seen) = silent_events_server(2);
+    let options = EventOptions {
+        idle_timeout: Duration::from_millis(200),
+        reconnect_for: Some(Duration::from_secs(5)),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut stream = client.events_with(1, Some("a/b"), options).expect("stream");
+        let seqs: Vec<u64> = stream
+            .by_ref()
+            .take(5)
+            .map(|e| e.expect("entry")["seq"].as_u64().expect("seq"))
+            .collect();
+        let _ = tx.send((seqs, stream.connections()));
+    });
+    // Without the idle timeout the stream would wait for ever on the first connection.
+    let (seqs, connections) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the silent connections were given up");
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(connections, 3);
+    assert_eq!(
+        targets_of(&seen),
+        [
+            "/v1/events?from=1&topic=a%2Fb",
+            "/v1/events?from=3&topic=a%2Fb",
+            "/v1/events?from=5&topic=a%2Fb"
+        ]
+    );
+}
+
+#[test]
+fn without_reconnection_a_silent_stream_ends_with_an_error() {
+    let (client, seen) = silent_events_server(1);
+    let options = EventOptions {
+        idle_timeout: Duration::from_millis(200),
+        reconnect_for: None,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut stream = client.events_with(7, None, options).expect("stream");
+        assert_eq!(stream.next().expect("one").expect("entry")["seq"], 7);
+        let started = std::time::Instant::now();
+        let e = stream.next().expect("an error").expect_err("idle");
+        let waited = started.elapsed();
+        let _ = tx.send((e, waited, stream.next().is_none(), stream.last_seq()));
+    });
+    let (e, waited, ended, last) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the silent connection was given up");
+    assert!(
+        waited >= Duration::from_millis(200),
+        "before the idle timeout"
+    );
+    assert!(matches!(e, ClientError::Transport { .. }), "{e}");
+    assert!(ended);
+    assert_eq!(last, Some(7));
+    assert_eq!(targets_of(&seen).len(), 1);
+}

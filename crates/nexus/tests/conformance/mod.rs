@@ -217,6 +217,24 @@ fn lifecycle(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyF
             token: 1
         }
     );
+    // One Intent by prefix: as the listing has it; a Fact is no Intent; nothing is 404.
+    let one = c
+        .intent(&intent.hash().to_string()[..8])
+        .expect("one Intent");
+    assert_eq!(
+        (&one.record, &one.state, one.priority),
+        (
+            &resolved.intents[0].record,
+            &resolved.intents[0].state,
+            resolved.intents[0].priority
+        )
+    );
+    expect_error(c, "GET /v1/intents/{fact}", 422, "wrong_kind", || {
+        c.intent(&fact.hash().to_string())
+    });
+    expect_error(c, "GET /v1/intents/{none}", 404, "not_found", || {
+        c.intent(&"0".repeat(64))
+    });
     let facts = c
         .facts(&FactQuery {
             topic: Some(tag.to_owned()),
