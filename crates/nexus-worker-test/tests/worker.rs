@@ -994,3 +994,43 @@ fn the_event_stream_sends_the_backlog_then_each_commit_and_resumes() {
     let e = c.events(1, Some("a//b")).expect_err("bad topic");
     assert_eq!(e.error_code(), Some(ErrorCode::BadRequest), "{e}");
 }
+
+/// The Worker serves the provenance explorer at `/` with the same bytes and headers as
+/// `nexus serve` (both from nexus-explorer), publicly, while the API stays the API.
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn serves_the_explorer_at_the_root() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Deploy, state.path());
+    for path in ["/", "/explorer/app.js", "/explorer/app.css"] {
+        let want = nexus_explorer::asset("GET", path).expect("an asset");
+        let mut resp = agent(Duration::from_secs(30))
+            .get(&format!("{}{path}", dev.url))
+            .call()
+            .expect("HTTP exchange");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(header("content-type"), want.content_type, "{path}");
+        assert_eq!(
+            header("content-security-policy"),
+            nexus_explorer::CONTENT_SECURITY_POLICY,
+            "{path}"
+        );
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_vec()
+            .expect("body");
+        assert_eq!(body, want.body, "{path}: the bytes nexus serve serves");
+    }
+    let r = raw(&dev.url, "GET", "/explorer/nothing", b"", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(error_code(&r), "no_route");
+}

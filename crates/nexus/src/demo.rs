@@ -10,7 +10,8 @@
 //! regions the contract denied (checked against the cursed ones), which agents crashed
 //! holding which chunk (the driver makes those claims before the swarm starts) and
 //! that `verify --replay` passed. So `nexus demo --seed S` prints the same summary
-//! every time, on either host.
+//! every time. A host that runs no contract (the Worker answers `POST /v1/contract`
+//! with `501`) runs the same search ungoverned, and its summary says so.
 
 mod board;
 mod problem;
@@ -135,6 +136,8 @@ struct Outcome {
     best: Best,
     searched: u64,
     denied: Vec<u32>,
+    /// Whether the server runs the contract.
+    governed: bool,
 }
 
 /// `nexus demo`.
@@ -244,9 +247,20 @@ fn swarm_run(
     };
     // The planner (agent 0's key) deploys the contract and proposes every chunk.
     let planner = agent(0);
-    let expected = crate::contract_cmd::current_hash(c)?;
-    crate::contract_cmd::post_deployment(c, &planner.key, CONTRACT, expected)
-        .context("cannot deploy the demo's contract (the server must accept the demo's keys: serve with --open)")?;
+    // A host that runs no contract (the Worker: `501 not_implemented`) still runs the
+    // search: the failing regions then stop after MAX_ATTEMPTS tries per chunk.
+    let governed = match crate::contract_cmd::current_hash(c) {
+        Err(e) if not_implemented(&e) => false,
+        expected => {
+            match crate::contract_cmd::post_deployment(c, &planner.key, CONTRACT, expected?) {
+                Err(e) if not_implemented(&e) => false,
+                r => {
+                    r.context("cannot deploy the demo's contract (the server must accept the demo's keys: serve with --open)")?;
+                    true
+                }
+            }
+        }
+    };
     let mut chunks: Vec<(problem::Job, FihHash)> = Vec::new();
     for job in problem.initial_jobs() {
         let h = planner
@@ -328,7 +342,14 @@ fn swarm_run(
         stats.throttled.load(Ordering::Relaxed),
         live.facts_per_second(&stats),
     );
-    outcome(c, problem, &prefix, &snap, &crashed)
+    outcome(c, problem, &prefix, &snap, &crashed, governed)
+}
+
+/// Whether the server answered `501 not_implemented`.
+fn not_implemented(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<nexus_client::ClientError>())
+        .any(|c| c.error_code() == Some(nexus_client::ErrorCode::NotImplemented))
 }
 
 /// Reads the outcome off the board and checks it against what the seed decides.
@@ -338,6 +359,7 @@ fn outcome(
     prefix: &str,
     snap: &Snapshot,
     crashed: &[(usize, problem::Job, FihHash)],
+    governed: bool,
 ) -> Result<Outcome> {
     // The minimum, from the leaves' Facts on the board (not from the agents' memory).
     let q = nexus_client::http::FactQuery {
@@ -391,7 +413,8 @@ fn outcome(
             })
         })
         .collect();
-    if denied != problem.cursed {
+    let expect_denied: &[u32] = if governed { &problem.cursed } else { &[] };
+    if denied != expect_denied {
         bail!(
             "the contract denied regions {denied:?}, but the failing ones are {:?}",
             problem.cursed
@@ -416,6 +439,7 @@ fn outcome(
         best,
         searched: snap.searched,
         denied,
+        governed,
     })
 }
 
@@ -440,6 +464,8 @@ fn print_summary(
                 "minimum": {"value": o.best.value, "region": o.best.region, "x": o.best.x},
                 "search_intents_resolved": o.searched,
                 "denied_regions": o.denied,
+                "governed": o.governed,
+                "failing_regions": p.cursed,
                 "crashed": p.crashes.iter().map(|(a, j)| json!({"agent": a, "job": j})).collect::<Vec<_>>(),
                 "verified": verified.is_ok(),
                 "verify_error": verified.as_ref().err().map(ToString::to_string),
@@ -470,11 +496,19 @@ fn print_summary(
         o.searched,
         problem::LEAF_WIDTH
     );
-    say!(
-        "  governance     contract denied {} after {} failed runs each (rule failure-budget)",
-        regions(&o.denied),
-        problem::FAILURE_BUDGET
-    );
+    if o.governed {
+        say!(
+            "  governance     contract denied {} after {} failed runs each (rule failure-budget)",
+            regions(&o.denied),
+            problem::FAILURE_BUDGET
+        );
+    } else {
+        say!(
+            "  governance     none (the server runs no contract): {} failed, {} tries per chunk",
+            regions(&p.cursed),
+            problem::MAX_ATTEMPTS
+        );
+    }
     say!(
         "  crashes        {} (leases lapsed, taken over)",
         if crashes.is_empty() {
