@@ -42,6 +42,8 @@ struct Raw {
     status: u16,
     body: Vec<u8>,
     metrics: BTreeMap<String, u64>,
+    /// Every header (lowercase names) that is text.
+    headers: BTreeMap<String, String>,
 }
 
 fn raw(url: &str, method: &str, target: &str, body: &[u8], headers: &[(&str, &str)]) -> Raw {
@@ -75,6 +77,11 @@ fn raw(url: &str, method: &str, target: &str, body: &[u8], headers: &[(&str, &st
                 .collect()
         })
         .unwrap_or_default();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
     let status = resp.status().as_u16();
     let body = resp
         .body_mut()
@@ -86,6 +93,7 @@ fn raw(url: &str, method: &str, target: &str, body: &[u8], headers: &[(&str, &st
         status,
         body,
         metrics,
+        headers,
     }
 }
 
@@ -1102,4 +1110,29 @@ fn a_stalled_reader_blocks_no_writer_and_the_worker_stops_reading_for_it() {
         sse_ids(&mut stalled, N as usize),
         (1..=N).collect::<Vec<_>>()
     );
+}
+
+/// The Worker serves the provenance explorer at `/` with the same bytes and headers as
+/// `nexus serve` (both from nexus-explorer), publicly, while the API stays the API.
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn serves_the_explorer_at_the_root() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Deploy, state.path());
+    for path in ["/", "/explorer/app.js", "/explorer/app.css"] {
+        let want = nexus_explorer::asset("GET", path).expect("an asset");
+        let r = raw(&dev.url, "GET", path, b"", &[]);
+        assert_eq!(r.status, 200, "{path}");
+        let header = |name: &str| r.headers.get(name).map(String::as_str);
+        assert_eq!(header("content-type"), Some(want.content_type), "{path}");
+        assert_eq!(
+            header("content-security-policy"),
+            Some(nexus_explorer::CONTENT_SECURITY_POLICY),
+            "{path}"
+        );
+        assert_eq!(r.body, want.body, "{path}: the bytes nexus serve serves");
+    }
+    let r = raw(&dev.url, "GET", "/explorer/nothing", b"", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(error_code(&r), "no_route");
 }

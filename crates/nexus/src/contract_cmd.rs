@@ -58,12 +58,33 @@ pub fn check(g: &Global, file: &Path) -> Result<bool> {
 }
 
 /// The hash of the contract in force (`None`: none deployed).
-fn current_hash(c: &Client) -> Result<Option<FihHash>> {
+pub(crate) fn current_hash(c: &Client) -> Result<Option<FihHash>> {
     match c.get_json("/v1/contract") {
         Ok((_, v)) => Ok(v["hash"].as_str().and_then(|h| h.parse().ok())),
         Err(e) if e.error_code() == Some(ErrorCode::NotFound) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Sends a deployment of `src` signed by `key`, expecting `expected` in force: the
+/// server's answer (`version`, `hash`, `previous`, `duplicate`).
+pub(crate) fn post_deployment(
+    c: &Client,
+    key: &nexus_core::SigningKey,
+    src: &str,
+    expected: Option<FihHash>,
+) -> Result<serde_json::Value> {
+    let rec = builders::fact(
+        key,
+        DEPLOY_TOPIC,
+        json!({"source": src, "expected": expected.map(|h| h.to_hex())}),
+        &[],
+        None,
+    )?;
+    let (_, v) = c
+        .post_json("/v1/contract", &rec.to_json())
+        .context("deployment refused")?;
+    Ok(v)
 }
 
 /// `nexus contract deploy FILE [--expect HASH|none]`.
@@ -82,16 +103,7 @@ pub fn deploy(g: &Global, file: &Path, expect: Option<&str>) -> Result<()> {
         None => current_hash(&c)?,
     };
     let key = load_key(g)?;
-    let rec = builders::fact(
-        key.key(),
-        DEPLOY_TOPIC,
-        json!({"source": src, "expected": expected.map(|h| h.to_hex())}),
-        &[],
-        None,
-    )?;
-    let (_, v) = c
-        .post_json("/v1/contract", &rec.to_json())
-        .context("deployment refused")?;
+    let v = post_deployment(&c, key.key(), &src, expected)?;
     out(g, v.clone(), || {
         format!(
             "deployed contract {:?} version {} ({}){}\n  replaces {}",

@@ -188,6 +188,27 @@ fn verify_reader(
     ))
 }
 
+/// Verifies the whole log of the server at `url` (page by page, with progress on a
+/// long log): the outer error is a failure to read it, the inner one a broken entry.
+pub fn verify_server(
+    g: &Global,
+    url: &str,
+    options: &VerifyOptions,
+    on_disk: bool,
+) -> Result<Result<VerifyReport, VerifyError>> {
+    let c = crate::cli::client_for(g, url)?;
+    let head = c.health()?.log_head;
+    let mut progress = Progress::new(head, head >= LONG, "verifying", false);
+    let reader = LogReader {
+        entries: c.log_entries(1),
+        buf: Vec::new(),
+        pos: 0,
+    };
+    let r = verify_reader(reader, options, on_disk, |n| progress.set(n))?;
+    progress.finish();
+    Ok(r)
+}
+
 /// `nexus verify FILE|URL`: exits 0 with counts, or 1 naming the first broken entry.
 pub fn verify(
     g: &Global,
@@ -202,17 +223,7 @@ pub fn verify(
         ..VerifyOptions::default()
     };
     let result = if source.starts_with("http://") || source.starts_with("https://") {
-        let c = crate::cli::client_for(g, source)?;
-        let head = c.health()?.log_head;
-        let mut progress = Progress::new(head, head >= LONG, "verifying", false);
-        let reader = LogReader {
-            entries: c.log_entries(1),
-            buf: Vec::new(),
-            pos: 0,
-        };
-        let r = verify_reader(reader, &options, on_disk, |n| progress.set(n))?;
-        progress.finish();
-        r
+        verify_server(g, source, &options, on_disk)?
     } else {
         let read = Arc::new(AtomicU64::new(0));
         let (reader, size): (Box<dyn Read>, u64) = if source == "-" {

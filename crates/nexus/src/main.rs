@@ -10,6 +10,7 @@ macro_rules! say {
 mod agents;
 mod cli;
 mod contract_cmd;
+mod demo;
 mod events;
 mod export;
 mod limits;
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use nexus_client::KeyFile;
 
 /// neXus: a content-addressed, CAS-governed blackboard for agents.
@@ -156,6 +157,9 @@ enum Command {
         #[arg(long, value_name = "SEQ")]
         from: Option<u64>,
     },
+    /// Run a swarm of agents on a seeded search (on an embedded server, or --server),
+    /// live, then verify the whole log with --replay and print a summary.
+    Demo(demo::DemoArgs),
     /// Write the whole commit log as JSON lines (what `nexus verify` checks).
     Export {
         /// Output file (default: standard output).
@@ -358,9 +362,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    // `nexus demo` starts its own server unless --server (or $NEXUS_SERVER) names one.
+    let server_given = matches
+        .value_source("server")
+        .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let json = cli.global.json;
-    match run(cli) {
+    match run(cli, server_given) {
         Ok(code) => code,
         Err(e) => {
             cli::report_error(&e, json);
@@ -369,7 +381,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, server_given: bool) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
         Command::Serve {
@@ -417,6 +429,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hints { explain: Some(id) } => contract_cmd::explain(&g, &id)?,
         Command::Show { id } => cli::show(&g, &id)?,
         Command::Log { from, limit } => cli::log(&g, from, limit)?,
+        Command::Demo(args) => return demo::run(&g, server_given, &args),
         Command::Export { out } => export::export(&g, out.as_deref())?,
         Command::Compact { data } => serve::compact(&data)?,
         Command::Watch { topic, from } => cli::watch(&g, topic.as_deref(), from)?,

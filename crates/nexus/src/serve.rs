@@ -413,6 +413,29 @@ fn set(resp: &mut AxumResponse, name: header::HeaderName, value: &str) {
     }
 }
 
+/// A static asset of the explorer, with its content type, security policy and caching.
+fn explorer_asset(asset: nexus_explorer::Asset, head: bool) -> AxumResponse {
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(asset.body)
+    };
+    let mut resp = AxumResponse::new(body);
+    set(&mut resp, header::CONTENT_TYPE, asset.content_type);
+    set(
+        &mut resp,
+        header::CONTENT_SECURITY_POLICY,
+        nexus_explorer::CONTENT_SECURITY_POLICY,
+    );
+    set(
+        &mut resp,
+        header::CACHE_CONTROL,
+        nexus_explorer::CACHE_CONTROL,
+    );
+    set(&mut resp, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    resp
+}
+
 /// An answer the host gives before (or instead of) the API: counted like every other
 /// one (requests by route, errors by code, latency).
 fn early(state: &AppState, route: Route, e: &ApiError, started: Instant) -> AxumResponse {
@@ -454,6 +477,10 @@ async fn handle(
     let early_route = nexus_api::route_for(&method, path);
     if let Err(wait_ms) = state.limits.check_address(peer.ip()) {
         return limited(&state, early_route, "address", wait_ms, started);
+    }
+    // The explorer's page and assets (public: they hold no data; see nexus-explorer).
+    if let Some(asset) = nexus_explorer::asset(&method, path) {
+        return explorer_asset(asset, method == "HEAD");
     }
     let authorization = req
         .headers()

@@ -192,6 +192,24 @@ fn into_worker_with(
         .with_headers(headers))
 }
 
+/// A static asset of the explorer, with its content type, security policy and caching.
+fn explorer_asset(asset: nexus_explorer::Asset, head: bool) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", asset.content_type)?;
+    headers.set(
+        "content-security-policy",
+        nexus_explorer::CONTENT_SECURITY_POLICY,
+    )?;
+    headers.set("cache-control", nexus_explorer::CACHE_CONTROL)?;
+    headers.set("x-content-type-options", "nosniff")?;
+    let body = if head {
+        Vec::new()
+    } else {
+        asset.body.to_vec()
+    };
+    Ok(Response::from_bytes(body)?.with_headers(headers))
+}
+
 /// Whether a signed write's author is over the per-author limit of the
 /// [`AUTHOR_LIMIT_BINDING`] binding. Without the binding, or when it fails, the write
 /// is not limited (logged): the limit protects capacity, it does not decide anything.
@@ -230,6 +248,10 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             return Response::from_json(&serde_json::json!({ "read_upto": read }));
         }
         _ => {}
+    }
+    // The explorer's page and assets (public: they hold no data; see nexus-explorer).
+    if let Some(asset) = nexus_explorer::asset(&method, url.path()) {
+        return explorer_asset(asset, method == "HEAD");
     }
     // Reads may need a bearer token: checked before the body is read.
     let access = READ_ACCESS.get_or_init(|| read_access(&env));
