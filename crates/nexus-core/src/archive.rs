@@ -324,13 +324,6 @@ impl Chain {
             None => (1, 1),
             Some(p) => (p.window + 1, p.last + 1),
         };
-        if m.window != expected_window {
-            return Err(ArchiveError::WindowNumber {
-                key: key.to_owned(),
-                found: m.window,
-                expected: expected_window,
-            });
-        }
         if m.first != expected_first {
             return Err(ArchiveError::Gap {
                 key: key.to_owned(),
@@ -338,6 +331,13 @@ impl Chain {
                 first: m.first,
                 last: m.last,
                 expected: expected_first,
+            });
+        }
+        if m.window != expected_window {
+            return Err(ArchiveError::WindowNumber {
+                key: key.to_owned(),
+                found: m.window,
+                expected: expected_window,
             });
         }
         if m.prev != self.head_hash {
@@ -359,9 +359,18 @@ impl Chain {
     }
 }
 
-/// Checks an archive's bytes against its manifest: length, BLAKE3, and one line per
-/// seq of the window, in order. Answers the lines.
+/// Checks an archive's bytes against its manifest: one line per seq of the window, in
+/// order ([`archive_lines`]), then length and BLAKE3 ([`check_archive_bytes`]).
+/// Answers the lines.
 pub fn check_archive<'a>(m: &Manifest, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>, ArchiveError> {
+    let lines = archive_lines(m, bytes)?;
+    check_archive_bytes(m, bytes)?;
+    Ok(lines)
+}
+
+/// The lines of an archive, checked to be one per seq of its window, in order (a
+/// dropped or reordered line is named by its line number).
+pub fn archive_lines<'a>(m: &Manifest, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>, ArchiveError> {
     let key = &m.archive;
     let lines: Vec<&[u8]> = bytes
         .split_inclusive(|b| *b == b'\n')
@@ -392,6 +401,12 @@ pub fn check_archive<'a>(m: &Manifest, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>,
             ),
         });
     }
+    Ok(lines)
+}
+
+/// Checks an archive's length and BLAKE3 against its manifest.
+pub fn check_archive_bytes(m: &Manifest, bytes: &[u8]) -> Result<(), ArchiveError> {
+    let key = &m.archive;
     if bytes.len() as u64 != m.bytes {
         return Err(ArchiveError::Content {
             key: key.clone(),
@@ -409,7 +424,7 @@ pub fn check_archive<'a>(m: &Manifest, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>,
             stated: m.blake3.clone(),
         });
     }
-    Ok(lines)
+    Ok(())
 }
 
 /// The `seq` of an archive line.
