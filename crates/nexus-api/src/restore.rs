@@ -221,7 +221,7 @@ pub fn parse_line(line: &[u8], limits: &Limits) -> Result<(u64, Archived), Strin
     let at = v.get("at").and_then(Value::as_u64).ok_or("missing `at`")?;
     if let Some(rec) = v.get_mut("record").map(Value::take) {
         let rec = Record::from_value(rec, limits).map_err(|e| format!("record: {e}"))?;
-        return Ok((at, Archived::Record(rec)));
+        return Ok((at, Archived::Record(Box::new(rec))));
     }
     let action = v
         .get_mut("action")
@@ -266,7 +266,7 @@ where
                     contract,
                     replace_all: false,
                     remove: Vec::new(),
-                    add: vec![rec.clone()],
+                    add: vec![(**rec).clone()],
                     max_active: usize::MAX,
                 };
                 return match governance::apply_hints(core, &update, at).map_err(refused)? {

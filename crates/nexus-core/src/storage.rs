@@ -1750,8 +1750,8 @@ where
 /// One archived log entry's content, parsed (and so verified).
 #[derive(Debug, Clone)]
 pub enum Archived {
-    /// A record.
-    Record(Record),
+    /// A record (boxed: a batch holds many entries of either kind).
+    Record(Box<Record>),
     /// An action's wire JSON (as the log stores it).
     Action(Value),
 }

@@ -261,23 +261,18 @@ fn a_tampered_archive_is_refused_with_its_line() {
     ];
     for (what, bytes, expect) in cases {
         std::fs::write(&path, &bytes).expect("tamper");
-        for verb in [
-            vec!["verify", &*archive.to_string_lossy()]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-            vec![
-                "restore".into(),
-                "--from".into(),
-                archive.to_string_lossy().into_owned(),
-                "--data".into(),
-                dir.path()
-                    .join(format!("r-{what}"))
-                    .to_string_lossy()
-                    .into_owned(),
-            ],
-        ] {
-            let args: Vec<&str> = verb.iter().map(String::as_str).collect();
+        let dir_arg = archive.to_string_lossy().into_owned();
+        let target = dir.path().join(format!("r-{what}"));
+        let target = target.to_string_lossy().into_owned();
+        let verify = vec!["verify", dir_arg.as_str()];
+        let restore = vec![
+            "restore",
+            "--from",
+            dir_arg.as_str(),
+            "--data",
+            target.as_str(),
+        ];
+        for args in [verify, restore] {
             let out = nexus(&args, &[]);
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{what}: {args:?} accepted it");
