@@ -25,7 +25,10 @@ use serde_json::json;
 const T0: u64 = 1_764_000_000_000;
 
 fn main() {
-    let n: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
     let limits = Limits::default();
     let store = MemoryStore::new();
     let core = CompositeColdStorage::unified(store.clone(), limits.clone());
@@ -113,7 +116,11 @@ fn main() {
     restore("no snapshot");
     let state = core.capture_hot_state(1).unwrap().unwrap();
     core.write_snapshot(&state, T0 + i).unwrap();
-    let chunks = store.list_blobs(keys::SNAPSHOT_PREFIX, None, 10_000).unwrap().len() - 1;
+    let chunks = store
+        .list_blobs(keys::SNAPSHOT_PREFIX, None, 10_000)
+        .unwrap()
+        .len()
+        - 1;
     println!("snapshot: head {}, {chunks} chunks", state.head);
     restore("snapshot at the head");
 }
