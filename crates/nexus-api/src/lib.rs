@@ -65,6 +65,7 @@ mod job;
 mod metrics;
 mod openapi;
 mod query;
+pub mod restore;
 mod route;
 pub mod wire;
 

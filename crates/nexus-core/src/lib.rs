@@ -12,6 +12,7 @@
 //!   [`FlushCapable`](storage::FlushCapable) traits and [`CompositeColdStorage`], which
 //!   binds the three tiers and runs every operation as one atomic commit.
 
+pub mod archive;
 pub mod canonical;
 pub mod crypto;
 pub mod lifecycle;
@@ -25,7 +26,7 @@ pub use record::{
     Limits, Record, Resolves, Selector, Signed, Topic, TopicGlob, ValidationError,
 };
 pub use storage::{
-    ActionLedger, ActiveHint, Applied, ColdStorage, CompositeColdStorage, FlushCapable,
+    ActionLedger, ActiveHint, Applied, Archived, ColdStorage, CompositeColdStorage, FlushCapable,
     FlushReport, IntentListing, Lease, LogEntry, Page, Submitted, TimeRange,
 };
 

@@ -14,9 +14,11 @@
 //! | Object | `hints/active` | the active Hints (JSON array, ordered by hash) |
 //! | Object | `meta/deployment` | this store's [`Deployment`] id (written once, at its first start) |
 //! | Object | `acts/{intent}` | the [`ActionLedger`] of the Intent: actions applied to it lately |
-//! | Object | `flush/cursor` | the last commit log entry archived by [`FlushCapable::flush`] |
+//! | Object | `flush/cursor` | how far the log is archived ([`crate::archive::FlushCursor`], JSON) |
 //! | Object | `log/…` | the commit log ([`LogEntry`] JSON, numbered by the store) |
-//! | Blob | `archive/facts/{from:020}-{to:020}.jsonl` | Facts committed in log entries `from..=to` |
+//! | Blob | `archive/log/{first:020}-{last:020}.jsonl` | log entries `first..=last`, as export lines |
+//! | Blob | `archive/manifest/{first:020}.json` | the window's [`crate::archive::Manifest`] |
+//! | Blob | `snapshot/{head:020}.json`, `….chunk{i:06}` | a hot-state snapshot (spec/archive.md) |
 //!
 //! # Commit order
 //!
@@ -40,6 +42,7 @@ use nexus_store::{
     parse_head,
 };
 
+use crate::archive::{self, FlushCursor, HotState, Manifest, Pending, WindowPolicy};
 use crate::crypto::{AuthorKey, FihHash};
 use crate::lifecycle::{CoreError, CoreResult, IntentState, check_holder, claim_transition};
 use crate::record::{
@@ -157,10 +160,6 @@ pub mod keys {
     pub fn time_index(kind: Kind, time: u64, h: &FihHash) -> String {
         format!("x/m/{kind}/{time:016}/{h}")
     }
-    /// Blob key of a Fact archive covering log entries `from..=to`.
-    pub fn archive(from: u64, to: u64) -> String {
-        format!("archive/facts/{from:020}-{to:020}.jsonl")
-    }
     /// Whether a KV key is written after the commit (an index entry) rather than before.
     pub fn is_after_commit(key: &str) -> bool {
         key.starts_with(INDEX_PREFIX)
@@ -251,6 +250,15 @@ pub enum LogEntry {
         /// Host time of the commit, ms.
         at: u64,
     },
+}
+
+impl LogEntry {
+    /// Host time of the commit, ms.
+    pub fn at(&self) -> u64 {
+        match self {
+            Self::Record { at, .. } | Self::Action { at, .. } => *at,
+        }
+    }
 }
 
 /// The actions applied to one Intent lately, as `[time, hash]` pairs in the order they
@@ -387,14 +395,10 @@ pub struct IntentListing {
 /// What one [`FlushCapable::flush`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushReport {
-    /// First log entry covered (0 when there was nothing to flush).
-    pub from: u64,
-    /// Last log entry covered; the new cursor.
-    pub to: u64,
-    /// Facts archived.
-    pub facts: usize,
-    /// Blob key of the archive, if one was written.
-    pub archive: Option<String>,
+    /// The window archived (`None`: no window was due).
+    pub window: Option<crate::archive::Manifest>,
+    /// The flush cursor after the call: last archived seq.
+    pub cursor: u64,
     /// Index entries (re)written.
     pub indexed: usize,
 }
@@ -425,14 +429,15 @@ pub trait ColdStorage {
     fn log_entries(&self, from: u64, limit: usize) -> CoreResult<Vec<(u64, LogEntry)>>;
 }
 
-/// Archives committed Facts to the blob tier and advances the flush cursor.
+/// Archives the commit log to the blob tier, one window at a time (spec/archive.md).
 pub trait FlushCapable {
-    /// Archives the log entries after the cursor (at most `max_entries`) as one
-    /// JSON-lines blob of their Facts, rewrites their index entries, and moves the
-    /// cursor by compare-and-swap.
-    fn flush(&self, max_entries: usize) -> CoreResult<FlushReport>;
-    /// The last flushed log entry (0: none).
-    fn flush_cursor(&self) -> CoreResult<u64>;
+    /// Closes and archives the next window if `policy` says one is due at `now` (or
+    /// finishes an interrupted one): fixes the window in the cursor, writes its archive
+    /// and its manifest, rewrites its records' index entries, then moves the cursor past
+    /// it, each step by compare-and-swap. Archives at most one window per call.
+    fn flush(&self, policy: &crate::archive::WindowPolicy, now: u64) -> CoreResult<FlushReport>;
+    /// The flush cursor.
+    fn flush_cursor(&self) -> CoreResult<crate::archive::FlushCursor>;
 }
 
 /// Binds a [`KeyValueStore`], a [`BlobStore`] and an [`ObjectStore`] into neXus
@@ -1486,62 +1491,267 @@ where
     B: BlobStore,
     O: ObjectStore,
 {
-    fn flush(&self, max_entries: usize) -> CoreResult<FlushReport> {
-        let current = self.objects.get_state(keys::FLUSH_CURSOR)?;
-        let cursor = match &current {
-            None => 0,
-            Some(v) => parse_head(v)?,
+    fn flush(&self, policy: &WindowPolicy, now: u64) -> CoreResult<FlushReport> {
+        let stored = self.objects.get_state(keys::FLUSH_CURSOR)?;
+        let mut cursor = decode_cursor(stored.as_deref())?;
+        let mut expected = stored;
+        let pending = match cursor.pending {
+            Some(p) => p,
+            None => {
+                let head = self.log_head()?;
+                let Some((_, first)) = self.log_entries(cursor.seq + 1, 1)?.into_iter().next()
+                else {
+                    return Ok(FlushReport {
+                        cursor: cursor.seq,
+                        ..FlushReport::default()
+                    });
+                };
+                let Some(last) = policy.close(cursor.seq, head, first.at(), now) else {
+                    return Ok(FlushReport {
+                        cursor: cursor.seq,
+                        ..FlushReport::default()
+                    });
+                };
+                // Fix the window first: a retry after a crash archives exactly it.
+                let p = Pending {
+                    first: cursor.seq + 1,
+                    last,
+                    closed_at: now,
+                };
+                cursor.pending = Some(p);
+                let fixed = cursor.encode();
+                self.put_cursor(expected.as_deref(), &fixed)?;
+                expected = Some(fixed);
+                p
+            }
         };
-        let entries = self.log_entries(cursor + 1, max_entries)?;
-        let Some((to, _)) = entries.last() else {
-            return Ok(FlushReport {
-                from: 0,
-                to: cursor,
-                ..FlushReport::default()
-            });
-        };
-        let (from, to) = (cursor + 1, *to);
+        let count = usize::try_from(pending.last - pending.first + 1).unwrap_or(usize::MAX);
+        let entries = self.log_entries(pending.first, count)?;
+        if entries.len() != count {
+            return Err(CoreError::Store(corrupt(
+                keys::FLUSH_CURSOR,
+                "pending window passes the log head",
+            )));
+        }
         let records = self.load_logged_records(&entries)?;
-        let mut lines = Vec::new();
-        let mut facts = 0;
-        for rec in records.iter().filter(|r| r.content().kind() == Kind::Fact) {
-            lines.extend_from_slice(&rec.to_json());
-            lines.push(b'\n');
-            facts += 1;
+        let mut bytes = Vec::new();
+        let mut recs = records.iter();
+        for (seq, entry) in &entries {
+            let rec = match entry {
+                LogEntry::Record { .. } => recs.next(),
+                LogEntry::Action { .. } => None,
+            };
+            let line = archive::encode_line(*seq, entry, rec).ok_or_else(|| {
+                CoreError::Store(corrupt(&log_key(*seq), "entry has no archive line"))
+            })?;
+            bytes.extend_from_slice(&line);
         }
-        let mut archive = None;
-        if facts > 0 {
-            let name = keys::archive(from, to);
-            self.blobs.put_blob(&name, &lines)?;
-            archive = Some(name);
-        }
+        let manifest = Manifest {
+            format: archive::FORMAT,
+            window: cursor.windows + 1,
+            first: pending.first,
+            last: pending.last,
+            archive: archive::keys::archive(pending.first, pending.last),
+            bytes: bytes.len() as u64,
+            blake3: archive::blake3_hex(&bytes),
+            prev: cursor.manifest.clone(),
+            checkpoint: None,
+            closed_at: pending.closed_at,
+        };
+        let encoded = manifest.encode();
+        // Archive, then manifest, then the cursor: the cursor never passes what is durable.
+        self.blobs.put_blob(&manifest.archive, &bytes)?;
+        self.blobs
+            .put_blob(&archive::keys::manifest(manifest.first), &encoded)?;
         let mut indexed = 0;
         for rec in &records {
             indexed += self.write_indexes(rec)?;
         }
-        let ops = vec![CasOp {
-            key: keys::FLUSH_CURSOR.to_owned(),
-            expected: current,
-            new: Some(to.to_string().into_bytes()),
-        }];
-        self.commit_raw(&Commit {
-            reads: Vec::new(),
-            ops,
-            log: vec![],
-        })?;
+        let done = FlushCursor {
+            seq: pending.last,
+            windows: manifest.window,
+            manifest: Some(archive::blake3_hex(&encoded)),
+            pending: None,
+        };
+        self.put_cursor(expected.as_deref(), &done.encode())?;
         Ok(FlushReport {
-            from,
-            to,
-            facts,
-            archive,
+            cursor: done.seq,
+            window: Some(manifest),
             indexed,
         })
     }
 
-    fn flush_cursor(&self) -> CoreResult<u64> {
-        Ok(match self.objects.get_state(keys::FLUSH_CURSOR)? {
-            None => 0,
-            Some(v) => parse_head(&v)?,
-        })
+    fn flush_cursor(&self) -> CoreResult<FlushCursor> {
+        decode_cursor(self.objects.get_state(keys::FLUSH_CURSOR)?.as_deref())
     }
+}
+
+fn decode_cursor(bytes: Option<&[u8]>) -> CoreResult<FlushCursor> {
+    FlushCursor::decode(keys::FLUSH_CURSOR, bytes)
+        .map_err(|e| CoreError::Store(corrupt(keys::FLUSH_CURSOR, &e.to_string())))
+}
+
+impl<K, B, O> CompositeColdStorage<K, B, O>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    fn put_cursor(&self, expected: Option<&[u8]>, new: &[u8]) -> CoreResult<()> {
+        self.commit_raw(&Commit {
+            reads: Vec::new(),
+            ops: vec![CasOp {
+                key: keys::FLUSH_CURSOR.to_owned(),
+                expected: expected.map(<[u8]>::to_vec),
+                new: Some(new.to_vec()),
+            }],
+            log: vec![],
+        })
+        .map(|_| ())
+    }
+
+    /// Reads the hot state ([`archive::is_hot_key`]) as of one log head: the head is
+    /// read before and after the states, and the capture is retried (up to `attempts`
+    /// times) while commits moved it, since every commit that changes state appends to
+    /// the log. `None` when the log never stood still long enough.
+    pub fn capture_hot_state(&self, attempts: usize) -> CoreResult<Option<HotState>> {
+        for _ in 0..attempts {
+            let before = self.log_head()?;
+            let mut states = std::collections::BTreeMap::new();
+            let mut after_key: Option<String> = None;
+            loop {
+                let page = self.objects.list_states("", after_key.as_deref(), 1_000)?;
+                let hot: Vec<&str> = page
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|k| archive::is_hot_key(k))
+                    .collect();
+                for (k, v) in hot.iter().zip(self.objects.get_states(&hot)?) {
+                    let Some(v) = v else { continue };
+                    let v = String::from_utf8(v).map_err(|_| {
+                        CoreError::Store(corrupt(k, "hot state value is not UTF-8"))
+                    })?;
+                    states.insert((*k).to_owned(), v);
+                }
+                if page.len() < 1_000 {
+                    break;
+                }
+                after_key = page.last().cloned();
+            }
+            if self.log_head()? == before {
+                return Ok(Some(HotState {
+                    head: before,
+                    states,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes `state` as a snapshot: its chunks, then its manifest (the snapshot exists
+    /// once the manifest does). Answers the manifest's key.
+    pub fn write_snapshot(&self, state: &HotState, now: u64) -> CoreResult<String> {
+        let blobs = state.to_blobs(archive::SNAPSHOT_CHUNK_BYTES, now);
+        for (key, bytes) in &blobs.chunks {
+            self.blobs.put_blob(key, bytes)?;
+        }
+        let manifest = serde_json::to_vec(&blobs.manifest).unwrap_or_default();
+        self.blobs.put_blob(&blobs.manifest_key, &manifest)?;
+        Ok(blobs.manifest_key)
+    }
+
+    /// Restores archived entries as they were committed, without re-running their
+    /// lifecycle (a restore does this for the entries a snapshot covers): the records'
+    /// content, then one commit of their committed markers and log entries (which must
+    /// get exactly the entries' seqs), then their index entries. Every record and action
+    /// was verified (hash, signature) by its parser.
+    pub fn load_archived(&self, entries: &[(u64, u64, Archived)]) -> CoreResult<()> {
+        let Some((first, _, _)) = entries.first() else {
+            return Ok(());
+        };
+        let mut ops = Vec::new();
+        let mut log = Vec::with_capacity(entries.len());
+        for (_, at, item) in entries {
+            let entry = match item {
+                Archived::Record(rec) => {
+                    let h = rec.hash();
+                    self.kv.set(&keys::record(&h), &rec.to_json())?;
+                    ops.push(CasOp {
+                        key: keys::committed(&h),
+                        expected: None,
+                        new: Some(rec.content().kind().to_string().into_bytes()),
+                    });
+                    LogEntry::Record {
+                        hash: h,
+                        kind: rec.content().kind(),
+                        at: *at,
+                    }
+                }
+                Archived::Action(a) => LogEntry::Action {
+                    action: a.clone(),
+                    at: *at,
+                },
+            };
+            log.push(serde_json::to_vec(&entry).unwrap_or_default());
+        }
+        let seq = self.commit_raw(&Commit {
+            reads: Vec::new(),
+            ops,
+            log,
+        })?;
+        if seq.is_some_and(|s| s != *first) {
+            return Err(CoreError::Store(corrupt(
+                &log_key(*first),
+                &format!("restored entries numbered from {seq:?}"),
+            )));
+        }
+        for (_, _, item) in entries {
+            if let Archived::Record(rec) = item {
+                self.write_indexes(rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot's hot state into a store being restored (its keys must be
+    /// absent), and the flush cursor `cursor` in the same commit.
+    pub fn install_hot_state(&self, state: &HotState, cursor: &FlushCursor) -> CoreResult<()> {
+        let mut ops: Vec<CasOp> = state
+            .states
+            .iter()
+            .filter(|(k, _)| k.as_str() != keys::FLUSH_CURSOR && k.as_str() != LOG_HEAD_KEY)
+            .map(|(k, v)| CasOp {
+                key: k.clone(),
+                expected: None,
+                new: Some(v.clone().into_bytes()),
+            })
+            .collect();
+        ops.push(CasOp {
+            key: keys::FLUSH_CURSOR.to_owned(),
+            expected: self.objects.get_state(keys::FLUSH_CURSOR)?,
+            new: Some(cursor.encode()),
+        });
+        self.commit_raw(&Commit {
+            reads: Vec::new(),
+            ops,
+            log: vec![],
+        })
+        .map(|_| ())
+    }
+
+    /// Sets the flush cursor of a restored store to the end of the archive chain, so
+    /// that its next window continues the chain.
+    pub fn set_flush_cursor(&self, cursor: &FlushCursor) -> CoreResult<()> {
+        let current = self.objects.get_state(keys::FLUSH_CURSOR)?;
+        self.put_cursor(current.as_deref(), &cursor.encode())
+    }
+}
+
+/// One archived log entry's content, parsed (and so verified).
+#[derive(Debug, Clone)]
+pub enum Archived {
+    /// A record (boxed: a batch holds many entries of either kind).
+    Record(Box<Record>),
+    /// An action's wire JSON (as the log stores it).
+    Action(Value),
 }

@@ -17,6 +17,12 @@ use nexus_store::{MemoryStore, Snapshot};
 use proptest::prelude::*;
 use serde_json::json;
 
+/// Windows of at most 8 entries, closed at once when shorter.
+const FLUSH_POLICY: archive::WindowPolicy = archive::WindowPolicy {
+    max_entries: 8,
+    max_age_ms: 0,
+};
+
 /// One step of a random workload. Indices pick among records created so far.
 #[derive(Debug, Clone)]
 enum Op {
@@ -91,7 +97,7 @@ enum Out {
     Record(FihHash, bool),
     Lease(u64, u64, bool),
     Withdrawn,
-    Flushed(u64, u64, usize),
+    Flushed(Option<(u64, u64)>, u64),
     Error(&'static str),
 }
 
@@ -114,7 +120,9 @@ where
             Applied::Leased(l) => Out::Lease(l.token, l.lease_until, l.takeover),
             Applied::Withdrawn(_) | Applied::Retracted(_) => Out::Withdrawn,
         }),
-        Input::Flush => s.flush(8).map(|r| Out::Flushed(r.from, r.to, r.facts)),
+        Input::Flush => s
+            .flush(&FLUSH_POLICY, now)
+            .map(|r| Out::Flushed(r.window.map(|w| (w.first, w.last)), r.cursor)),
     };
     r.unwrap_or_else(|e| Out::Error(e.code()))
 }

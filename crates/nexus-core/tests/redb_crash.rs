@@ -463,21 +463,30 @@ fn flush_and_export(path: &Path, model: &mut Model, head: u64) {
         RedbStore::open(path).expect("reopen for export"),
         Limits::default(),
     );
-    let report = s.flush(usize::MAX).expect("flush");
-    assert_eq!((report.from, report.to), (1, head), "flush covers the log");
-    let archive = report.archive.expect("Facts were archived");
+    let policy = nexus_core::archive::WindowPolicy {
+        max_entries: u64::MAX,
+        max_age_ms: 0,
+    };
+    let report = s.flush(&policy, 0).expect("flush");
+    let window = report.window.expect("a window over the whole log");
+    assert_eq!(
+        (window.first, window.last),
+        (1, head),
+        "flush covers the log"
+    );
     let lines = s
         .blobs()
-        .get_blob(&archive)
+        .get_blob(&window.archive)
         .expect("read")
         .expect("archive");
-    let archived: Vec<FihHash> = lines
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            Record::from_json(l, &Limits::default())
-                .expect("archived Fact")
-                .hash()
+    let archived: Vec<FihHash> = nexus_core::archive::check_archive(&window, &lines)
+        .expect("archive matches its manifest")
+        .iter()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).expect("json");
+            let rec = v.get("record")?.clone();
+            let rec = Record::from_value(rec, &Limits::default()).expect("archived record");
+            (rec.content().kind() == Kind::Fact).then(|| rec.hash())
         })
         .collect();
     let facts: Vec<FihHash> = (0..head / 3).map(|i| model.item(i).fact.hash()).collect();

@@ -8,6 +8,7 @@ macro_rules! say {
 }
 
 mod agents;
+mod archive;
 mod cli;
 mod contract_cmd;
 mod demo;
@@ -89,6 +90,8 @@ enum Command {
         guard: limits::GuardArgs,
         #[command(flatten)]
         hints: serve::HintArgs,
+        #[command(flatten)]
+        archive: serve::ArchiveArgs,
     },
     /// Create a signing key (default: $NEXUS_HOME/key, else ~/.config/nexus/key).
     Keygen {
@@ -173,6 +176,17 @@ enum Command {
     Compact {
         /// Data directory.
         #[arg(long, default_value = "nexus-data", env = "NEXUS_DATA")]
+        data: PathBuf,
+    },
+    /// Rebuild a data directory from an archive directory (`nexus serve --archive-dir`):
+    /// the window chain, every entry's hash and signature and the latest snapshot are
+    /// checked, the entries after it replayed. The target must be new or empty.
+    Restore {
+        /// The archive directory.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The new data directory.
+        #[arg(long, value_name = "NEW_DIR")]
         data: PathBuf,
     },
     /// Verify an export file, or a server's log (an http:// or https:// URL), offline.
@@ -392,7 +406,9 @@ fn run(cli: Cli, server_given: bool) -> Result<ExitCode> {
             cache_mb,
             guard,
             hints,
+            archive,
         } => serve::run(serve::ServeOptions {
+            archive: archive.options(&data)?,
             data,
             addr,
             open,
@@ -432,6 +448,7 @@ fn run(cli: Cli, server_given: bool) -> Result<ExitCode> {
         Command::Demo(args) => return demo::run(&g, server_given, &args),
         Command::Export { out } => export::export(&g, out.as_deref())?,
         Command::Compact { data } => serve::compact(&data)?,
+        Command::Restore { from, data } => archive::restore(&from, &data)?,
         Command::Watch { topic, from } => cli::watch(&g, topic.as_deref(), from)?,
         Command::Mcp { http } => {
             let (client, key) = (cli::client(&g)?, cli::load_key(&g)?);

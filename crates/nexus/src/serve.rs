@@ -73,6 +73,51 @@ pub struct ServeOptions {
     /// The deployment id a new store gets (else 32 random hex digits); an existing
     /// store keeps its own, and must have this one if it is given.
     pub deployment: Option<Deployment>,
+    /// The archive flusher (`None`: `--no-archive`).
+    pub archive: Option<crate::archive::FlushOptions>,
+}
+
+/// The archive flags of `nexus serve` (spec/archive.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArchiveArgs {
+    /// Where the commit log is archived, window by window, with snapshots (default:
+    /// DATA/archive). Put it on another disk to survive losing the data directory;
+    /// `nexus restore --from DIR` rebuilds a data directory from it.
+    #[arg(long, value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// A window closes after this many entries…
+    #[arg(long, value_name = "N", default_value_t = nexus_core::archive::DEFAULT_WINDOW_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub flush_entries: u64,
+    /// …or once its first entry is this old, whichever comes first (`10s`, `500ms`).
+    #[arg(long, value_name = "T", default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub flush_secs: u64,
+    /// Write a snapshot of the hot state after every this many windows (0: never).
+    #[arg(long, value_name = "W", default_value_t = 16)]
+    pub snapshot_every: u64,
+    /// Do not archive.
+    #[arg(long, conflicts_with = "archive_dir")]
+    pub no_archive: bool,
+}
+
+impl ArchiveArgs {
+    /// The flusher's settings for data directory `data`.
+    pub fn options(&self, data: &Path) -> Result<Option<crate::archive::FlushOptions>> {
+        if self.no_archive {
+            return Ok(None);
+        }
+        Ok(Some(crate::archive::FlushOptions {
+            dir: self
+                .archive_dir
+                .clone()
+                .unwrap_or_else(|| data.join("archive")),
+            policy: nexus_core::archive::WindowPolicy {
+                max_entries: self.flush_entries,
+                max_age_ms: self.flush_secs,
+            },
+            snapshot_every: self.snapshot_every,
+        }))
+    }
 }
 
 /// The Hint limits of `nexus serve`.
@@ -182,7 +227,22 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         max_contract_hints: opts.hints.max_contract_hints,
         ..ApiConfig::default()
     };
-    let (state, server) = start(store, config, guard)?;
+    let limits = config.limits.clone();
+    let (state, server) = start(store.clone(), config, guard)?;
+    let stop_flusher = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flusher = match &opts.archive {
+        Some(a) => {
+            tracing::info!(dir = %a.dir.display(), entries = a.policy.max_entries,
+                           age_ms = a.policy.max_age_ms, "archiving the commit log");
+            Some(crate::archive::spawn_flusher(
+                store,
+                limits,
+                a.clone(),
+                Arc::clone(&stop_flusher),
+            )?)
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -227,6 +287,12 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     server
         .shutdown()
         .map_err(|_| anyhow::anyhow!("the session server thread panicked"))?;
+    stop_flusher.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(f) = flusher
+        && f.join().is_err()
+    {
+        tracing::error!("the archive thread panicked");
+    }
     tracing::info!("stopped; every acknowledged write is durable");
     Ok(())
 }
