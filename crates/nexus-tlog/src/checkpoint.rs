@@ -51,6 +51,39 @@ pub struct Checkpoint {
     pub root: Hash,
 }
 
+/// A host's secret log key (an Ed25519 seed), before it is named by an origin. Its
+/// `Debug` shows the public half only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogKey([u8; 32]);
+
+impl LogKey {
+    /// The key of seed `secret`.
+    pub fn from_seed(secret: [u8; 32]) -> Self {
+        Self(secret)
+    }
+
+    /// The seed (what a key file holds).
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The Ed25519 public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        SigningKey::from_bytes(&self.0).verifying_key().to_bytes()
+    }
+
+    /// The signer of the log of `origin` with this key.
+    pub fn signer(&self, origin: &str) -> Result<LogSigner, CheckpointError> {
+        LogSigner::new(origin, self.0)
+    }
+}
+
+impl std::fmt::Debug for LogKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogKey(public {})", STANDARD.encode(self.public_key()))
+    }
+}
+
 /// A host's log key: an Ed25519 key whose name is the log's origin.
 #[derive(Clone)]
 pub struct LogSigner {

@@ -25,7 +25,7 @@ mod checkpoint;
 mod tree;
 
 pub use checkpoint::{
-    Checkpoint, CheckpointError, LogSigner, parse_verifier_key, verify_checkpoint,
+    Checkpoint, CheckpointError, LogKey, LogSigner, parse_verifier_key, verify_checkpoint,
 };
 pub use tlog_tiles::{EMPTY_HASH, Hash, stored_hash_count, stored_hash_index};
 pub use tree::{
@@ -51,4 +51,10 @@ pub fn hash_to_base64(h: &Hash) -> String {
 /// Parses a standard base64 hash of 32 bytes.
 pub fn hash_from_base64(s: &str) -> Option<Hash> {
     Hash::parse_hash(s).ok()
+}
+
+/// The checkpoint origin of the log of deployment `deployment` (its id, as
+/// `GET /v1/health` gives it): `nexus/<id>`.
+pub fn origin(deployment: &str) -> String {
+    format!("nexus/{deployment}")
 }

@@ -13,6 +13,7 @@ mod contract_cmd;
 mod events;
 mod export;
 mod limits;
+mod logkey;
 mod mcp;
 mod net;
 mod serve;
