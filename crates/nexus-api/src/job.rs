@@ -121,6 +121,15 @@ enum Op {
         limit: usize,
     },
     Health,
+    Checkpoint(Option<nexus_tlog::LogKey>),
+    InclusionProof {
+        seq: u64,
+        size: Option<u64>,
+    },
+    ConsistencyProof {
+        from: u64,
+        to: Option<u64>,
+    },
 }
 
 /// A prepared request that runs against storage: deterministic given the stores'
@@ -443,6 +452,25 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
             q(&[])?;
             Op::Health
         }
+        Route::Checkpoint => {
+            q(&[])?;
+            Op::Checkpoint(cfg.log_key.clone())
+        }
+        Route::InclusionProof => {
+            let q = q(&["seq", "size"])?;
+            let seq = q.int("seq", 0, 1, u64::MAX).map_err(fail)?;
+            Op::InclusionProof {
+                seq,
+                size: q.opt_u64("size").map_err(fail)?,
+            }
+        }
+        Route::ConsistencyProof => {
+            let q = q(&["from", "to"])?;
+            Op::ConsistencyProof {
+                from: q.int("from", 0, 0, u64::MAX).map_err(fail)?,
+                to: q.opt_u64("to").map_err(fail)?,
+            }
+        }
         Route::Unmatched => {
             return Err(fail(ApiError::new(ErrorCode::NoRoute, "no route")));
         }
@@ -755,10 +783,11 @@ impl Job {
             // The entries' keys are known only below the head: the second round reads
             // exactly those (no guessing past the head), the third their records.
             Op::Log { .. } => m.state_keys.push(head),
-            Op::Health => {
+            Op::Health | Op::Checkpoint(_) => {
                 m.state_keys.push(head);
                 m.state_keys.push(keys::DEPLOYMENT.to_owned());
             }
+            Op::InclusionProof { .. } | Op::ConsistencyProof { .. } => m.state_keys.push(head),
         }
         m.kv_keys.sort();
         m.kv_keys.dedup();
@@ -785,6 +814,13 @@ impl Job {
                 .map(|d| Done::Deployed(Box::new(d)))
                 .map_err(|e| deploy_error(&e)),
             Op::GetContract => get_contract(core),
+            Op::Checkpoint(key) => crate::tlog::checkpoint(core, key.as_ref()).map(Done::Body),
+            Op::InclusionProof { seq, size } => {
+                crate::tlog::inclusion(core, *seq, *size).map(Done::Body)
+            }
+            Op::ConsistencyProof { from, to } => {
+                crate::tlog::consistency(core, *from, *to).map(Done::Body)
+            }
             _ => self.run(core, now).map_err(|e| core_error(&e)),
         };
         Outcome {
@@ -893,6 +929,9 @@ impl Job {
             }
             Op::Deploy { .. } => unreachable!("deployments run in execute"),
             Op::GetContract => unreachable!("GET /v1/contract runs in execute"),
+            Op::Checkpoint(_) | Op::InclusionProof { .. } | Op::ConsistencyProof { .. } => {
+                unreachable!("the transparency-log routes run in execute")
+            }
             Op::ContractHead => body(&serde_json::json!({
                 "current": governance::current(core)?,
                 "head": log_head(core)?,

@@ -67,6 +67,7 @@ mod openapi;
 mod query;
 pub mod restore;
 mod route;
+mod tlog;
 pub mod wire;
 
 use std::collections::BTreeSet;
@@ -187,6 +188,9 @@ pub struct ApiConfig {
     pub max_contract_hints: usize,
     /// Largest request body, in bytes (`413 body_too_large` above it).
     pub max_request_bytes: usize,
+    /// The key that signs checkpoints of the log (`GET /v1/checkpoint`); without it
+    /// that route answers `503 no_log_key` (proofs are served either way).
+    pub log_key: Option<nexus_tlog::LogKey>,
 }
 
 impl Default for ApiConfig {
@@ -201,6 +205,7 @@ impl Default for ApiConfig {
             operator_hint_quota: nexus_core::storage::MAX_ACTIVE_HINTS,
             max_contract_hints: nexus_core::storage::MAX_CONTRACT_HINTS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            log_key: None,
         }
     }
 }

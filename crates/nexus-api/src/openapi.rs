@@ -44,7 +44,10 @@ use crate::wire::*;
         openapi,
         deploy_contract,
         get_contract,
-        contract_history
+        contract_history,
+        checkpoint,
+        inclusion_proof,
+        consistency_proof
     ),
     components(schemas(
         Created,
@@ -385,6 +388,40 @@ fn contract_history() {}
 #[utoipa::path(get, path = "/v1/hints", tag = "reads",
     responses((status = 200, description = "Hints in force", body = HintList)))]
 fn list_hints() {}
+
+/// The signed checkpoint of the log's Merkle tree now (spec/tlog.md): `checkpoint` is
+/// a C2SP tlog-checkpoint signed note, `log_key` the signed-note verifier key.
+#[utoipa::path(get, path = "/v1/checkpoint", tag = "reads",
+    responses(
+        (status = 200, description = "{origin, size, root, log_key, checkpoint}", body = Object),
+        (status = 503, description = "no_log_key", body = ErrorBody),
+    ))]
+fn checkpoint() {}
+
+/// The RFC 6962 inclusion proof (audit path, base64 hashes) of log entry `seq` (leaf
+/// `seq - 1`) in the tree of `size` leaves, with the entry's leaf hash and the root.
+#[utoipa::path(get, path = "/v1/proof/inclusion", tag = "reads",
+    params(
+        ("seq" = u64, Query, minimum = 1, description = "Log entry"),
+        ("size" = Option<u64>, Query, description = "Tree size, default the tree now"),
+    ),
+    responses(
+        (status = 200, description = "{seq, size, leaf_hash, root, proof}", body = Object),
+        (status = 400, description = "bad_request", body = ErrorBody),
+    ))]
+fn inclusion_proof() {}
+
+/// The RFC 6962 consistency proof from the tree of `from` leaves to the tree of `to`.
+#[utoipa::path(get, path = "/v1/proof/consistency", tag = "reads",
+    params(
+        ("from" = u64, Query, description = "Older tree size"),
+        ("to" = Option<u64>, Query, description = "Newer tree size, default the tree now"),
+    ),
+    responses(
+        (status = 200, description = "{from, to, from_root, to_root, proof}", body = Object),
+        (status = 400, description = "bad_request", body = ErrorBody),
+    ))]
+fn consistency_proof() {}
 
 /// The commit log in order, records inlined (what `nexus export` writes).
 #[utoipa::path(get, path = "/v1/log", tag = "reads",

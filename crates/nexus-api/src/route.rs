@@ -47,13 +47,19 @@ pub enum Route {
     GetContract,
     /// `GET /v1/contract/history`
     ContractHistory,
+    /// `GET /v1/checkpoint`
+    Checkpoint,
+    /// `GET /v1/proof/inclusion`
+    InclusionProof,
+    /// `GET /v1/proof/consistency`
+    ConsistencyProof,
     /// No route matched the path.
     Unmatched,
 }
 
 impl Route {
     /// Every route the API serves (not [`Route::Unmatched`]).
-    pub const ALL: [Route; 21] = [
+    pub const ALL: [Route; 24] = [
         Route::ProposeIntent,
         Route::SubmitFact,
         Route::SubmitHint,
@@ -75,6 +81,9 @@ impl Route {
         Route::DeployContract,
         Route::GetContract,
         Route::ContractHistory,
+        Route::Checkpoint,
+        Route::InclusionProof,
+        Route::ConsistencyProof,
     ];
 
     /// The HTTP method (`"-"` for [`Route::Unmatched`]).
@@ -113,6 +122,9 @@ impl Route {
             Route::OpenApi => "/v1/openapi.json",
             Route::DeployContract | Route::GetContract => "/v1/contract",
             Route::ContractHistory => "/v1/contract/history",
+            Route::Checkpoint => "/v1/checkpoint",
+            Route::InclusionProof => "/v1/proof/inclusion",
+            Route::ConsistencyProof => "/v1/proof/consistency",
             Route::Unmatched => "unmatched",
         }
     }
@@ -168,6 +180,9 @@ pub fn match_path(path: &str) -> Option<PathMatch<'_>> {
         "/v1/openapi.json" => return plain(vec![Route::OpenApi]),
         "/v1/contract" => return plain(vec![Route::GetContract, Route::DeployContract]),
         "/v1/contract/history" => return plain(vec![Route::ContractHistory]),
+        "/v1/checkpoint" => return plain(vec![Route::Checkpoint]),
+        "/v1/proof/inclusion" => return plain(vec![Route::InclusionProof]),
+        "/v1/proof/consistency" => return plain(vec![Route::ConsistencyProof]),
         _ => {}
     }
     let segs: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();

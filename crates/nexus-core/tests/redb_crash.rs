@@ -280,7 +280,11 @@ fn verify(path: &Path, model: &mut Model, cache: &mut Verified) -> Found {
     let log_seqs: Vec<u64> = snap
         .states
         .keys()
-        .filter(|k| k.starts_with("log/") && k.as_str() != LOG_HEAD_KEY)
+        .filter(|k| {
+            k.starts_with("log/")
+                && k.as_str() != LOG_HEAD_KEY
+                && !k.starts_with(nexus_store::TREE_PREFIX)
+        })
         .map(|k| parse_log_key(k).unwrap_or_else(|| panic!("malformed log key {k}")))
         .collect();
     assert_eq!(

@@ -109,7 +109,7 @@ use std::time::{Duration, Instant};
 use nexus_store::{
     BatchDelete, BlobStore, CasFailure, Commit, CommitOutcome, Health, KeyValueStore, LOG_HEAD_KEY,
     ObjectStore, Snapshot, StoreError, StoreHealth, StoreResult, StoreSnapshot, check_commit,
-    check_key, check_writable_state_key, log_key, parse_head,
+    check_key, check_writable_state_key, log_key, parse_head, tree_writes,
 };
 pub use nexus_store::{BatchPut, BatchWrite, PutPhase, Tier, WriteBatch};
 use redb::{
@@ -1388,10 +1388,23 @@ fn apply_commit_in(
         .ok()
         .and_then(|n| head.checked_add(n))
         .ok_or_else(overflow)?;
+    let tree = tree_writes(head, &commit.log, |key| {
+        Ok(states
+            .get(key)
+            .map_err(read_err)?
+            .map(|guard| guard.value().to_vec()))
+    })?;
     for (seq, entry) in (head + 1..=new_head).zip(&commit.log) {
         states
             .insert(log_key(seq).as_str(), codec.encode(entry).as_slice())
             .map_err(write_err)?;
+    }
+    for (key, value) in &tree {
+        match value {
+            Some(v) => states.insert(key.as_str(), v.as_slice()).map(drop),
+            None => states.remove(key.as_str()).map(drop),
+        }
+        .map_err(write_err)?;
     }
     states
         .insert(

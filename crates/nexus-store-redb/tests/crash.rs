@@ -112,7 +112,7 @@ fn verify(path: &Path) -> u64 {
     // log: dense 1..=head, entry i names claim i
     let mut seqs = Vec::new();
     for (key, value) in snap.states.range("log/".to_owned()..) {
-        if key == LOG_HEAD_KEY {
+        if key == LOG_HEAD_KEY || key.starts_with(nexus_store::TREE_PREFIX) {
             continue;
         }
         if !key.starts_with("log/") {
@@ -151,9 +151,39 @@ fn verify(path: &Path) -> u64 {
             .expect("number")
     });
     assert_eq!(progress.unwrap_or(0), head, "progress moved with the log");
+    // the log's Merkle tree: exactly the stored hashes of `head` leaves, as computed
+    // afresh from the entries (a kill never leaves the tree apart from the log)
+    let tree: std::collections::BTreeMap<u64, nexus_tlog::Hash> = snap
+        .states
+        .range(nexus_store::TREE_PREFIX.to_owned()..)
+        .take_while(|(k, _)| k.starts_with(nexus_store::TREE_PREFIX))
+        .map(|(k, v)| {
+            let index = k[nexus_store::TREE_PREFIX.len()..]
+                .parse()
+                .expect("tree index");
+            (
+                index,
+                nexus_store::decode_tree_hash(k, v).expect("32 bytes"),
+            )
+        })
+        .collect();
+    let leaves: Vec<_> = (1..=head)
+        .map(|seq| nexus_tlog::leaf_hash(&snap.states[&nexus_store::log_key(seq)]))
+        .collect();
+    let afresh = nexus_tlog::append(
+        0,
+        &leaves,
+        &nexus_store::StoreHashes(&nexus_store::MemoryStore::new()),
+    )
+    .expect("tree afresh");
+    assert_eq!(
+        tree.into_iter().collect::<Vec<_>>(),
+        afresh,
+        "the tree matches the log"
+    );
     assert_eq!(
         snap.states.len() as u64,
-        2 * head + u64::from(head > 0) * 2,
+        2 * head + u64::from(head > 0) * 2 + nexus_tlog::stored_hash_count(head),
         "no stray states"
     );
 

@@ -363,7 +363,9 @@ fn fsyncs_one_per_write_one_per_group_none_when_nothing_changes() {
     );
     assert_eq!(
         store.snapshot().expect("snapshot").states.len(),
-        10 + 1 + 1 + 12
+        // ... and the log's Merkle tree: 19 stored hashes for 11 entries
+        // (leaf n adds 1 + its trailing one bits)
+        10 + 1 + 1 + 12 + 19
     );
 }
 

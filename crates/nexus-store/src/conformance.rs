@@ -8,7 +8,7 @@
 
 use crate::{
     BlobStore, CasFailure, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, ObjectStore,
-    StoreError, log_key,
+    StoreError, TREE_SIZE_KEY, log_key, tree_key,
 };
 
 /// One storage operation.
@@ -469,9 +469,41 @@ pub fn cases() -> Vec<Case> {
                         start_after: None,
                         limit: 10,
                     },
-                    Outcome::Keys(vec![log_key(1), log_key(2), log_key(3), s(LOG_HEAD_KEY)]),
+                    Outcome::Keys(
+                        [log_key(1), log_key(2), log_key(3), s(LOG_HEAD_KEY)]
+                            .into_iter()
+                            .chain((0..4).map(tree_key))
+                            .collect(),
+                    ),
                 ),
                 step(Op::Commit(Commit::default()), applied(None)),
+            ],
+        },
+        Case {
+            name: "commit: the log's Merkle tree is written with its entries (RFC 6962 stored hashes)",
+            steps: vec![
+                step(
+                    Op::Commit(Commit::new(vec![], vec![b("first"), b("second")])),
+                    applied(Some(1)),
+                ),
+                step(
+                    Op::Commit(Commit::new(vec![], vec![b("third")])),
+                    applied(Some(3)),
+                ),
+                // Stored hashes 0..4 of a 3-leaf tree: leaf 0, leaf 1, their node, leaf 2.
+                step(
+                    Op::StateGetMany((0..5).map(tree_key).collect()),
+                    Outcome::Values({
+                        let leaf = |e: &str| nexus_tlog::leaf_hash(e.as_bytes());
+                        let (l0, l1, l2) = (leaf("first"), leaf("second"), leaf("third"));
+                        [l0, l1, nexus_tlog::node_hash(l0, l1), l2]
+                            .iter()
+                            .map(|h| Some(h.0.to_vec()))
+                            .chain([None])
+                            .collect()
+                    }),
+                ),
+                step(Op::StateGet(s(TREE_SIZE_KEY)), Outcome::Value(None)),
             ],
         },
         Case {

@@ -29,6 +29,9 @@
 //!   under [`LOG_PREFIX`] and are readable with [`ObjectStore::get_state`] like any other
 //!   state, and [`LOG_HEAD_KEY`] holds the number of the last entry (absent when the log
 //!   is empty). Neither may be written with [`ObjectStore::put_state`] or a [`CasOp`].
+//! * The log's Merkle tree (its stored hashes under [`TREE_PREFIX`], inside
+//!   [`LOG_PREFIX`]) is written in the same atomic step as the entries it covers, by
+//!   the writes [`tree_writes`] computes: every backend calls it from its commit.
 //!
 //! The [`conformance`] module states these invariants as data-driven cases that any
 //! backend — sync or async — can run.
@@ -36,12 +39,17 @@
 mod batch;
 pub mod conformance;
 mod memory;
+mod tree;
 
 pub use batch::{
     BatchDelete, BatchPut, BatchWrite, PutPhase, Tier, WriteBatch, write_batch_in_order,
 };
 
 pub use memory::{MemoryStore, apply_commit, parse_head};
+pub use tree::{
+    StoreHashes, TREE_CATCH_UP, TREE_PREFIX, TREE_SIZE_KEY, decode_tree_hash, tree_key, tree_size,
+    tree_writes,
+};
 
 use std::collections::BTreeMap;
 

@@ -82,8 +82,15 @@ fn append_log(
         None => 0,
         Some(v) => parse_head(v)?,
     };
+    let tree = crate::tree_writes(head, entries, |k| Ok(states.get(k).cloned()))?;
     for (i, entry) in entries.iter().enumerate() {
         states.insert(log_key(head + 1 + i as u64), entry.clone());
+    }
+    for (key, value) in tree {
+        match value {
+            Some(v) => states.insert(key, v),
+            None => states.remove(&key),
+        };
     }
     let new_head = head + entries.len() as u64;
     states.insert(LOG_HEAD_KEY.to_owned(), new_head.to_string().into_bytes());

@@ -166,6 +166,9 @@ error_codes! {
     /// The contract's Hints could not be committed (names `message`): proposals and
     /// claims, whose admissibility they decide, are refused until they are.
     GovernancePending = ("governance_pending", 503),
+    /// The host has no log key (a Worker without its `NEXUS_LOG_KEY` secret), so it
+    /// cannot sign a checkpoint.
+    NoLogKey = ("no_log_key", 503),
     /// The store is out of space (a full disk); nothing was written.
     InsufficientStorage = ("insufficient_storage", 507),
 }

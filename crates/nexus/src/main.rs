@@ -15,6 +15,7 @@ mod demo;
 mod events;
 mod export;
 mod limits;
+mod logkey;
 mod mcp;
 mod net;
 mod serve;

@@ -218,7 +218,13 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             "no agent is allowed to write: add keys with `nexus agents add` or serve with --open"
         );
     }
+    let log_key = crate::logkey::load_or_create(&opts.data)?;
+    let log_verifier = log_key
+        .signer(&nexus_tlog::origin(deployment.as_str()))
+        .map(|s| s.verifier_key())
+        .context("the deployment id makes no checkpoint origin")?;
     let config = ApiConfig {
+        log_key: Some(log_key),
         open: opts.open,
         allowed,
         operators,
@@ -261,6 +267,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             read_token = guard.read_access.requires_token(),
             max_connections,
             deployment = %deployment,
+            log_key = %log_verifier,
             "neXus serving"
         );
         // A line on stdout that scripts and tests wait for.

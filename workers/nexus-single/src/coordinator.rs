@@ -37,7 +37,7 @@ use worker::{
 
 use nexus_store::{
     CasFailure, Commit, CommitOutcome, LOG_HEAD_KEY, ObjectStore, StoreError, StoreResult,
-    check_commit, check_key, check_writable_state_key, log_key, parse_head,
+    check_commit, check_key, check_writable_state_key, log_key, parse_head, tree_writes,
 };
 
 use crate::protocol::{
@@ -432,8 +432,12 @@ fn apply_commit(
         None => 0,
         Some(v) => parse_head(&v)?,
     };
+    let tree = tree_writes(head, &commit.log, |key| read(sql, key))?;
     for (i, entry) in commit.log.iter().enumerate() {
         write(sql, &log_key(head + 1 + i as u64), Some(entry))?;
+    }
+    for (key, value) in &tree {
+        write(sql, key, value.as_deref())?;
     }
     let new_head = head + commit.log.len() as u64;
     write(sql, LOG_HEAD_KEY, Some(new_head.to_string().as_bytes()))?;

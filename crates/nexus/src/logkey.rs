@@ -1,0 +1,41 @@
+//! The log key of `nexus serve`: `log.key` in the data directory (32 bytes, the
+//! Ed25519 seed as 64 hex digits and a newline), created with mode 0600 at first start.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use nexus_tlog::LogKey;
+
+/// Name of the key file in the data directory.
+pub const FILE: &str = "log.key";
+
+/// Loads the data directory's log key, creating it on first start.
+pub fn load_or_create(data: &Path) -> Result<LogKey> {
+    let path = data.join(FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let seed: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .with_context(|| format!("{} is not a log key (64 hex digits)", path.display()))?;
+            Ok(LogKey::from_seed(seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed).context("cannot draw a log key")?;
+            let mut open = std::fs::OpenOptions::new();
+            open.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+            let mut file = open
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            writeln!(file, "{}", hex::encode(seed))
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(LogKey::from_seed(seed))
+        }
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    }
+}
