@@ -1388,12 +1388,7 @@ fn apply_commit_in(
         .ok()
         .and_then(|n| head.checked_add(n))
         .ok_or_else(overflow)?;
-    let tree = tree_writes(head, &commit.log, |key| {
-        Ok(states
-            .get(key)
-            .map_err(read_err)?
-            .map(|guard| guard.value().to_vec()))
-    })?;
+    let tree = tree_writes(head, &commit.log, |key| read_state(states, codec, key))?;
     for (seq, entry) in (head + 1..=new_head).zip(&commit.log) {
         states
             .insert(log_key(seq).as_str(), codec.encode(entry).as_slice())
@@ -1401,7 +1396,9 @@ fn apply_commit_in(
     }
     for (key, value) in &tree {
         match value {
-            Some(v) => states.insert(key.as_str(), v.as_slice()).map(drop),
+            Some(v) => states
+                .insert(key.as_str(), codec.encode(v).as_slice())
+                .map(drop),
             None => states.remove(key.as_str()).map(drop),
         }
         .map_err(write_err)?;
