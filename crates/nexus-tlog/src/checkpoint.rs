@@ -30,6 +30,9 @@ pub enum CheckpointError {
     /// The note's text is not a C2SP checkpoint body.
     #[error("the note is not a checkpoint: {0}")]
     BadBody(String),
+    /// A log key's text is not its 32-byte seed as 64 hex digits.
+    #[error("a log key is its 32-byte Ed25519 seed as 64 hex digits")]
+    BadSeed,
     /// The checkpoint's origin is not the one expected.
     #[error("the checkpoint is for origin {found:?}, expected {expected:?}")]
     WrongOrigin {
@@ -75,6 +78,20 @@ impl LogKey {
     /// The signer of the log of `origin` with this key.
     pub fn signer(&self, origin: &str) -> Result<LogSigner, CheckpointError> {
         LogSigner::new(origin, self.0)
+    }
+}
+
+/// Parses the seed as 64 hex digits (what a key file or a `NEXUS_LOG_KEY` secret
+/// holds), surrounding whitespace ignored.
+impl std::str::FromStr for LogKey {
+    type Err = CheckpointError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        hex::decode(s.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(Self)
+            .ok_or(CheckpointError::BadSeed)
     }
 }
 
@@ -245,6 +262,19 @@ mod tests {
         assert_eq!(ours.as_bytes(), note.to_bytes());
         let cp = verify_checkpoint(&ours, &s.verifier_key()).expect("verifies");
         assert_eq!((cp.size, cp.root), (3, root));
+    }
+
+    #[test]
+    fn a_log_key_parses_from_its_hex_seed_only() {
+        let key: LogKey = format!(" {}\n", "07".repeat(32)).parse().expect("parses");
+        assert_eq!(key.seed(), &[7; 32]);
+        for bad in ["", "07", &"07".repeat(33), &"zz".repeat(32)] {
+            assert_eq!(
+                bad.parse::<LogKey>(),
+                Err(CheckpointError::BadSeed),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

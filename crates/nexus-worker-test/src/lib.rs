@@ -52,6 +52,11 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// The log key (`NEXUS_LOG_KEY`, a 32-byte Ed25519 seed in hex) every test Worker
+/// signs its checkpoints with, unless a test's `vars` override it (`NEXUS_LOG_KEY:`
+/// empty: none).
+pub const TEST_LOG_KEY: &str = "4e455855532074657374206c6f67206b65792c206e6f74207365637265742121";
+
 /// How many times [`WranglerDev::start_with`] tries to start `wrangler dev`.
 pub const START_ATTEMPTS: usize = 3;
 
@@ -82,8 +87,10 @@ fn spawn(
             "--show-interactive-dev-session=false",
         ])
         // Tests run open (any valid key writes), as local work does; the
-        // config's own default is closed. `vars` come after and can override it.
+        // config's own default is closed. `vars` come after and can override both.
         .args(["--var", "NEXUS_OPEN:true"])
+        // And with a log key of their own, so that checkpoints are signed.
+        .args(["--var", &format!("NEXUS_LOG_KEY:{TEST_LOG_KEY}")])
         .args(
             vars.iter()
                 .flat_map(|(k, v)| ["--var".to_owned(), format!("{k}:{v}")]),

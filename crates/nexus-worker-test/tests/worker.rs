@@ -112,6 +112,47 @@ fn conformance_suite_passes_against_the_worker() {
     conformance::run_conformance(&dev.url);
     // Again on the same state, with a trailing slash on the base URL.
     conformance::run_conformance(&format!("{}/", dev.url));
+    // The checkpoints the suite verified are signed by the NEXUS_LOG_KEY secret.
+    let signed = conformance::tlog::checkpoint(&client(&dev));
+    let seed: nexus_tlog::LogKey = nexus_worker_test::TEST_LOG_KEY.parse().expect("seed");
+    let expected = seed.signer(&signed.checkpoint.origin).expect("signer");
+    assert_eq!(signed.log_key, expected.verifier_key());
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn without_a_usable_log_key_the_worker_signs_no_checkpoint_but_serves_proofs() {
+    for secret in ["", "not hex"] {
+        let state = tempfile::tempdir().expect("tempdir");
+        let dev = WranglerDev::start_with(
+            "wrangler.toml",
+            Build::Deploy,
+            state.path(),
+            &[("NEXUS_LOG_KEY", secret)],
+        );
+        let c = client(&dev);
+        let intent = builders::propose(key().key(), "tl/w", json!({}), &[]).expect("intent");
+        c.submit_intent(&intent).expect("propose");
+        let r = raw(&dev.url, "GET", "/v1/checkpoint", b"", &[]);
+        assert_eq!(
+            (r.status, error_code(&r).as_str()),
+            (503, "no_log_key"),
+            "{secret:?}"
+        );
+        let (status, p) = c
+            .get_json("/v1/proof/inclusion?seq=1&size=1")
+            .expect("inclusion");
+        assert_eq!(status, 200, "{p}");
+        let leaf =
+            nexus_tlog::hash_from_base64(p["leaf_hash"].as_str().expect("leaf")).expect("hash");
+        // The tree of one leaf is that leaf: its proof is empty.
+        assert_eq!(p["proof"], json!([]), "{p}");
+        assert_eq!(
+            p["root"].as_str().map(nexus_tlog::hash_from_base64),
+            Some(Some(leaf)),
+            "{p}"
+        );
+    }
 }
 
 #[test]

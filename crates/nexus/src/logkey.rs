@@ -14,13 +14,9 @@ pub const FILE: &str = "log.key";
 pub fn load_or_create(data: &Path) -> Result<LogKey> {
     let path = data.join(FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let seed: [u8; 32] = hex::decode(text.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .with_context(|| format!("{} is not a log key (64 hex digits)", path.display()))?;
-            Ok(LogKey::from_seed(seed))
-        }
+        Ok(text) => text
+            .parse()
+            .with_context(|| format!("{} is not a log key", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
             getrandom::getrandom(&mut seed).context("cannot draw a log key")?;

@@ -15,10 +15,15 @@
 //! - `NEXUS_PUBLIC_STATUS`: `"true"` serves `/v1/health` and `/metrics` without the
 //!   read token.
 //!
-//! Secret (`wrangler secret put NEXUS_READ_TOKENS`): the bearer tokens reads need, one a
-//! line (unset: reads are public), checked with [`nexus_api::ReadAccess`] as on the
-//! native host. Binding [`AUTHOR_LIMIT_BINDING`] (`[[ratelimits]]`, optional): the
-//! per-author write limit, through the platform's rate limiter.
+//! Secrets (`wrangler secret put NAME`):
+//! - `NEXUS_READ_TOKENS`: the bearer tokens reads need, one a line (unset: reads are
+//!   public), checked with [`nexus_api::ReadAccess`] as on the native host;
+//! - `NEXUS_LOG_KEY`: the log key that signs checkpoints (`GET /v1/checkpoint`,
+//!   spec/tlog.md), its 32-byte Ed25519 seed as 64 hex digits (unset or malformed: that
+//!   route answers `503 no_log_key`; proofs are served either way).
+//!
+//! Binding [`AUTHOR_LIMIT_BINDING`] (`[[ratelimits]]`, optional): the per-author write
+//! limit, through the platform's rate limiter.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -103,7 +108,24 @@ fn config(env: &Env) -> ApiConfig {
         operators: keys(env, "NEXUS_OPERATORS"),
         hint_quota: number("NEXUS_HINT_QUOTA", defaults.hint_quota),
         operator_hint_quota: number("NEXUS_OPERATOR_HINT_QUOTA", defaults.operator_hint_quota),
+        log_key: log_key(env),
         ..defaults
+    }
+}
+
+/// The log key from the `NEXUS_LOG_KEY` secret; a malformed one is reported and not
+/// used (checkpoints then answer `503 no_log_key`, never a checkpoint by another key).
+fn log_key(env: &Env) -> Option<nexus_tlog::LogKey> {
+    let text = env.secret("NEXUS_LOG_KEY").ok()?.to_string();
+    if text.trim().is_empty() {
+        return None;
+    }
+    match text.parse() {
+        Ok(key) => Some(key),
+        Err(e) => {
+            worker::console_error!("NEXUS_LOG_KEY: {e}; no checkpoint is signed");
+            None
+        }
     }
 }
 

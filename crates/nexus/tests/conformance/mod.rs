@@ -4,11 +4,13 @@
 //! it can run against a server that already holds data; it assumes no other client
 //! writes while it runs (it checks that every error leaves the store unchanged).
 //!
-//! It needs `nexus-client`, `nexus-core` and `serde_json` only.
+//! It needs `nexus-client`, `nexus-core`, `nexus-tlog` and `serde_json` only; the host
+//! must have a log key (a Worker its `NEXUS_LOG_KEY`).
 
 #![allow(dead_code)]
 
 pub mod hints;
+pub mod tlog;
 
 use std::time::Duration;
 
@@ -82,8 +84,10 @@ pub fn run_conformance(base_url: &str) {
     let (alice, bob, carol) = (key(), key(), key());
     // A topic prefix of our own: the server may hold other data.
     let tag = format!("conformance/t{}", &alice.author().to_string()[..12]);
+    let before = tlog::checkpoint(&c);
     let lc = lifecycle(&c, &tag, &alice, &bob, &carol);
     errors(&c, &tag, &alice, &bob, &carol, &lc);
+    tlog::check(&c, &before, &tlog::checkpoint(&c));
 }
 
 /// What the lifecycle left behind, for the error cases.
