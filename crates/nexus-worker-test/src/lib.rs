@@ -262,3 +262,36 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .build()
         .into()
 }
+
+/// The `nexus` binary the tests drive against the Worker: `NEXUS_BIN`, or the
+/// workspace's `target/debug/nexus` (`cargo build -p nexus`; `cargo nextest run
+/// --workspace` builds it before these tests). Panics with that advice if it is missing.
+pub fn nexus_bin() -> PathBuf {
+    let bin = std::env::var_os("NEXUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/nexus"));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p nexus` (or set NEXUS_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `nexus ARGS` to its end; panics with its output unless it succeeds, and
+/// answers its standard output.
+pub fn nexus(args: &[&str]) -> String {
+    let out = Command::new(nexus_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nexus");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "nexus {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -1177,3 +1177,38 @@ fn serves_the_explorer_at_the_root() {
     assert_eq!(r.status, 404);
     assert_eq!(error_code(&r), "no_route");
 }
+
+/// `nexus demo --server` on the Worker: the swarm runs through the same API (no
+/// contract runs there, so nothing is denied and failing chunks run out of tries), the
+/// summary is a function of the seed on this host too, and the log verifies with
+/// `--replay`.
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn the_demo_swarm_runs_on_the_worker_and_its_summary_is_the_seeds() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Deploy, state.path());
+    let run = || -> Value {
+        let args = [
+            "demo", "--agents", "4", "--work", "0ms", "--lease", "1s", "--seed", "5", "--json",
+            "--server", &dev.url,
+        ];
+        serde_json::from_str(&nexus_worker_test::nexus(&args)).expect("one JSON document")
+    };
+    let first = run();
+    assert_eq!(first["verified"], true, "{first}");
+    assert_eq!(first["governed"], false, "{first}");
+    assert_eq!(first["denied_regions"], json!([]), "{first}");
+    assert_eq!(
+        first["crashed"].as_array().map(Vec::len),
+        Some(2),
+        "{first}"
+    );
+    assert!(
+        first["search_intents_resolved"].as_u64() > Some(0),
+        "{first}"
+    );
+    // A second run on the same Worker (a topic of its own) has the same summary.
+    assert_eq!(run(), first, "the summary is a function of the seed");
+    let out = nexus_worker_test::nexus(&["verify", "--replay", &dev.url]);
+    assert!(out.starts_with("ok: "), "{out}");
+}
