@@ -601,6 +601,21 @@ impl ServerHandler for NexusMcp {
             .unwrap_or_default();
         let changes = Arc::clone(&self.changes);
         let mut rx = self.blocking(move |_| changes.receiver()).await?;
+        // The SDK acknowledges a listen before it calls this, so an entry may commit
+        // between the acknowledgment and the receiver above. Each accepted view is
+        // therefore notified once now, after the receiver exists: a client that reads
+        // it on that notification sees every change since, and every later change
+        // notifies again.
+        for uri in &accepted {
+            if context
+                .sink()
+                .notify_resource_updated(uri.clone())
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
         loop {
             let change = tokio::select! {
                 () = context.cancelled() => return Ok(()),

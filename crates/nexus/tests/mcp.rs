@@ -451,17 +451,23 @@ async fn subscriptions_listen_notifies_a_claim() {
         sub.acknowledged().resource_subscriptions,
         Some(vec![uri.clone()])
     );
+    let mut next = async || {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), sub.next())
+            .await
+            .expect("within 20 s")
+            .expect("a notification")
+            .expect("open");
+        let ServerNotification::ResourceUpdatedNotification(n) = n else {
+            panic!("{n:?}")
+        };
+        n.params.uri
+    };
+    // Once as the listener starts (the acknowledgment came before it)...
+    assert_eq!(next().await, uri);
+    // ...and then for the claim, which committed after that.
     let dep = c.deployment().expect("deployment");
     let claim = builders::claim(alice.key(), &dep, intent.hash(), 30_000).expect("claim");
     c.claim(&claim).expect("claimed");
-    let n = tokio::time::timeout(std::time::Duration::from_secs(20), sub.next())
-        .await
-        .expect("within 20 s")
-        .expect("a notification")
-        .expect("open");
-    let ServerNotification::ResourceUpdatedNotification(n) = n else {
-        panic!("{n:?}")
-    };
-    assert_eq!(n.params.uri, uri);
+    assert_eq!(next().await, uri);
     mcp.cancel().await.expect("close");
 }

@@ -12,7 +12,10 @@
 //! subscribed to when a committed log entry changes that view. What drives them is one
 //! `GET /v1/events` stream per `nexus mcp` process, opened at the first subscription
 //! from the log head of that moment (so nothing committed after a subscription is
-//! answered is missed) and fanned out to every session: no view is polled. A lease
+//! answered is missed) and fanned out to every session: no view is polled. A
+//! `subscriptions/listen` is acknowledged by the SDK before the listener runs, so each
+//! of its views is also notified once when the listener starts: read on that, and no
+//! change between the acknowledgment and the listener is lost. A lease
 //! that lapses commits nothing and so notifies nothing (the view's `lease_until` says
 //! when it will lapse), nor does a Hint that expires.
 
