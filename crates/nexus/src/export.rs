@@ -209,21 +209,34 @@ pub fn verify_server(
     Ok(r)
 }
 
-/// `nexus verify FILE|URL`: exits 0 with counts, or 1 naming the first broken entry.
+/// The checkpoint options of `nexus verify`.
+pub struct TlogArgs<'a> {
+    /// A checkpoint file the log must match.
+    pub checkpoint: Option<&'a Path>,
+    /// The verifier key checkpoints must be signed by.
+    pub log_key: Option<&'a str>,
+}
+
+/// `nexus verify FILE|URL|DIR`: exits 0 with counts, or 1 naming the first broken entry.
 pub fn verify(
     g: &Global,
     source: &str,
     replay: bool,
     threads: usize,
     on_disk: bool,
+    tlog: &TlogArgs<'_>,
 ) -> Result<ExitCode> {
-    let options = VerifyOptions {
+    let mut options = VerifyOptions {
         replay,
         threads,
         ..VerifyOptions::default()
     };
+    if let Some(path) = tlog.checkpoint {
+        let (_, cp) = crate::tlog_cmd::read_checkpoint(path, tlog.log_key)?;
+        options.checkpoints.push(cp);
+    }
     if Path::new(source).is_dir() {
-        return verify_archive_dir(g, Path::new(source), &options, on_disk);
+        return verify_archive_dir(g, Path::new(source), &options, on_disk, tlog.log_key);
     }
     let result = if source.starts_with("http://") || source.starts_with("https://") {
         verify_server(g, source, &options, on_disk)?
@@ -271,6 +284,7 @@ fn verify_archive_dir(
     dir: &Path,
     options: &VerifyOptions,
     on_disk: bool,
+    log_key: Option<&str>,
 ) -> Result<ExitCode> {
     use nexus_core::archive::{archive_lines, check_archive_bytes};
     use nexus_store::BlobStore as _;
@@ -290,6 +304,28 @@ fn verify_archive_dir(
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
+    // Every window's checkpoint is matched where it ends (refused if not signed by the
+    // pinned key, else by the key the first one names).
+    let mut options = options.clone();
+    let origin = chain
+        .windows
+        .iter()
+        .find_map(|m| m.checkpoint.as_ref()?.get("origin")?.as_str());
+    let mut key = match origin {
+        Some(o) => crate::tlog_cmd::pinned_key(log_key, o)?,
+        None => None,
+    };
+    for m in &chain.windows {
+        match m.verified_checkpoint(key.as_deref()) {
+            Ok(Some((signed, cp))) => {
+                key.get_or_insert(signed.log_key);
+                options.checkpoints.push(cp);
+            }
+            Ok(None) => {}
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    let options = &options;
     let mut all = Vec::new();
     let mut starts = Vec::new();
     let mut archives = Vec::new();
@@ -351,6 +387,7 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
                 "resolving_facts": r.resolving_facts, "hints": r.hints,
                 "actions": r.actions, "claims": r.claims, "renewals": r.renewals,
                 "withdrawals": r.withdrawals, "retractions": r.retractions,
+                "checkpoint_size": r.checkpoint_size,
             })
         );
         return;
@@ -384,6 +421,13 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
         count(r.renewals, "renewal", "renewals"),
         count(r.withdrawals, "withdrawal", "withdrawals"),
     );
+    if let Some(size) = r.checkpoint_size {
+        let past = match r.head - size {
+            0 => String::new(),
+            n => format!("; {} after it", count(n, "entry", "entries")),
+        };
+        say!("  matches the checkpoint of tree size {size} (seq 1..={size}){past}");
+    }
 }
 
 fn count(n: u64, one: &str, many: &str) -> String {

@@ -10,17 +10,27 @@ use nexus_tlog::LogKey;
 /// Name of the key file in the data directory.
 pub const FILE: &str = "log.key";
 
+/// Reads a log key file's text (64 hex digits).
+fn parse(path: &Path, text: &str) -> Result<LogKey> {
+    let seed: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{} is not a log key (64 hex digits)", path.display()))?;
+    Ok(LogKey::from_seed(seed))
+}
+
+/// Loads the log key file `path` (a data directory's `log.key`).
+pub fn load(path: &Path) -> Result<LogKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse(path, &text)
+}
+
 /// Loads the data directory's log key, creating it on first start.
 pub fn load_or_create(data: &Path) -> Result<LogKey> {
     let path = data.join(FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let seed: [u8; 32] = hex::decode(text.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .with_context(|| format!("{} is not a log key (64 hex digits)", path.display()))?;
-            Ok(LogKey::from_seed(seed))
-        }
+        Ok(text) => parse(&path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
             getrandom::getrandom(&mut seed).context("cannot draw a log key")?;
