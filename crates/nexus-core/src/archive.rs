@@ -626,9 +626,9 @@ impl HotState {
     }
 }
 
-/// The restore's final check, one function so that it can grow (with the Merkle log:
-/// "and the rebuilt tree's root matches the last window's checkpoint"): the rebuilt
-/// log ends where the chain ends, and the snapshot used lies within it.
+/// The restore's final check of the log's extent: the rebuilt log ends where the chain
+/// ends, and the snapshot used lies within it. (That the rebuilt Merkle tree's root is
+/// the last checkpoint's is `nexus_api::restore::check_tree`, which reads the store.)
 pub fn check_restored(
     chain: &Chain,
     snapshot_head: Option<u64>,
