@@ -223,6 +223,7 @@ pub fn restore(from: &Path, data: &Path, log_key: Option<&str>) -> Result<()> {
         .iter()
         .rev()
         .find_map(|m| m.checkpoint.as_ref()?.get("origin")?.as_str());
+    let log_key_file = log_key.map(Path::new).filter(|p| p.is_file());
     let log_key = match (origin, log_key) {
         (Some(o), key) => crate::tlog_cmd::pinned_key(key, o)?,
         (None, Some(_)) => bail!(
@@ -267,6 +268,14 @@ pub fn restore(from: &Path, data: &Path, log_key: Option<&str>) -> Result<()> {
         Ok::<_, anyhow::Error>(report)
     })();
     let _ = fs::remove_file(&scratch);
+    // Restored with the old data directory's key file: the new one signs with it, so
+    // checkpoints kept from the old server stay checkable against the new one.
+    let result = result.and_then(|r| {
+        if let Some(path) = log_key_file {
+            crate::logkey::create(data, &crate::logkey::load(path)?)?;
+        }
+        Ok(r)
+    });
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -288,5 +297,12 @@ pub fn restore(from: &Path, data: &Path, log_key: Option<&str>) -> Result<()> {
         "the agent allowlists are not archived: copy `agents` and `operators` into {}",
         data.display()
     );
+    if log_key_file.is_none() {
+        eprintln!(
+            "the log key is not archived: a server on {} signs with a new one unless you \
+             copy the old `log.key` into it first (or restore with --log-key OLD/log.key)",
+            data.display()
+        );
+    }
     Ok(())
 }

@@ -370,6 +370,21 @@ fn archive_manifests_end_at_checkpoints_that_verify_and_restore_checks_them() {
         ],
         &[],
     );
+    // The restored directory signs with the old key: kept checkpoints stay checkable.
+    assert_eq!(
+        std::fs::read(dir.path().join("r-good").join("log.key")).expect("restored key"),
+        std::fs::read(data.join("log.key")).expect("old key")
+    );
+    let server = Server::start_with(&dir.path().join("r-good"), true, &[]);
+    let (_, again) = server
+        .client()
+        .get_json("/v1/checkpoint")
+        .expect("checkpoint");
+    assert_eq!(
+        (again["log_key"].as_str(), again["root"].clone()),
+        (Some(vkey.as_str()), served["root"].clone())
+    );
+    drop(server);
 
     // A commit time changed in the last window (its manifest fixed to match: it has no
     // successor to notice) breaks only the Merkle root, which the checkpoint catches.
