@@ -189,13 +189,20 @@ pub enum Problem {
     /// `size` ([`VerifyOptions::checkpoints`]).
     #[error(
         "the entries 1..={size} do not hash to the root of the checkpoint of {origin} at \
-         size {size}: an entry up to seq {size} was changed, dropped, added or reordered"
+         size {size}: {}", match first_difference {
+            Some(seq) => format!("seq {seq} is the first entry that differs from the log's \
+                                  (changed, or one dropped, added or moved there)"),
+            None => format!("an entry up to seq {size} was changed, dropped, added or reordered"),
+        }
     )]
     RootMismatch {
         /// The checkpoint's tree size.
         size: u64,
         /// Its origin.
         origin: String,
+        /// The first seq that differs from the log's, when a server located it
+        /// ([`first_difference`]).
+        first_difference: Option<u64>,
     },
     /// The export ends before the tree size of a checkpoint.
     #[error(
@@ -338,6 +345,76 @@ pub fn line_leaf(line: &[u8], limits: &Limits) -> Result<(u64, Hash), VerifyErro
             }
         },
     }
+}
+
+/// The tree of an export's leaves (each line through [`line_leaf`]), up to `size`
+/// entries at most: what [`first_difference`] compares with the log's.
+pub fn export_tree<R: BufRead>(
+    mut reader: R,
+    size: u64,
+    limits: &Limits,
+) -> Result<MemoryTree, VerifyError> {
+    let mut tree = MemoryTree::default();
+    let mut buf = Vec::new();
+    while tree.size() < size {
+        let line = match read_line(&mut reader, &mut buf) {
+            None => break,
+            Some(Line::Bytes(b)) => b,
+            Some(Line::Failed(p)) => {
+                return Err(VerifyError {
+                    line: tree.size() + 1,
+                    seq: None,
+                    hash: None,
+                    problem: Box::new(p),
+                });
+            }
+        };
+        let (_, leaf) = line_leaf(&line, limits).map_err(|mut e| {
+            e.line = tree.size() + 1;
+            e
+        })?;
+        tree.push(leaf);
+    }
+    Ok(tree)
+}
+
+/// The first seq at which the entries of `ours` differ from the log of checkpoint
+/// `cp` (verified), found by bisection over the log's consistency proofs
+/// (`proof(m, n)`: the proof that the log's tree of `m` leaves is a prefix of its tree
+/// of `n`): the smallest `m` whose prefix of `ours` the log does not extend. `None`
+/// when `ours` holds the checkpoint's first `size` entries exactly.
+pub fn first_difference<E>(
+    ours: &MemoryTree,
+    cp: &nexus_tlog::Checkpoint,
+    mut proof: impl FnMut(u64, u64) -> Result<Vec<Hash>, E>,
+) -> Result<Option<u64>, E> {
+    let mut agrees = |m: u64| -> Result<bool, E> {
+        if m > ours.size() {
+            return Ok(false);
+        }
+        let Ok(root) = ours.root(m) else {
+            return Ok(false);
+        };
+        if m == cp.size {
+            return Ok(root == cp.root);
+        }
+        let p = proof(m, cp.size)?;
+        Ok(nexus_tlog::verify_consistency(&p, m, root, cp.size, cp.root).is_ok())
+    };
+    if agrees(cp.size)? {
+        return Ok(None);
+    }
+    // Invariant: the prefix of `good` entries agrees, that of `bad` does not.
+    let (mut good, mut bad) = (0u64, cp.size);
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if agrees(mid)? {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(Some(bad))
 }
 
 /// One line as read: its bytes, or why it could not be read (the last item read).
@@ -522,6 +599,7 @@ impl<S: ReplayStore> Checker<S> {
                     problem: Box::new(Problem::RootMismatch {
                         size,
                         origin: cp.origin.clone(),
+                        first_difference: None,
                     }),
                 });
             }
@@ -1057,6 +1135,37 @@ mod tests {
             size: size as u64,
             root: tree.root(size as u64).expect("root"),
         }
+    }
+
+    #[test]
+    fn bisection_names_the_first_leaf_that_differs() {
+        let leaf = |i: u64| nexus_tlog::leaf_hash(format!("entry {i}").as_bytes());
+        let mut log = MemoryTree::default();
+        (0..13).for_each(|i| log.push(leaf(i)));
+        let cp = nexus_tlog::Checkpoint {
+            origin: "nexus/t".into(),
+            size: 11,
+            root: log.root(11).expect("root"),
+        };
+        let proof = |m: u64, n: u64| nexus_tlog::prove_consistency(m, n, &log);
+        let same: MemoryTree = {
+            let mut t = MemoryTree::default();
+            (0..12).for_each(|i| t.push(leaf(i)));
+            t
+        };
+        assert_eq!(first_difference(&same, &cp, proof), Ok(None));
+        for bad in 0..11u64 {
+            let mut t = MemoryTree::default();
+            (0..11).for_each(|i| t.push(if i == bad { leaf(99) } else { leaf(i) }));
+            assert_eq!(
+                first_difference(&t, &cp, proof),
+                Ok(Some(bad + 1)),
+                "leaf {bad}"
+            );
+        }
+        let mut short = MemoryTree::default();
+        (0..7).for_each(|i| short.push(leaf(i)));
+        assert_eq!(first_difference(&short, &cp, proof), Ok(Some(8)));
     }
 
     #[test]

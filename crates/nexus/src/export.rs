@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nexus_client::{ClientError, VerifyError, VerifyOptions, VerifyReport};
+use nexus_client::{ClientError, Problem, VerifyError, VerifyOptions, VerifyReport};
 use serde_json::{Value, json};
 
 use crate::Global;
@@ -215,6 +215,9 @@ pub struct TlogArgs<'a> {
     pub checkpoint: Option<&'a Path>,
     /// The verifier key checkpoints must be signed by.
     pub log_key: Option<&'a str>,
+    /// The server whose consistency proofs locate the first entry that differs when
+    /// the entries do not match a checkpoint (`--server` given, or SOURCE a URL).
+    pub locate: Option<&'a str>,
 }
 
 /// `nexus verify FILE|URL|DIR`: exits 0 with counts, or 1 naming the first broken entry.
@@ -268,11 +271,56 @@ pub fn verify(
             print_report(g, source, &report, replay);
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
+        Err(mut e) => {
+            if let Problem::RootMismatch {
+                size,
+                first_difference,
+                ..
+            } = &mut *e.problem
+                && let Some(url) = tlog.locate
+                && let Some(cp) = options.checkpoints.iter().find(|c| c.size == *size)
+            {
+                match locate(g, url, source, cp) {
+                    Ok(found) => {
+                        *first_difference = found;
+                        if let Some(seq) = found {
+                            (e.line, e.seq) = (seq, Some(seq));
+                        }
+                    }
+                    Err(why) => eprintln!(
+                        "note: the first entry that differs was not located: {}",
+                        crate::cli::chain_text(&why)
+                    ),
+                }
+            }
             print_failure(g, source, &e);
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The first seq of `source` (a file or a server URL) that differs from the log of
+/// checkpoint `cp`, by bisection over the consistency proofs of the server at `url`.
+fn locate(g: &Global, url: &str, source: &str, cp: &nexus_tlog::Checkpoint) -> Result<Option<u64>> {
+    let limits = nexus_core::Limits::default();
+    let ours = if source.starts_with("http://") || source.starts_with("https://") {
+        let c = crate::cli::client_for(g, source)?;
+        let reader = LogReader {
+            entries: c.log_entries(1),
+            buf: Vec::new(),
+            pos: 0,
+        };
+        nexus_client::export_tree(reader, cp.size, &limits)
+    } else {
+        let f = File::open(source).with_context(|| format!("cannot open {source}"))?;
+        nexus_client::export_tree(BufReader::new(f), cp.size, &limits)
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c = crate::cli::client_for(g, url)?;
+    nexus_client::first_difference(&ours, cp, |m, n| {
+        let (_, p) = c.get_json(&format!("/v1/proof/consistency?from={m}&to={n}"))?;
+        crate::tlog_cmd::hashes(&crate::tlog_cmd::proof_of(&p)?)
+    })
 }
 
 /// `nexus verify DIR` of an archive directory: the manifest chain, each window's lines

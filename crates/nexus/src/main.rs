@@ -533,9 +533,15 @@ fn run(cli: Cli, server_given: bool) -> Result<ExitCode> {
                 return tlog_cmd::verify_consistent(&g, &old, checkpoint.as_deref(), log_key);
             }
             let source = source.unwrap_or_default();
+            let is_url = source.starts_with("http://") || source.starts_with("https://");
             let tlog = export::TlogArgs {
                 checkpoint: checkpoint.as_deref(),
                 log_key,
+                locate: if is_url {
+                    Some(source.as_str())
+                } else {
+                    server_given.then_some(g.server.as_str())
+                },
             };
             return export::verify(&g, &source, replay, threads, on_disk, &tlog);
         }

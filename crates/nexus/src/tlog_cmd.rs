@@ -152,14 +152,16 @@ pub fn checkpoint(g: &Global, out: Option<&Path>, log_key: Option<&str>) -> Resu
     Ok(())
 }
 
-fn hashes(proof: &[String]) -> Result<Vec<Hash>> {
+/// The hashes of a proof, from base64.
+pub fn hashes(proof: &[String]) -> Result<Vec<Hash>> {
     proof
         .iter()
         .map(|h| nexus_tlog::hash_from_base64(h).with_context(|| format!("{h:?} is not a hash")))
         .collect()
 }
 
-fn proof_of(v: &Value) -> Result<Vec<String>> {
+/// The `proof` member of a server's proof answer.
+pub fn proof_of(v: &Value) -> Result<Vec<String>> {
     serde_json::from_value(v["proof"].clone()).context("the server's proof is not a list of hashes")
 }
 

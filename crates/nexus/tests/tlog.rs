@@ -205,6 +205,33 @@ fn verify_against_a_checkpoint_refuses_a_dropped_reordered_added_or_changed_line
     );
     let err = refused(&renumber(added), "line 7 (seq 7)");
     assert!(err.contains("entries 1..=7 do not hash"), "{err}");
+    // With a server, bisection over its consistency proofs names the first seq that
+    // differs (a root alone cannot).
+    let located = |lines: &[Value], seq: u64| {
+        write_lines(&bad, lines);
+        let (_, err) = nexus_fails(
+            &["--server", url, "verify", &path(&bad), "--checkpoint", &cpf],
+            &[],
+        );
+        let want = format!("line {seq} (seq {seq}): ");
+        assert!(
+            err.contains(&want)
+                && err.contains(&format!("seq {seq} is the first entry that differs")),
+            "expected seq {seq} in: {err}"
+        );
+    };
+    let mut swapped = all.clone();
+    swapped.swap(3, 4);
+    located(&renumber(swapped), 4);
+    let mut added = all.clone();
+    added.insert(
+        2,
+        json!({"seq": 3, "at": all[2]["at"], "record": extra.to_value()}),
+    );
+    located(&renumber(added), 3);
+    let mut changed = all.clone();
+    changed[1]["at"] = json!(changed[1]["at"].as_u64().expect("at") + 1);
+    located(&changed, 2);
     // Changed: a commit time (no signature covers it: only the tree does) ...
     let mut changed = all.clone();
     changed[1]["at"] = json!(changed[1]["at"].as_u64().expect("at") + 1);
