@@ -189,7 +189,7 @@ pub enum Problem {
     /// `size` ([`VerifyOptions::checkpoints`]).
     #[error(
         "the entries 1..={size} do not hash to the root of the checkpoint of {origin} at \
-         size {size}: {}", match first_difference {
+         size {size} (they hash to {computed}, it states {stated}): {}", match first_difference {
             Some(seq) => format!("seq {seq} is the first entry that differs from the log's \
                                   (changed, or one dropped, added or moved there)"),
             None => format!("an entry up to seq {size} was changed, dropped, added or reordered"),
@@ -200,6 +200,10 @@ pub enum Problem {
         size: u64,
         /// Its origin.
         origin: String,
+        /// The root it states, base64.
+        stated: String,
+        /// The root of the entries, base64.
+        computed: String,
         /// The first seq that differs from the log's, when a server located it
         /// ([`first_difference`]).
         first_difference: Option<u64>,
@@ -591,7 +595,8 @@ impl<S: ReplayStore> Checker<S> {
         while let Some(cp) = self.checkpoints.get(self.matched)
             && cp.size == size
         {
-            if tree.root(size).ok() != Some(cp.root) {
+            let root = tree.root(size).ok();
+            if root != Some(cp.root) {
                 return Err(VerifyError {
                     line: size,
                     seq: (size > 0).then_some(size),
@@ -599,6 +604,8 @@ impl<S: ReplayStore> Checker<S> {
                     problem: Box::new(Problem::RootMismatch {
                         size,
                         origin: cp.origin.clone(),
+                        stated: cp.root.to_string(),
+                        computed: root.map(|r| r.to_string()).unwrap_or_default(),
                         first_difference: None,
                     }),
                 });
