@@ -223,6 +223,9 @@ pub fn restore(from: &Path, data: &Path, log_key: Option<&str>) -> Result<()> {
         .iter()
         .rev()
         .find_map(|m| m.checkpoint.as_ref()?.get("origin")?.as_str());
+    // Default: the log key of the data directory the archives lie in, if it is there.
+    let found = crate::tlog_cmd::archive_key_file(from);
+    let log_key = log_key.or(found.as_deref());
     let log_key_file = log_key.map(Path::new).filter(|p| p.is_file());
     let log_key = match (origin, log_key) {
         (Some(o), key) => crate::tlog_cmd::pinned_key(key, o)?,

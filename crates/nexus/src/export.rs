@@ -239,7 +239,10 @@ pub fn verify(
         options.checkpoints.push(cp);
     }
     if Path::new(source).is_dir() {
-        return verify_archive_dir(g, Path::new(source), &options, on_disk, tlog.log_key);
+        let dir = Path::new(source);
+        let found = crate::tlog_cmd::archive_key_file(dir);
+        let key = tlog.log_key.or(found.as_deref());
+        return verify_archive_dir(g, dir, &options, on_disk, key);
     }
     let result = if source.starts_with("http://") || source.starts_with("https://") {
         verify_server(g, source, &options, on_disk)?

@@ -191,8 +191,9 @@ enum Command {
         #[arg(long, value_name = "NEW_DIR")]
         data: PathBuf,
         /// The verifier key the last window's checkpoint must be signed by
-        /// (`<origin>+<id>+<key>`, or the old data directory's `log.key`); default: the
-        /// key the checkpoint names.
+        /// (`<origin>+<id>+<key>`, or the old data directory's `log.key`, which the new
+        /// one then gets); default: the `log.key` beside the archive directory
+        /// (`DATA/log.key` of `DATA/archive`), else the key the checkpoint names.
         #[arg(long, value_name = "VKEY")]
         log_key: Option<String>,
     },
@@ -234,7 +235,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
         /// The verifier key checkpoints must be signed by (`<origin>+<id>+<key>`, or a
-        /// data directory's `log.key` file); default: the key the checkpoint names.
+        /// data directory's `log.key` file); default: for `DATA/archive`, `DATA/log.key`
+        /// when it is there, else the key the checkpoint names.
         #[arg(long, value_name = "VKEY")]
         log_key: Option<String>,
         /// Check an inclusion proof file (`nexus proof`), with no network.

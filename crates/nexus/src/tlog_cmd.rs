@@ -52,6 +52,14 @@ pub fn pinned_key(arg: Option<&str>, origin: &str) -> Result<Option<String>> {
     Ok(Some(arg.to_owned()))
 }
 
+/// The key an archive directory's checkpoints are checked against without
+/// `--log-key`: the `log.key` of the data directory it lies in (`DATA/archive`, the
+/// default place), when there is one.
+pub fn archive_key_file(dir: &Path) -> Option<String> {
+    let file = dir.parent()?.join(crate::logkey::FILE);
+    file.is_file().then(|| file.to_string_lossy().into_owned())
+}
+
 /// Verifies `cp` under the pinned key, else under the key it names.
 pub fn verify_signed(cp: &SignedCheckpoint, log_key: Option<&str>) -> Result<Checkpoint> {
     let key = pinned_key(log_key, &cp.origin)?;

@@ -386,9 +386,37 @@ fn archive_manifests_end_at_checkpoints_that_verify_and_restore_checks_them() {
     );
     drop(server);
 
+    // Without --log-key, `DATA/log.key` beside `DATA/archive` is the key: a last window
+    // re-signed by another key (its manifest has no successor to notice) is refused.
+    let last = windows.last().expect("a window").clone();
+    let mpath = archive.join(keys::manifest(last.first));
+    let good_manifest = std::fs::read(&mpath).expect("manifest");
+    let (signed, cp) = last
+        .verified_checkpoint(None)
+        .expect("ok")
+        .expect("present");
+    let forger = nexus_tlog::LogKey::from_seed([8; 32])
+        .signer(&signed.origin)
+        .expect("signer");
+    let mut resigned = last.clone();
+    resigned.checkpoint = Some(
+        serde_json::to_value(nexus_tlog::SignedCheckpoint::sign(
+            &forger, cp.size, &cp.root,
+        ))
+        .expect("json"),
+    );
+    std::fs::write(&mpath, resigned.encode()).expect("re-sign");
+    let out = nexus(&["verify", &dir_arg], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not signed by log key"),
+        "{err}"
+    );
+    std::fs::write(&mpath, &good_manifest).expect("put back");
+    nexus_ok(&["verify", &dir_arg], &[]);
+
     // A commit time changed in the last window (its manifest fixed to match: it has no
     // successor to notice) breaks only the Merkle root, which the checkpoint catches.
-    let last = windows.last().expect("a window").clone();
     let path = archive.join(&last.archive);
     let good = std::fs::read_to_string(&path).expect("archive");
     let mut first: serde_json::Value =
