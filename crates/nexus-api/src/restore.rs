@@ -14,8 +14,9 @@
 //!    is then installed; every later entry is replayed through the core's lifecycle at
 //!    its own commit time, exactly as `nexus verify --replay` does, and must get its seq.
 //! 4. The flush cursor is set to the chain's end (the next window continues the chain)
-//!    and [`check_restored`] runs: the one place to add "and the rebuilt Merkle tree
-//!    matches the last checkpoint".
+//!    and [`check_restored`] runs; then the last window's checkpoint that has one must
+//!    verify (signed by the pinned key, else by the key it names) and its root be the
+//!    rebuilt Merkle tree's at its size ([`check_tree`]).
 
 use nexus_contract::{Contract, governance};
 use nexus_core::archive::{
@@ -97,6 +98,23 @@ pub fn read_chain(cold: &impl BlobStore) -> Result<Chain, RestoreError> {
 pub fn from_snapshot_with_cold<C, K, B, O>(
     cold: &C,
     target: &CompositeColdStorage<K, B, O>,
+    progress: impl FnMut(u64, u64),
+) -> Result<RestoreReport, RestoreError>
+where
+    C: BlobStore,
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    from_snapshot_with_cold_pinned(cold, target, None, progress)
+}
+
+/// [`from_snapshot_with_cold`], refusing a last checkpoint not signed by verifier key
+/// `log_key` (when given).
+pub fn from_snapshot_with_cold_pinned<C, K, B, O>(
+    cold: &C,
+    target: &CompositeColdStorage<K, B, O>,
+    log_key: Option<&str>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RestoreReport, RestoreError>
 where
@@ -170,7 +188,48 @@ where
         pending: None,
     })?;
     check_restored(&chain, report.snapshot, log_head(target)?)?;
+    check_tree(&chain, target, log_key)?;
     Ok(report)
+}
+
+/// Checks the last checkpoint of `chain` (the last window that has one) against the
+/// Merkle tree of `target`'s log: signed by `log_key` (else by the key it names), and
+/// its root the tree's at its size. Answers the size checked (`None`: no checkpoint).
+pub fn check_tree<K, B, O>(
+    chain: &Chain,
+    target: &CompositeColdStorage<K, B, O>,
+    log_key: Option<&str>,
+) -> Result<Option<u64>, RestoreError>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    let Some(m) = chain.windows.iter().rev().find(|m| m.checkpoint.is_some()) else {
+        return Ok(None);
+    };
+    let Some((_, cp)) = m.verified_checkpoint(log_key)? else {
+        return Ok(None);
+    };
+    let refused = |reason: String| ArchiveError::Checkpoint {
+        key: archive::keys::manifest(m.first),
+        reason,
+    };
+    let root =
+        nexus_tlog::root(cp.size, &nexus_store::StoreHashes(target.objects())).map_err(|e| {
+            refused(format!(
+                "the rebuilt tree has no root at size {}: {e}",
+                cp.size
+            ))
+        })?;
+    if root != cp.root {
+        return Err(refused(format!(
+            "the rebuilt log's Merkle root at size {} is {root}, the checkpoint's is {}",
+            cp.size, cp.root
+        ))
+        .into());
+    }
+    Ok(Some(cp.size))
 }
 
 /// The error of line `i` (0-based) of `m`'s archive.

@@ -73,14 +73,10 @@ pub fn checkpoint<K: KeyValueStore, B: BlobStore, O: ObjectStore>(
         .map_err(|e| ApiError::new(ErrorCode::Storage, e.to_string()))?;
     let size = size(core)?;
     let root = nexus_tlog::root(size, &StoreHashes(core.objects())).map_err(tree_error)?;
-    Ok(serde_json::to_vec(&json!({
-        "origin": signer.origin(),
-        "size": size,
-        "root": root.to_string(),
-        "log_key": signer.verifier_key(),
-        "checkpoint": signer.sign(size, &root),
-    }))
-    .unwrap_or_default())
+    Ok(
+        serde_json::to_vec(&nexus_tlog::SignedCheckpoint::sign(&signer, size, &root))
+            .unwrap_or_default(),
+    )
 }
 
 /// `GET /v1/proof/inclusion?seq=N&size=M`: the audit path of log entry `seq`

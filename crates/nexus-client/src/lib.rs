@@ -21,6 +21,6 @@ pub use builders::BuildError;
 pub use http::{AnyErrorCode, ApiError, Client, ClientError, ErrorCode, EventOptions, EventStream};
 pub use keys::{KeyError, KeyFile};
 pub use verify::{
-    Problem, ReplayStore, VerifyError, VerifyOptions, VerifyReport, export_to, verify_export,
-    verify_export_on, verify_export_with,
+    Problem, ReplayStore, VerifyError, VerifyOptions, VerifyReport, export_to, export_tree,
+    first_difference, verify_export, verify_export_on, verify_export_with,
 };

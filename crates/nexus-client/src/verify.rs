@@ -29,10 +29,11 @@ use std::fmt;
 use std::io::{self, BufRead, BufWriter, Write};
 
 use nexus_core::{
-    Action, ActionContent, AuthorKey, CompositeColdStorage, FihHash, Kind, Limits, Record,
-    ValidationError,
+    Action, ActionContent, AuthorKey, CompositeColdStorage, FihHash, Kind, Limits, LogEntry,
+    Record, ValidationError,
 };
 use nexus_store::{BlobStore, KeyValueStore, MemoryStore, ObjectStore};
+use nexus_tlog::{Hash, MemoryTree};
 use serde_json::{Map, Value};
 
 /// `progress` is called after every this many lines (and once at the end).
@@ -68,6 +69,9 @@ pub struct VerifyReport {
     pub retractions: u64,
     /// The last `seq` (0 for an empty export).
     pub head: u64,
+    /// The largest tree size of the [`VerifyOptions::checkpoints`] the entries were
+    /// found to match (`None` without checkpoints).
+    pub checkpoint_size: Option<u64>,
 }
 
 /// The first broken entry of an export: where, and what is wrong.
@@ -181,6 +185,42 @@ pub enum Problem {
         /// The core's message.
         message: String,
     },
+    /// The entries `1..=size` do not hash to the root of a checkpoint of tree size
+    /// `size` ([`VerifyOptions::checkpoints`]).
+    #[error(
+        "the entries 1..={size} do not hash to the root of the checkpoint of {origin} at \
+         size {size} (they hash to {computed}, it states {stated}): {}", match first_difference {
+            Some(seq) => format!("seq {seq} is the first entry that differs from the log's \
+                                  (changed, or one dropped, added or moved there)"),
+            None => format!("an entry up to seq {size} was changed, dropped, added or reordered"),
+        }
+    )]
+    RootMismatch {
+        /// The checkpoint's tree size.
+        size: u64,
+        /// Its origin.
+        origin: String,
+        /// The root it states, base64.
+        stated: String,
+        /// The root of the entries, base64.
+        computed: String,
+        /// The first seq that differs from the log's, when a server located it
+        /// ([`first_difference`]).
+        first_difference: Option<u64>,
+    },
+    /// The export ends before the tree size of a checkpoint.
+    #[error(
+        "the export ends at seq {head}, but the checkpoint of {origin} covers entries \
+         1..={size}: entries {next}..={size} are missing", next = head + 1
+    )]
+    Truncated {
+        /// The last seq of the export.
+        head: u64,
+        /// The checkpoint's tree size.
+        size: u64,
+        /// Its origin.
+        origin: String,
+    },
     /// An action's intent, or a Fact's `resolves`, names a record that is not an Intent.
     #[error("{what} names {target}, which is a {kind}, not an intent")]
     NotAnIntent {
@@ -202,7 +242,7 @@ pub enum Problem {
 }
 
 /// How [`verify_export_with`] checks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct VerifyOptions {
     /// Limits records and actions are checked against (the server's; default: the
     /// defaults every host uses).
@@ -215,6 +255,10 @@ pub struct VerifyOptions {
     /// reported do not depend on it: the checks that depend on earlier lines always
     /// run in order, on the calling thread.
     pub threads: usize,
+    /// Verified checkpoints (see `nexus_tlog::verify_checkpoint`) the log must match:
+    /// the Merkle root of the entries' leaves (spec/tlog.md) over the first `size` of
+    /// them must be each one's root, and the export must reach each one's size.
+    pub checkpoints: Vec<nexus_tlog::Checkpoint>,
 }
 
 /// What a replay runs on: one store for the three tiers.
@@ -276,11 +320,105 @@ pub fn verify_export_on<R: BufRead, S: ReplayStore>(
         n => n,
     };
     let mut checker = Checker::new(options, store);
+    checker.check_checkpoints(0)?;
     if threads <= 1 {
-        checker.run_sequential(reader, progress)
+        checker.run_sequential(reader, progress)?;
     } else {
-        checker.run_parallel(reader, threads, BATCH_LINES, progress)
+        checker.run_parallel(reader, threads, BATCH_LINES, progress)?;
     }
+    checker.finish()
+}
+
+/// One export line's `seq` and its leaf hash in the commit log's Merkle tree
+/// (spec/tlog.md, "Leaves"), after the checks that need no other line (JSON, shape,
+/// hash, signature, limits): what an offline inclusion proof is checked with.
+pub fn line_leaf(line: &[u8], limits: &Limits) -> Result<(u64, Hash), VerifyError> {
+    let fail = |seq, hash, problem| VerifyError {
+        line: 1,
+        seq,
+        hash,
+        problem: Box::new(problem),
+    };
+    match parse_line(Line::Bytes(line.to_vec()), limits) {
+        Parsed::Early(p) => Err(fail(None, None, *p)),
+        Parsed::Entry { seq, rest } => match rest {
+            Ok((_, _, leaf)) => Ok((seq, leaf)),
+            Err(failed) => {
+                let (hash, problem) = *failed;
+                Err(fail(Some(seq), hash, problem))
+            }
+        },
+    }
+}
+
+/// The tree of an export's leaves (each line through [`line_leaf`]), up to `size`
+/// entries at most: what [`first_difference`] compares with the log's.
+pub fn export_tree<R: BufRead>(
+    mut reader: R,
+    size: u64,
+    limits: &Limits,
+) -> Result<MemoryTree, VerifyError> {
+    let mut tree = MemoryTree::default();
+    let mut buf = Vec::new();
+    while tree.size() < size {
+        let line = match read_line(&mut reader, &mut buf) {
+            None => break,
+            Some(Line::Bytes(b)) => b,
+            Some(Line::Failed(p)) => {
+                return Err(VerifyError {
+                    line: tree.size() + 1,
+                    seq: None,
+                    hash: None,
+                    problem: Box::new(p),
+                });
+            }
+        };
+        let (_, leaf) = line_leaf(&line, limits).map_err(|mut e| {
+            e.line = tree.size() + 1;
+            e
+        })?;
+        tree.push(leaf);
+    }
+    Ok(tree)
+}
+
+/// The first seq at which the entries of `ours` differ from the log of checkpoint
+/// `cp` (verified), found by bisection over the log's consistency proofs
+/// (`proof(m, n)`: the proof that the log's tree of `m` leaves is a prefix of its tree
+/// of `n`): the smallest `m` whose prefix of `ours` the log does not extend. `None`
+/// when `ours` holds the checkpoint's first `size` entries exactly.
+pub fn first_difference<E>(
+    ours: &MemoryTree,
+    cp: &nexus_tlog::Checkpoint,
+    mut proof: impl FnMut(u64, u64) -> Result<Vec<Hash>, E>,
+) -> Result<Option<u64>, E> {
+    let mut agrees = |m: u64| -> Result<bool, E> {
+        if m > ours.size() {
+            return Ok(false);
+        }
+        let Ok(root) = ours.root(m) else {
+            return Ok(false);
+        };
+        if m == cp.size {
+            return Ok(root == cp.root);
+        }
+        let p = proof(m, cp.size)?;
+        Ok(nexus_tlog::verify_consistency(&p, m, root, cp.size, cp.root).is_ok())
+    };
+    if agrees(cp.size)? {
+        return Ok(None);
+    }
+    // Invariant: the prefix of `good` entries agrees, that of `bad` does not.
+    let (mut good, mut bad) = (0u64, cp.size);
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if agrees(mid)? {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(Some(bad))
 }
 
 /// One line as read: its bytes, or why it could not be read (the last item read).
@@ -321,7 +459,7 @@ enum Parsed {
     /// states, when it could be read).
     Entry {
         seq: u64,
-        rest: Result<(u64, Body), Failed>,
+        rest: Result<(u64, Body, Hash), Failed>,
     },
 }
 
@@ -356,7 +494,9 @@ fn parse_line(line: Line, limits: &Limits) -> Parsed {
     }
 }
 
-fn parse_body(mut entry: Map<String, Value>, limits: &Limits) -> Result<(u64, Body), Failed> {
+/// Parses an entry's body, answering its commit time, the record or action, and its
+/// leaf hash in the commit log's Merkle tree (of the stored entry it was exported from).
+fn parse_body(mut entry: Map<String, Value>, limits: &Limits) -> Result<(u64, Body, Hash), Failed> {
     let at = take_u64(&mut entry, "at").map_err(|e| Box::new((None, Problem::BadEntry(e))))?;
     let (what, body) = match (entry.remove("record"), entry.remove("action")) {
         (Some(r), None) => ("record", r),
@@ -396,11 +536,18 @@ fn parse_body(mut entry: Map<String, Value>, limits: &Limits) -> Result<(u64, Bo
     };
     if what == "record" {
         Record::from_value(body, limits)
-            .map(|r| (at, Body::Record(r)))
+            .map(|r| {
+                let leaf = LogEntry::of_record(&r, at).leaf_hash();
+                (at, Body::Record(r), leaf)
+            })
             .map_err(invalid)
     } else {
+        let stored = LogEntry::Action {
+            action: body.clone(),
+            at,
+        };
         Action::from_value(body, limits)
-            .map(|a| (at, Body::Action(a)))
+            .map(|a| (at, Body::Action(a), stored.leaf_hash()))
             .map_err(invalid)
     }
 }
@@ -412,6 +559,11 @@ struct Checker<S> {
     seen: HashMap<FihHash, Seen>,
     actions: HashMap<FihHash, u64>,
     limits: Limits,
+    /// The tree of the leaves so far, when there are checkpoints to match.
+    tree: Option<MemoryTree>,
+    /// The checkpoints, by size, and how many of them were matched.
+    checkpoints: Vec<nexus_tlog::Checkpoint>,
+    matched: usize,
 }
 
 impl<S: ReplayStore> Checker<S> {
@@ -424,21 +576,80 @@ impl<S: ReplayStore> Checker<S> {
             seen: HashMap::new(),
             actions: HashMap::new(),
             limits: options.limits.clone(),
+            tree: (!options.checkpoints.is_empty()).then(MemoryTree::default),
+            checkpoints: {
+                let mut c = options.checkpoints.clone();
+                c.sort_by_key(|c| c.size);
+                c
+            },
+            matched: 0,
         }
+    }
+
+    /// Matches the checkpoints of tree size `size` (the entries read so far) against
+    /// the tree of their leaves.
+    fn check_checkpoints(&mut self, size: u64) -> Result<(), VerifyError> {
+        let Some(tree) = &self.tree else {
+            return Ok(());
+        };
+        while let Some(cp) = self.checkpoints.get(self.matched)
+            && cp.size == size
+        {
+            let root = tree.root(size).ok();
+            if root != Some(cp.root) {
+                return Err(VerifyError {
+                    line: size,
+                    seq: (size > 0).then_some(size),
+                    hash: None,
+                    problem: Box::new(Problem::RootMismatch {
+                        size,
+                        origin: cp.origin.clone(),
+                        stated: cp.root.to_string(),
+                        computed: root.map(|r| r.to_string()).unwrap_or_default(),
+                        first_difference: None,
+                    }),
+                });
+            }
+            self.matched += 1;
+            self.report.checkpoint_size = Some(size);
+        }
+        Ok(())
+    }
+
+    /// The report, once every line was read: refused if a checkpoint lies past the end.
+    fn finish(self) -> Result<VerifyReport, VerifyError> {
+        if let Some(cp) = self.checkpoints.get(self.matched) {
+            return Err(VerifyError {
+                line: self.report.lines + 1,
+                seq: None,
+                hash: None,
+                problem: Box::new(Problem::Truncated {
+                    head: self.report.head,
+                    size: cp.size,
+                    origin: cp.origin.clone(),
+                }),
+            });
+        }
+        Ok(self.report)
     }
 
     /// Takes the next line's verdict (lines numbered from 1, in order).
     fn check(&mut self, parsed: Parsed) -> Result<(), VerifyError> {
         let line = self.report.lines + 1;
         self.report.lines = line;
-        check_parsed(
+        let leaf = check_parsed(
             parsed,
             line,
             self.replay.as_ref(),
             &mut self.seen,
             &mut self.actions,
             &mut self.report,
-        )
+        )?;
+        if let Some(tree) = &mut self.tree {
+            tree.push(leaf);
+            self.check_checkpoints(line)?;
+        }
+        Ok(())
     }
 
     fn run_sequential<R: BufRead>(
@@ -596,7 +807,7 @@ fn check_parsed<S: ReplayStore>(
     seen: &mut HashMap<FihHash, Seen>,
     actions: &mut HashMap<FihHash, u64>,
     report: &mut VerifyReport,
-) -> Result<(), VerifyError> {
+) -> Result<Hash, VerifyError> {
     let mut err = VerifyError {
         line,
         seq: None,
@@ -622,7 +833,7 @@ fn check_parsed<S: ReplayStore>(
             },
         );
     }
-    let (at, body) = match rest {
+    let (at, body, leaf) = match rest {
         Ok(b) => b,
         Err(failed) => {
             let (hash, problem) = *failed;
@@ -765,7 +976,7 @@ fn check_parsed<S: ReplayStore>(
         }
     }
     report.head = seq;
-    Ok(())
+    Ok(leaf)
 }
 
 /// Replays `action` at `at`; a version 2 action of a log whose replay store has no
@@ -919,6 +1130,114 @@ mod tests {
         }
     }
 
+    /// The checkpoint (unsigned: the verifier is handed verified ones) of the first
+    /// `size` entries stored as `entries`.
+    fn checkpoint(entries: &[LogEntry], size: usize) -> nexus_tlog::Checkpoint {
+        let mut tree = MemoryTree::default();
+        for e in &entries[..size] {
+            tree.push(e.leaf_hash());
+        }
+        nexus_tlog::Checkpoint {
+            origin: "nexus/verify-test".into(),
+            size: size as u64,
+            root: tree.root(size as u64).expect("root"),
+        }
+    }
+
+    #[test]
+    fn bisection_names_the_first_leaf_that_differs() {
+        let leaf = |i: u64| nexus_tlog::leaf_hash(format!("entry {i}").as_bytes());
+        let mut log = MemoryTree::default();
+        (0..13).for_each(|i| log.push(leaf(i)));
+        let cp = nexus_tlog::Checkpoint {
+            origin: "nexus/t".into(),
+            size: 11,
+            root: log.root(11).expect("root"),
+        };
+        let proof = |m: u64, n: u64| nexus_tlog::prove_consistency(m, n, &log);
+        let same: MemoryTree = {
+            let mut t = MemoryTree::default();
+            (0..12).for_each(|i| t.push(leaf(i)));
+            t
+        };
+        assert_eq!(first_difference(&same, &cp, proof), Ok(None));
+        for bad in 0..11u64 {
+            let mut t = MemoryTree::default();
+            (0..11).for_each(|i| t.push(if i == bad { leaf(99) } else { leaf(i) }));
+            assert_eq!(
+                first_difference(&t, &cp, proof),
+                Ok(Some(bad + 1)),
+                "leaf {bad}"
+            );
+        }
+        let mut short = MemoryTree::default();
+        (0..7).for_each(|i| short.push(leaf(i)));
+        assert_eq!(first_difference(&short, &cp, proof), Ok(Some(8)));
+    }
+
+    #[test]
+    fn checkpoints_are_matched_where_they_end_and_must_be_reached() {
+        let (_, lines) = valid();
+        // The entries as the host stored them, built apart from the export's parser.
+        let stored: Vec<LogEntry> = lines
+            .iter()
+            .map(|l| {
+                let at = l["at"].as_u64().expect("at");
+                match l.get("record") {
+                    Some(r) => LogEntry::of_record(
+                        &Record::from_value(r.clone(), &Limits::default()).expect("record"),
+                        at,
+                    ),
+                    None => LogEntry::Action {
+                        action: l["action"].clone(),
+                        at,
+                    },
+                }
+            })
+            .collect();
+        for threads in [1, 3] {
+            let with = |cps: Vec<nexus_tlog::Checkpoint>, t: &str| {
+                let options = VerifyOptions {
+                    threads,
+                    checkpoints: cps,
+                    ..VerifyOptions::default()
+                };
+                verify_export_with(t.as_bytes(), &options, |_| {})
+            };
+            let good = text(&lines);
+            let r =
+                with(vec![checkpoint(&stored, 5), checkpoint(&stored, 0)], &good).expect("matches");
+            assert_eq!(r.checkpoint_size, Some(5));
+            let r = with(vec![checkpoint(&stored, 7)], &good).expect("matches");
+            assert_eq!(r.checkpoint_size, Some(7));
+            // A changed commit time: every other check passes, the root does not.
+            let mut changed = lines.clone();
+            changed[3]["at"] = json!(changed[3]["at"].as_u64().expect("at") + 1);
+            assert!(verify(&text(&changed)).is_ok());
+            let e = with(
+                vec![checkpoint(&stored, 3), checkpoint(&stored, 6)],
+                &text(&changed),
+            )
+            .expect_err("changed");
+            assert!(
+                matches!(*e.problem, Problem::RootMismatch { size: 6, .. }) && e.line == 6,
+                "{e}"
+            );
+            let e = with(vec![checkpoint(&stored, 7)], &text(&lines[..5])).expect_err("short");
+            assert!(
+                matches!(
+                    *e.problem,
+                    Problem::Truncated {
+                        head: 5,
+                        size: 7,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn valid_export_verifies_and_is_counted() {
         let (_, lines) = valid();
@@ -939,6 +1258,7 @@ mod tests {
                 withdrawals: 1,
                 retractions: 0,
                 head: 7,
+                checkpoint_size: None,
             }
         );
         assert_eq!(calls, vec![7]);

@@ -143,6 +143,15 @@ pub enum ArchiveError {
         /// What is wrong.
         problem: String,
     },
+    /// A manifest's checkpoint is refused: malformed, not signed by the expected key,
+    /// not of the window's last seq, or not the root of the tree rebuilt from the log.
+    #[error("{key}: the checkpoint is refused: {reason}")]
+    Checkpoint {
+        /// The manifest's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// No snapshot can serve: none is covered by the archives.
     #[error("snapshot of seq {head} is past the archives' last seq {archived}")]
     SnapshotAhead {
@@ -259,7 +268,50 @@ pub struct Manifest {
     pub closed_at: u64,
 }
 
+/// A manifest's `checkpoint` (stored under `key`, of tree size `size`), verified:
+/// signed by `expected` (a verifier key), else by the key it names (self-asserted:
+/// only a pinned key proves who signed). `None` when the manifest has none.
+pub fn verify_manifest_checkpoint(
+    key: &str,
+    checkpoint: Option<&Value>,
+    size: u64,
+    expected: Option<&str>,
+) -> Result<Option<(nexus_tlog::SignedCheckpoint, nexus_tlog::Checkpoint)>, ArchiveError> {
+    let Some(v) = checkpoint else {
+        return Ok(None);
+    };
+    let refused = |reason: String| ArchiveError::Checkpoint {
+        key: key.to_owned(),
+        reason,
+    };
+    let signed: nexus_tlog::SignedCheckpoint =
+        serde_json::from_value(v.clone()).map_err(|e| refused(e.to_string()))?;
+    let cp = signed
+        .verify(expected)
+        .map_err(|e| refused(e.to_string()))?;
+    if cp.size != size {
+        return Err(refused(format!(
+            "it is of tree size {}, the manifest ends at seq {size}",
+            cp.size
+        )));
+    }
+    Ok(Some((signed, cp)))
+}
+
 impl Manifest {
+    /// [`verify_manifest_checkpoint`] of this window's checkpoint (tree size `last`).
+    pub fn verified_checkpoint(
+        &self,
+        expected: Option<&str>,
+    ) -> Result<Option<(nexus_tlog::SignedCheckpoint, nexus_tlog::Checkpoint)>, ArchiveError> {
+        verify_manifest_checkpoint(
+            &keys::manifest(self.first),
+            self.checkpoint.as_ref(),
+            self.last,
+            expected,
+        )
+    }
+
     /// The stored encoding (what `prev` of the next manifest hashes).
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -574,9 +626,9 @@ impl HotState {
     }
 }
 
-/// The restore's final check, one function so that it can grow (with the Merkle log:
-/// "and the rebuilt tree's root matches the last window's checkpoint"): the rebuilt
-/// log ends where the chain ends, and the snapshot used lies within it.
+/// The restore's final check of the log's extent: the rebuilt log ends where the chain
+/// ends, and the snapshot used lies within it. (That the rebuilt Merkle tree's root is
+/// the last checkpoint's is `nexus_api::restore::check_tree`, which reads the store.)
 pub fn check_restored(
     chain: &Chain,
     snapshot_head: Option<u64>,

@@ -253,6 +253,26 @@ pub enum LogEntry {
 }
 
 impl LogEntry {
+    /// The stored bytes: the entry's compact JSON (spec/tlog.md, "Leaves"), which is
+    /// also the data of its leaf in the commit log's Merkle tree.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The entry's leaf hash in the commit log's Merkle tree.
+    pub fn leaf_hash(&self) -> nexus_tlog::Hash {
+        nexus_tlog::leaf_hash(&self.encode())
+    }
+
+    /// The entry of record `rec` committed at `at`.
+    pub fn of_record(rec: &Record, at: u64) -> Self {
+        Self::Record {
+            hash: rec.hash(),
+            kind: rec.content().kind(),
+            at,
+        }
+    }
+
     /// Host time of the commit, ms.
     pub fn at(&self) -> u64 {
         match self {
@@ -449,6 +469,8 @@ pub struct CompositeColdStorage<K, B, O> {
     blobs: B,
     objects: O,
     limits: Limits,
+    /// Signs the checkpoints that archive and snapshot manifests end at.
+    log_signer: Option<nexus_tlog::LogSigner>,
 }
 
 impl<S: Clone> CompositeColdStorage<S, S, S> {
@@ -459,6 +481,7 @@ impl<S: Clone> CompositeColdStorage<S, S, S> {
             blobs: store.clone(),
             objects: store,
             limits,
+            log_signer: None,
         }
     }
 }
@@ -476,7 +499,37 @@ where
             blobs,
             objects,
             limits,
+            log_signer: None,
         }
+    }
+
+    /// Signs each archive window's and snapshot's manifest with the checkpoint of the
+    /// tree at its last seq (spec/archive.md), with `signer` (the host's log key).
+    #[must_use]
+    pub fn with_log_signer(mut self, signer: nexus_tlog::LogSigner) -> Self {
+        self.log_signer = Some(signer);
+        self
+    }
+
+    /// The signed checkpoint of the tree of `size` leaves as a manifest holds it:
+    /// `None` without a log signer, or while the store's tree (catching up with a log
+    /// older than it) does not cover `size` yet.
+    pub fn checkpoint_at(&self, size: u64) -> CoreResult<Option<Value>> {
+        let Some(signer) = &self.log_signer else {
+            return Ok(None);
+        };
+        let head = self.log_head()?;
+        let objects = &self.objects;
+        if nexus_store::tree_size(head, &mut |k| objects.get_state(k))? < size {
+            return Ok(None);
+        }
+        let root =
+            nexus_tlog::root(size, &nexus_store::StoreHashes(objects)).map_err(|e| match e {
+                nexus_tlog::TreeError::Source(e) => CoreError::Store(e),
+                other => CoreError::Store(corrupt(nexus_store::TREE_SIZE_KEY, &other.to_string())),
+            })?;
+        let cp = nexus_tlog::SignedCheckpoint::sign(signer, size, &root);
+        Ok(serde_json::to_value(cp).ok())
     }
 
     /// The limits records and actions are checked against.
@@ -1080,7 +1133,7 @@ where
     }
 
     fn commit(&self, ops: Vec<CasOp>, entry: &LogEntry) -> CoreResult<Option<u64>> {
-        let log = vec![serde_json::to_vec(entry).unwrap_or_default()];
+        let log = vec![entry.encode()];
         self.commit_raw(&Commit {
             reads: Vec::new(),
             ops,
@@ -1555,7 +1608,7 @@ where
             bytes: bytes.len() as u64,
             blake3: archive::blake3_hex(&bytes),
             prev: cursor.manifest.clone(),
-            checkpoint: None,
+            checkpoint: self.checkpoint_at(pending.last)?,
             closed_at: pending.closed_at,
         };
         let encoded = manifest.encode();
@@ -1651,7 +1704,8 @@ where
     /// Writes `state` as a snapshot: its chunks, then its manifest (the snapshot exists
     /// once the manifest does). Answers the manifest's key.
     pub fn write_snapshot(&self, state: &HotState, now: u64) -> CoreResult<String> {
-        let blobs = state.to_blobs(archive::SNAPSHOT_CHUNK_BYTES, now);
+        let mut blobs = state.to_blobs(archive::SNAPSHOT_CHUNK_BYTES, now);
+        blobs.manifest.checkpoint = self.checkpoint_at(state.head)?;
         for (key, bytes) in &blobs.chunks {
             self.blobs.put_blob(key, bytes)?;
         }
@@ -1681,18 +1735,14 @@ where
                         expected: None,
                         new: Some(rec.content().kind().to_string().into_bytes()),
                     });
-                    LogEntry::Record {
-                        hash: h,
-                        kind: rec.content().kind(),
-                        at: *at,
-                    }
+                    LogEntry::of_record(rec, *at)
                 }
                 Archived::Action(a) => LogEntry::Action {
                     action: a.clone(),
                     at: *at,
                 },
             };
-            log.push(serde_json::to_vec(&entry).unwrap_or_default());
+            log.push(entry.encode());
         }
         let seq = self.commit_raw(&Commit {
             reads: Vec::new(),

@@ -443,6 +443,7 @@ fn flush_archives_every_entry_moves_the_cursor_and_repairs_lost_indexes() {
     let report = s.flush(&policy, T0).expect("flush");
     let w1 = report.window.expect("a full window closes");
     assert_eq!((w1.window, w1.first, w1.last, report.cursor), (1, 1, 3, 3));
+    assert_eq!(w1.checkpoint, None, "no log signer, no checkpoint");
     let blob = nexus_store::BlobStore::get_blob(&store, &w1.archive)
         .expect("blob")
         .expect("present");
@@ -580,4 +581,53 @@ fn a_flush_interrupted_at_any_write_is_finished_with_the_same_bytes() {
         fail_at += 1;
     }
     assert!(total.is_some_and(|t| t >= 5), "{total:?} writes");
+}
+
+/// With a log signer, every window's manifest and every snapshot's ends at the signed
+/// checkpoint of the tree at its last seq, whose root is that of the stored entries.
+#[test]
+fn manifests_end_at_signed_checkpoints_of_the_stored_log() {
+    let (store, s) = mem();
+    let signer = nexus_tlog::LogSigner::new("nexus/flush-test", [4; 32]).expect("signer");
+    let s = s.with_log_signer(signer.clone());
+    let a = key(1);
+    for n in 0..5 {
+        s.submit(&fact(&a, "t", body(n), vec![], None, T0), T0)
+            .expect("submit");
+    }
+    let policy = archive::WindowPolicy {
+        max_entries: 2,
+        max_age_ms: 60_000,
+    };
+    let mut tree = nexus_tlog::MemoryTree::default();
+    for (_, e) in s.log_entries(1, 10).expect("log") {
+        tree.push(e.leaf_hash());
+    }
+    // The deployment's init is no log entry: five facts, five leaves.
+    assert_eq!(tree.size(), 5);
+    for last in [2, 4] {
+        let w = s.flush(&policy, T0).expect("flush").window.expect("due");
+        assert_eq!(w.last, last);
+        let (signed, cp) = w
+            .verified_checkpoint(Some(&signer.verifier_key()))
+            .expect("verifies")
+            .expect("present");
+        assert_eq!(signed.log_key, signer.verifier_key());
+        assert_eq!((cp.size, cp.root), (last, tree.root(last).expect("root")));
+        let other = nexus_tlog::LogSigner::new("nexus/flush-test", [5; 32]).expect("signer");
+        assert!(w.verified_checkpoint(Some(&other.verifier_key())).is_err());
+    }
+    let state = s.capture_hot_state(3).expect("capture").expect("still");
+    let key = s.write_snapshot(&state, T0).expect("snapshot");
+    let bytes = nexus_store::BlobStore::get_blob(&store, &key)
+        .expect("read")
+        .expect("manifest");
+    let (m, _) = archive::HotState::from_blobs(&key, &bytes, |k| {
+        nexus_store::BlobStore::get_blob(&store, k).ok().flatten()
+    })
+    .expect("snapshot");
+    let (_, cp) = archive::verify_manifest_checkpoint(&key, m.checkpoint.as_ref(), 5, None)
+        .expect("verifies")
+        .expect("present");
+    assert_eq!(cp.root, tree.root(5).expect("root"));
 }

@@ -22,11 +22,13 @@
 //! supplies stored hashes through a [`HashSource`] and writes what [`append`] returns.
 
 mod checkpoint;
+mod signed;
 mod tree;
 
 pub use checkpoint::{
     Checkpoint, CheckpointError, LogKey, LogSigner, parse_verifier_key, verify_checkpoint,
 };
+pub use signed::{MemoryTree, SignedCheckpoint};
 pub use tlog_tiles::{EMPTY_HASH, Hash, stored_hash_count, stored_hash_index};
 pub use tree::{
     HashSource, TreeError, append, prove_consistency, prove_inclusion, root, verify_consistency,

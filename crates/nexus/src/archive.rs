@@ -150,6 +150,7 @@ pub struct FlushOptions {
 pub fn spawn_flusher(
     store: RedbStore,
     limits: Limits,
+    signer: nexus_tlog::LogSigner,
     opts: FlushOptions,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
@@ -158,7 +159,8 @@ pub fn spawn_flusher(
         .name("nexus-flush".into())
         .spawn(move || {
             let core =
-                CompositeColdStorage::new(store.clone(), DirBlobs::new(&opts.dir), store, limits);
+                CompositeColdStorage::new(store.clone(), DirBlobs::new(&opts.dir), store, limits)
+                    .with_log_signer(signer);
             while !stop.load(Ordering::SeqCst) {
                 if let Err(e) = flush_due(&core, &opts) {
                     tracing::warn!(error = %e, dir = %opts.dir.display(), "archive flush failed; retrying");
@@ -196,8 +198,8 @@ pub fn flush_due(
     Ok(n)
 }
 
-/// `nexus restore --from DIR --data NEW_DIR`.
-pub fn restore(from: &Path, data: &Path) -> Result<()> {
+/// `nexus restore --from DIR --data NEW_DIR [--log-key VKEY]`.
+pub fn restore(from: &Path, data: &Path, log_key: Option<&str>) -> Result<()> {
     if !from.is_dir() {
         bail!("{} is not an archive directory", from.display());
     }
@@ -212,6 +214,27 @@ pub fn restore(from: &Path, data: &Path) -> Result<()> {
             data.display()
         );
     }
+    // The key the last checkpoint must be signed by: its origin names a key file's key.
+    let cold = DirBlobs::new(from);
+    let chain = nexus_api::restore::read_chain(&cold)
+        .with_context(|| format!("cannot restore from {}", from.display()))?;
+    let origin = chain
+        .windows
+        .iter()
+        .rev()
+        .find_map(|m| m.checkpoint.as_ref()?.get("origin")?.as_str());
+    // Default: the log key of the data directory the archives lie in, if it is there.
+    let found = crate::tlog_cmd::archive_key_file(from);
+    let log_key = log_key.or(found.as_deref());
+    let log_key_file = log_key.map(Path::new).filter(|p| p.is_file());
+    let log_key = match (origin, log_key) {
+        (Some(o), key) => crate::tlog_cmd::pinned_key(key, o)?,
+        (None, Some(_)) => bail!(
+            "{} holds no checkpoint to check --log-key against",
+            from.display()
+        ),
+        (None, None) => None,
+    };
     fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     // Rebuilt on a scratch store (commits not synced one by one), then copied compactly
     // into the data directory and synced: an interrupted restore leaves no store.
@@ -220,20 +243,24 @@ pub fn restore(from: &Path, data: &Path) -> Result<()> {
         let store = RedbStore::scratch(&scratch, 256 << 20)
             .context("cannot create the restore's scratch store")?;
         let core = CompositeColdStorage::unified(store, Limits::default());
-        let cold = DirBlobs::new(from);
         let mut progress: Option<crate::export::Progress> = None;
-        let report = nexus_api::restore::from_snapshot_with_cold(&cold, &core, |done, total| {
-            progress
-                .get_or_insert_with(|| {
-                    crate::export::Progress::new(
-                        total,
-                        total >= crate::export::LONG,
-                        "restoring",
-                        false,
-                    )
-                })
-                .set(done);
-        })
+        let report = nexus_api::restore::from_snapshot_with_cold_pinned(
+            &cold,
+            &core,
+            log_key.as_deref(),
+            |done, total| {
+                progress
+                    .get_or_insert_with(|| {
+                        crate::export::Progress::new(
+                            total,
+                            total >= crate::export::LONG,
+                            "restoring",
+                            false,
+                        )
+                    })
+                    .set(done);
+            },
+        )
         .with_context(|| format!("cannot restore from {}", from.display()))?;
         if let Some(p) = &progress {
             p.finish();
@@ -244,6 +271,14 @@ pub fn restore(from: &Path, data: &Path) -> Result<()> {
         Ok::<_, anyhow::Error>(report)
     })();
     let _ = fs::remove_file(&scratch);
+    // Restored with the old data directory's key file: the new one signs with it, so
+    // checkpoints kept from the old server stay checkable against the new one.
+    let result = result.and_then(|r| {
+        if let Some(path) = log_key_file {
+            crate::logkey::create(data, &crate::logkey::load(path)?)?;
+        }
+        Ok(r)
+    });
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -265,5 +300,12 @@ pub fn restore(from: &Path, data: &Path) -> Result<()> {
         "the agent allowlists are not archived: copy `agents` and `operators` into {}",
         data.display()
     );
+    if log_key_file.is_none() {
+        eprintln!(
+            "the log key is not archived: a server on {} signs with a new one unless you \
+             copy the old `log.key` into it first (or restore with --log-key OLD/log.key)",
+            data.display()
+        );
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nexus_client::{ClientError, VerifyError, VerifyOptions, VerifyReport};
+use nexus_client::{ClientError, Problem, VerifyError, VerifyOptions, VerifyReport};
 use serde_json::{Value, json};
 
 use crate::Global;
@@ -209,21 +209,40 @@ pub fn verify_server(
     Ok(r)
 }
 
-/// `nexus verify FILE|URL`: exits 0 with counts, or 1 naming the first broken entry.
+/// The checkpoint options of `nexus verify`.
+pub struct TlogArgs<'a> {
+    /// A checkpoint file the log must match.
+    pub checkpoint: Option<&'a Path>,
+    /// The verifier key checkpoints must be signed by.
+    pub log_key: Option<&'a str>,
+    /// The server whose consistency proofs locate the first entry that differs when
+    /// the entries do not match a checkpoint (`--server` given, or SOURCE a URL).
+    pub locate: Option<&'a str>,
+}
+
+/// `nexus verify FILE|URL|DIR`: exits 0 with counts, or 1 naming the first broken entry.
 pub fn verify(
     g: &Global,
     source: &str,
     replay: bool,
     threads: usize,
     on_disk: bool,
+    tlog: &TlogArgs<'_>,
 ) -> Result<ExitCode> {
-    let options = VerifyOptions {
+    let mut options = VerifyOptions {
         replay,
         threads,
         ..VerifyOptions::default()
     };
+    if let Some(path) = tlog.checkpoint {
+        let (_, cp) = crate::tlog_cmd::read_checkpoint(path, tlog.log_key)?;
+        options.checkpoints.push(cp);
+    }
     if Path::new(source).is_dir() {
-        return verify_archive_dir(g, Path::new(source), &options, on_disk);
+        let dir = Path::new(source);
+        let found = crate::tlog_cmd::archive_key_file(dir);
+        let key = tlog.log_key.or(found.as_deref());
+        return verify_archive_dir(g, dir, &options, on_disk, key);
     }
     let result = if source.starts_with("http://") || source.starts_with("https://") {
         verify_server(g, source, &options, on_disk)?
@@ -255,11 +274,56 @@ pub fn verify(
             print_report(g, source, &report, replay);
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
+        Err(mut e) => {
+            if let Problem::RootMismatch {
+                size,
+                first_difference,
+                ..
+            } = &mut *e.problem
+                && let Some(url) = tlog.locate
+                && let Some(cp) = options.checkpoints.iter().find(|c| c.size == *size)
+            {
+                match locate(g, url, source, cp) {
+                    Ok(found) => {
+                        *first_difference = found;
+                        if let Some(seq) = found {
+                            (e.line, e.seq) = (seq, Some(seq));
+                        }
+                    }
+                    Err(why) => eprintln!(
+                        "note: the first entry that differs was not located: {}",
+                        crate::cli::chain_text(&why)
+                    ),
+                }
+            }
             print_failure(g, source, &e);
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The first seq of `source` (a file or a server URL) that differs from the log of
+/// checkpoint `cp`, by bisection over the consistency proofs of the server at `url`.
+fn locate(g: &Global, url: &str, source: &str, cp: &nexus_tlog::Checkpoint) -> Result<Option<u64>> {
+    let limits = nexus_core::Limits::default();
+    let ours = if source.starts_with("http://") || source.starts_with("https://") {
+        let c = crate::cli::client_for(g, source)?;
+        let reader = LogReader {
+            entries: c.log_entries(1),
+            buf: Vec::new(),
+            pos: 0,
+        };
+        nexus_client::export_tree(reader, cp.size, &limits)
+    } else {
+        let f = File::open(source).with_context(|| format!("cannot open {source}"))?;
+        nexus_client::export_tree(BufReader::new(f), cp.size, &limits)
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c = crate::cli::client_for(g, url)?;
+    nexus_client::first_difference(&ours, cp, |m, n| {
+        let (_, p) = c.get_json(&format!("/v1/proof/consistency?from={m}&to={n}"))?;
+        crate::tlog_cmd::hashes(&crate::tlog_cmd::proof_of(&p)?)
+    })
 }
 
 /// `nexus verify DIR` of an archive directory: the manifest chain, each window's lines
@@ -271,6 +335,7 @@ fn verify_archive_dir(
     dir: &Path,
     options: &VerifyOptions,
     on_disk: bool,
+    log_key: Option<&str>,
 ) -> Result<ExitCode> {
     use nexus_core::archive::{archive_lines, check_archive_bytes};
     use nexus_store::BlobStore as _;
@@ -290,6 +355,28 @@ fn verify_archive_dir(
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
+    // Every window's checkpoint is matched where it ends (refused if not signed by the
+    // pinned key, else by the key the first one names).
+    let mut options = options.clone();
+    let origin = chain
+        .windows
+        .iter()
+        .find_map(|m| m.checkpoint.as_ref()?.get("origin")?.as_str());
+    let mut key = match origin {
+        Some(o) => crate::tlog_cmd::pinned_key(log_key, o)?,
+        None => None,
+    };
+    for m in &chain.windows {
+        match m.verified_checkpoint(key.as_deref()) {
+            Ok(Some((signed, cp))) => {
+                key.get_or_insert(signed.log_key);
+                options.checkpoints.push(cp);
+            }
+            Ok(None) => {}
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    let options = &options;
     let mut all = Vec::new();
     let mut starts = Vec::new();
     let mut archives = Vec::new();
@@ -351,6 +438,7 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
                 "resolving_facts": r.resolving_facts, "hints": r.hints,
                 "actions": r.actions, "claims": r.claims, "renewals": r.renewals,
                 "withdrawals": r.withdrawals, "retractions": r.retractions,
+                "checkpoint_size": r.checkpoint_size,
             })
         );
         return;
@@ -384,6 +472,13 @@ fn print_report(g: &Global, source: &str, r: &VerifyReport, replay: bool) {
         count(r.renewals, "renewal", "renewals"),
         count(r.withdrawals, "withdrawal", "withdrawals"),
     );
+    if let Some(size) = r.checkpoint_size {
+        let past = match r.head - size {
+            0 => String::new(),
+            n => format!("; {} after it", count(n, "entry", "entries")),
+        };
+        say!("  matches the checkpoint of tree size {size} (seq 1..={size}){past}");
+    }
 }
 
 fn count(n: u64, one: &str, many: &str) -> String {

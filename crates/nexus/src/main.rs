@@ -19,6 +19,7 @@ mod logkey;
 mod mcp;
 mod net;
 mod serve;
+mod tlog_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -189,11 +190,62 @@ enum Command {
         /// The new data directory.
         #[arg(long, value_name = "NEW_DIR")]
         data: PathBuf,
+        /// The verifier key the last window's checkpoint must be signed by
+        /// (`<origin>+<id>+<key>`, or the old data directory's `log.key`, which the new
+        /// one then gets); default: the `log.key` beside the archive directory
+        /// (`DATA/log.key` of `DATA/archive`), else the key the checkpoint names.
+        #[arg(long, value_name = "VKEY")]
+        log_key: Option<String>,
     },
-    /// Verify an export file, or a server's log (an http:// or https:// URL), offline.
+    /// Fetch and verify the server's signed checkpoint of its log (spec/tlog.md), and
+    /// keep it: the JSON the server answers, with its verifier key.
+    Checkpoint {
+        /// Where to save it (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The verifier key the checkpoint must be signed by (`<origin>+<id>+<key>`, or a
+        /// data directory's `log.key` file); default: the key the server names.
+        #[arg(long, value_name = "VKEY")]
+        log_key: Option<String>,
+    },
+    /// Save a log entry with its inclusion proof and the server's checkpoint, for
+    /// `nexus verify --inclusion FILE` to check with no network.
+    Proof {
+        /// The entry's seq.
+        #[arg(long)]
+        seq: u64,
+        /// Where to save it (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The verifier key the checkpoint must be signed by (as for `nexus checkpoint`).
+        #[arg(long, value_name = "VKEY")]
+        log_key: Option<String>,
+    },
+    /// Verify an export file, a server's log (an http:// or https:// URL) or an archive
+    /// directory, offline; against a kept checkpoint with --checkpoint. Or check an
+    /// inclusion proof (--inclusion) or that the log extends a kept checkpoint
+    /// (--consistent).
     Verify {
-        /// An export file (`-` for standard input) or a server URL.
-        source: String,
+        /// An export file (`-` for standard input), a server URL or an archive directory.
+        #[arg(required_unless_present_any = ["inclusion", "consistent"])]
+        source: Option<String>,
+        /// A checkpoint file (`nexus checkpoint`): the first `size` entries must be
+        /// exactly the checkpoint's (none dropped, added, reordered or changed). With
+        /// --consistent: the newer checkpoint (default: the server's current one).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// The verifier key checkpoints must be signed by (`<origin>+<id>+<key>`, or a
+        /// data directory's `log.key` file); default: for `DATA/archive`, `DATA/log.key`
+        /// when it is there, else the key the checkpoint names.
+        #[arg(long, value_name = "VKEY")]
+        log_key: Option<String>,
+        /// Check an inclusion proof file (`nexus proof`), with no network.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["source", "consistent", "replay", "checkpoint"])]
+        inclusion: Option<PathBuf>,
+        /// Check that the log (the server's, or --checkpoint's) extends this kept
+        /// checkpoint, with the server's consistency proof.
+        #[arg(long, value_name = "OLD_FILE", conflicts_with_all = ["source", "replay"])]
+        consistent: Option<PathBuf>,
         /// Also replay the Intent lifecycle (tokens, leases, admissibility) at each entry's time.
         #[arg(long)]
         replay: bool,
@@ -449,18 +501,52 @@ fn run(cli: Cli, server_given: bool) -> Result<ExitCode> {
         Command::Demo(args) => return demo::run(&g, server_given, &args),
         Command::Export { out } => export::export(&g, out.as_deref())?,
         Command::Compact { data } => serve::compact(&data)?,
-        Command::Restore { from, data } => archive::restore(&from, &data)?,
+        Command::Restore {
+            from,
+            data,
+            log_key,
+        } => archive::restore(&from, &data, log_key.as_deref())?,
         Command::Watch { topic, from } => cli::watch(&g, topic.as_deref(), from)?,
         Command::Mcp { http } => {
             let (client, key) = (cli::client(&g)?, cli::load_key(&g)?);
             mcp::run(client, key, http)?
         }
+        Command::Checkpoint { out, log_key } => {
+            tlog_cmd::checkpoint(&g, out.as_deref(), log_key.as_deref())?
+        }
+        Command::Proof { seq, out, log_key } => {
+            tlog_cmd::proof(&g, seq, out.as_deref(), log_key.as_deref())?
+        }
         Command::Verify {
             source,
+            checkpoint,
+            log_key,
+            inclusion,
+            consistent,
             replay,
             threads,
             on_disk,
-        } => return export::verify(&g, &source, replay, threads, on_disk),
+        } => {
+            let log_key = log_key.as_deref();
+            if let Some(file) = inclusion {
+                return tlog_cmd::verify_inclusion(&g, &file, log_key);
+            }
+            if let Some(old) = consistent {
+                return tlog_cmd::verify_consistent(&g, &old, checkpoint.as_deref(), log_key);
+            }
+            let source = source.unwrap_or_default();
+            let is_url = source.starts_with("http://") || source.starts_with("https://");
+            let tlog = export::TlogArgs {
+                checkpoint: checkpoint.as_deref(),
+                log_key,
+                locate: if is_url {
+                    Some(source.as_str())
+                } else {
+                    server_given.then_some(g.server.as_str())
+                },
+            };
+            return export::verify(&g, &source, replay, threads, on_disk, &tlog);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -219,10 +219,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         );
     }
     let log_key = crate::logkey::load_or_create(&opts.data)?;
-    let log_verifier = log_key
+    let log_signer = log_key
         .signer(&nexus_tlog::origin(deployment.as_str()))
-        .map(|s| s.verifier_key())
         .context("the deployment id makes no checkpoint origin")?;
+    let log_verifier = log_signer.verifier_key();
     let config = ApiConfig {
         log_key: Some(log_key),
         open: opts.open,
@@ -243,6 +243,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             Some(crate::archive::spawn_flusher(
                 store,
                 limits,
+                log_signer,
                 a.clone(),
                 Arc::clone(&stop_flusher),
             )?)

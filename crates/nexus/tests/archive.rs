@@ -285,3 +285,159 @@ fn a_tampered_archive_is_refused_with_its_line() {
     std::fs::write(&path, &good).expect("restore the archive");
     nexus_ok(&["verify", &archive.to_string_lossy()], &[]);
 }
+
+#[test]
+fn archive_manifests_end_at_checkpoints_that_verify_and_restore_checks_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, true, FAST);
+    let c = server.client();
+    write_rounds(&c, &SigningKey::from_seed(&[3; 32]), 0, 10);
+    let archive = data.join("archive");
+    wait_archived(&c, &archive);
+    let (_, served) = c.get_json("/v1/checkpoint").expect("checkpoint");
+    let vkey = served["log_key"].as_str().expect("log key").to_owned();
+    server.kill9();
+    let windows = chain(&archive).windows;
+    for m in &windows {
+        let (_, cp) = m
+            .verified_checkpoint(Some(&vkey))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("window {} has no checkpoint", m.window));
+        assert_eq!(cp.size, m.last);
+    }
+    let snapshots: Vec<_> = std::fs::read_dir(archive.join("snapshot"))
+        .expect("snapshots")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert!(!snapshots.is_empty());
+    for name in &snapshots {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(archive.join("snapshot").join(name)).expect("m"))
+                .expect("json");
+        let head = m["head"].as_u64().expect("head");
+        let verified = nexus_core::archive::verify_manifest_checkpoint(
+            name,
+            m.get("checkpoint").filter(|v| !v.is_null()),
+            head,
+            Some(&vkey),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(verified.is_some(), "snapshot {name} has a checkpoint");
+    }
+    let dir_arg = archive.to_string_lossy().into_owned();
+    let key_file = data.join("log.key").to_string_lossy().into_owned();
+    let said = nexus_ok(&["verify", &dir_arg, "--log-key", &vkey], &[]);
+    assert!(
+        said.contains("matches the checkpoint of tree size 30"),
+        "{said}"
+    );
+    let other = nexus_tlog::LogKey::from_seed([8; 32])
+        .signer(served["origin"].as_str().expect("origin"))
+        .expect("signer")
+        .verifier_key();
+    let restored = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    for args in [
+        vec!["verify", dir_arg.as_str(), "--log-key", other.as_str()],
+        vec![
+            "restore",
+            "--from",
+            &dir_arg,
+            "--data",
+            &restored("r-other"),
+            "--log-key",
+            &other,
+        ],
+    ] {
+        let out = nexus(&args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("not signed by log key"),
+            "{args:?}: {err}"
+        );
+    }
+    nexus_ok(
+        &[
+            "restore",
+            "--from",
+            &dir_arg,
+            "--data",
+            &restored("r-good"),
+            "--log-key",
+            &key_file,
+        ],
+        &[],
+    );
+    // The restored directory signs with the old key: kept checkpoints stay checkable.
+    assert_eq!(
+        std::fs::read(dir.path().join("r-good").join("log.key")).expect("restored key"),
+        std::fs::read(data.join("log.key")).expect("old key")
+    );
+    let server = Server::start_with(&dir.path().join("r-good"), true, &[]);
+    let (_, again) = server
+        .client()
+        .get_json("/v1/checkpoint")
+        .expect("checkpoint");
+    assert_eq!(
+        (again["log_key"].as_str(), again["root"].clone()),
+        (Some(vkey.as_str()), served["root"].clone())
+    );
+    drop(server);
+
+    // Without --log-key, `DATA/log.key` beside `DATA/archive` is the key: a last window
+    // re-signed by another key (its manifest has no successor to notice) is refused.
+    let last = windows.last().expect("a window").clone();
+    let mpath = archive.join(keys::manifest(last.first));
+    let good_manifest = std::fs::read(&mpath).expect("manifest");
+    let (signed, cp) = last
+        .verified_checkpoint(None)
+        .expect("ok")
+        .expect("present");
+    let forger = nexus_tlog::LogKey::from_seed([8; 32])
+        .signer(&signed.origin)
+        .expect("signer");
+    let mut resigned = last.clone();
+    resigned.checkpoint = Some(
+        serde_json::to_value(nexus_tlog::SignedCheckpoint::sign(
+            &forger, cp.size, &cp.root,
+        ))
+        .expect("json"),
+    );
+    std::fs::write(&mpath, resigned.encode()).expect("re-sign");
+    let out = nexus(&["verify", &dir_arg], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not signed by log key"),
+        "{err}"
+    );
+    std::fs::write(&mpath, &good_manifest).expect("put back");
+    nexus_ok(&["verify", &dir_arg], &[]);
+
+    // A commit time changed in the last window (its manifest fixed to match: it has no
+    // successor to notice) breaks only the Merkle root, which the checkpoint catches.
+    let path = archive.join(&last.archive);
+    let good = std::fs::read_to_string(&path).expect("archive");
+    let mut first: serde_json::Value =
+        serde_json::from_str(good.lines().next().expect("line")).expect("json");
+    first["at"] = json!(first["at"].as_u64().expect("at") + 1);
+    let bad = good.replacen(good.lines().next().expect("line"), &first.to_string(), 1);
+    std::fs::write(&path, &bad).expect("tamper");
+    let mut fixed = last.clone();
+    fixed.bytes = bad.len() as u64;
+    fixed.blake3 = nexus_core::archive::blake3_hex(bad.as_bytes());
+    std::fs::write(archive.join(keys::manifest(last.first)), fixed.encode()).expect("manifest");
+    for args in [
+        vec!["verify", dir_arg.as_str()],
+        vec!["restore", "--from", &dir_arg, "--data", &restored("r-bad")],
+    ] {
+        let out = nexus(&args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted it");
+        assert!(
+            err.contains("do not hash to the root") || err.contains("Merkle root at size 30"),
+            "{args:?}: {err}"
+        );
+    }
+}
