@@ -255,3 +255,17 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .build()
         .into()
 }
+
+/// The native `nexus` binary (`NEXUS_BIN`, else `target/debug/nexus` of this
+/// workspace), for what a test checks with it (`nexus verify`).
+pub fn nexus_bin() -> PathBuf {
+    let bin = std::env::var_os("NEXUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/nexus"));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p nexus)",
+        bin.display()
+    );
+    bin
+}
