@@ -1190,7 +1190,7 @@ fn export_and_checkpoint(dev: &WranglerDev) -> (Vec<u8>, Raw) {
 
 /// The Worker's cold tier (spec/archive.md, "On the Worker"): with small windows the
 /// coordinator's alarm archives a few hundred records and actions to R2 and writes
-/// snapshots; its storage wiped, it restores itself before serving (the first request
+/// snapshots, retrying the steps that are made to fail; its storage wiped, it restores itself before serving (the first request
 /// waits for it), and again through `POST /admin/restore`: the export is
 /// byte-identical, `nexus verify` passes on it, and claims go on at the next seq while
 /// the archive chain continues.
@@ -1208,6 +1208,9 @@ fn a_wiped_coordinator_restores_itself_from_its_archives() {
             ("NEXUS_FLUSH_SECS", "0.5"),
             ("NEXUS_SNAPSHOT_EVERY", "3"),
             ("NEXUS_ADMIN_TOKENS", ADMIN),
+            // The first six archive steps fail, twice at each point of a window
+            // (fixed; archive written; manifest written): the alarm retries each.
+            ("NEXUS_TEST_ARCHIVE_FAULTS", "6"),
         ],
     );
     let c = client(&dev);
@@ -1241,10 +1244,14 @@ fn a_wiped_coordinator_restores_itself_from_its_archives() {
     assert_eq!(head, 100 + 100 + 50 + 34);
     let windows = archived["cursor"]["windows"].as_u64().expect("windows");
     assert!(windows >= 8, "at most 40 entries a window: {archived}");
-    assert_eq!(
-        archived["manifests"].as_array().map(Vec::len),
-        Some(windows as usize)
-    );
+    // One archive and one manifest per window: the retries wrote no other.
+    for blobs in ["manifests", "archives"] {
+        assert_eq!(
+            archived[blobs].as_array().map(Vec::len),
+            Some(windows as usize),
+            "{archived}"
+        );
+    }
     assert!(
         archived["snapshots"]
             .as_array()

@@ -56,6 +56,9 @@ pub struct ArchiveSettings {
     pub policy: WindowPolicy,
     /// `NEXUS_SNAPSHOT_EVERY` (default [`DEFAULT_SNAPSHOT_EVERY`]; 0: no snapshots).
     pub snapshot_every: u64,
+    /// Test-only `NEXUS_TEST_ARCHIVE_FAULTS` (see `faults`).
+    #[cfg(feature = "test-hooks")]
+    pub test_faults: u32,
 }
 
 impl Default for ArchiveSettings {
@@ -63,6 +66,8 @@ impl Default for ArchiveSettings {
         Self {
             policy: WindowPolicy::default(),
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            #[cfg(feature = "test-hooks")]
+            test_faults: 0,
         }
     }
 }
@@ -71,8 +76,7 @@ impl ArchiveSettings {
     /// The settings of `env`'s vars; an unparsable one is logged and its default used.
     pub fn from_env(env: &Env) -> Self {
         let var = |name: &str| env.var(name).ok().map(|v| v.to_string());
-        let d = Self::default();
-        let mut s = d;
+        let mut s = Self::default();
         if let Some(v) = var("NEXUS_FLUSH_ENTRIES") {
             match v.trim().parse::<u64>() {
                 Ok(n) if n > 0 => s.policy.max_entries = n,
@@ -90,6 +94,10 @@ impl ArchiveSettings {
                 Ok(n) => s.snapshot_every = n,
                 Err(_) => worker::console_warn!("NEXUS_SNAPSHOT_EVERY: {v:?} is not a number"),
             }
+        }
+        #[cfg(feature = "test-hooks")]
+        if let Some(v) = var("NEXUS_TEST_ARCHIVE_FAULTS") {
+            s.test_faults = v.trim().parse().unwrap_or(0);
         }
         s
     }
@@ -191,20 +199,70 @@ async fn hydrate(
     Ok(())
 }
 
-/// Writes `puts` to R2, concurrently, except `last`, which is written after all the
-/// others are (a manifest: what it names exists once it does).
-async fn put_blobs(bucket: &Bucket, puts: &[(String, Vec<u8>)], last: &str) -> StoreResult<()> {
-    let (tail, rest): (Vec<_>, Vec<_>) = puts.iter().partition(|(k, _)| k == last);
-    for group in rest.chunks(CONCURRENCY) {
+/// Writes `puts` to R2, concurrently.
+async fn put_all(bucket: &Bucket, puts: &[&(String, Vec<u8>)]) -> StoreResult<()> {
+    for group in puts.chunks(CONCURRENCY) {
         let writes = group.iter().map(|(k, v)| r2::put(bucket, k, v));
         for w in futures_util::future::join_all(writes).await {
             w?;
         }
     }
-    for (k, v) in tail {
-        r2::put(bucket, k, v).await?;
-    }
     Ok(())
+}
+
+/// Writes `puts` to R2, concurrently, except `last`, which is written after all the
+/// others are (a manifest: what it names exists once it does); `between` runs before
+/// `last` is written.
+async fn put_blobs(
+    bucket: &Bucket,
+    puts: &[(String, Vec<u8>)],
+    last: &str,
+    between: impl FnOnce() -> StoreResult<()>,
+) -> StoreResult<()> {
+    let (tail, rest): (Vec<_>, Vec<_>) = puts.iter().partition(|(k, _)| k == last);
+    put_all(bucket, &rest).await?;
+    between()?;
+    put_all(bucket, &tail).await
+}
+
+/// Test-only faults of the archive (`test-hooks` builds): with the var
+/// `NEXUS_TEST_ARCHIVE_FAULTS = N`, fault `n` (`n < N`) of this isolate makes the
+/// archive step fail at point `n % 3`, the first time a window reaches it: 0 right
+/// after the window is fixed, 1 after its archive blob, 2 after its manifest (before
+/// the cursor moves). The alarm then retries, as after a crash at that point.
+#[cfg(feature = "test-hooks")]
+mod faults {
+    use std::cell::Cell;
+
+    use nexus_store::{StoreError, StoreResult};
+
+    thread_local! {
+        /// Faults injected so far.
+        static INJECTED: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Fails at `point` if the next fault (of `budget`) is due there.
+    pub fn check(budget: u32, point: u32) -> StoreResult<()> {
+        let n = INJECTED.with(Cell::get);
+        if n >= budget || n % 3 != point {
+            return Ok(());
+        }
+        INJECTED.with(|c| c.set(n + 1));
+        Err(StoreError::Backend(format!(
+            "injected archive fault {n} at point {point} (test hook)"
+        )))
+    }
+}
+
+/// Fails as `faults::check` says in a test build; never otherwise.
+fn fault(settings: &ArchiveSettings, point: u32) -> StoreResult<()> {
+    #[cfg(feature = "test-hooks")]
+    return faults::check(settings.test_faults, point);
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        let _ = (settings, point);
+        Ok(())
+    }
 }
 
 /// What one [`archive_due`] did.
@@ -248,12 +306,15 @@ pub async fn archive_due(
             .map_err(core_error)?
             .window
             .ok_or_else(|| StoreError::Backend("archive: the pending window vanished".into()))?;
+        fault(settings, 0)?;
         put_blobs(
             bucket,
             &delta.blob_puts,
             &archive::keys::manifest(manifest.first),
+            || fault(settings, 1),
         )
         .await?;
+        fault(settings, 2)?;
         // The cursor moves past the window with its index entries, in one transaction.
         let index: Vec<String> = delta
             .kv_puts
@@ -317,7 +378,7 @@ pub async fn snapshot(
     )
     .write_snapshot(&state, now)
     .map_err(core_error)?;
-    put_blobs(bucket, &blobs.drain_blob_puts(), &key).await?;
+    put_blobs(bucket, &blobs.drain_blob_puts(), &key, || Ok(())).await?;
     Ok(Some(key))
 }
 
@@ -409,7 +470,7 @@ pub async fn restore(
         }
     }
     let blobs: Vec<(String, Vec<u8>)> = out.blobs.into_iter().collect();
-    put_blobs(bucket, &blobs, "").await?;
+    put_blobs(bucket, &blobs, "", || Ok(())).await?;
     let (cursor, head) = states.index_progress()?;
     states.backfill_index(index, cursor, head)?;
     Ok(report)

@@ -244,8 +244,9 @@ pub fn archive_status(store: &SqlStates) -> StoreResult<Vec<u8>> {
         .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
-/// `GET /__test/archive`: the coordinator's [`archive_status`], with the archive
-/// manifests and snapshot manifests the bucket holds (`manifests`, `snapshots`).
+/// `GET /__test/archive`: the coordinator's [`archive_status`], with the window
+/// manifests, archives and snapshot manifests the bucket holds (`manifests`,
+/// `archives`, `snapshots`).
 pub async fn archive_route(env: &Env) -> Result<Response> {
     let mut answer =
         crate::call_coordinator(env, crate::COORDINATOR_NAME, ARCHIVE_STATUS_PATH).await?;
@@ -259,6 +260,9 @@ pub async fn archive_route(env: &Env) -> Result<Response> {
     let (manifests, _) = r2::list(&bucket, &all(nexus_core::archive::keys::MANIFEST_PREFIX))
         .await
         .map_err(failed)?;
+    let (archives, _) = r2::list(&bucket, &all(nexus_core::archive::keys::ARCHIVE_PREFIX))
+        .await
+        .map_err(failed)?;
     let (snapshots, _) = r2::list(&bucket, &all(nexus_core::archive::keys::SNAPSHOT_PREFIX))
         .await
         .map_err(failed)?;
@@ -267,6 +271,7 @@ pub async fn archive_route(env: &Env) -> Result<Response> {
         .filter(|k| k.ends_with(".json"))
         .collect();
     status["manifests"] = serde_json::json!(manifests);
+    status["archives"] = serde_json::json!(archives);
     status["snapshots"] = serde_json::json!(snapshots);
     Response::from_json(&status)
 }
