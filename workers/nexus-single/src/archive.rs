@@ -16,8 +16,8 @@
 //!   to R2, then its manifest;
 //! - **a restore**: the archives and snapshots are read from R2 into memory, the core's
 //!   restore rebuilds the SQL storage from them (the records and index entries it
-//!   writes go to memory first), then the records go to KV and R2, deployed contract
-//!   sources to R2, and the index entries into the index table.
+//!   writes go to memory first), then the records the bucket lacks go to KV and R2,
+//!   deployed contract sources to R2, and the index entries into the index table.
 
 use nexus_api::restore::{RestoreReport, from_snapshot_with_cold};
 use nexus_core::archive::{self, WindowPolicy};
@@ -32,6 +32,7 @@ use nexus_store::{
 use worker::{Bucket, Env, KvStore};
 
 use crate::coordinator::SqlStates;
+use crate::r2::RECORD_PREFIX;
 use crate::repair::core_error;
 use crate::{kv, r2};
 
@@ -457,8 +458,12 @@ pub async fn restore(
             records.push((key, value));
         }
     }
-    // Records before the index that lists them (the API reads a record from KV, or
-    // from R2 where KV has not got it).
+    // Records before the index that lists them. A record the bucket has (every commit
+    // wrote its copy there before its commit point) is not written again: the API reads
+    // a record from KV, or from R2 where KV has not got it.
+    let (present, _) = r2::list(bucket, &ListQuery::new(RECORD_PREFIX, None, usize::MAX)).await?;
+    let present: std::collections::BTreeSet<String> = present.into_iter().collect();
+    records.retain(|(k, _)| !present.contains(k));
     for group in records.chunks(CONCURRENCY) {
         let writes = group.iter().map(|(k, v)| async move {
             let (in_kv, in_r2) =
