@@ -1216,9 +1216,11 @@ fn a_wiped_coordinator_restores_itself_from_its_archives() {
     let c = client(&dev);
     let d = dep(&dev);
     let (alice, bob) = (key(), key());
+    let mut first = None;
     for n in 0..100u64 {
         let i = builders::propose(alice.key(), "worker/cold", json!({"n": n}), &[]).expect("i");
         c.submit_intent(&i).expect("propose");
+        first.get_or_insert_with(|| i.clone());
         let lease = c
             .claim(&builders::claim(bob.key(), &d, i.hash(), 600_000).expect("claim"))
             .expect("claim");
@@ -1259,6 +1261,7 @@ fn a_wiped_coordinator_restores_itself_from_its_archives() {
         "a snapshot every third window: {archived}"
     );
     let (export, checkpoint) = export_and_checkpoint(&dev);
+    let first = first.expect("an Intent");
 
     // The admin route needs its token, and a coordinator that holds a log refuses it.
     let bad = post_json(
@@ -1288,8 +1291,13 @@ fn a_wiped_coordinator_restores_itself_from_its_archives() {
         );
     }
 
-    // Wiped again, restored through the admin route, from a snapshot plus replay.
-    assert_eq!(raw(&dev.url, "POST", "/__test/wipe", b"", &[]).status, 200);
+    // Wiped again, with the bucket's record copies, restored through the admin route,
+    // from a snapshot plus replay.
+    let sample = format!("/v1/records/{}", first.hash());
+    let before = raw(&dev.url, "GET", &sample, b"", &[]);
+    assert_eq!(before.status, 200);
+    let wipe = raw(&dev.url, "POST", "/__test/wipe?records", b"", &[]);
+    assert_eq!(wipe.status, 200);
     let r = post_json(&dev.url, "/admin/restore", b"", &[("authorization", &auth)]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let report: Value = serde_json::from_slice(&r.body).expect("json");
@@ -1300,6 +1308,17 @@ fn a_wiped_coordinator_restores_itself_from_its_archives() {
     assert_eq!(report["replayed"].as_u64(), Some(head - snap), "{report}");
     let (again, _) = export_and_checkpoint(&dev);
     assert!(again == export, "byte-identical after the second restore");
+    // The records the bucket lost were written back: read from R2 (KV answering none).
+    let lag = [("x-nexus-test-kv-misses-records", "1")];
+    let from_r2 = raw(&dev.url, "GET", &sample, b"", &lag);
+    assert_eq!(
+        from_r2.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&from_r2.body)
+    );
+    assert_eq!(from_r2.metrics["r2_reads"], 1, "{:?}", from_r2.metrics);
+    assert_eq!(from_r2.body, before.body);
 
     // `nexus verify` passes on the export.
     let file = state.path().join("export.jsonl");

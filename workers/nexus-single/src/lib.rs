@@ -283,9 +283,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             return Response::from_json(&testing::run_tier_conformance(&env).await?);
         }
         "/__test/archive" => return testing::archive_route(&env).await,
-        "/__test/wipe" => {
-            return call_coordinator(&env, COORDINATOR_NAME, protocol::WIPE_PATH).await;
-        }
+        "/__test/wipe" => return testing::wipe_route(&env, url.query()).await,
         "/__test/events" => {
             let read = events::READ_UPTO.load(std::sync::atomic::Ordering::Relaxed);
             return Response::from_json(&serde_json::json!({ "read_upto": read }));

@@ -275,3 +275,18 @@ pub async fn archive_route(env: &Env) -> Result<Response> {
     status["snapshots"] = serde_json::json!(snapshots);
     Response::from_json(&status)
 }
+
+/// `POST /__test/wipe`: empties the coordinator's storage (the bucket and KV stay);
+/// with the query `records`, the bucket's record copies (`r/…`) are deleted first, as
+/// if the restore went to a bucket that holds only the archives.
+pub async fn wipe_route(env: &Env, query: Option<&str>) -> Result<Response> {
+    if query.is_some_and(|q| q.split('&').any(|p| p == "records")) {
+        let bucket = env.bucket(crate::R2_BINDING)?;
+        let failed = |e: StoreError| worker::Error::RustError(e.to_string());
+        let q = ListQuery::new(crate::r2::RECORD_PREFIX, None, usize::MAX);
+        for key in r2::list(&bucket, &q).await.map_err(failed)?.0 {
+            r2::delete(&bucket, &key).await.map_err(failed)?;
+        }
+    }
+    crate::call_coordinator(env, crate::COORDINATOR_NAME, crate::protocol::WIPE_PATH).await
+}
