@@ -23,7 +23,13 @@
 //!
 //! The Worker talks to it with two calls (see [`crate::protocol`]): `/read` (states,
 //! state listings and index listings for hydration) and `/commit` (the commit point
-//! of a request).
+//! of a request); and `/restore` for `POST /admin/restore`.
+//!
+//! Its alarm runs the index catch-up ([`crate::repair`]) and archives the commit log
+//! to R2 window by window, with snapshots ([`crate::archive`]); it is armed after each
+//! commit for when the next window is due. A coordinator whose storage holds no log
+//! while the bucket holds archives restores itself from them before it answers (calls
+//! meanwhile wait).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

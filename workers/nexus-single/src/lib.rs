@@ -13,11 +13,15 @@
 //! - `NEXUS_AUTHORS`: comma-separated hex author keys allowed to write otherwise;
 //! - `NEXUS_DO_LOCATION`: optional location hint for the coordinator (`weur`, `enam`, …);
 //! - `NEXUS_PUBLIC_STATUS`: `"true"` serves `/v1/health` and `/metrics` without the
-//!   read token.
+//!   read token;
+//! - `NEXUS_FLUSH_ENTRIES`, `NEXUS_FLUSH_SECS`, `NEXUS_SNAPSHOT_EVERY`: when the
+//!   coordinator archives its log to R2 and snapshots its hot state ([`archive`]).
 //!
 //! Secret (`wrangler secret put NEXUS_READ_TOKENS`): the bearer tokens reads need, one a
 //! line (unset: reads are public), checked with [`nexus_api::ReadAccess`] as on the
-//! native host. Binding [`AUTHOR_LIMIT_BINDING`] (`[[ratelimits]]`, optional): the
+//! native host. Secret `NEXUS_ADMIN_TOKENS` (one a line): the bearer tokens of
+//! `POST /admin/restore`, which restores an empty coordinator from the archives now
+//! (unset: the route does not exist). Binding [`AUTHOR_LIMIT_BINDING`] (`[[ratelimits]]`, optional): the
 //! per-author write limit, through the platform's rate limiter.
 
 #![forbid(unsafe_code)]
