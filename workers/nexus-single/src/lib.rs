@@ -286,7 +286,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         "/__test/tiers" => {
             return Response::from_json(&testing::run_tier_conformance(&env).await?);
         }
-        "/__test/archive" => return testing::archive_route(&env).await,
+        "/__test/archive" => return testing::archive_route(&env, url.query()).await,
         "/__test/wipe" => return testing::wipe_route(&env, url.query()).await,
         "/__test/events" => {
             let read = events::READ_UPTO.load(std::sync::atomic::Ordering::Relaxed);

@@ -246,8 +246,9 @@ pub fn archive_status(store: &SqlStates) -> StoreResult<Vec<u8>> {
 
 /// `GET /__test/archive`: the coordinator's [`archive_status`], with the window
 /// manifests, archives and snapshot manifests the bucket holds (`manifests`,
-/// `archives`, `snapshots`).
-pub async fn archive_route(env: &Env) -> Result<Response> {
+/// `archives`, `snapshots`); with the query `blobs`, also every one of those blobs and
+/// the snapshot chunks, by key, in hex (`blobs`).
+pub async fn archive_route(env: &Env, query: Option<&str>) -> Result<Response> {
     let mut answer =
         crate::call_coordinator(env, crate::COORDINATOR_NAME, ARCHIVE_STATUS_PATH).await?;
     if answer.status_code() != 200 {
@@ -266,6 +267,15 @@ pub async fn archive_route(env: &Env) -> Result<Response> {
     let (snapshots, _) = r2::list(&bucket, &all(nexus_core::archive::keys::SNAPSHOT_PREFIX))
         .await
         .map_err(failed)?;
+    if query.is_some_and(|q| q.split('&').any(|p| p == "blobs")) {
+        let mut blobs = serde_json::Map::new();
+        for key in manifests.iter().chain(&archives).chain(&snapshots) {
+            if let Some(v) = r2::get(&bucket, key).await.map_err(failed)? {
+                blobs.insert(key.clone(), hex::encode(v).into());
+            }
+        }
+        status["blobs"] = blobs.into();
+    }
     let snapshots: Vec<String> = snapshots
         .into_iter()
         .filter(|k| k.ends_with(".json"))
