@@ -431,8 +431,13 @@ pub async fn restore(
         return Err(nexus_api::restore::RestoreError::NotEmpty(head).into());
     }
     let cold = MemoryStore::new();
-    fetch_all(bucket, "archive/", &cold).await?;
-    fetch_all(bucket, archive::keys::SNAPSHOT_PREFIX, &cold).await?;
+    for prefix in [
+        archive::keys::MANIFEST_PREFIX,
+        archive::keys::ARCHIVE_PREFIX,
+        archive::keys::SNAPSHOT_PREFIX,
+    ] {
+        fetch_all(bucket, prefix, &cold).await?;
+    }
     states.wipe()?;
     let written = MemoryStore::new();
     let target = CompositeColdStorage::new(
