@@ -197,6 +197,18 @@ impl WindowPolicy {
         }
         (now.saturating_sub(first_at) >= self.max_age_ms).then_some(head)
     }
+
+    /// In how many ms from `now` [`close`](Self::close) will close a window (0: it
+    /// does now), for the same arguments; `None` when nothing is unarchived.
+    pub fn due_in(&self, cursor: u64, head: u64, first_at: u64, now: u64) -> Option<u64> {
+        if head <= cursor {
+            return None;
+        }
+        if self.close(cursor, head, first_at, now).is_some() {
+            return Some(0);
+        }
+        Some(first_at.saturating_add(self.max_age_ms).saturating_sub(now))
+    }
 }
 
 /// A window fixed in the flush cursor before its archive is written.
@@ -674,6 +686,26 @@ mod tests {
         assert_eq!(p.close(0, 25, 100, 100), Some(10), "full window first");
         assert_eq!(p.close(10, 13, 100, 1_099), None, "young and not full");
         assert_eq!(p.close(10, 13, 100, 1_100), Some(13), "old enough");
+    }
+
+    #[test]
+    fn due_in_says_when_close_will_close() {
+        let p = WindowPolicy {
+            max_entries: 10,
+            max_age_ms: 1_000,
+        };
+        assert_eq!(p.due_in(5, 5, 0, 5_000), None, "nothing to archive");
+        assert_eq!(p.due_in(0, 25, 100, 100), Some(0), "full: now");
+        assert_eq!(p.due_in(10, 13, 100, 400), Some(700), "young: at first + T");
+        assert_eq!(p.due_in(10, 13, 100, 1_100), Some(0), "old enough: now");
+        for now in [100, 400, 1_099, 1_100, 3_000] {
+            let wait = p.due_in(10, 13, 100, now).unwrap();
+            assert_eq!(
+                p.close(10, 13, 100, now + wait),
+                Some(13),
+                "at {now} + {wait}"
+            );
+        }
     }
 
     fn manifest(window: u64, first: u64, last: u64, prev: Option<String>) -> Manifest {

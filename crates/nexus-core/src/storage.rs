@@ -1545,38 +1545,81 @@ where
     O: ObjectStore,
 {
     fn flush(&self, policy: &WindowPolicy, now: u64) -> CoreResult<FlushReport> {
+        self.fix_window(policy, now)?;
+        self.archive_pending()
+    }
+
+    fn flush_cursor(&self) -> CoreResult<FlushCursor> {
+        decode_cursor(self.objects.get_state(keys::FLUSH_CURSOR)?.as_deref())
+    }
+}
+
+impl<K, B, O> CompositeColdStorage<K, B, O>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    /// Step 1 of [`FlushCapable::flush`] alone: if no window is pending and `policy`
+    /// says one is due at `now`, fixes it in the flush cursor (one compare-and-swap of
+    /// the object tier; no other tier is touched). Answers the cursor afterwards, whose
+    /// `pending` is the window to archive (an earlier, interrupted one included).
+    ///
+    /// A host whose blob tier is asynchronous (the Worker) runs this directly against
+    /// its object store, so that the window is fixed before any blob is written, and
+    /// then [`archive_pending`](Self::archive_pending) over buffers.
+    pub fn fix_window(&self, policy: &WindowPolicy, now: u64) -> CoreResult<FlushCursor> {
         let stored = self.objects.get_state(keys::FLUSH_CURSOR)?;
         let mut cursor = decode_cursor(stored.as_deref())?;
-        let mut expected = stored;
-        let pending = match cursor.pending {
-            Some(p) => p,
-            None => {
-                let head = self.log_head()?;
-                let Some((_, first)) = self.log_entries(cursor.seq + 1, 1)?.into_iter().next()
-                else {
-                    return Ok(FlushReport {
-                        cursor: cursor.seq,
-                        ..FlushReport::default()
-                    });
-                };
-                let Some(last) = policy.close(cursor.seq, head, first.at(), now) else {
-                    return Ok(FlushReport {
-                        cursor: cursor.seq,
-                        ..FlushReport::default()
-                    });
-                };
-                // Fix the window first: a retry after a crash archives exactly it.
-                let p = Pending {
-                    first: cursor.seq + 1,
-                    last,
-                    closed_at: now,
-                };
-                cursor.pending = Some(p);
-                let fixed = cursor.encode();
-                self.put_cursor(expected.as_deref(), &fixed)?;
-                expected = Some(fixed);
-                p
-            }
+        if cursor.pending.is_some() {
+            return Ok(cursor);
+        }
+        let head = self.log_head()?;
+        let Some((_, first)) = self.log_entries(cursor.seq + 1, 1)?.into_iter().next() else {
+            return Ok(cursor);
+        };
+        let Some(last) = policy.close(cursor.seq, head, first.at(), now) else {
+            return Ok(cursor);
+        };
+        // Fix the window first: a retry after a crash archives exactly it.
+        cursor.pending = Some(Pending {
+            first: cursor.seq + 1,
+            last,
+            closed_at: now,
+        });
+        self.put_cursor(stored.as_deref(), &cursor.encode())?;
+        Ok(cursor)
+    }
+
+    /// When the next window is due, in ms from `now` (0: now, or one is pending), by
+    /// `policy`; `None` when every log entry is archived. What a host's timer (the
+    /// Worker's alarm) waits for.
+    pub fn window_due_in(&self, policy: &WindowPolicy, now: u64) -> CoreResult<Option<u64>> {
+        let cursor = self.flush_cursor()?;
+        if cursor.pending.is_some() {
+            return Ok(Some(0));
+        }
+        let head = self.log_head()?;
+        let Some((_, first)) = self.log_entries(cursor.seq + 1, 1)?.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(policy.due_in(cursor.seq, head, first.at(), now))
+    }
+
+    /// Steps 2–5 of [`FlushCapable::flush`]: archives the window pending in the flush
+    /// cursor (see [`fix_window`](Self::fix_window)), if any: reads its entries and
+    /// records, writes its archive and then its manifest, rewrites its records' index
+    /// entries, and moves the cursor past it by compare-and-swap. Without a pending
+    /// window it writes nothing (`window: None`).
+    pub fn archive_pending(&self) -> CoreResult<FlushReport> {
+        let stored = self.objects.get_state(keys::FLUSH_CURSOR)?;
+        let cursor = decode_cursor(stored.as_deref())?;
+        let expected = stored;
+        let Some(pending) = cursor.pending else {
+            return Ok(FlushReport {
+                cursor: cursor.seq,
+                ..FlushReport::default()
+            });
         };
         let count = usize::try_from(pending.last - pending.first + 1).unwrap_or(usize::MAX);
         let entries = self.log_entries(pending.first, count)?;
@@ -1632,10 +1675,6 @@ where
             window: Some(manifest),
             indexed,
         })
-    }
-
-    fn flush_cursor(&self) -> CoreResult<FlushCursor> {
-        decode_cursor(self.objects.get_state(keys::FLUSH_CURSOR)?.as_deref())
     }
 }
 

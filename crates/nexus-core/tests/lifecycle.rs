@@ -479,6 +479,77 @@ fn flush_archives_every_entry_moves_the_cursor_and_repairs_lost_indexes() {
     assert_eq!((cursor.seq, cursor.windows, cursor.pending), (4, 2, None));
 }
 
+/// The two halves of a flush, as an asynchronous host runs them: `fix_window` writes
+/// the pending window into the cursor and nothing else; `archive_pending` then archives
+/// exactly that window however many entries arrived meanwhile, and without a pending
+/// window writes nothing.
+#[test]
+fn fix_window_then_archive_pending_is_one_flush() {
+    let (store, s) = mem();
+    let a = key(1);
+    for n in 0..3 {
+        s.submit(&fact(&a, "t", body(n), vec![], None, T0), T0)
+            .expect("submit");
+    }
+    let policy = archive::WindowPolicy {
+        max_entries: 100,
+        max_age_ms: 1_000,
+    };
+    assert_eq!(s.window_due_in(&policy, T0 + 400).expect("due"), Some(600));
+    let idle = s.archive_pending().expect("nothing pending");
+    assert_eq!((idle.window, idle.cursor), (None, 0));
+    assert_eq!(
+        s.fix_window(&policy, T0 + 400).expect("young").pending,
+        None
+    );
+    let fixed = s.fix_window(&policy, T0 + 1_000).expect("fix").pending;
+    let want = archive::Pending {
+        first: 1,
+        last: 3,
+        closed_at: T0 + 1_000,
+    };
+    assert_eq!(fixed, Some(want));
+    assert_eq!(
+        nexus_store::BlobStore::list_blobs(&store, "archive/", None, 10).expect("list"),
+        Vec::<String>::new(),
+        "fixing writes no blob"
+    );
+    assert_eq!(
+        s.window_due_in(&policy, T0).expect("due"),
+        Some(0),
+        "pending"
+    );
+    // Fixing again keeps the window; an entry arriving now is not in it.
+    s.submit(&fact(&a, "t", body(9), vec![], None, T0), T0)
+        .expect("submit");
+    assert_eq!(
+        s.fix_window(&policy, T0 + 5_000).expect("again").pending,
+        Some(want)
+    );
+    let w1 = s
+        .archive_pending()
+        .expect("archive")
+        .window
+        .expect("window");
+    assert_eq!(
+        (w1.window, w1.first, w1.last, w1.closed_at),
+        (1, 1, 3, T0 + 1_000)
+    );
+    assert_eq!(s.flush_cursor().expect("cursor").pending, None);
+    assert_eq!(s.window_due_in(&policy, T0).expect("due"), Some(1_000));
+    let w2 = s
+        .flush(&policy, T0 + 1_000)
+        .expect("flush")
+        .window
+        .expect("w2");
+    assert_eq!((w2.window, w2.first, w2.last), (2, 4, 4));
+    assert_eq!(
+        s.window_due_in(&policy, T0).expect("due"),
+        None,
+        "all archived"
+    );
+}
+
 /// A flush that fails at any of its writes (a kill at that point) and is retried
 /// archives the same window with the same bytes under the same keys, and the chain
 /// after it has no gap and no overlap, even though more entries arrived meanwhile.

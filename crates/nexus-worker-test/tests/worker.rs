@@ -17,7 +17,7 @@ use nexus_client::builders::{self, now_ms};
 use nexus_client::{Client, ErrorCode, KeyFile};
 use nexus_core::Effect;
 use nexus_store::MemoryStore;
-use nexus_worker_test::{Build, WranglerDev, agent};
+use nexus_worker_test::{Build, WranglerDev, agent, nexus_bin};
 use serde_json::{Value, json};
 
 const NEEDS: &str = "needs the built Worker and wrangler (scripts/test runs it)";
@@ -437,7 +437,12 @@ fn kv_and_r2_adapters_pass_the_store_conformance_cases() {
 fn test_hooks_are_not_in_the_deployed_build() {
     let state = tempfile::tempdir().expect("tempdir");
     let dev = WranglerDev::start(Build::Deploy, state.path());
-    for hook in ["/__test/conformance", "/__test/tiers"] {
+    for hook in [
+        "/__test/conformance",
+        "/__test/tiers",
+        "/__test/wipe",
+        "/__test/archive",
+    ] {
         let r = raw(&dev.url, "POST", hook, b"", &[]);
         assert_eq!(
             r.status,
@@ -457,6 +462,21 @@ fn test_hooks_are_not_in_the_deployed_build() {
         &[("x-nexus-test-fail-commit-after", "0")],
     );
     assert_eq!(created.status, 201);
+    // Without the NEXUS_ADMIN_TOKENS secret the admin route does not exist, and the
+    // wipe above did not run: the log is there.
+    let admin = post_json(
+        &dev.url,
+        "/admin/restore",
+        b"",
+        &[("authorization", "Bearer x")],
+    );
+    assert_eq!(
+        admin.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&admin.body)
+    );
+    assert_eq!(client(&dev).health().expect("health").log_head, 1);
 }
 
 /// Phase 2: two Workers in two `wrangler dev` processes (so two isolates, as two edge
@@ -1211,4 +1231,225 @@ fn the_demo_swarm_runs_on_the_worker_and_its_summary_is_the_seeds() {
     assert_eq!(run(), first, "the summary is a function of the seed");
     let out = nexus_worker_test::nexus(&["verify", "--replay", &dev.url]);
     assert!(out.starts_with("ok: "), "{out}");
+}
+
+/// The coordinator's log head and flush cursor, and the archive and snapshot
+/// manifests in the bucket (the test build's `/__test/archive`).
+fn archive_status(dev: &WranglerDev) -> Value {
+    let r = raw(&dev.url, "GET", "/__test/archive", b"", &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).expect("json")
+}
+
+/// Waits (polling, at most two minutes) until the alarm archived the whole log.
+fn wait_archived(dev: &WranglerDev) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = archive_status(dev);
+        if s["cursor"]["seq"] == s["head"] && s["cursor"]["pending"].is_null() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was not archived: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs `nexus verify PATH` (an export file or an archive directory); it must pass.
+fn nexus_verify(path: &std::path::Path) {
+    let out = std::process::Command::new(nexus_bin())
+        .arg("verify")
+        .arg(path)
+        .output()
+        .expect("run nexus verify");
+    assert!(
+        out.status.success(),
+        "nexus verify {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The export (the whole log as `nexus export` writes it) and the checkpoint answer.
+fn export_and_checkpoint(dev: &WranglerDev) -> (Vec<u8>, Raw) {
+    let mut export = Vec::new();
+    client(dev).export(1, &mut export).expect("export");
+    (export, raw(&dev.url, "GET", "/v1/checkpoint", b"", &[]))
+}
+
+/// The Worker's cold tier (spec/archive.md, "On the Worker"): with small windows the
+/// coordinator's alarm archives a few hundred records and actions to R2 and writes
+/// snapshots, retrying the steps that are made to fail; its storage wiped, it restores itself before serving (the first request
+/// waits for it), and again through `POST /admin/restore`: the export is
+/// byte-identical, `nexus verify` passes on it, and claims go on at the next seq while
+/// the archive chain continues.
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn a_wiped_coordinator_restores_itself_from_its_archives() {
+    const ADMIN: &str = "admin-t0ken";
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start_with(
+        "wrangler.toml",
+        Build::Test,
+        state.path(),
+        &[
+            ("NEXUS_FLUSH_ENTRIES", "40"),
+            ("NEXUS_FLUSH_SECS", "0.5"),
+            ("NEXUS_SNAPSHOT_EVERY", "3"),
+            ("NEXUS_ADMIN_TOKENS", ADMIN),
+            // The first six archive steps fail, twice at each point of a window
+            // (fixed; archive written; manifest written): the alarm retries each.
+            ("NEXUS_TEST_ARCHIVE_FAULTS", "6"),
+        ],
+    );
+    let c = client(&dev);
+    let d = dep(&dev);
+    let (alice, bob) = (key(), key());
+    let mut first = None;
+    for n in 0..100u64 {
+        let i = builders::propose(alice.key(), "worker/cold", json!({"n": n}), &[]).expect("i");
+        c.submit_intent(&i).expect("propose");
+        first.get_or_insert_with(|| i.clone());
+        let lease = c
+            .claim(&builders::claim(bob.key(), &d, i.hash(), 600_000).expect("claim"))
+            .expect("claim");
+        if n % 2 == 0 {
+            let done = builders::fact(
+                bob.key(),
+                "worker/cold/done",
+                json!({"n": n}),
+                &[i.hash()],
+                Some((i.hash(), lease.token)),
+            )
+            .expect("fact");
+            c.submit_fact(&done).expect("resolve");
+        }
+        if n % 3 == 0 {
+            let f = builders::fact(alice.key(), "worker/cold/seen", json!({"n": n}), &[], None)
+                .expect("fact");
+            c.submit_fact(&f).expect("fact");
+        }
+    }
+    let archived = wait_archived(&dev);
+    let head = archived["head"].as_u64().expect("head");
+    assert_eq!(head, 100 + 100 + 50 + 34);
+    let windows = archived["cursor"]["windows"].as_u64().expect("windows");
+    assert!(windows >= 8, "at most 40 entries a window: {archived}");
+    // One archive and one manifest per window: the retries wrote no other.
+    for blobs in ["manifests", "archives"] {
+        assert_eq!(
+            archived[blobs].as_array().map(Vec::len),
+            Some(windows as usize),
+            "{archived}"
+        );
+    }
+    assert!(
+        archived["snapshots"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "a snapshot every third window: {archived}"
+    );
+    let (export, checkpoint) = export_and_checkpoint(&dev);
+    let first = first.expect("an Intent");
+
+    // The bucket's archive is the native one: `nexus verify DIR` passes on a copy.
+    let r = raw(&dev.url, "GET", "/__test/archive?blobs", b"", &[]);
+    assert_eq!(r.status, 200);
+    let copy: Value = serde_json::from_slice(&r.body).expect("json");
+    let dir = state.path().join("archive-copy");
+    for (k, v) in copy["blobs"].as_object().expect("blobs") {
+        let path = dir.join(k);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let bytes = hex::decode(v.as_str().expect("hex")).expect("hex bytes");
+        std::fs::write(&path, bytes).expect("write blob");
+    }
+    nexus_verify(&dir);
+
+    // The admin route needs its token, and a coordinator that holds a log refuses it.
+    let bad = post_json(
+        &dev.url,
+        "/admin/restore",
+        b"",
+        &[("authorization", "Bearer nope")],
+    );
+    assert_eq!(bad.status, 401);
+    let auth = format!("Bearer {ADMIN}");
+    let busy = post_json(&dev.url, "/admin/restore", b"", &[("authorization", &auth)]);
+    assert_eq!(busy.status, 409, "{}", String::from_utf8_lossy(&busy.body));
+
+    // Wiped, the coordinator restores itself on the first request.
+    assert_eq!(raw(&dev.url, "POST", "/__test/wipe", b"", &[]).status, 200);
+    assert_eq!(c.health().expect("health").log_head, head, "restored first");
+    let (again, checkpoint_again) = export_and_checkpoint(&dev);
+    assert!(
+        again == export,
+        "the export is byte-identical after the restore"
+    );
+    assert_eq!(checkpoint_again.status, checkpoint.status);
+    if checkpoint.status == 200 {
+        assert_eq!(
+            checkpoint_again.body, checkpoint.body,
+            "the same checkpoint"
+        );
+    }
+
+    // Wiped again, with the bucket's record copies, restored through the admin route,
+    // from a snapshot plus replay.
+    let sample = format!("/v1/records/{}", first.hash());
+    let before = raw(&dev.url, "GET", &sample, b"", &[]);
+    assert_eq!(before.status, 200);
+    let wipe = raw(&dev.url, "POST", "/__test/wipe?records", b"", &[]);
+    assert_eq!(wipe.status, 200);
+    let r = post_json(&dev.url, "/admin/restore", b"", &[("authorization", &auth)]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let report: Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(report["restored"], true, "{report}");
+    assert_eq!(report["log_head"].as_u64(), Some(head), "{report}");
+    assert_eq!(report["windows"].as_u64(), Some(windows), "{report}");
+    let snap = report["snapshot"].as_u64().expect("a snapshot was used");
+    assert_eq!(report["replayed"].as_u64(), Some(head - snap), "{report}");
+    let (again, _) = export_and_checkpoint(&dev);
+    assert!(again == export, "byte-identical after the second restore");
+    // The records the bucket lost were written back: read from R2 (KV answering none).
+    let lag = [("x-nexus-test-kv-misses-records", "1")];
+    let from_r2 = raw(&dev.url, "GET", &sample, b"", &lag);
+    assert_eq!(
+        from_r2.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&from_r2.body)
+    );
+    assert_eq!(from_r2.metrics["r2_reads"], 1, "{:?}", from_r2.metrics);
+    assert_eq!(from_r2.body, before.body);
+
+    // `nexus verify` passes on the export.
+    let file = state.path().join("export.jsonl");
+    std::fs::write(&file, &export).expect("write export");
+    nexus_verify(&file);
+
+    // Claims go on at the next seq, and the archive chain continues after the restore.
+    let i = builders::propose(alice.key(), "worker/cold", json!({"n": "after"}), &[]).expect("i");
+    assert_eq!(c.submit_intent(&i).expect("propose").seq, Some(head + 1));
+    let lease = c
+        .claim(&builders::claim(bob.key(), &d, i.hash(), 600_000).expect("claim"))
+        .expect("claim after the restore");
+    let done = builders::fact(
+        bob.key(),
+        "worker/cold/done",
+        json!({"n": "after"}),
+        &[i.hash()],
+        Some((i.hash(), lease.token)),
+    )
+    .expect("fact");
+    assert_eq!(c.submit_fact(&done).expect("resolve").seq, Some(head + 3));
+    let after = wait_archived(&dev);
+    assert_eq!(after["head"].as_u64(), Some(head + 3));
+    assert_eq!(
+        after["cursor"]["windows"].as_u64(),
+        Some(windows + 1),
+        "{after}"
+    );
 }

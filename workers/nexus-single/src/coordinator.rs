@@ -23,7 +23,13 @@
 //!
 //! The Worker talks to it with two calls (see [`crate::protocol`]): `/read` (states,
 //! state listings and index listings for hydration) and `/commit` (the commit point
-//! of a request).
+//! of a request); and `/restore` for `POST /admin/restore`.
+//!
+//! Its alarm runs the index catch-up ([`crate::repair`]) and archives the commit log
+//! to R2 window by window, with snapshots ([`crate::archive`]); it is armed after each
+//! commit for when the next window is due. A coordinator whose storage holds no log
+//! while the bucket holds archives restores itself from them before it answers (calls
+//! meanwhile wait).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -41,7 +47,7 @@ use nexus_store::{
 };
 
 use crate::protocol::{
-    COMMIT_PATH, CommitReply, CommitRequest, Hex, READ_PATH, ReadReply, ReadRequest,
+    COMMIT_PATH, CommitReply, CommitRequest, Hex, READ_PATH, RESTORE_PATH, ReadReply, ReadRequest,
 };
 
 #[wasm_bindgen]
@@ -223,12 +229,14 @@ impl SqlStates {
         Ok((index_cursor(&self.sql)?, log_head(&self.sql)?))
     }
 
-    /// Removes every state and index entry (test-only: each storage conformance case
-    /// starts empty).
-    #[cfg(feature = "test-hooks")]
-    pub fn clear(&self) -> StoreResult<()> {
-        exec(&self.sql, "DELETE FROM idx", vec![])?;
-        exec(&self.sql, "DELETE FROM states", vec![]).map(drop)
+    /// Removes every state and index entry, in one transaction (a restore starts from
+    /// this, and empties the storage again when it fails; each storage conformance case
+    /// starts from it too).
+    pub fn wipe(&self) -> StoreResult<()> {
+        self.transaction(|sql| {
+            exec(sql, "DELETE FROM idx", vec![])?;
+            exec(sql, "DELETE FROM states", vec![]).map(drop)
+        })
     }
 
     /// Runs `body` in one storage transaction: its writes apply together when it
@@ -492,6 +500,15 @@ pub use class::NexusCoordinatorDO;
 mod class {
     use super::*;
 
+    use std::time::Duration;
+
+    use nexus_api::restore::RestoreReport;
+
+    use crate::archive::{self, ArchiveSettings};
+
+    /// How long a call waits between looks at a restore under way.
+    const RESTORE_POLL_MS: u64 = 50;
+
     /// The coordinator Durable Object (SQLite-backed: `new_sqlite_classes` in
     /// `wrangler.toml`). One instance (named `coordinator`) arbitrates every CAS.
     #[durable_object]
@@ -503,18 +520,104 @@ mod class {
         /// a commit that did not carry its index entries): the next call schedules
         /// the catch-up.
         index_behind: Cell<bool>,
+        /// Whether the last call appended to the log: the alarm must be armed for
+        /// its window.
+        appended: Cell<bool>,
+        /// When the alarm this instance set fires (ms since the epoch), if it did.
+        alarm_at: Cell<Option<u64>>,
+        /// Whether the store is being opened (and restored): other calls wait.
+        opening: Cell<bool>,
+        /// Why the last restore failed: calls are refused with it until
+        /// `POST /admin/restore` tries again (or the instance restarts).
+        restore_failed: RefCell<Option<String>>,
+        /// What the last restore of this instance did.
+        restored: RefCell<Option<RestoreReport>>,
+    }
+
+    fn now_ms() -> u64 {
+        worker::Date::now().as_millis()
+    }
+
+    fn error_response(status: u16, body: serde_json::Value) -> WorkerResult<Response> {
+        Ok(Response::from_json(&body)?.with_status(status))
     }
 
     impl NexusCoordinatorDO {
+        /// The store [`ready`](Self::ready) opened; before that (the calls that never
+        /// restore: the test hooks), one opened here and not kept, so that the next
+        /// call that serves still looks at the archives first.
         fn store(&self) -> StoreResult<SqlStates> {
             if let Some(s) = self.store.borrow().as_ref() {
                 return Ok(s.clone());
             }
             let s = SqlStates::open(&self.state)?;
             self.ensure_deployment(&s)?;
+            Ok(s)
+        }
+
+        /// Keeps `s` as this instance's store: its deployment id and index progress.
+        fn install(&self, s: &SqlStates) -> StoreResult<()> {
+            self.ensure_deployment(s)?;
             let (indexed, head) = s.index_progress()?;
             self.index_behind.set(indexed < head);
             *self.store.borrow_mut() = Some(s.clone());
+            Ok(())
+        }
+
+        /// The store, ready to serve: on first use, a storage with no log whose bucket
+        /// holds archive windows is restored from them first (spec/archive.md, "On
+        /// the Worker"). A call arriving while that runs waits for it; after a failed
+        /// restore every call is refused with its reason.
+        async fn ready(&self) -> Result<SqlStates, String> {
+            loop {
+                if let Some(s) = self.store.borrow().as_ref() {
+                    return Ok(s.clone());
+                }
+                if let Some(why) = self.restore_failed.borrow().as_ref() {
+                    return Err(why.clone());
+                }
+                if !self.opening.get() {
+                    break;
+                }
+                worker::Delay::from(Duration::from_millis(RESTORE_POLL_MS)).await;
+            }
+            self.opening.set(true);
+            let opened = self.open_or_restore().await;
+            self.opening.set(false);
+            if let Err(why) = &opened {
+                *self.restore_failed.borrow_mut() = Some(why.clone());
+            }
+            opened
+        }
+
+        async fn open_or_restore(&self) -> Result<SqlStates, String> {
+            let s = SqlStates::open(&self.state).map_err(|e| e.detail())?;
+            let (_, head) = s.index_progress().map_err(|e| e.detail())?;
+            if head == 0 {
+                let bucket = self
+                    .env
+                    .bucket(crate::R2_BINDING)
+                    .map_err(|e| e.to_string())?;
+                if archive::has_archives(&bucket)
+                    .await
+                    .map_err(|e| e.detail())?
+                {
+                    let kv = self.env.kv(crate::KV_BINDING).map_err(|e| e.to_string())?;
+                    let report = archive::restore(&s, &kv, &bucket)
+                        .await
+                        .map_err(|e| format!("restore from the archives failed: {e}"))?;
+                    worker::console_log!(
+                        "restored {} entries from {} windows (snapshot {:?}, {} replayed)",
+                        report.entries,
+                        report.windows,
+                        report.snapshot,
+                        report.replayed
+                    );
+                    *self.restored.borrow_mut() = Some(report);
+                    self.appended.set(true);
+                }
+            }
+            self.install(&s).map_err(|e| e.detail())?;
             Ok(s)
         }
 
@@ -543,20 +646,34 @@ mod class {
             Ok(())
         }
 
-        /// Schedules the index catch-up ([`crate::repair`]) unless it already is:
-        /// after `NEXUS_INDEX_REPAIR_DELAY_MS` (default [`REPAIR_DELAY_MS`]).
-        async fn schedule_repair(&self) -> WorkerResult<()> {
-            let storage = self.state.storage();
-            if storage.get_alarm().await?.is_none() {
-                let delay = self
-                    .env
-                    .var("NEXUS_INDEX_REPAIR_DELAY_MS")
-                    .ok()
-                    .and_then(|v| v.to_string().parse().ok())
-                    .unwrap_or(REPAIR_DELAY_MS);
-                storage.set_alarm(delay).await?;
+        /// Makes sure the alarm fires within `delay_ms` (an earlier one stays).
+        async fn arm(&self, delay_ms: u64) -> WorkerResult<()> {
+            let want = now_ms().saturating_add(delay_ms);
+            if self.alarm_at.get().is_some_and(|at| at <= want) {
+                return Ok(());
             }
+            let storage = self.state.storage();
+            if let Some(at) = storage.get_alarm().await?
+                && u64::try_from(at).is_ok_and(|at| at <= want)
+            {
+                self.alarm_at.set(u64::try_from(at).ok());
+                return Ok(());
+            }
+            storage
+                .set_alarm(i64::try_from(delay_ms).unwrap_or(i64::MAX))
+                .await?;
+            self.alarm_at.set(Some(want));
             Ok(())
+        }
+
+        /// The index catch-up ([`crate::repair`]) after `NEXUS_INDEX_REPAIR_DELAY_MS`
+        /// (default [`REPAIR_DELAY_MS`]).
+        fn repair_delay(&self) -> u64 {
+            self.env
+                .var("NEXUS_INDEX_REPAIR_DELAY_MS")
+                .ok()
+                .and_then(|v| v.to_string().parse().ok())
+                .unwrap_or(REPAIR_DELAY_MS as u64)
         }
 
         /// Answers one call; every error becomes a `500` whose body says what failed (a
@@ -605,9 +722,16 @@ mod class {
                     if behind {
                         self.index_behind.set(true);
                     }
+                    if matches!(outcome, CommitOutcome::Applied { first_seq: Some(_) }) {
+                        self.appended.set(true);
+                    }
                     let reply = CommitReply::new(&outcome)
                         .ok_or_else(|| format!("unsupported commit outcome {outcome:?}"))?;
                     json(serde_json::to_vec(&reply))
+                }
+                #[cfg(feature = "test-hooks")]
+                crate::protocol::ARCHIVE_STATUS_PATH => {
+                    crate::testing::archive_status(&store).map_err(|e| e.detail())
                 }
                 #[cfg(feature = "test-hooks")]
                 crate::protocol::CONFORMANCE_PATH => {
@@ -619,6 +743,65 @@ mod class {
                 other => Err(format!("no coordinator call {other}")),
             }
         }
+
+        /// `/restore` (the Worker's `POST /admin/restore`): restores an empty storage
+        /// from the archives now, also after a restore that failed. Answers what the
+        /// restore did, `409` when the storage holds a log, `503` with the reason when
+        /// it failed.
+        async fn restore_call(&self) -> WorkerResult<Response> {
+            if let Some(s) = self.store.borrow().as_ref() {
+                let (_, head) = s
+                    .index_progress()
+                    .map_err(|e| worker::Error::RustError(e.detail()))?;
+                if head > 0 {
+                    return error_response(
+                        409,
+                        serde_json::json!({
+                            "error": "not_empty",
+                            "message": format!("the coordinator holds a log (head {head}): a restore needs empty storage"),
+                            "log_head": head,
+                        }),
+                    );
+                }
+                *self.store.borrow_mut() = None;
+            }
+            self.restore_failed.borrow_mut().take();
+            self.restored.borrow_mut().take();
+            match self.ready().await {
+                Ok(s) => {
+                    let (_, head) = s
+                        .index_progress()
+                        .map_err(|e| worker::Error::RustError(e.detail()))?;
+                    let report = self.restored.borrow().clone();
+                    Response::from_json(&serde_json::json!({
+                        "restored": report.is_some(),
+                        "log_head": head,
+                        "windows": report.as_ref().map(|r| r.windows),
+                        "snapshot": report.as_ref().and_then(|r| r.snapshot),
+                        "replayed": report.as_ref().map(|r| r.replayed),
+                    }))
+                }
+                Err(why) => error_response(
+                    503,
+                    serde_json::json!({"error": "restore_failed", "message": why}),
+                ),
+            }
+        }
+
+        /// Test-only `/wipe`: empties this coordinator's storage and forgets its store,
+        /// as if the Durable Object had lost its storage (the bucket and KV stay).
+        #[cfg(feature = "test-hooks")]
+        async fn wipe_call(&self) -> WorkerResult<Response> {
+            let s =
+                SqlStates::open(&self.state).map_err(|e| worker::Error::RustError(e.detail()))?;
+            s.wipe().map_err(|e| worker::Error::RustError(e.detail()))?;
+            self.state.storage().delete_alarm().await?;
+            self.alarm_at.set(None);
+            *self.store.borrow_mut() = None;
+            self.restore_failed.borrow_mut().take();
+            self.restored.borrow_mut().take();
+            Response::ok("")
+        }
     }
 
     impl DurableObject for NexusCoordinatorDO {
@@ -628,19 +811,50 @@ mod class {
                 env,
                 store: RefCell::new(None),
                 index_behind: Cell::new(false),
+                appended: Cell::new(false),
+                alarm_at: Cell::new(None),
+                opening: Cell::new(false),
+                restore_failed: RefCell::new(None),
+                restored: RefCell::new(None),
             }
         }
 
         async fn fetch(&self, mut req: Request) -> WorkerResult<Response> {
             let path = req.path();
             let body = req.bytes().await?;
+            match path.as_str() {
+                RESTORE_PATH => return self.restore_call().await,
+                #[cfg(feature = "test-hooks")]
+                crate::protocol::WIPE_PATH => return self.wipe_call().await,
+                READ_PATH | COMMIT_PATH => {
+                    if let Err(why) = self.ready().await {
+                        return Response::error(why, 503);
+                    }
+                }
+                _ => {}
+            }
             // The answer is computed synchronously: no other call interleaves.
             let answer = self.answer(&path, &body);
-            if self.index_behind.replace(false) {
-                // After the answer: awaiting here lets other calls in, which is fine.
-                if let Err(e) = self.schedule_repair().await {
-                    self.index_behind.set(true);
-                    worker::console_warn!("index catch-up not scheduled: {e}");
+            // After the answer: awaiting here lets other calls in, which is fine.
+            if self.index_behind.replace(false)
+                && let Err(e) = self.arm(self.repair_delay()).await
+            {
+                self.index_behind.set(true);
+                worker::console_warn!("index catch-up not scheduled: {e}");
+            }
+            if self.appended.replace(false) {
+                let settings = ArchiveSettings::from_env(&self.env);
+                let due = self
+                    .store()
+                    .and_then(|s| archive::due_in(&s, &settings, now_ms()));
+                let armed = match due {
+                    Ok(Some(ms)) => self.arm(ms).await.map_err(|e| e.to_string()),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = armed {
+                    self.appended.set(true);
+                    worker::console_warn!("archive alarm not set: {e}");
                 }
             }
             match answer {
@@ -649,12 +863,24 @@ mod class {
             }
         }
 
+        /// Index catch-up, then the archive windows that are due; armed again while
+        /// either has work left (at once, at the next window's due time, or after a
+        /// failure after [`REPAIR_DELAY_MS`]). A retried alarm redoes nothing that
+        /// was done: the index catch-up and the archive resume from their cursors.
         async fn alarm(&self) -> WorkerResult<Response> {
-            let store = self
-                .store()
-                .map_err(|e| worker::Error::RustError(e.to_string()))?;
+            self.alarm_at.set(None);
+            let store = match self.ready().await {
+                Ok(s) => s,
+                Err(why) => {
+                    worker::console_warn!("coordinator not ready, alarm skipped: {why}");
+                    return Response::ok("");
+                }
+            };
             let kv = self.env.kv(crate::KV_BINDING)?;
             let bucket = self.env.bucket(crate::R2_BINDING)?;
+            let retry = REPAIR_DELAY_MS as u64;
+            let mut next: Option<u64> = None;
+            let mut soon = |ms: u64| next = Some(next.map_or(ms, |n| n.min(ms)));
             match crate::repair::repair_batch(&store, &kv, &bucket).await {
                 Ok(done) => {
                     if done.written > 0 {
@@ -665,14 +891,32 @@ mod class {
                         );
                     }
                     if done.more {
-                        self.state.storage().set_alarm(0).await?;
+                        soon(0);
                     }
                 }
                 // Records may not have reached this location's KV yet: try later.
                 Err(e) => {
                     worker::console_warn!("index catch-up failed, retrying later: {e}");
-                    self.state.storage().set_alarm(REPAIR_DELAY_MS).await?;
+                    soon(retry);
                 }
+            }
+            let settings = ArchiveSettings::from_env(&self.env);
+            match archive::archive_due(&store, &kv, &bucket, &settings, now_ms).await {
+                Ok(done) => {
+                    for key in &done.snapshots {
+                        worker::console_log!("snapshot written: {key}");
+                    }
+                    if let Some(ms) = done.due_in {
+                        soon(ms);
+                    }
+                }
+                Err(e) => {
+                    worker::console_warn!("archive failed, retrying later: {e}");
+                    soon(retry);
+                }
+            }
+            if let Some(ms) = next {
+                self.arm(ms).await?;
             }
             Response::ok("")
         }

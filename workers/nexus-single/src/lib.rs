@@ -13,14 +13,19 @@
 //! - `NEXUS_AUTHORS`: comma-separated hex author keys allowed to write otherwise;
 //! - `NEXUS_DO_LOCATION`: optional location hint for the coordinator (`weur`, `enam`, …);
 //! - `NEXUS_PUBLIC_STATUS`: `"true"` serves `/v1/health` and `/metrics` without the
-//!   read token.
+//!   read token;
+//! - `NEXUS_FLUSH_ENTRIES`, `NEXUS_FLUSH_SECS`, `NEXUS_SNAPSHOT_EVERY`: when the
+//!   coordinator archives its log to R2 and snapshots its hot state ([`archive`]).
 //!
 //! Secrets (`wrangler secret put NAME`):
 //! - `NEXUS_READ_TOKENS`: the bearer tokens reads need, one a line (unset: reads are
 //!   public), checked with [`nexus_api::ReadAccess`] as on the native host;
 //! - `NEXUS_LOG_KEY`: the log key that signs checkpoints (`GET /v1/checkpoint`,
 //!   spec/tlog.md), its 32-byte Ed25519 seed as 64 hex digits (unset or malformed: that
-//!   route answers `503 no_log_key`; proofs are served either way).
+//!   route answers `503 no_log_key`; proofs are served either way);
+//! - `NEXUS_ADMIN_TOKENS` (one a line): the bearer tokens of `POST /admin/restore`,
+//!   which restores an empty coordinator from the archives now (unset: the route does
+//!   not exist).
 //!
 //! Binding [`AUTHOR_LIMIT_BINDING`] (`[[ratelimits]]`, optional): the per-author write
 //! limit, through the platform's rate limiter.
@@ -29,6 +34,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod archive;
 pub mod bridge;
 pub mod coordinator;
 pub mod events;
@@ -115,7 +121,7 @@ fn config(env: &Env) -> ApiConfig {
 
 /// The log key from the `NEXUS_LOG_KEY` secret; a malformed one is reported and not
 /// used (checkpoints then answer `503 no_log_key`, never a checkpoint by another key).
-fn log_key(env: &Env) -> Option<nexus_tlog::LogKey> {
+pub(crate) fn log_key(env: &Env) -> Option<nexus_tlog::LogKey> {
     let text = env.secret("NEXUS_LOG_KEY").ok()?.to_string();
     if text.trim().is_empty() {
         return None;
@@ -146,6 +152,44 @@ fn keys(env: &Env, name: &str) -> BTreeSet<AuthorKey> {
         }
     }
     keys
+}
+
+/// `POST path` to the coordinator instance `name`, its answer as it is.
+pub(crate) async fn call_coordinator(env: &Env, name: &str, path: &str) -> Result<Response> {
+    let stub = env.durable_object(DO_BINDING)?.get_by_name(name)?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Post);
+    let req = Request::new_with_init(&format!("https://coordinator{path}"), &init)?;
+    stub.fetch_with_request(req).await
+}
+
+/// `POST /admin/restore`: asks the coordinator to restore its empty storage from the
+/// archives in the bucket now (spec/archive.md, "On the Worker"). Needs `Authorization:
+/// Bearer <token>` with one of the `NEXUS_ADMIN_TOKENS` secret's tokens (one a line);
+/// without that secret the route does not exist.
+async fn admin_restore(req: &Request, env: &Env) -> Result<Response> {
+    let tokens = env
+        .secret("NEXUS_ADMIN_TOKENS")
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let access = ReadAccess::from_token_file(&tokens);
+    let refuse = |e: nexus_api::ApiError, extra: &[(&str, &str)]| {
+        into_worker_with(&e.to_response(), &Counters::default(), 0, extra)
+    };
+    if !access.requires_token() {
+        return refuse(
+            nexus_api::ApiError::new(
+                nexus_api::ErrorCode::NoRoute,
+                "no route POST /admin/restore (set the NEXUS_ADMIN_TOKENS secret to enable it)",
+            ),
+            &[],
+        );
+    }
+    let authorization = req.headers().get("authorization").ok().flatten();
+    if let Err(e) = access.check_bearer(authorization.as_deref().map(str::as_bytes)) {
+        return refuse(e, &[("www-authenticate", "Bearer")]);
+    }
+    call_coordinator(env, COORDINATOR_NAME, protocol::RESTORE_PATH).await
 }
 
 pub(crate) fn host(env: &Env, faults: Faults) -> Result<Host> {
@@ -265,11 +309,16 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         "/__test/tiers" => {
             return Response::from_json(&testing::run_tier_conformance(&env).await?);
         }
+        "/__test/archive" => return testing::archive_route(&env, url.query()).await,
+        "/__test/wipe" => return testing::wipe_route(&env, url.query()).await,
         "/__test/events" => {
             let read = events::READ_UPTO.load(std::sync::atomic::Ordering::Relaxed);
             return Response::from_json(&serde_json::json!({ "read_upto": read }));
         }
         _ => {}
+    }
+    if url.path() == "/admin/restore" && method == "POST" {
+        return admin_restore(&req, &env).await;
     }
     // The explorer's page and assets (public: they hold no data; see nexus-explorer).
     if let Some(asset) = nexus_explorer::asset(&method, url.path()) {

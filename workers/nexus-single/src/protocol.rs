@@ -13,6 +13,13 @@ pub const READ_PATH: &str = "/read";
 pub const COMMIT_PATH: &str = "/commit";
 /// Path of the test-only storage conformance run (built with `test-hooks` only).
 pub const CONFORMANCE_PATH: &str = "/conformance";
+/// Path of the restore call (`POST /admin/restore`; spec/archive.md, "On the Worker").
+pub const RESTORE_PATH: &str = "/restore";
+/// Path of the test-only wipe of the coordinator's storage (built with `test-hooks`
+/// only).
+pub const WIPE_PATH: &str = "/wipe";
+/// Path of the test-only archive status (log head and flush cursor; `test-hooks` only).
+pub const ARCHIVE_STATUS_PATH: &str = "/archive-status";
 
 /// Bytes carried as a hex string.
 #[derive(Debug, Clone, PartialEq, Eq)]

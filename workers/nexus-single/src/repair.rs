@@ -10,13 +10,12 @@
 //! read from KV, or R2 where KV has not got them), and adds the missing ones.
 
 use nexus_core::{ColdStorage, CompositeColdStorage, Limits};
-use nexus_iobuf::{Executed, IoBufferBlob, IoBufferKv, StoreSession};
+use nexus_iobuf::{IoBufferBlob, IoBufferKv};
 use nexus_store::{StoreError, StoreResult};
 use worker::{Bucket, KvStore};
 
 pub use crate::coordinator::INDEX_CURSOR;
 use crate::coordinator::SqlStates;
-use crate::{kv, r2};
 
 /// Log entries examined per alarm run.
 pub const REPAIR_BATCH: usize = 100;
@@ -34,10 +33,11 @@ pub struct Repaired {
     pub more: bool,
 }
 
-fn core_error(e: nexus_core::CoreError) -> StoreError {
+/// A core error as the store error it carries (or a backend error naming it).
+pub(crate) fn core_error(e: nexus_core::CoreError) -> StoreError {
     match e {
         nexus_core::CoreError::Store(s) => s,
-        other => StoreError::Backend(format!("index repair: {other}")),
+        other => StoreError::Backend(other.to_string()),
     }
 }
 
@@ -66,34 +66,17 @@ pub async fn repair_batch(
         return Ok(Repaired::default());
     };
     // The core computes the entries from the records, read from KV through a session.
-    let mut driver = StoreSession::with_max_rounds(ROUNDS);
-    let delta = loop {
-        let step = driver
-            .execute(|s| {
-                CompositeColdStorage::new(
-                    s.kv_buf().clone(),
-                    s.blob_buf().clone(),
-                    states.clone(),
-                    limits.clone(),
-                )
-                .repair_indexes(&entries)
-            })
-            .map_err(|e| StoreError::Backend(format!("index repair: {e}")))?;
-        match step {
-            Executed::Done(result, delta) => {
-                result.map_err(core_error)?;
-                break delta;
-            }
-            Executed::NeedsHydration(misses) => {
-                let (mut values, _) = kv::get_many(kv, &misses.kv_keys).await?;
-                r2::fill_missing_records(bucket, &misses.kv_keys, &mut values).await?;
-                driver
-                    .session()
-                    .kv_buf()
-                    .hydrate_batch(misses.kv_keys.iter().cloned().zip(values));
-            }
-        }
-    };
+    let (result, delta) = crate::archive::run_session(states, kv, bucket, ROUNDS, |s| {
+        CompositeColdStorage::new(
+            s.kv_buf().clone(),
+            s.blob_buf().clone(),
+            states.clone(),
+            limits.clone(),
+        )
+        .repair_indexes(&entries)
+    })
+    .await?;
+    result.map_err(core_error)?;
     // Awaiting KV above let commits in; the index table only gains entries, and the
     // cursor moves only if it is still where this run started.
     let keys: Vec<String> = delta.kv_puts.into_iter().map(|(k, _)| k).collect();

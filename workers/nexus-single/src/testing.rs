@@ -4,7 +4,7 @@
 //! against the Worker's KV namespace and R2 bucket through the bridge's adapters.
 
 use serde::Serialize;
-use worker::{Bucket, Env, KvStore, Method, Request, RequestInit, Response, Result};
+use worker::{Bucket, Env, KvStore, Response, Result};
 
 use nexus_iobuf::ListQuery;
 
@@ -14,7 +14,7 @@ use nexus_store::{
 };
 
 use crate::coordinator::SqlStates;
-use crate::protocol::CONFORMANCE_PATH;
+use crate::protocol::{ARCHIVE_STATUS_PATH, CONFORMANCE_PATH};
 use crate::{kv, r2};
 
 /// What the conformance run found.
@@ -106,7 +106,7 @@ pub fn run_conformance(store: &SqlStates) -> Report {
         }
         report.cases += 1;
         report.ran.push(case.name);
-        if let Err(e) = store.clear() {
+        if let Err(e) = store.wipe() {
             report.failures.push(format!("{}: clear: {e}", case.name));
             continue;
         }
@@ -127,13 +127,7 @@ pub fn run_conformance(store: &SqlStates) -> Report {
 /// `POST /__test/conformance`: runs [`run_conformance`] in a coordinator instance of
 /// its own (named `conformance`), so the real one is untouched.
 pub async fn conformance_route(env: &Env) -> Result<Response> {
-    let stub = env
-        .durable_object(crate::DO_BINDING)?
-        .get_by_name("conformance")?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post);
-    let req = Request::new_with_init(&format!("https://coordinator{CONFORMANCE_PATH}"), &init)?;
-    stub.fetch_with_request(req).await
+    crate::call_coordinator(env, "conformance", CONFORMANCE_PATH).await
 }
 
 fn tier_op(op: &Op) -> bool {
@@ -233,4 +227,76 @@ pub async fn run_tier_conformance(env: &Env) -> Result<Report> {
         }
     }
     Ok(report)
+}
+
+/// The coordinator's log head and flush cursor, as JSON bytes (the `/archive-status`
+/// call).
+pub fn archive_status(store: &SqlStates) -> StoreResult<Vec<u8>> {
+    let (_, head) = store.index_progress()?;
+    let cursor = nexus_core::archive::FlushCursor::decode(
+        nexus_core::storage::keys::FLUSH_CURSOR,
+        store
+            .get_state(nexus_core::storage::keys::FLUSH_CURSOR)?
+            .as_deref(),
+    )
+    .map_err(|e| StoreError::Backend(e.to_string()))?;
+    serde_json::to_vec(&serde_json::json!({ "head": head, "cursor": cursor }))
+        .map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// `GET /__test/archive`: the coordinator's [`archive_status`], with the window
+/// manifests, archives and snapshot manifests the bucket holds (`manifests`,
+/// `archives`, `snapshots`); with the query `blobs`, also every one of those blobs and
+/// the snapshot chunks, by key, in hex (`blobs`).
+pub async fn archive_route(env: &Env, query: Option<&str>) -> Result<Response> {
+    let mut answer =
+        crate::call_coordinator(env, crate::COORDINATOR_NAME, ARCHIVE_STATUS_PATH).await?;
+    if answer.status_code() != 200 {
+        return Ok(answer);
+    }
+    let mut status: serde_json::Value = answer.json().await?;
+    let bucket = env.bucket(crate::R2_BINDING)?;
+    let all = |prefix: &str| ListQuery::new(prefix, None, usize::MAX);
+    let failed = |e: StoreError| worker::Error::RustError(e.to_string());
+    let (manifests, _) = r2::list(&bucket, &all(nexus_core::archive::keys::MANIFEST_PREFIX))
+        .await
+        .map_err(failed)?;
+    let (archives, _) = r2::list(&bucket, &all(nexus_core::archive::keys::ARCHIVE_PREFIX))
+        .await
+        .map_err(failed)?;
+    let (snapshots, _) = r2::list(&bucket, &all(nexus_core::archive::keys::SNAPSHOT_PREFIX))
+        .await
+        .map_err(failed)?;
+    if query.is_some_and(|q| q.split('&').any(|p| p == "blobs")) {
+        let mut blobs = serde_json::Map::new();
+        for key in manifests.iter().chain(&archives).chain(&snapshots) {
+            if let Some(v) = r2::get(&bucket, key).await.map_err(failed)? {
+                blobs.insert(key.clone(), hex::encode(v).into());
+            }
+        }
+        status["blobs"] = blobs.into();
+    }
+    let snapshots: Vec<String> = snapshots
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    status["manifests"] = serde_json::json!(manifests);
+    status["archives"] = serde_json::json!(archives);
+    status["snapshots"] = serde_json::json!(snapshots);
+    Response::from_json(&status)
+}
+
+/// `POST /__test/wipe`: empties the coordinator's storage (the bucket and KV stay);
+/// with the query `records`, the bucket's record copies (`r/…`) are deleted first, as
+/// if the restore went to a bucket that holds only the archives.
+pub async fn wipe_route(env: &Env, query: Option<&str>) -> Result<Response> {
+    if query.is_some_and(|q| q.split('&').any(|p| p == "records")) {
+        let bucket = env.bucket(crate::R2_BINDING)?;
+        let failed = |e: StoreError| worker::Error::RustError(e.to_string());
+        let q = ListQuery::new(crate::r2::RECORD_PREFIX, None, usize::MAX);
+        for key in r2::list(&bucket, &q).await.map_err(failed)?.0 {
+            r2::delete(&bucket, &key).await.map_err(failed)?;
+        }
+    }
+    crate::call_coordinator(env, crate::COORDINATOR_NAME, crate::protocol::WIPE_PATH).await
 }
