@@ -253,6 +253,12 @@ pub enum LogEntry {
 }
 
 impl LogEntry {
+    /// The entry's stored bytes (compact JSON, object keys of an action sorted): what
+    /// the log keeps and the leaf data of the transparency log (spec/tlog.md).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
     /// Host time of the commit, ms.
     pub fn at(&self) -> u64 {
         match self {
@@ -1080,7 +1086,7 @@ where
     }
 
     fn commit(&self, ops: Vec<CasOp>, entry: &LogEntry) -> CoreResult<Option<u64>> {
-        let log = vec![serde_json::to_vec(entry).unwrap_or_default()];
+        let log = vec![entry.encode()];
         self.commit_raw(&Commit {
             reads: Vec::new(),
             ops,
@@ -1692,7 +1698,7 @@ where
                     at: *at,
                 },
             };
-            log.push(serde_json::to_vec(&entry).unwrap_or_default());
+            log.push(entry.encode());
         }
         let seq = self.commit_raw(&Commit {
             reads: Vec::new(),
