@@ -130,3 +130,26 @@ def _vkey_named(vkey: str, name: str) -> str:
     enc = base64.b64decode(vkey.split("+", 2)[2])
     kid = hashlib.sha256(name.encode() + b"\n" + enc).digest()[:4].hex()
     return f"{name}+{kid}+{base64.b64encode(enc).decode()}"
+
+
+def test_the_benchmarks_proof_lengths_are_the_checkers() -> None:
+    """bench/tlog_proofs.py counts proof hashes without hashing; BENCHMARKS.md §13's
+    sizes rest on its counts being the lengths of the checker's PATH and PROOF."""
+    import hashlib
+    import importlib.util
+
+    def load(name: str, path: Path) -> Any:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    check = load("check_tlog", CHECKER)
+    bench = load("tlog_proofs", REPO / "bench" / "tlog_proofs.py")
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(64)]
+    for n in range(1, 65):
+        for m in range(n):
+            assert len(check.path(m, leaves, 0, n)) == bench.path_len(m, n), (m, n)
+        for m in range(1, n):
+            assert len(check.consistency(m, leaves, n)) == bench.subproof_len(m, n, True), (m, n)
