@@ -46,7 +46,12 @@ HEX = "0123456789abcdef"
 
 
 class CheckError(Exception):
-    """A check failed; the message says which and why."""
+    """A check failed; the message says which and why, `code` what kind of failure it
+    is (the `error` of the vectors' invalid cases)."""
+
+    def __init__(self, message: str, code: str = "mismatch") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # ---------------------------------------------------------------------------------
@@ -98,11 +103,11 @@ def action_json(v: Any) -> str:
     if isinstance(v, dict):
         keys = sorted(v, key=lambda k: k.encode("utf-8"))
         return "{" + ",".join(_json_string(k) + ":" + action_json(v[k]) for k in keys) + "}"
-    raise CheckError(f"an action holds a {type(v).__name__} ({v!r}); the log has integers only")
+    raise CheckError(f"an action holds a {type(v).__name__} ({v!r}); the log has integers only", "bad_entry")
 
 
 def _no_float(s: str) -> Any:
-    raise CheckError(f"the number {s} is not an integer")
+    raise CheckError(f"the number {s} is not an integer", "bad_entry")
 
 
 def parse_line(text: str) -> dict[str, Any]:
@@ -110,9 +115,9 @@ def parse_line(text: str) -> dict[str, Any]:
     try:
         v = json.loads(text, parse_float=_no_float, parse_constant=_no_float)
     except json.JSONDecodeError as e:
-        raise CheckError(f"not JSON: {e}") from None
+        raise CheckError(f"not JSON: {e}", "bad_entry") from None
     if not isinstance(v, dict):
-        raise CheckError("an export line is a JSON object")
+        raise CheckError("an export line is a JSON object", "bad_entry")
     return v
 
 
@@ -120,17 +125,17 @@ def leaf_data(line: dict[str, Any]) -> bytes:
     """The entry's stored bytes, rebuilt from its export line."""
     at = line.get("at")
     if type(at) is not int or at < 0:
-        raise CheckError(f"`at` is not a non-negative integer: {at!r}")
+        raise CheckError(f"`at` is not a non-negative integer: {at!r}", "bad_entry")
     if ("record" in line) == ("action" in line):
-        raise CheckError("an export line has exactly one of `record` and `action`")
+        raise CheckError("an export line has exactly one of `record` and `action`", "bad_entry")
     if "record" in line:
         rec = line["record"]
         h = rec.get("hash") if isinstance(rec, dict) else None
         kind = rec.get("kind") if isinstance(rec, dict) else None
         if not (isinstance(h, str) and len(h) == 64 and all(c in HEX for c in h)):
-            raise CheckError(f"the record's hash is not 64 lowercase hex digits: {h!r}")
+            raise CheckError(f"the record's hash is not 64 lowercase hex digits: {h!r}", "bad_entry")
         if kind not in KINDS:
-            raise CheckError(f"the record's kind is not one of {KINDS}: {kind!r}")
+            raise CheckError(f"the record's kind is not one of {KINDS}: {kind!r}", "bad_entry")
         return f'{{"type":"record","hash":"{h}","kind":"{kind}","at":{at}}}'.encode()
     return ('{"type":"action","action":' + action_json(line["action"]) + f',"at":{at}}}').encode()
 
@@ -198,11 +203,11 @@ def consistency(m: int, leaves: list[bytes], n: int) -> list[bytes]:
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], root: bytes) -> None:
     """RFC 9162 §2.1.3.2."""
     if index >= size:
-        raise CheckError(f"leaf {index} is not in a tree of {size} leaves")
+        raise CheckError(f"leaf {index} is not in a tree of {size} leaves", "invalid_proof")
     fn, sn, r = index, size - 1, leaf
     for p in proof:
         if sn == 0:
-            raise CheckError("the inclusion proof is too long")
+            raise CheckError("the inclusion proof is too long", "invalid_proof")
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
             while not fn & 1 and fn != 0:
@@ -213,24 +218,24 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], roo
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise CheckError("the inclusion proof is too short")
+        raise CheckError("the inclusion proof is too short", "invalid_proof")
     if r != root:
-        raise CheckError("the inclusion proof does not lead to the root")
+        raise CheckError("the inclusion proof does not lead to the root", "invalid_proof")
 
 
 def verify_consistency(m: int, n: int, old: bytes, new: bytes, proof: list[bytes]) -> None:
     """RFC 9162 §2.1.4.2 (and: every tree extends the empty one, with an empty proof)."""
     if m > n:
-        raise CheckError(f"a tree of {m} leaves is not a prefix of one of {n}")
+        raise CheckError(f"a tree of {m} leaves is not a prefix of one of {n}", "invalid_proof")
     if m == 0 or m == n:
         if proof:
-            raise CheckError(f"a consistency proof from {m} to {n} leaves must be empty")
+            raise CheckError(f"a consistency proof from {m} to {n} leaves must be empty", "invalid_proof")
         expected = hashlib.sha256(b"").digest() if m == 0 else new
         if old != expected:
-            raise CheckError("the old root is not the expected one")
+            raise CheckError("the old root is not the expected one", "invalid_proof")
         return
     if not proof:
-        raise CheckError("the consistency proof is empty")
+        raise CheckError("the consistency proof is empty", "invalid_proof")
     if m & (m - 1) == 0:
         proof = [old, *proof]
     fn, sn = m - 1, n - 1
@@ -240,7 +245,7 @@ def verify_consistency(m: int, n: int, old: bytes, new: bytes, proof: list[bytes
     fr = sr = proof[0]
     for c in proof[1:]:
         if sn == 0:
-            raise CheckError("the consistency proof is too long")
+            raise CheckError("the consistency proof is too long", "invalid_proof")
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
@@ -252,11 +257,11 @@ def verify_consistency(m: int, n: int, old: bytes, new: bytes, proof: list[bytes
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise CheckError("the consistency proof is too short")
+        raise CheckError("the consistency proof is too short", "invalid_proof")
     if fr != old:
-        raise CheckError("the consistency proof does not lead to the old root")
+        raise CheckError("the consistency proof does not lead to the old root", "invalid_proof")
     if sr != new:
-        raise CheckError("the consistency proof does not lead to the new root")
+        raise CheckError("the consistency proof does not lead to the new root", "invalid_proof")
 
 
 def b64_hash(s: Any, what: str) -> bytes:
@@ -298,20 +303,20 @@ def parse_verifier_key(vkey: str) -> tuple[str, bytes, bytes]:
     """`<name>+<8 hex key id>+<base64(0x01 || key)>` → name, key id, public key."""
     parts = vkey.split("+", 2)  # base64 may hold '+'
     if len(parts) != 3:
-        raise CheckError(f"malformed verifier key {vkey!r}: expected <name>+<key id>+<base64 key>")
+        raise CheckError(f"malformed verifier key {vkey!r}: expected <name>+<key id>+<base64 key>", "bad_key")
     name, hexid, kb64 = parts
     if not _key_name_ok(name):
-        raise CheckError(f"verifier key {vkey!r}: bad key name {name!r}")
+        raise CheckError(f"verifier key {vkey!r}: bad key name {name!r}", "bad_key")
     if len(hexid) != 8 or any(c not in HEX for c in hexid):
-        raise CheckError(f"verifier key {vkey!r}: the key id is not 8 lowercase hex digits")
+        raise CheckError(f"verifier key {vkey!r}: the key id is not 8 lowercase hex digits", "bad_key")
     try:
         enc = base64.b64decode(kb64, validate=True)
     except binascii.Error:
-        raise CheckError(f"verifier key {vkey!r}: the key is not base64") from None
+        raise CheckError(f"verifier key {vkey!r}: the key is not base64", "bad_key") from None
     if len(enc) != 33 or enc[0] != ALG_ED25519:
-        raise CheckError(f"verifier key {vkey!r}: not an Ed25519 key (0x01 || 32 bytes)")
+        raise CheckError(f"verifier key {vkey!r}: not an Ed25519 key (0x01 || 32 bytes)", "bad_key")
     if key_id(name, enc) != bytes.fromhex(hexid):
-        raise CheckError(f"verifier key {vkey!r}: the key id does not match the name and key")
+        raise CheckError(f"verifier key {vkey!r}: the key id does not match the name and key", "bad_key")
     return name, bytes.fromhex(hexid), enc[1:]
 
 
@@ -320,26 +325,26 @@ def verify_checkpoint(note: str, vkey: str) -> tuple[str, int, bytes]:
     origin, size and root."""
     name, kid, pub = parse_verifier_key(vkey)
     if not note.endswith("\n"):
-        raise CheckError("malformed signed note: it does not end in a newline")
+        raise CheckError("malformed signed note: it does not end in a newline", "malformed")
     cut = note.rfind("\n\n")
     if cut < 0:
-        raise CheckError("malformed signed note: no blank line before the signatures")
+        raise CheckError("malformed signed note: no blank line before the signatures", "malformed")
     text, sig_block = note[: cut + 1], note[cut + 2 :]
     found_key = False
     verified = False
     for line in sig_block[:-1].split("\n"):
         if not line.startswith(EM_DASH + " "):
-            raise CheckError(f"malformed signature line {line!r}")
+            raise CheckError(f"malformed signature line {line!r}", "malformed")
         fields = line[2:].split(" ")
         if len(fields) != 2:
-            raise CheckError(f"malformed signature line {line!r}")
+            raise CheckError(f"malformed signature line {line!r}", "malformed")
         sname, sb64 = fields
         try:
             blob = base64.b64decode(sb64, validate=True)
         except binascii.Error:
-            raise CheckError(f"signature line {line!r}: not base64") from None
+            raise CheckError(f"signature line {line!r}: not base64", "malformed") from None
         if len(blob) < 5:
-            raise CheckError(f"signature line {line!r}: too short")
+            raise CheckError(f"signature line {line!r}: too short", "malformed")
         if sname != name or blob[:4] != kid:
             continue  # another key's signature: ignored, as signed-note says
         found_key = True
@@ -349,17 +354,17 @@ def verify_checkpoint(note: str, vkey: str) -> tuple[str, int, bytes]:
         except InvalidSignature:
             pass
     if not found_key:
-        raise CheckError(f"the checkpoint is not signed by log key {vkey}")
+        raise CheckError(f"the checkpoint is not signed by log key {vkey}", "not_signed")
     if not verified:
-        raise CheckError(f"the checkpoint's signature by {vkey} does not verify")
+        raise CheckError(f"the checkpoint's signature by {vkey} does not verify", "bad_signature")
     lines = text.split("\n")[:-1]
     if len(lines) < 3:
-        raise CheckError("the note is not a checkpoint: it has fewer than three lines")
+        raise CheckError("the note is not a checkpoint: it has fewer than three lines", "bad_body")
     origin, size_s, root_s = lines[:3]
     if origin != name:
-        raise CheckError(f"the checkpoint is for origin {origin!r}, the key is {name!r}")
+        raise CheckError(f"the checkpoint is for origin {origin!r}, the key is {name!r}", "bad_body")
     if not size_s.isdigit() or (size_s != "0" and size_s.startswith("0")) or not size_s.isascii():
-        raise CheckError(f"the checkpoint's size is not a decimal number: {size_s!r}")
+        raise CheckError(f"the checkpoint's size is not a decimal number: {size_s!r}", "bad_body")
     return origin, int(size_s), b64_hash(root_s, "the checkpoint's root")
 
 
@@ -386,16 +391,18 @@ class Tally:
         if self.verbose:
             print(f"ok   {where}")
 
-    def refused(self, where: str, run: Callable[[], None]) -> None:
-        """A negative vector: `run` must raise CheckError."""
+    def refused(self, where: str, error: str, run: Callable[[], None]) -> None:
+        """A negative vector: `run` must raise CheckError of code `error`."""
         self.count += 1
         try:
             run()
         except CheckError as e:
-            if self.verbose:
+            if e.code != error:
+                self.failures.append(f"{where}: refused as {e.code} ({e}), the vector says {error}")
+            elif self.verbose:
                 print(f"ok   {where} (refused: {e})")
             return
-        self.failures.append(f"{where}: accepted, but must be refused")
+        self.failures.append(f"{where}: accepted, but must be refused ({error})")
 
     def report(self, what: str) -> int:
         for f in self.failures:
@@ -476,10 +483,11 @@ def check_vectors(doc: dict[str, Any], t: Tally) -> None:
         where = f"invalid {neg['name']}"
         kind = neg["check"]
         if kind == "checkpoint":
-            t.refused(where, lambda n=neg: _checkpoint_matches(n, leaves))
+            t.refused(where, neg["error"], lambda n=neg: _checkpoint_matches(n, leaves))
         elif kind == "inclusion":
             t.refused(
                 where,
+                neg["error"],
                 lambda n=neg: verify_inclusion(
                     n["seq"] - 1, n["size"], b64_hash(n["leaf_hash"], "leaf_hash"), proof_hashes(n["proof"], "proof"), b64_hash(n["root"], "root")
                 ),
@@ -487,12 +495,13 @@ def check_vectors(doc: dict[str, Any], t: Tally) -> None:
         elif kind == "consistency":
             t.refused(
                 where,
+                neg["error"],
                 lambda n=neg: verify_consistency(
                     n["from"], n["to"], b64_hash(n["from_root"], "from_root"), b64_hash(n["to_root"], "to_root"), proof_hashes(n["proof"], "proof")
                 ),
             )
         elif kind == "leaf":
-            t.refused(where, lambda n=neg: leaf_data(parse_line(n["line"])))
+            t.refused(where, neg["error"], lambda n=neg: leaf_data(parse_line(n["line"])))
         else:
             t.failures.append(f"{where}: unknown check {kind!r}")
 
@@ -500,7 +509,7 @@ def check_vectors(doc: dict[str, Any], t: Tally) -> None:
 def _checkpoint_matches(c: dict[str, Any], leaves: list[bytes]) -> None:
     origin, size, root = verify_checkpoint(c["note"], c["log_key"])
     if size > len(leaves) or root != mth(leaves[:size]):
-        raise CheckError(f"the checkpoint's root is not the root of the first {size} entries")
+        raise CheckError(f"the checkpoint's root is not the root of the first {size} entries", "root_mismatch")
 
 
 # ---------------------------------------------------------------------------------
@@ -521,13 +530,13 @@ class Server:
             with urllib.request.urlopen(req, timeout=30) as r:
                 body = r.read()
         except urllib.error.HTTPError as e:
-            raise CheckError(f"GET {url}: {e.code} {e.read()[:300].decode(errors='replace')}") from None
+            raise CheckError(f"GET {url}: {e.code} {e.read()[:300].decode(errors='replace')}", "root_mismatch") from None
         except (urllib.error.URLError, OSError) as e:
-            raise CheckError(f"GET {url}: {e}") from None
+            raise CheckError(f"GET {url}: {e}", "root_mismatch") from None
         try:
             return json.loads(body)
         except json.JSONDecodeError as e:
-            raise CheckError(f"GET {url}: the answer is not JSON: {e}") from None
+            raise CheckError(f"GET {url}: the answer is not JSON: {e}", "root_mismatch") from None
 
 
 def _sample(size: int) -> list[int]:

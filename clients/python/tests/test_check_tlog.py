@@ -54,7 +54,8 @@ def _tamper(doc: dict[str, Any], what: str) -> None:
         c["note"] = c["note"].replace("\n8\n", "\n9\n", 1)
     elif what == "negative_made_valid":
         # A refused vector replaced by a valid checkpoint: "accepted, but must be refused".
-        doc["invalid"][0]["note"] = doc["checkpoints"][-1]["note"]
+        neg = doc["invalid"][0]
+        neg["note"] = next(c["note"] for c in doc["checkpoints"] if c["log_key"] == neg["log_key"] and c["size"] == 13)
     else:
         raise AssertionError(what)
 
@@ -73,6 +74,8 @@ def test_a_tampered_vector_file_fails(tmp_path: Path, what: str) -> None:
     r = run_checker(str(path))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL" in r.stdout
+    if what == "negative_made_valid":
+        assert "accepted, but must be refused" in r.stdout
 
 
 def _populate(c: Client, alice: KeyFile, bob: KeyFile, gov: KeyFile) -> None:

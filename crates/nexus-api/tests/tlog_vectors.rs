@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use nexus_core::archive::encode_line;
 use nexus_core::*;
-use nexus_tlog::{Hash, HashSource, LogKey, leaf_hash};
+use nexus_tlog::{CheckpointError, Hash, HashSource, LogKey, TreeError, leaf_hash};
 use serde_json::{Value, json};
 
 const T0: u64 = 1_764_000_000_000;
@@ -261,13 +261,17 @@ fn build() -> Value {
         .signer(ORIGIN)
         .expect("signer");
     let vkey = signer.verifier_key();
-    let checkpoints: Vec<Value> = [0, 1, 8, tree.size]
-        .iter()
-        .map(|&n| {
-            let note = signer.sign(n, &tree.root(n));
-            nexus_tlog::verify_checkpoint(&note, &vkey).expect("checkpoint verifies");
-            json!({"name": format!("size_{n}"), "seed_hex": "11".repeat(32), "origin": ORIGIN,
-                "size": n, "log_key": vkey, "note": note})
+    // Seed 22..22's verifier key has '+' in its base64, beside the two separators.
+    assert!(other.verifier_key().matches('+').count() > 2);
+    let checkpoints: Vec<Value> = [(0, &signer, 0x11), (1, &signer, 0x11), (8, &signer, 0x11)]
+        .into_iter()
+        .chain([(tree.size, &signer, 0x11), (tree.size, &other, 0x22)])
+        .map(|(n, s, seed): (u64, &nexus_tlog::LogSigner, u8)| {
+            let note = s.sign(n, &tree.root(n));
+            let key = s.verifier_key();
+            nexus_tlog::verify_checkpoint(&note, &key).expect("checkpoint verifies");
+            json!({"name": format!("size_{n}_seed_{seed:02x}"), "seed_hex": format!("{seed:02x}").repeat(32),
+                "origin": ORIGIN, "size": n, "log_key": key, "note": note})
         })
         .collect();
 
@@ -275,15 +279,21 @@ fn build() -> Value {
     let n = tree.size;
     let good = signer.sign(n, &tree.root(n));
     let mut invalid = Vec::new();
-    let mut bad_cp = |name: &str, note: String, key: &str| {
-        assert!(
-            nexus_tlog::verify_checkpoint(&note, key).is_err(),
-            "{name} verifies"
-        );
-        invalid.push(json!({"name": name, "check": "checkpoint", "log_key": key, "note": note}));
+    let mut bad_cp = |name: &str, error: &str, note: String, key: &str| {
+        let code = match nexus_tlog::verify_checkpoint(&note, key) {
+            Ok(_) => panic!("{name} verifies"),
+            Err(CheckpointError::NotSigned(_)) => "not_signed",
+            Err(CheckpointError::BadSignature(_)) => "bad_signature",
+            Err(CheckpointError::Malformed(_)) => "malformed",
+            Err(e) => panic!("{name}: unexpected {e}"),
+        };
+        assert_eq!(code, error, "{name}");
+        invalid.push(json!({"name": name, "check": "checkpoint", "error": error,
+            "log_key": key, "note": note}));
     };
     bad_cp(
         "checkpoint_size_changed",
+        "bad_signature",
         good.replacen("\n13\n", "\n12\n", 1),
         &vkey,
     );
@@ -292,28 +302,32 @@ fn build() -> Value {
     flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
     bad_cp(
         "checkpoint_signature_byte_flipped",
+        "bad_signature",
         String::from_utf8(flipped).expect("utf-8"),
         &vkey,
     );
     bad_cp(
         "checkpoint_signed_by_other_key",
+        "not_signed",
         other.sign(n, &tree.root(n)),
         &vkey,
     );
     bad_cp(
         "checkpoint_checked_against_other_key",
+        "not_signed",
         good.clone(),
         &other.verifier_key(),
     );
     bad_cp(
         "checkpoint_no_signature",
+        "malformed",
         good.replacen(&good[good.rfind("\n\u{2014}").expect("sig") + 1..], "", 1),
         &vkey,
     );
     // A validly signed checkpoint whose root is not the log's.
     let wrong_root = signer.sign(n, &tree.root(n - 1));
     invalid.push(
-        json!({"name": "checkpoint_root_not_the_logs", "check": "checkpoint",
+        json!({"name": "checkpoint_root_not_the_logs", "check": "checkpoint", "error": "root_mismatch",
         "log_key": vkey, "note": wrong_root}),
     );
 
@@ -323,11 +337,14 @@ fn build() -> Value {
             .map(|p| nexus_tlog::hash_from_base64(p).expect("hash"))
             .collect();
         assert!(
-            nexus_tlog::verify_inclusion(&parsed, size, tree.root(size), seq - 1, leaf).is_err(),
+            matches!(
+                nexus_tlog::verify_inclusion(&parsed, size, tree.root(size), seq - 1, leaf),
+                Err(TreeError::InvalidProof)
+            ),
             "{name} verifies"
         );
         invalid.push(
-            json!({"name": name, "check": "inclusion", "seq": seq, "size": size,
+            json!({"name": name, "check": "inclusion", "error": "invalid_proof", "seq": seq, "size": size,
             "leaf_hash": leaf.to_string(), "root": tree.root(size).to_string(), "proof": proof}),
         );
     };
@@ -359,10 +376,13 @@ fn build() -> Value {
             .map(|p| nexus_tlog::hash_from_base64(p).expect("hash"))
             .collect();
         assert!(
-            nexus_tlog::verify_consistency(&parsed, m, from_root, to, tree.root(to)).is_err(),
+            matches!(
+                nexus_tlog::verify_consistency(&parsed, m, from_root, to, tree.root(to)),
+                Err(TreeError::InvalidProof)
+            ),
             "{name} verifies"
         );
-        invalid.push(json!({"name": name, "check": "consistency", "from": m, "to": to,
+        invalid.push(json!({"name": name, "check": "consistency", "error": "invalid_proof", "from": m, "to": to,
             "from_root": from_root.to_string(), "to_root": tree.root(to).to_string(), "proof": proof}));
     };
     let c7 = nexus_tlog::prove_consistency(7, n, &tree).expect("prove");
@@ -430,7 +450,7 @@ fn build() -> Value {
             serde_json::from_str::<Value>(&line).is_ok(),
             "{name} is JSON"
         );
-        invalid.push(json!({"name": name, "check": "leaf", "line": line}));
+        invalid.push(json!({"name": name, "check": "leaf", "error": "bad_entry", "line": line}));
     }
 
     json!({
