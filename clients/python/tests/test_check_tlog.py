@@ -125,6 +125,21 @@ def test_a_live_server_checked_against_another_key_fails(fresh_server: Server, a
     assert r.returncode == 1, r.stdout + r.stderr
 
 
+def test_a_server_whose_reads_need_a_token(tmp_path: Path, alice: KeyFile, bob: KeyFile) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret-read-token\n")
+    srv = Server(tmp_path / "data", "--read-token-file", str(tokens)).start()
+    try:
+        with Client(srv.url, token="s3cret-read-token") as c:
+            _populate(c, alice, bob, KeyFile.generate())
+        r = run_checker("--server", srv.url)
+        assert r.returncode == 1 and "401" in r.stdout, r.stdout + r.stderr
+        r = run_checker("--server", srv.url, "--token", "s3cret-read-token")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        srv.stop()
+
+
 def _vkey_named(vkey: str, name: str) -> str:
     """The verifier key of the same public key under another name (key id recomputed)."""
     import base64
