@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 EM_DASH = "\u2014"
 ALG_ED25519 = 0x01
@@ -385,7 +386,7 @@ class Tally:
         except CheckError as e:
             self.failures.append(f"{where}: {e}")
             return
-        except (KeyError, TypeError, ValueError) as e:
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
             self.failures.append(f"{where}: malformed vector ({type(e).__name__}: {e})")
             return
         if self.verbose:
@@ -466,9 +467,6 @@ def check_vectors(doc: dict[str, Any], t: Tally) -> None:
             _equal("size", size, c["size"])
             _equal("root", b64(root), b64(mth(leaves[:size])))
             if "seed_hex" in c:
-                from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-                from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
                 sk = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(c["seed_hex"]))
                 pub = sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
                 enc = bytes([ALG_ED25519]) + pub
