@@ -28,14 +28,15 @@ def nexus_bin() -> Path:
 class Server:
     """One `nexus serve --open` on a data directory of its own, on 127.0.0.1."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, *extra: str) -> None:
         self.data = data
+        self.extra = extra
         self.url = ""
         self.proc: subprocess.Popen[str] | None = None
         self.log = data.parent / f"{data.name}.stderr"
 
     def start(self, addr: str = "127.0.0.1:0") -> Server:
-        cmd = [str(nexus_bin()), "serve", "--data", str(self.data), "--addr", addr, "--open"]
+        cmd = [str(nexus_bin()), "serve", "--data", str(self.data), "--addr", addr, "--open", *self.extra]
         with open(self.log, "a") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.proc.stdout is not None
