@@ -117,6 +117,23 @@ fn conformance_suite_passes_against_the_worker() {
     let seed: nexus_tlog::LogKey = nexus_worker_test::TEST_LOG_KEY.parse().expect("seed");
     let expected = seed.signer(&signed.checkpoint.origin).expect("signer");
     assert_eq!(signed.log_key, expected.verifier_key());
+    // And the independent Python checker (spec/check_tlog.py) agrees: the root over the
+    // Worker's log, its inclusion and consistency proofs, its signature by that key.
+    let root = nexus_worker_test::worker_dir().join("../..");
+    let python = std::env::var_os("NEXUS_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    let out = std::process::Command::new(&python)
+        .arg(root.join("spec/check_tlog.py"))
+        .args(["--server", &dev.url, "--log-key", &expected.verifier_key()])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup makes the venv)", python.display()));
+    assert!(
+        out.status.success(),
+        "check_tlog.py --server refused the Worker's log:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
