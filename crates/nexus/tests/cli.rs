@@ -428,6 +428,9 @@ fn batch_plans_commit_all_or_nothing() {
     assert!(err.contains("already_resolved"), "{err}");
     let log = json(&nexus_ok(&["--json", "log"], &env));
     assert_eq!(log["head"], 4, "nothing stored: {log}");
+    // The log of a batch replays like any other.
+    let out = nexus_ok(&["verify", &server.url, "--replay"], &env);
+    assert!(out.contains("4 entries"), "{out}");
 
     for (plan, says) in [
         ("", "no steps"),
