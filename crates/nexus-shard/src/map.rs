@@ -180,10 +180,18 @@ impl ShardMap {
 
     /// Splits `commit` into per-shard parts (spec/shards.md, "Splitting a commit"):
     /// each op and read check on its key's shard; a replicated key's op on every shard;
-    /// a replicated key's read check on every participant; a write-once key read
-    /// present on a shard that takes no part dropped (into [`Split::after`]); a commit
-    /// with no participant at all goes to shard 0. The keys must already have passed
-    /// [`nexus_store::check_commit`].
+    /// a write-once key read present on a shard that takes no part dropped (into
+    /// [`Split::after`]); a commit with no participant at all goes to shard 0.
+    ///
+    /// A replicated key's read check goes to the primary alone (the highest
+    /// participant; the one shard of a single-shard commit): each write of that key is
+    /// a commit over every shard, so at the primary's commit point the key there is
+    /// either unlocked and equal to every replica, or locked by a write in flight (and
+    /// the check of its lock refuses the commit). The secondaries need not lock it, so
+    /// cross-shard commits that read the Hints do not hold up the proposals of their
+    /// shards.
+    ///
+    /// The keys must already have passed [`nexus_store::check_commit`].
     ///
     /// With more than one shard, a commit may not name a protocol row, nor a key too
     /// long to be locked (`lock/{key}` must fit [`MAX_KEY_LEN`]).
@@ -241,10 +249,13 @@ impl ShardMap {
             parts.entry(s).or_default();
         }
         let mut after = Vec::new();
+        let primary = participants.iter().next_back().copied().unwrap_or(0);
         for r in &commit.reads {
             match self.placement(&r.key) {
+                // Checked at the commit point only: every write of a replicated key
+                // passes through every shard, the primary's too (see the method docs).
                 Placement::Replicated => {
-                    for part in parts.values_mut() {
+                    if let Some(part) = parts.get_mut(&primary) {
                         part.reads.push(r.clone());
                     }
                 }
@@ -324,13 +335,16 @@ mod tests {
         assert_eq!(split.secondaries(), vec![0, 1]);
         assert_eq!(split.after, vec![parent]);
         assert_eq!(split.calls(), 5);
-        assert!(
-            split
-                .parts
-                .values()
-                .all(|p| p.reads.iter().any(|r| r.key == "hints/active"))
-        );
-        assert_eq!(split.parts[&0].reads.len(), 2);
+        // The replicated read is checked on the primary alone.
+        let hint_reads = |s: usize| {
+            split.parts[&s]
+                .reads
+                .iter()
+                .filter(|r| r.key == "hints/active")
+                .count()
+        };
+        assert_eq!((hint_reads(0), hint_reads(1), hint_reads(2)), (0, 0, 1));
+        assert_eq!(split.parts[&0].reads.len(), 1);
         // A write of a replicated key takes every shard.
         let hints = Commit::new(vec![cas("hints/active", Some("[]"), Some("[x]"))], vec![]);
         let split = map.split(&hints).expect("split");
