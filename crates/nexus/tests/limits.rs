@@ -263,6 +263,37 @@ fn a_rate_limited_author_gets_429_and_recovers() {
     assert!(metric(&c, "nexus_errors_total{code=\"rate_limited\"}") >= 2);
 }
 
+/// A batch takes one token per item, all at once or none: with a token spent, a batch
+/// of three of the author's items (a burst of 3) is refused whole and spends nothing;
+/// one of two commits; once the bucket is full again, three fit.
+#[test]
+fn a_batch_takes_a_token_per_item() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(
+        dir.path(),
+        true,
+        &["--author-rate", "1", "--author-burst", "3"],
+    );
+    let c = server.client();
+    let carol = SigningKey::from_seed(&[64; 32]);
+    let item = |n: u64| {
+        nexus_client::http::BatchItem::Record(
+            builders::propose(&carol, "limits/batch", json!({ "n": n }), &[]).expect("sign"),
+        )
+    };
+    propose(&c, &carol, 100).expect("one token");
+    let three: Vec<_> = (0..3).map(item).collect();
+    let e = c.batch(&three).expect_err("3 items, 2 tokens");
+    let api = e.api().expect("an API error");
+    assert_eq!((api.status, api.code.as_str()), (429, "rate_limited"));
+    assert_eq!(api.detail("scope"), Some(&json!("author")));
+    assert_eq!(c.health().expect("health").log_head, 1, "nothing stored");
+    let two: Vec<_> = (10..12).map(item).collect();
+    assert_eq!(c.batch(&two).expect("2 items, 2 tokens").len(), 2);
+    let done = until_served(&[Some(429)], || c.batch(&three));
+    assert_eq!(done.len(), 3);
+}
+
 #[test]
 fn an_address_over_its_rate_gets_429() {
     let dir = tempfile::tempdir().expect("tempdir");
