@@ -308,9 +308,9 @@ mod tests {
     use super::*;
     use nexus_core::SigningKey;
 
-    #[test]
-    fn a_bucket_allows_its_burst_then_says_when() {
-        let limits = RateLimits::new(
+    /// Authors at 1 a second, 3 at once; addresses unlimited.
+    fn authors_limited() -> RateLimits {
+        RateLimits::new(
             Rate {
                 per_second: 1,
                 burst: 3,
@@ -319,7 +319,12 @@ mod tests {
                 per_second: 0,
                 burst: 0,
             },
-        );
+        )
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_says_when() {
+        let limits = authors_limited();
         let a = SigningKey::from_seed(&[1; 32]).author();
         let b = SigningKey::from_seed(&[2; 32]).author();
         for _ in 0..3 {
@@ -338,16 +343,7 @@ mod tests {
 
     #[test]
     fn a_batch_takes_its_items_tokens_at_once_or_none() {
-        let limits = RateLimits::new(
-            Rate {
-                per_second: 1,
-                burst: 3,
-            },
-            Rate {
-                per_second: 0,
-                burst: 0,
-            },
-        );
+        let limits = authors_limited();
         let a = SigningKey::from_seed(&[1; 32]).author();
         let b = SigningKey::from_seed(&[2; 32]).author();
         assert_eq!(limits.check_authors(&[&a]), Ok(()));

@@ -116,6 +116,11 @@ fn until_served<T>(
     }
 }
 
+/// An open server whose authors may write once a second, 3 at once.
+fn author_limited(dir: &Path) -> Server {
+    Server::start_with(dir, true, &["--author-rate", "1", "--author-burst", "3"])
+}
+
 fn propose(c: &Client, key: &SigningKey, n: u64) -> Result<(), nexus_client::ClientError> {
     let intent = builders::propose(key, "limits/test", json!({ "n": n }), &[]).expect("sign");
     c.submit(&intent).map(|_| ())
@@ -224,11 +229,7 @@ fn the_connection_cap_answers_503_then_closes() {
 #[test]
 fn a_rate_limited_author_gets_429_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with(
-        dir.path(),
-        true,
-        &["--author-rate", "1", "--author-burst", "3"],
-    );
+    let server = author_limited(dir.path());
     let c = server.client();
     let alice = SigningKey::from_seed(&[62; 32]);
     let bob = SigningKey::from_seed(&[63; 32]);
@@ -269,11 +270,7 @@ fn a_rate_limited_author_gets_429_and_recovers() {
 #[test]
 fn a_batch_takes_a_token_per_item() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with(
-        dir.path(),
-        true,
-        &["--author-rate", "1", "--author-burst", "3"],
-    );
+    let server = author_limited(dir.path());
     let c = server.client();
     let carol = SigningKey::from_seed(&[64; 32]);
     let item = |n: u64| {
