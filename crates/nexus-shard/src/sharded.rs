@@ -10,7 +10,7 @@ use nexus_store::{
     parse_head,
 };
 
-use crate::cross::{CrossCommit, CrossError, Lost, MetLock, ShardStep};
+use crate::cross::{CrossCommit, CrossError, Lost, ShardStep};
 use crate::map::{Placement, ShardError, ShardMap};
 use crate::merge::merge_order;
 use crate::protocol::{LOCK_PREFIX, Lock, is_protocol_key, lock_key};
@@ -292,14 +292,11 @@ impl<O: ObjectStore> ShardedObjects<O> {
         result
     }
 
-    /// Resolves a lock met on a shard, if it is stale; whether it was.
-    fn resolve_met(&self, met: &MetLock) -> StoreResult<bool> {
-        let now = self.now();
-        if !met.lock.is_stale(now) {
-            return Ok(false);
-        }
-        self.run_resolver(Resolver::for_lock(met.shard, met.lock.clone(), now))?;
-        Ok(true)
+    /// Settles the transaction of a lock met on a shard if it can be settled (it is
+    /// decided, or stale); whether the lock is gone.
+    fn resolve(&self, shard: usize, lock: Lock) -> StoreResult<bool> {
+        let r = self.run_resolver(Resolver::for_lock(shard, lock, self.now()))?;
+        Ok(!matches!(r, Resolution::Young { .. }))
     }
 
     fn sharded_commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
@@ -323,7 +320,7 @@ impl<O: ObjectStore> ShardedObjects<O> {
                 CommitOutcome::Conflict(f) if !cc.locks_met().is_empty() => {
                     let mut resolved = false;
                     for met in cc.locks_met() {
-                        resolved |= self.resolve_met(met)?;
+                        resolved |= self.resolve(met.shard, met.lock.clone())?;
                     }
                     if !resolved || round >= MAX_RESOLVE_ROUNDS {
                         return Ok(CommitOutcome::Conflict(f));
@@ -335,7 +332,10 @@ impl<O: ObjectStore> ShardedObjects<O> {
         }
     }
 
-    /// Reads `keys` at their homes, resolving the stale locks met.
+    /// Reads `keys` at their homes with the lock of each: a lock of a decided (or
+    /// stale) transaction is settled first and the keys read again, so a read never
+    /// serves a value from before a commit point; a lock of an undecided young
+    /// transaction leaves the value standing (that transaction has not committed).
     fn sharded_reads(&self, keys: &[&str]) -> StoreResult<Vec<Option<Vec<u8>>>> {
         let map = self.map();
         for _ in 0..MAX_RESOLVE_ROUNDS {
@@ -365,7 +365,6 @@ impl<O: ObjectStore> ShardedObjects<O> {
                 read.push(self.store(s)?.get_states(&refs)?);
             }
             let mut resolved = false;
-            let now = self.now();
             for (key, &(s, _, lock)) in keys.iter().zip(&at) {
                 let Some(bytes) = lock.and_then(|i| read[s].get(i).cloned().flatten()) else {
                     continue;
@@ -374,10 +373,7 @@ impl<O: ObjectStore> ShardedObjects<O> {
                     key: lock_key(key),
                     reason: e.to_string(),
                 })?;
-                if lock.is_stale(now) {
-                    self.run_resolver(Resolver::for_lock(s, lock, now))?;
-                    resolved = true;
-                }
+                resolved |= self.resolve(s, lock)?;
             }
             if !resolved {
                 return Ok(at

@@ -384,3 +384,77 @@ fn a_write_of_a_replicated_key_spans_every_shard_and_a_read_of_it_stays_local() 
         .expect("finished")
         .expect("applied");
 }
+
+/// A [`ShardedObjects`] over two shards whose `stall_at`-th call (from 0) stalls as
+/// `fault` says.
+fn stalling(
+    stall_at: usize,
+    fault: Fault,
+) -> nexus_shard::ShardedObjects<nexus_store::MemoryStore> {
+    let store = nexus_shard::ShardedObjects::new(stores(N)).expect("shards");
+    let mut calls = 0;
+    store.set_faults(Some(Box::new(move |_, _| {
+        calls += 1;
+        if calls - 1 == stall_at {
+            fault
+        } else {
+            Fault::Deliver
+        }
+    })));
+    store
+}
+
+#[test]
+fn a_read_that_meets_a_lock_of_a_committed_txn_rolls_it_forward_at_once() {
+    let (_, commit, a, b) = setup();
+    // Calls 0 and 1 are the puts; the commit's prewrite is call 2, its primary 3,
+    // which applies before the coordinator stops.
+    let store = stalling(3, Fault::StallAfter);
+    for k in [&a, &b] {
+        assert!(store.put_state(k, None, b"available").expect("put"));
+    }
+    assert!(store.commit(&commit).is_err(), "the coordinator stalled");
+    store.set_faults(None);
+    // The primary committed; shard 0's part is still locked, well within its TTL. A
+    // read does not serve the value from before the commit point: it applies the part.
+    assert_eq!(
+        store.get_state(&a).expect("read").as_deref(),
+        Some(&b"claimed"[..])
+    );
+    assert!(pending_rows(&store.shards()[0]).is_empty());
+    assert_eq!(store.stats().resolved, 1);
+}
+
+#[test]
+fn a_read_that_meets_a_lock_of_an_undecided_young_txn_serves_the_value_before_it() {
+    let (_, commit, a, b) = setup();
+    let store = stalling(3, Fault::Stall);
+    for k in [&a, &b] {
+        assert!(store.put_state(k, None, b"available").expect("put"));
+    }
+    // Call 2 prewrote shard 0; call 3 (the primary) never went out.
+    assert!(store.commit(&commit).is_err());
+    store.set_faults(None);
+    assert_eq!(
+        store.get_state(&a).expect("read").as_deref(),
+        Some(&b"available"[..])
+    );
+    assert_eq!(pending_rows(&store.shards()[0]).len(), 2, "still locked");
+    // A writer of the locked key is refused while the lock is young...
+    let other = Commit::new(vec![cas(&a, Some("available"), Some("withdrawn"))], vec![]);
+    assert!(matches!(
+        store.commit(&other).expect("commit"),
+        CommitOutcome::Conflict(_)
+    ));
+    // ...and goes through once it is stale (the txn is aborted on the way).
+    store.advance(LOCK_TTL_MS + 1);
+    assert!(matches!(
+        store.commit(&other).expect("commit"),
+        CommitOutcome::Applied { .. }
+    ));
+    assert!(pending_rows(&store.shards()[0]).is_empty());
+    assert_eq!(
+        store.get_state(&b).expect("read").as_deref(),
+        Some(&b"available"[..])
+    );
+}

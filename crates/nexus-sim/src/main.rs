@@ -4,9 +4,11 @@
 //! nexus-sim --seed N [--trace]     one history; its trace on a violation (or --trace)
 //! nexus-sim --seeds N [--from S]   seeds S..S+N; stops at the first violation
 //!   --faults all|none|a,b,…        faults (default all): lost-response, reset, kv-lag,
-//!                                  lost-index, lapse, skew, evict
+//!                                  lost-index, lapse, skew, evict, stall
 //!   --broken strip-reads|ignore-expected   a deliberately broken coordinator
 //!   --requests N                   requests per history (default: drawn from the seed)
+//!   --shards N                     coordinator shards (default 1); with more, commits
+//!                                  that span shards run nexus-shard's protocol
 //! ```
 
 use std::collections::BTreeMap;
@@ -26,7 +28,7 @@ struct Args {
 
 fn usage() -> &'static str {
     "usage: nexus-sim (--seed N [--trace] | --seeds N [--from S] [--keep-going]) \
-     [--faults all|none|LIST] [--broken strip-reads|ignore-expected] [--requests N]"
+     [--faults all|none|LIST] [--broken strip-reads|ignore-expected] [--requests N] [--shards N]"
 }
 
 fn parse() -> Result<Args, String> {
@@ -55,6 +57,14 @@ fn parse() -> Result<Args, String> {
                 let v = value()?;
                 args.options.broken = Broken::parse(&v)
                     .ok_or_else(|| SimError::UnknownBroken(v.clone()).to_string())?;
+            }
+            "--shards" => {
+                let n = number(value()?)?;
+                let n = usize::try_from(n).map_err(|e| format!("--shards: {e}"))?;
+                if n == 0 || n > nexus_shard::MAX_SHARDS {
+                    return Err(format!("--shards takes 1 to {}", nexus_shard::MAX_SHARDS));
+                }
+                args.options.shards = n;
             }
             "--requests" => {
                 let n = number(value()?)?;
@@ -126,13 +136,14 @@ fn main() -> ExitCode {
     let secs = started.elapsed().as_secs_f64();
     let n = args.seeds.max(1);
     println!(
-        "{} seed(s) from {} with faults {} (coordinator {}): {} violating; {requests} requests \
+        "{} seed(s) from {} with faults {} (coordinator {}, {} shard(s)): {} violating; {requests} requests \
          ({:.1} per history, largest {largest}), {entries} log entries ({:.1} per history), \
          {steps} steps; {secs:.1} s, {:.1} seeds/s",
         args.seeds,
         args.from,
         args.options.faults.to_arg(),
         args.options.broken.name(),
+        args.options.shards,
         failed.len(),
         requests as f64 / n as f64,
         entries as f64 / n as f64,
