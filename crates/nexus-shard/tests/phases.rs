@@ -12,17 +12,25 @@ use nexus_store::{Commit, CommitOutcome, ObjectStore};
 
 const N: usize = 2;
 
-/// A commit over shards 0 and 1: claims an Intent on each.
+/// A commit over shards 0 and 1: claims an Intent on each. Of the candidates (which
+/// differ in their Intents only) it is the first whose primary is shard 1, so that the
+/// tests below can name the secondary (0) and the primary (1).
 fn two_shard_commit() -> (Commit, String, String) {
-    let (a, b) = (key("intent/", N, 0, 0), key("intent/", N, 1, 0));
-    let commit = Commit::new(
-        vec![
-            cas(&a, Some("available"), Some("claimed")),
-            cas(&b, Some("available"), Some("claimed")),
-        ],
-        vec![b"entry".to_vec()],
-    );
-    (commit, a, b)
+    let map = ShardMap::new(N).expect("map");
+    (0..)
+        .map(|j| {
+            let (a, b) = (key("intent/", N, 0, j), key("intent/", N, 1, j));
+            let commit = Commit::new(
+                vec![
+                    cas(&a, Some("available"), Some("claimed")),
+                    cas(&b, Some("available"), Some("claimed")),
+                ],
+                vec![b"entry".to_vec()],
+            );
+            (commit, a, b)
+        })
+        .find(|(c, _, _)| map.split(c).expect("split").primary() == 1)
+        .expect("some commit has primary 1")
 }
 
 fn setup() -> (Vec<nexus_store::MemoryStore>, Commit, String, String) {
