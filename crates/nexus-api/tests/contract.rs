@@ -517,7 +517,10 @@ fn the_catch_up_state_machine_asks_for_each_job_in_turn() {
     let refused = gov.gate(Route::Claim).unwrap_err().to_response();
     assert_eq!(refused.status, 503);
     assert_eq!(refused.json_body()["error"]["code"], "governance_pending");
-    assert!(gov.gate(Route::SubmitFact).is_ok(), "only proposals and claims wait");
+    assert!(
+        gov.gate(Route::SubmitFact).is_ok(),
+        "only proposals and claims wait"
+    );
 
     // The next catch-up reads the log again and commits the Hints wholesale (here
     // the same ones): the failure is cleared.
