@@ -461,6 +461,7 @@ fn test_hooks_are_not_in_the_deployed_build() {
         "/__test/tiers",
         "/__test/wipe",
         "/__test/archive",
+        "/__test/governance",
     ] {
         let r = raw(&dev.url, "POST", hook, b"", &[]);
         assert_eq!(
