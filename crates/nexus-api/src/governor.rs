@@ -234,21 +234,25 @@ impl Governor {
             // Only a whole catch-up repairs a failure (it re-reads what was missed).
             return Ok(Next::CatchUp);
         }
-        let Some(rec) = committed else {
-            // A batch's records are not handed over: it may have committed Facts.
-            return Ok(if matches!(route, Route::SubmitFact | Route::Batch) {
-                Next::CatchUp
-            } else {
-                Next::Nothing
-            });
-        };
-        if !matches!(rec.content(), Content::Fact(_)) {
-            // Intents, claims and Hints change no Fact: nothing to evaluate.
-            return Ok(Next::Nothing);
-        }
         // The evaluator takes Facts in log order with their commit times, which the
         // log has: concurrent writes hand theirs over here in any order.
-        Ok(Next::CatchUp)
+        Ok(if Self::may_commit_facts(route, committed) {
+            Next::CatchUp
+        } else {
+            Next::Nothing
+        })
+    }
+
+    /// Whether a committed write on `route` (which submitted `committed`, if the host
+    /// knows it) may have committed a Fact, so that the contract must evaluate: a
+    /// Fact's submission, or a batch (its items are not handed over). Intents, claims
+    /// and Hints change no Fact. The rule of [`observe`](Self::observe), for hosts
+    /// whose governor runs elsewhere (the Worker's governance object).
+    pub fn may_commit_facts(route: Route, committed: Option<&Record>) -> bool {
+        match committed {
+            Some(rec) => matches!(rec.content(), Content::Fact(_)),
+            None => matches!(route, Route::SubmitFact | Route::Batch),
+        }
     }
 
     /// Takes the commit-order lock (before `state`).

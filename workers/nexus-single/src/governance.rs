@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use worker::{Date, Env, Method, Request, RequestInit};
 
 use nexus_api::{ApiError, Governor, Route};
-use nexus_core::{Kind, Record};
+use nexus_core::Record;
 
 use crate::Host;
 
@@ -146,8 +146,7 @@ pub async fn after_write(env: &Env, host: &Host, route: Route, record: Option<&R
     if !deployed && no_contract() {
         return;
     }
-    let fact =
-        route == Route::SubmitFact || record.is_some_and(|r| r.content().kind() == Kind::Fact);
+    let fact = Governor::may_commit_facts(route, record);
     if !(deployed || fact || FAILING.load(Ordering::Relaxed)) {
         return;
     }

@@ -97,6 +97,30 @@ pub fn failed_run(c: &Client, k: &SigningKey, topic: &str, n: u64) -> nexus_core
     f
 }
 
+/// [`failed_run`] as one `POST /v1/batch`: the proposal, its claim (token 1) and the
+/// failed Fact commit together, and the contract must see the Fact all the same.
+pub fn failed_run_batched(c: &Client, k: &SigningKey, topic: &str, n: u64) -> nexus_core::Record {
+    use nexus_client::http::BatchItem;
+    let i = builders::propose(k, topic, json!({"n": n}), &[]).expect("intent");
+    let claim =
+        builders::claim(k, &c.deployment().expect("deployment"), i.hash(), 30_000).expect("claim");
+    let f = builders::fact(
+        k,
+        topic,
+        json!({"status": "failed"}),
+        &[i.hash()],
+        Some((i.hash(), 1)),
+    )
+    .expect("fact");
+    c.batch(&[
+        BatchItem::Record(i),
+        BatchItem::Action(claim),
+        BatchItem::Record(f.clone()),
+    ])
+    .expect("one batch");
+    f
+}
+
 /// The contract Hints in force under `topic/**` (there may be others from other runs).
 fn hints_under(c: &Client, topic: &str) -> Vec<nexus_core::Record> {
     c.hints()
@@ -149,8 +173,9 @@ pub fn governance(c: &Client, tag: &str, agent: &KeyFile) {
         hints_under(c, &topic).is_empty(),
         "one failure is within the budget"
     );
-    // The second failure's answer comes after the contract's Hints committed.
-    let f2 = failed_run(c, k, &topic, 2);
+    // The second failure's answer comes after the contract's Hints committed, also
+    // when its Fact came in a batch.
+    let f2 = failed_run_batched(c, k, &topic, 2);
     let hints = hints_under(c, &topic);
     assert_eq!(hints.len(), 1, "{hints:?}");
     let hint = hints[0].clone();
