@@ -32,6 +32,13 @@ export interface Retracted {
   seq: number | null;
 }
 
+/** What one item of a batch did (`POST /v1/batch`): its own route's answer, under the name of what it was. */
+export type BatchResult =
+  | { record: Submitted }
+  | { lease: Lease }
+  | { withdrawn: Withdrawn }
+  | { retracted: Retracted };
+
 /** An Intent's state with the members of that state. */
 export interface IntentState {
   state: "available" | "claimed" | "resolved" | "withdrawn" | string;

@@ -9,7 +9,7 @@
  */
 
 import type {
-  Contract, ContractRule, ContractVersion, Deployed, FactPage, Health, HintItem, IntentItem, IntentPage,
+  BatchResult, Contract, ContractRule, ContractVersion, Deployed, FactPage, Health, HintItem, IntentItem, IntentPage,
   IntentState, Lease, LogEntry, LogPage, Provenance, RecordInfo, Retracted, Submitted, Withdrawn,
 } from "./answers.js";
 import { type JsonObject, type JsonValue, canonicalText, jsonForMessage, parseJson } from "./canonical.js";
@@ -429,6 +429,42 @@ export class Client {
       default:
         return this.retract(action);
     }
+  }
+
+  /**
+   * `POST /v1/batch`: commits every item (records and actions, 1 to 64), in order, in one
+   * atomic commit; each item sees what the ones before it did (propose an Intent and claim
+   * it; resolve one and propose follow-ups that derive from the Fact). Answers each item's
+   * result; if any item fails, nothing is stored and the {@link ApiError} names it
+   * (`details.item`, from 0).
+   */
+  async batch(items: ReadonlyArray<Record | Action>): Promise<BatchResult[]> {
+    const wire = items.map((item) => {
+      if (item instanceof Record) return { record: item.toJSON() };
+      if (item instanceof Action) return { action: item.toJSON() };
+      throw new TypeError(`a batch item is a Record or an Action, got ${describe(item)}`);
+    });
+    const [where, v] = await this.json("POST", "/v1/batch", canonicalText({ items: wire }));
+    const results = isObj(v) ? v.results : undefined;
+    if (!Array.isArray(results) || results.length !== items.length) {
+      throw new UnexpectedAnswer(where[0], where[1], where[2], `expected ${items.length} batch results`);
+    }
+    return results.map((r): BatchResult => {
+      const names = isObj(r) ? Object.keys(r) : [];
+      const body = isObj(r) ? r[names[0] ?? ""] : undefined;
+      switch (names.length === 1 ? names[0] : "") {
+        case "record":
+          return { record: shape<Submitted>(where, body, "Submitted", SUBMITTED) };
+        case "lease":
+          return { lease: shape<Lease>(where, body, "Lease", LEASE) };
+        case "withdrawn":
+          return { withdrawn: shape<Withdrawn>(where, body, "Withdrawn", { intent: "string", state: "string" }) };
+        case "retracted":
+          return { retracted: shape<Retracted>(where, body, "Retracted", { hint: "string", seq: "int?" }) };
+        default:
+          throw new UnexpectedAnswer(where[0], where[1], where[2], "not a batch result");
+      }
+    });
   }
 
   // ---- reads ----

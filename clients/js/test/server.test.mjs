@@ -223,3 +223,24 @@ test("withdraw: only the proposer, then claims are refused; act() routes by kind
   await rejects(client.act(withdraw(alice, dep, intent)), (e) => assert.equal(e.status, 409));
   await assert.rejects(client.renew(claim(bob, dep, intent, 1000)), /a claim action cannot be sent to \/renew/);
 });
+
+test("a batch commits all or nothing", async () => {
+  const [alice, bob, topic] = [Key.generate(), Key.generate(), freshTopic()];
+  const dep = await client.deployment();
+  const head = (await client.health()).log_head;
+  const intent = propose(alice, topic, { n: 1 });
+  const [sub, lease] = await client.batch([intent, claim(bob, dep, intent, 30_000)]);
+  assert.deepEqual([sub.record.hash, sub.record.seq], [intent.hash, head + 1]);
+  assert.deepEqual([lease.lease.intent, lease.lease.token], [intent.hash, 1]);
+  const answer = fact(bob, topic, { g: 1 }, [intent], { resolves: { intent, token: 1 } });
+  const next = propose(bob, `${topic}/next`, { n: 2 }, [answer]);
+  const done = await client.batch([answer, next]);
+  assert.deepEqual(done.map((d) => d.record.seq), [head + 3, head + 4]);
+  const [resolved] = (await client.intents({ topic, state: "resolved" })).intents;
+  assert.equal(resolved.state.fact, answer.hash);
+  await rejects(client.batch([propose(alice, topic, { n: 3 }), claim(alice, dep, intent, 30_000)]), (e) => {
+    assert.deepEqual([e.code, e.status, e.details.item], ["already_resolved", 409, 1]);
+  });
+  assert.equal((await client.health()).log_head, head + 4);
+  await assert.rejects(client.batch(["not a record"]), TypeError);
+});

@@ -15,7 +15,9 @@ from nexus_client import (
     ErrorCode,
     InvalidRecordFromServer,
     KeyFile,
+    Lease,
     NexusError,
+    Submitted,
     UnexpectedAnswer,
     Unreachable,
     records,
@@ -217,3 +219,27 @@ def test_records_from_the_server_are_verified(alice: KeyFile) -> None:
     with Client("http://nexus.test", transport=httpx.MockTransport(not_api)) as c, pytest.raises(UnexpectedAnswer) as e2:
         c.hints()
     assert e2.value.status == 502 and "bad gateway" in str(e2.value)
+
+
+def test_batch_commits_all_or_nothing(client: Client, alice: KeyFile, bob: KeyFile, topic: str) -> None:
+    head = client.health().log_head
+    intent = records.propose(alice, topic, {"n": 1})
+    claim = records.claim(bob, client.deployment(), intent, 30_000)
+    sub, lease = client.batch([intent, claim])
+    assert isinstance(sub, Submitted) and sub.hash == intent.hash and sub.seq == head + 1
+    assert isinstance(lease, Lease) and lease.intent == intent.hash and lease.token == 1
+    fact = records.fact(bob, topic, {"g": 1}, [intent.hash], resolves=(intent, 1))
+    follow = records.propose(bob, f"{topic}/next", {"n": 2}, [fact.hash])
+    done = client.batch([fact, follow])
+    assert [d.seq for d in done if isinstance(d, Submitted)] == [head + 3, head + 4]
+    [item] = client.intents(topic=topic, state="resolved").intents
+    assert item.state.fact == fact.hash
+    # A failing item: nothing stored, the item named.
+    fresh = records.propose(alice, topic, {"n": 3})
+    again = records.claim(alice, client.deployment(), intent, 30_000)
+    with pytest.raises(ApiError) as e:
+        client.batch([fresh, again])
+    assert e.value.code == ErrorCode.ALREADY_RESOLVED and e.value.detail("item") == 1
+    assert client.health().log_head == head + 4
+    with pytest.raises(TypeError):
+        client.batch(["not a record"])  # type: ignore[list-item]

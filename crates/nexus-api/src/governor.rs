@@ -137,9 +137,9 @@ impl Governor {
     }
 
     /// Whether a write on `route` must wait for the contract's Hints: proposals and
-    /// claims, whose admissibility they decide.
+    /// claims, whose admissibility they decide, and batches, which may hold either.
     pub fn is_gated(route: Route) -> bool {
-        matches!(route, Route::ProposeIntent | Route::Claim)
+        matches!(route, Route::ProposeIntent | Route::Claim | Route::Batch)
     }
 
     /// Fails closed: `503 governance_pending` for a write on a [gated](Self::is_gated)
@@ -235,7 +235,8 @@ impl Governor {
             return Ok(Next::CatchUp);
         }
         let Some(rec) = committed else {
-            return Ok(if route == Route::SubmitFact {
+            // A batch's records are not handed over: it may have committed Facts.
+            return Ok(if matches!(route, Route::SubmitFact | Route::Batch) {
                 Next::CatchUp
             } else {
                 Next::Nothing

@@ -24,8 +24,8 @@ use crate::error::{ApiError, core_error, validation_error};
 use crate::query::Query;
 use crate::route::{Route, match_path};
 use crate::wire::{
-    ContractBody, ContractHistoryBody, Created, DeployedBody, Health, HintItem, HintList,
-    IntentItem, LeaseBody, LogItem, RecordBody, RetractedBody, WithdrawnBody,
+    BatchBody, BatchResult, ContractBody, ContractHistoryBody, Created, DeployedBody, Health,
+    HintItem, HintList, IntentItem, LeaseBody, LogItem, RecordBody, RetractedBody, WithdrawnBody,
 };
 use crate::{ApiConfig, ErrorCode, Request, Response};
 
@@ -84,6 +84,9 @@ enum Op {
     Submit(Box<Record>, usize),
     /// An action, and whether its author has operator authority.
     Act(Box<Action>, bool),
+    /// `POST /v1/batch`: [`Op::Submit`]s and [`Op::Act`]s applied in order, all in one
+    /// commit.
+    Batch(Vec<Op>),
     ListIntents {
         state: Option<&'static str>,
         topic: Option<Topic>,
@@ -247,37 +250,11 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
                     .with("expected", want.as_str()),
                 ));
             }
-            if let Content::Hint(h) = rec.content()
-                && h.source.as_ref().is_some_and(|s| s.contract.is_some())
-            {
-                // Anyone can derive a contract's key: a Hint that names a contract is
-                // accepted only from its evaluation, never from an agent.
-                return Err(fail(ApiError::bad_request(
-                    "a Hint whose source names a contract is emitted by that contract's \
-                     evaluation, not submitted",
-                )));
-            }
-            if let Content::Hint(h) = rec.content()
-                && !matches!(h.effect, Effect::Priority(_))
-                && !cfg.is_operator(&h.author)
-            {
-                return Err(fail(core_error(&CoreError::HintNotPermitted {
-                    author: h.author,
-                    what: "post a deny or allow Hint: only an operator key or the contract in \
-                           force may; an agent may post priority Hints"
-                        .to_owned(),
-                })));
-            }
-            if let Content::Fact(f) = rec.content()
-                && f.topic.as_str() == governance::DEPLOY_TOPIC
-            {
-                return Err(fail(ApiError::bad_request(format!(
-                    "facts under {} are contract deployments: POST them to /v1/contract",
-                    governance::DEPLOY_TOPIC
-                ))));
-            }
-            let quota = cfg.hint_quota_of(rec.author());
-            Op::Submit(Box::new(rec), quota)
+            record_item(cfg, rec).map_err(fail)?
+        }
+        Route::Batch => {
+            q(&[])?;
+            Op::Batch(parse_batch(cfg, &req.body).map_err(fail)?)
         }
         Route::Claim | Route::Renew | Route::Withdraw | Route::RetractHint => {
             q(&[])?;
@@ -306,8 +283,7 @@ fn prepare_inner(cfg: &ApiConfig, req: &Request) -> Prep<Prepared> {
                     .with(what, target),
                 ));
             }
-            let operator = cfg.is_operator(action.author());
-            Op::Act(Box::new(action), operator)
+            action_item(cfg, action)
         }
         Route::ListIntents => {
             let q = q(&["state", "topic", "limit", "cursor"])?;
@@ -512,6 +488,111 @@ fn check_id(raw: &str) -> Result<String, ApiError> {
     Ok(id)
 }
 
+/// Most items one `POST /v1/batch` may carry.
+pub const MAX_BATCH_ITEMS: usize = 64;
+
+/// The checks every route that takes a record makes of it beyond its signature (who may
+/// post what), as the job that submits it.
+fn record_item(cfg: &ApiConfig, rec: Record) -> Result<Op, ApiError> {
+    if let Content::Hint(h) = rec.content()
+        && h.source.as_ref().is_some_and(|s| s.contract.is_some())
+    {
+        // Anyone can derive a contract's key: a Hint that names a contract is
+        // accepted only from its evaluation, never from an agent.
+        return Err(ApiError::bad_request(
+            "a Hint whose source names a contract is emitted by that contract's \
+                 evaluation, not submitted",
+        ));
+    }
+    if let Content::Hint(h) = rec.content()
+        && !matches!(h.effect, Effect::Priority(_))
+        && !cfg.is_operator(&h.author)
+    {
+        return Err(core_error(&CoreError::HintNotPermitted {
+            author: h.author,
+            what: "post a deny or allow Hint: only an operator key or the contract in \
+                       force may; an agent may post priority Hints"
+                .to_owned(),
+        }));
+    }
+    if let Content::Fact(f) = rec.content()
+        && f.topic.as_str() == governance::DEPLOY_TOPIC
+    {
+        return Err(ApiError::bad_request(format!(
+            "facts under {} are contract deployments: POST them to /v1/contract",
+            governance::DEPLOY_TOPIC
+        )));
+    }
+    let quota = cfg.hint_quota_of(rec.author());
+    Ok(Op::Submit(Box::new(rec), quota))
+}
+
+/// The job that applies a verified action, with its author's authority.
+fn action_item(cfg: &ApiConfig, action: Action) -> Op {
+    let operator = cfg.is_operator(action.author());
+    Op::Act(Box::new(action), operator)
+}
+
+/// Parses a `POST /v1/batch` body: `{"items": [...]}` with 1 to [`MAX_BATCH_ITEMS`]
+/// items, each `{"record": <signed record>}` or `{"action": <signed action>}`, checked
+/// as its own route would check it; an item's error names it (`item`, from 0).
+fn parse_batch(cfg: &ApiConfig, body: &[u8]) -> Result<Vec<Op>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("request body: {e}")))?;
+    let Value::Object(mut top) = value else {
+        return Err(ApiError::bad_request(
+            "a batch is an object {\"items\": [...]}",
+        ));
+    };
+    if let Some(other) = top.keys().find(|k| *k != "items") {
+        return Err(ApiError::bad_request(format!(
+            "a batch has only \"items\", not {other:?}"
+        )));
+    }
+    let Some(Value::Array(items)) = top.remove("items") else {
+        return Err(ApiError::bad_request(
+            "a batch's \"items\" is an array of {\"record\": ...} or {\"action\": ...}",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::bad_request(format!(
+            "a batch has 1 to {MAX_BATCH_ITEMS} items, got {}",
+            items.len()
+        ))
+        .with("items", items.len() as u64)
+        .with("limit", MAX_BATCH_ITEMS as u64));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| batch_item(cfg, item).map_err(|e| e.with("item", i as u64)))
+        .collect()
+}
+
+/// One batch item as the job its own route would run.
+fn batch_item(cfg: &ApiConfig, item: Value) -> Result<Op, ApiError> {
+    let shape = || {
+        ApiError::bad_request(
+            "a batch item is {\"record\": <signed record>} or {\"action\": <signed action>}",
+        )
+    };
+    let Value::Object(mut item) = item else {
+        return Err(shape());
+    };
+    if item.len() != 1 {
+        return Err(shape());
+    }
+    if let Some(v) = item.remove("record") {
+        let rec = verify_signed::<Content>(cfg, v)?;
+        record_item(cfg, rec)
+    } else if let Some(v) = item.remove("action") {
+        let action = verify_signed::<ActionContent>(cfg, v)?;
+        Ok(action_item(cfg, action))
+    } else {
+        Err(shape())
+    }
+}
+
 /// Parses JSON, verifies hash and signature, then the allowlist.
 fn parse_signed<C: nexus_core::record::Signable>(
     cfg: &ApiConfig,
@@ -519,6 +600,14 @@ fn parse_signed<C: nexus_core::record::Signable>(
 ) -> Result<nexus_core::Signed<C>, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("request body: {e}")))?;
+    verify_signed(cfg, value)
+}
+
+/// Verifies a parsed record or action (hash, signature), then the allowlist.
+fn verify_signed<C: nexus_core::record::Signable>(
+    cfg: &ApiConfig,
+    value: Value,
+) -> Result<nexus_core::Signed<C>, ApiError> {
     let signed = nexus_core::Signed::<C>::from_value(value, &cfg.limits)
         .map_err(|e| validation_error(&e))?;
     let author = *signed.author();
@@ -548,6 +637,9 @@ enum Done {
     Withdrawn(FihHash),
     Retracted(FihHash),
     Deployed(Box<governance::Deployed>),
+    /// Each item's result with the number of log entries the items before it queued
+    /// (its entry's offset from the commit's first).
+    Batch(Vec<(Done, u64)>),
 }
 
 impl Outcome {
@@ -585,17 +677,18 @@ impl Outcome {
                 body: b.clone(),
                 code: None,
             },
-            Ok(Done::Submitted(s)) => Response::json(
-                if s.duplicate { 200 } else { 201 },
-                &Created {
-                    hash: s.hash,
-                    kind: s.kind,
-                    duplicate: s.duplicate,
-                    seq: if s.duplicate {
-                        None
-                    } else {
-                        first_seq.or(s.seq)
-                    },
+            Ok(Done::Submitted(s)) => {
+                Response::json(if s.duplicate { 200 } else { 201 }, &created(s, first_seq))
+            }
+            Ok(Done::Batch(items)) => Response::json(
+                200,
+                &BatchBody {
+                    results: items
+                        .iter()
+                        .filter_map(|(done, offset)| {
+                            batch_result(done, first_seq.map(|f| f + offset))
+                        })
+                        .collect(),
                 },
             ),
             Ok(Done::Leased(l)) => Response::json(200, &LeaseBody::from(l)),
@@ -634,6 +727,41 @@ impl Outcome {
     }
 }
 
+/// The answer to a record's submission; `first_seq`: the number the store gave its
+/// commit's log entry.
+fn created(s: &Submitted, first_seq: Option<u64>) -> Created {
+    Created {
+        hash: s.hash,
+        kind: s.kind,
+        duplicate: s.duplicate,
+        seq: if s.duplicate {
+            None
+        } else {
+            first_seq.or(s.seq)
+        },
+    }
+}
+
+/// A batch item's result; `seq`: the number the store gave its log entry.
+fn batch_result(done: &Done, seq: Option<u64>) -> Option<BatchResult> {
+    Some(match done {
+        Done::Submitted(s) => BatchResult::Record(created(s, seq)),
+        Done::Leased(l) => BatchResult::Lease(LeaseBody::from(l)),
+        Done::Withdrawn(h) => BatchResult::Withdrawn(WithdrawnBody {
+            intent: *h,
+            state: "withdrawn".to_owned(),
+        }),
+        Done::Retracted(h) => BatchResult::Retracted(RetractedBody { hint: *h, seq }),
+        // Not batch items.
+        Done::Body(_) | Done::Deployed(_) | Done::Batch(_) => return None,
+    })
+}
+
+/// Whether an item's result queued a log entry (a duplicate record queues none).
+fn logs_entry(done: &Done) -> bool {
+    !matches!(done, Done::Submitted(s) if s.duplicate)
+}
+
 fn body<T: Serialize>(v: &T) -> CoreResult<Done> {
     Ok(Done::Body(serde_json::to_vec(v).unwrap_or_default()))
 }
@@ -663,7 +791,31 @@ impl Job {
             Op::Submit(r, _) => Some(r.author()),
             Op::Act(a, _) => Some(a.author()),
             Op::Deploy { record, .. } => Some(record.author()),
+            // A batch: its first item's author (see `authors` for all of them).
+            Op::Batch(items) => items.first().and_then(|op| match op {
+                Op::Submit(r, _) => Some(r.author()),
+                Op::Act(a, _) => Some(a.author()),
+                _ => None,
+            }),
             _ => None,
+        }
+    }
+
+    /// Every signer of the job's records and actions, one per item (a batch names
+    /// each item's author, repeats included; other writes their one author; reads and
+    /// the host's own jobs none): what a host's per-author rate limit takes a token
+    /// from for each.
+    pub fn authors(&self) -> Vec<&nexus_core::AuthorKey> {
+        match &self.op {
+            Op::Batch(items) => items
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Submit(r, _) => Some(r.author()),
+                    Op::Act(a, _) => Some(a.author()),
+                    _ => None,
+                })
+                .collect(),
+            _ => self.author().into_iter().collect(),
         }
     }
 
@@ -671,7 +823,7 @@ impl Job {
     pub fn is_write(&self) -> bool {
         matches!(
             self.op,
-            Op::Submit(..) | Op::Act(..) | Op::Deploy { .. } | Op::ApplyHints(_)
+            Op::Submit(..) | Op::Act(..) | Op::Batch(_) | Op::Deploy { .. } | Op::ApplyHints(_)
         )
     }
 
@@ -698,6 +850,18 @@ impl Job {
         let mut m = Misses::default();
         let head = LOG_HEAD_KEY.to_owned();
         match &self.op {
+            Op::Batch(items) => {
+                for item in items {
+                    let rs = match item {
+                        Op::Submit(rec, _) => CoreReadSet::for_record(rec),
+                        Op::Act(action, _) => CoreReadSet::for_action(action),
+                        _ => continue,
+                    };
+                    m.kv_keys.extend(rs.kv);
+                    m.state_keys.extend(rs.states);
+                }
+                m.state_keys.push(head);
+            }
             Op::Submit(rec, _) => {
                 let rs = CoreReadSet::for_record(rec);
                 m.kv_keys = rs.kv;
@@ -814,6 +978,7 @@ impl Job {
                 .map(|d| Done::Deployed(Box::new(d)))
                 .map_err(|e| deploy_error(&e)),
             Op::GetContract => get_contract(core),
+            Op::Batch(items) => run_batch(core, items, now),
             Op::Checkpoint(key) => crate::tlog::checkpoint(core, key.as_ref()).map(Done::Body),
             Op::InclusionProof { seq, size } => {
                 crate::tlog::inclusion(core, *seq, *size).map(Done::Body)
@@ -875,12 +1040,8 @@ impl Job {
         O: ObjectStore,
     {
         match &self.op {
-            Op::Submit(rec, quota) => core.submit_within(rec, now, *quota).map(Done::Submitted),
-            Op::Act(action, operator) => core.act_as(action, now, *operator).map(|a| match a {
-                Applied::Leased(l) => Done::Leased(l),
-                Applied::Withdrawn(h) => Done::Withdrawn(h),
-                Applied::Retracted(h) => Done::Retracted(h),
-            }),
+            op @ (Op::Submit(..) | Op::Act(..)) => write_item(core, op, now),
+            Op::Batch(_) => unreachable!("batches run in execute"),
             Op::GetRecord { id } => {
                 let h = core.resolve_id(id)?;
                 let record = core.get_record(&h)?.ok_or(CoreError::UnknownRecord(h))?;
@@ -990,6 +1151,53 @@ impl Job {
             } => list_intents(core, *state, topic.as_ref(), *limit, cursor, now).map(Done::Body),
         }
     }
+}
+
+/// Runs a record's submission or an action.
+fn write_item<K, B, O>(core: &CompositeColdStorage<K, B, O>, op: &Op, now: u64) -> CoreResult<Done>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    match op {
+        Op::Submit(rec, quota) => core.submit_within(rec, now, *quota).map(Done::Submitted),
+        Op::Act(action, operator) => core.act_as(action, now, *operator).map(|a| match a {
+            Applied::Leased(l) => Done::Leased(l),
+            Applied::Withdrawn(h) => Done::Withdrawn(h),
+            Applied::Retracted(h) => Done::Retracted(h),
+        }),
+        _ => Err(CoreError::Store(nexus_store::StoreError::Backend(
+            "a batch item is a record or an action".into(),
+        ))),
+    }
+}
+
+/// Runs a batch's items in order against one store view: each sees what the ones before
+/// it wrote, and all of them land in the one commit a session drains (a failing item
+/// fails the batch, naming it, and the session discards every item's writes).
+fn run_batch<K, B, O>(
+    core: &CompositeColdStorage<K, B, O>,
+    items: &[Op],
+    now: u64,
+) -> Result<Done, ApiError>
+where
+    K: KeyValueStore,
+    B: BlobStore,
+    O: ObjectStore,
+{
+    let mut results = Vec::with_capacity(items.len());
+    let mut logged = 0u64;
+    for (i, item) in items.iter().enumerate() {
+        let done =
+            write_item(core, item, now).map_err(|e| core_error(&e).with("item", i as u64))?;
+        let offset = logged;
+        if logs_entry(&done) {
+            logged += 1;
+        }
+        results.push((done, offset));
+    }
+    Ok(Done::Batch(results))
 }
 
 /// Most versions `GET /v1/contract/history` lists.

@@ -31,6 +31,7 @@ use crate::wire::*;
         renew,
         withdraw,
         retract_hint,
+        batch,
         list_intents,
         get_intent,
         list_facts,
@@ -54,6 +55,8 @@ use crate::wire::*;
         LeaseBody,
         WithdrawnBody,
         RetractedBody,
+        BatchResult,
+        BatchBody,
         IntentItem,
         IntentList,
         FactList,
@@ -73,7 +76,9 @@ use crate::wire::*;
         WireRecord,
         WireAction,
         WireIntentState,
-        WireResolves
+        WireResolves,
+        WireBatch,
+        WireBatchItem
     )),
     modifiers(&HostLimits)
 )]
@@ -245,6 +250,28 @@ fn submit_hint() {}
         (status = 422, description = "wrong_kind", body = ErrorBody),
     ))]
 fn retract_hint() {}
+
+/// Commit several records and actions at once, all or nothing.
+///
+/// The items apply in order, each seeing what the ones before it did (propose an
+/// Intent, then claim it; resolve an Intent and propose its follow-ups), checked as
+/// their own routes check them, and commit in one atomic commit, their log entries
+/// consecutive. If any item fails, nothing is stored and the error names the item
+/// (`item`, from 0) with that item's own code and status.
+#[utoipa::path(post, path = "/v1/batch", tag = "writes", request_body = WireBatch,
+    responses(
+        (status = 200, description = "Every item committed; one result per item, in order", body = BatchBody),
+        (status = 400, description = "malformed_json, bad_request (not 1 to 64 items, or a malformed item), invalid_record, hash_mismatch, too_many_parents, selector_too_large, lease_out_of_range, clock_skew, legacy_action (each names the item)", body = ErrorBody),
+        (status = 401, description = "bad_signature (names the item)", body = ErrorBody),
+        (status = 403, description = "inadmissible, not_proposer, wrong_deployment, author_not_allowed, hint_not_permitted (each names the item)", body = ErrorBody),
+        (status = 404, description = "not_found (names the item)", body = ErrorBody),
+        (status = 409, description = "already_claimed, lease_expired, not_holder, stale_token, already_resolved, withdrawn, replayed, too_many_hints (each names the item), conflict", body = ErrorBody),
+        (status = 413, description = "body_too_large", body = ErrorBody),
+        (status = 422, description = "unknown_parent, wrong_kind (names the item)", body = ErrorBody),
+        (status = 429, description = "hint_quota (names the item)", body = ErrorBody),
+        (status = 503, description = "governance_pending: the contract's Hints are not committed", body = ErrorBody),
+    ))]
+fn batch() {}
 
 /// Claim an Intent (or take it over once its lease lapsed).
 #[utoipa::path(post, path = "/v1/intents/{id}/claim", tag = "writes", request_body = WireAction,

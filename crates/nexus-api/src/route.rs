@@ -19,6 +19,8 @@ pub enum Route {
     Withdraw,
     /// `POST /v1/hints/{id}/retract`
     RetractHint,
+    /// `POST /v1/batch`
+    Batch,
     /// `GET /v1/intents`
     ListIntents,
     /// `GET /v1/intents/{id}`
@@ -59,7 +61,7 @@ pub enum Route {
 
 impl Route {
     /// Every route the API serves (not [`Route::Unmatched`]).
-    pub const ALL: [Route; 24] = [
+    pub const ALL: [Route; 25] = [
         Route::ProposeIntent,
         Route::SubmitFact,
         Route::SubmitHint,
@@ -67,6 +69,7 @@ impl Route {
         Route::Renew,
         Route::Withdraw,
         Route::RetractHint,
+        Route::Batch,
         Route::ListIntents,
         Route::GetIntent,
         Route::ListFacts,
@@ -96,6 +99,7 @@ impl Route {
             | Route::Renew
             | Route::Withdraw
             | Route::RetractHint
+            | Route::Batch
             | Route::DeployContract => "POST",
             Route::Unmatched => "-",
             _ => "GET",
@@ -113,6 +117,7 @@ impl Route {
             Route::Renew => "/v1/intents/{id}/renew",
             Route::Withdraw => "/v1/intents/{id}/withdraw",
             Route::RetractHint => "/v1/hints/{id}/retract",
+            Route::Batch => "/v1/batch",
             Route::GetRecord => "/v1/records/{id}",
             Route::Provenance => "/v1/records/{id}/provenance",
             Route::Log => "/v1/log",
@@ -175,6 +180,7 @@ pub fn match_path(path: &str) -> Option<PathMatch<'_>> {
         "/v1/facts" => return plain(vec![Route::ListFacts, Route::SubmitFact]),
         "/v1/hints" => return plain(vec![Route::ListHints, Route::SubmitHint]),
         "/v1/log" => return plain(vec![Route::Log]),
+        "/v1/batch" => return plain(vec![Route::Batch]),
         "/v1/events" => return plain(vec![Route::Events]),
         "/v1/health" => return plain(vec![Route::Health]),
         "/v1/openapi.json" => return plain(vec![Route::OpenApi]),

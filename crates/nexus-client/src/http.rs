@@ -218,6 +218,40 @@ pub enum Acted {
     Retracted(Retracted),
 }
 
+/// One item of a batch ([`Client::batch`]): a signed record or a signed action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchItem {
+    /// A Fact, Intent or Hint.
+    Record(Record),
+    /// A claim, renewal, withdrawal or retraction.
+    Action(Action),
+}
+
+impl BatchItem {
+    /// The item's wire form: `{"record": …}` or `{"action": …}`.
+    pub fn to_value(&self) -> Value {
+        match self {
+            BatchItem::Record(r) => serde_json::json!({ "record": r.to_value() }),
+            BatchItem::Action(a) => serde_json::json!({ "action": a.to_value() }),
+        }
+    }
+}
+
+impl From<Record> for BatchItem {
+    fn from(r: Record) -> Self {
+        BatchItem::Record(r)
+    }
+}
+
+impl From<Action> for BatchItem {
+    fn from(a: Action) -> Self {
+        BatchItem::Action(a)
+    }
+}
+
+/// What one batch item did: the answer of its own route.
+pub type BatchResult = wire::BatchResult;
+
 /// Filters of `GET /v1/intents`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IntentQuery {
@@ -628,6 +662,22 @@ impl Client {
     pub fn withdraw(&self, action: &Action) -> Result<Withdrawn, ClientError> {
         let path = Self::action_path(action, "withdraw");
         self.decode("POST", &path, Some(&action.to_json()))
+    }
+
+    /// `POST /v1/batch`: commits every item, in order, in one atomic commit (each item
+    /// sees what the ones before it did), answering each item's result; or, if any
+    /// item fails, nothing, with that item's error (its index is the error's `item`
+    /// detail, see [`ApiError::detail`]). At most 64 items.
+    pub fn batch(&self, items: &[BatchItem]) -> Result<Vec<BatchResult>, ClientError> {
+        let body = serde_json::json!({
+            "items": items.iter().map(BatchItem::to_value).collect::<Vec<_>>()
+        });
+        let answer: wire::BatchBody = self.decode(
+            "POST",
+            "/v1/batch",
+            Some(&serde_json::to_vec(&body).unwrap_or_default()),
+        )?;
+        Ok(answer.results)
     }
 
     // ---- reads ----

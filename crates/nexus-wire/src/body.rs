@@ -69,6 +69,30 @@ pub struct RetractedBody {
     pub seq: Option<u64>,
 }
 
+/// What one item of a `POST /v1/batch` did: the body its own route would have answered,
+/// under the name of what it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BatchResult {
+    /// A record (`POST /v1/intents`, `/v1/facts`, `/v1/hints`).
+    Record(Created),
+    /// A claim or renewal.
+    Lease(LeaseBody),
+    /// A withdrawal.
+    Withdrawn(WithdrawnBody),
+    /// A Hint's retraction.
+    Retracted(RetractedBody),
+}
+
+/// `200` answer to `POST /v1/batch`: every item committed, all in one atomic commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchBody {
+    /// One result per item, in the items' order.
+    pub results: Vec<BatchResult>,
+}
+
 /// One Intent of a listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

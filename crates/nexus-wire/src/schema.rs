@@ -96,3 +96,23 @@ pub struct WireIntentState {
     /// Resolved: its author.
     pub by: Option<String>,
 }
+
+/// One item of a `POST /v1/batch` request: a signed record or a signed action.
+#[derive(utoipa::ToSchema)]
+#[schema(as = BatchItem)]
+pub enum WireBatchItem {
+    /// A Fact, Intent or Hint, as its own route takes it.
+    #[schema(rename = "record")]
+    Record(WireRecord),
+    /// A claim, renewal, withdrawal or retraction, as its own route takes it.
+    #[schema(rename = "action")]
+    Action(WireAction),
+}
+
+/// The body of `POST /v1/batch`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Batch)]
+pub struct WireBatch {
+    /// 1 to 64 items, applied in order, all or nothing.
+    pub items: Vec<WireBatchItem>,
+}

@@ -9,6 +9,7 @@ macro_rules! say {
 
 mod agents;
 mod archive;
+mod batch;
 mod cli;
 mod contract_cmd;
 mod demo;
@@ -129,6 +130,17 @@ enum Command {
         /// Explain this Hint (full hash or prefix).
         #[arg(long, value_name = "ID")]
         explain: Option<String>,
+    },
+    /// Sign the steps of a plan (JSON lines, or a JSON array; `-`: standard input) and
+    /// commit them all or nothing in one atomic commit. A step is one of
+    /// `{"propose": {"topic", "body", "parents"}}`, `{"fact": {"topic", "body",
+    /// "parents", "resolves", "token"}}`, `{"claim": {"intent", "lease"}}`, `{"renew":
+    /// {"intent", "token", "lease"}}`, `{"withdraw": {"intent"}}`, or a signed
+    /// `{"record": …}` / `{"action": …}`; an id is a hash, a prefix, or `@N` for the
+    /// record of step N (from 0) of the plan. At most 64 steps.
+    Batch {
+        /// The plan file (`-` for standard input).
+        plan: PathBuf,
     },
     /// Show a record (full hash or a prefix of at least 8 hex digits) and its parents.
     Show {
@@ -497,6 +509,7 @@ fn run(cli: Cli, server_given: bool) -> Result<ExitCode> {
         Command::Hints { explain: None } => cli::hint(&g, HintCmd::List)?,
         Command::Hints { explain: Some(id) } => contract_cmd::explain(&g, &id)?,
         Command::Show { id } => cli::show(&g, &id)?,
+        Command::Batch { plan } => batch::run(&g, &plan)?,
         Command::Log { from, limit } => cli::log(&g, from, limit)?,
         Command::Demo(args) => return demo::run(&g, server_given, &args),
         Command::Export { out } => export::export(&g, out.as_deref())?,

@@ -360,3 +360,93 @@ fn every_verb_json_and_errors() {
     );
     assert!(err.contains("cannot open"), "{err}");
 }
+
+/// `nexus batch`: a plan that proposes, claims, resolves and follows up in one commit,
+/// with `@N` ids; a failing plan names its step and stores nothing; bad plans are
+/// refused before anything is sent.
+#[test]
+fn batch_plans_commit_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("nexus-data"), true);
+    let home = dir.path().join("agent");
+    let url = Path::new(&server.url);
+    let env = [("NEXUS_HOME", home.as_path()), ("NEXUS_SERVER", url)];
+    nexus_ok(&["keygen"], &env);
+
+    let plan = dir.path().join("plan.jsonl");
+    std::fs::write(
+        &plan,
+        r#"# propose, claim it, resolve it, and follow up from the Fact
+{"propose": {"topic": "chem/x", "body": {"n": 1}}}
+{"claim": {"intent": "@0", "lease": "1m"}}
+{"fact": {"topic": "chem/x", "body": {"g": 3}, "parents": ["@0"], "resolves": "@0", "token": 1}}
+{"propose": {"topic": "chem/x/next", "parents": ["@2"]}}
+"#,
+    )
+    .expect("plan");
+    let out = nexus_ok(&["batch", plan.to_str().expect("path")], &env);
+    assert!(out.starts_with("4 steps committed in one commit"), "{out}");
+    assert!(
+        out.contains("  0: intent ") && out.contains("(seq 1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  1: leased ") && out.contains(" token 1 "),
+        "{out}"
+    );
+    assert!(
+        out.contains("  3: intent ") && out.contains("(seq 4)"),
+        "{out}"
+    );
+    let log = json(&nexus_ok(&["--json", "log"], &env));
+    assert_eq!(log["head"], 4, "{log}");
+    let resolved = json(&nexus_ok(
+        &["--json", "intent", "list", "--state", "resolved"],
+        &env,
+    ));
+    assert_eq!(
+        resolved["intents"].as_array().map(Vec::len),
+        Some(1),
+        "{resolved}"
+    );
+
+    // As a JSON array: a claim of the resolved Intent fails at step 1, and
+    // step 0's proposal is not stored.
+    let first = log["entries"][0]["record"]["hash"]
+        .as_str()
+        .expect("hash")
+        .to_owned();
+    let bad =
+        format!(r#"[{{"propose": {{"topic": "chem/y"}}}}, {{"claim": {{"intent": "{first}"}}}}]"#);
+    let bad_plan = dir.path().join("bad.json");
+    std::fs::write(&bad_plan, bad).expect("plan");
+    let (_, err) = nexus_fails(&["batch", bad_plan.to_str().expect("path")], &env);
+    assert!(
+        err.contains("failed at step 1; nothing was stored"),
+        "{err}"
+    );
+    assert!(err.contains("already_resolved"), "{err}");
+    let log = json(&nexus_ok(&["--json", "log"], &env));
+    assert_eq!(log["head"], 4, "nothing stored: {log}");
+    // The log of a batch replays like any other.
+    let out = nexus_ok(&["verify", &server.url, "--replay"], &env);
+    assert!(out.contains("4 entries"), "{out}");
+
+    for (plan, says) in [
+        ("", "no steps"),
+        ("{\"propose\": {}}\n", "propose needs a topic"),
+        (
+            "{\"claim\": {\"intent\": \"@5\"}}\n",
+            "only the steps before it",
+        ),
+        ("{\"fly\": {}}\n", "unknown step"),
+        ("not json\n", "line 1 of the plan is not JSON"),
+    ] {
+        let p = dir.path().join("p.jsonl");
+        std::fs::write(&p, plan).expect("plan");
+        let (_, err) = nexus_fails(&["batch", p.to_str().expect("path")], &env);
+        assert!(err.contains(says), "{plan:?}: {err}");
+    }
+    let (_, err) = nexus_fails(&["batch", "/nonexistent/plan"], &env);
+    assert!(err.contains("cannot read the plan"), "{err}");
+}

@@ -146,8 +146,9 @@ pub async fn after_write(env: &Env, host: &Host, route: Route, record: Option<&R
     if !deployed && no_contract() {
         return;
     }
-    let fact =
-        route == Route::SubmitFact || record.is_some_and(|r| r.content().kind() == Kind::Fact);
+    // A batch may carry Facts: its records are read back from the log.
+    let fact = matches!(route, Route::SubmitFact | Route::Batch)
+        || record.is_some_and(|r| r.content().kind() == Kind::Fact);
     if !(deployed || fact || FAILING.load(Ordering::Relaxed)) {
         return;
     }

@@ -288,20 +288,30 @@ fn explorer_asset(asset: nexus_explorer::Asset, head: bool) -> Result<Response> 
 /// Whether a signed write's author is over the per-author limit of the
 /// [`AUTHOR_LIMIT_BINDING`] binding. Without the binding, or when it fails, the write
 /// is not limited (logged): the limit protects capacity, it does not decide anything.
+///
+/// The binding counts calls, not weights: a batch asks once for each distinct author of
+/// its items (the native host takes one token per item).
 async fn over_author_limit(env: &Env, job: &nexus_api::Job) -> bool {
-    let Some(author) = job.author().filter(|_| job.is_write()) else {
+    if !job.is_write() {
         return false;
-    };
+    }
+    let mut authors = job.authors();
+    authors.sort_unstable();
+    authors.dedup();
+    if authors.is_empty() {
+        return false;
+    }
     let Ok(limiter) = env.rate_limiter(AUTHOR_LIMIT_BINDING) else {
         return false;
     };
-    match limiter.limit(author.to_string()).await {
-        Ok(outcome) => !outcome.success,
-        Err(e) => {
-            worker::console_warn!("{AUTHOR_LIMIT_BINDING}: {e}");
-            false
+    for author in authors {
+        match limiter.limit(author.to_string()).await {
+            Ok(outcome) if !outcome.success => return true,
+            Ok(_) => {}
+            Err(e) => worker::console_warn!("{AUTHOR_LIMIT_BINDING}: {e}"),
         }
     }
+    false
 }
 
 /// Runs `job` through the bridge under the contract's governance

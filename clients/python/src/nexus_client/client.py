@@ -353,6 +353,34 @@ class Client:
             return self.retract(action)
         return self.claim(action) if action.kind == "claim" else self.renew(action)
 
+    def batch(self, items: list[Record | Action]) -> list[Submitted | Lease | Withdrawn | Retracted]:
+        """``POST /v1/batch``: commits every item (records and actions, 1 to 64), in
+        order, in one atomic commit (each item sees what the ones before it did: propose
+        an Intent and claim it, or resolve one and propose follow-ups that derive from
+        the Fact). Answers each item's result, as its own route would; if any item
+        fails, nothing is stored and the :class:`ApiError` names it (``detail("item")``,
+        from 0)."""
+        wire: list[dict[str, Any]] = []
+        for item in items:
+            if isinstance(item, Record):
+                wire.append({"record": item.wire})
+            elif isinstance(item, Action):
+                wire.append({"action": item.wire})
+            else:
+                raise TypeError(f"a batch item is a Record or an Action, got {type(item).__name__}")
+        where, v = self._json("POST", "/v1/batch", canonical_text({"items": wire}).encode())
+        results = v.get("results") if isinstance(v, dict) else None
+        if not isinstance(results, list) or len(results) != len(items):
+            raise UnexpectedAnswer(*where, f"expected {len(items)} results, got {_snippet(str(v).encode())}")
+        kinds: dict[str, type[Any]] = {"record": Submitted, "lease": Lease, "withdrawn": Withdrawn, "retracted": Retracted}
+        out: list[Submitted | Lease | Withdrawn | Retracted] = []
+        for r in results:
+            if not isinstance(r, dict) or len(r) != 1 or next(iter(r)) not in kinds:
+                raise UnexpectedAnswer(*where, f"not a batch result: {_snippet(str(r).encode())}")
+            [(name, body)] = r.items()
+            out.append(_build(kinds[name], body, where))
+        return out
+
     # ---- reads ----
 
     def intents(self, *, cursor: str | None = None, **filters: Unpack[IntentFilters]) -> IntentPage:

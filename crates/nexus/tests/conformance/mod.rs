@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod batch;
 pub mod contract;
 pub mod hints;
 pub mod tlog;
@@ -88,6 +89,7 @@ pub fn run_conformance(base_url: &str) {
     let before = tlog::checkpoint(&c);
     let lc = lifecycle(&c, &tag, &alice, &bob, &carol);
     errors(&c, &tag, &alice, &bob, &carol, &lc);
+    batch::check(&c, &tag, &alice, &bob, &carol);
     contract::governance(&c, &tag, &carol);
     tlog::check(&c, &before, &tlog::checkpoint(&c));
 }
