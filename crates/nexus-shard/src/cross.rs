@@ -212,7 +212,8 @@ impl CrossCommit {
     }
 
     /// Locks of other transactions this commit met (its conflicts, if any, name their
-    /// keys).
+    /// keys, with the values under the locks: a host that settles a lock's transaction
+    /// must read those keys again before it uses their values).
     pub fn locks_met(&self) -> &[MetLock] {
         &self.locks
     }

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nexus_store::{
-    BlobStore, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, MAX_KEY_LEN, ObjectStore,
-    StoreError, StoreResult, check_commit, check_key, check_writable_state_key, log_key,
-    parse_head,
+    BlobStore, CasFailure, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, MAX_KEY_LEN,
+    ObjectStore, StoreError, StoreResult, check_commit, check_key, check_writable_state_key,
+    log_key, parse_head,
 };
 
 use crate::cross::{CrossCommit, CrossError, Lost, ShardStep};
@@ -322,7 +322,10 @@ impl<O: ObjectStore> ShardedObjects<O> {
                     for met in cc.locks_met() {
                         resolved |= self.resolve(met.shard, met.lock.clone())?;
                     }
-                    if !resolved || round >= MAX_RESOLVE_ROUNDS {
+                    if round >= MAX_RESOLVE_ROUNDS {
+                        return Ok(CommitOutcome::Conflict(self.refreshed(f)?));
+                    }
+                    if !resolved {
                         return Ok(CommitOutcome::Conflict(f));
                     }
                     round += 1;
@@ -330,6 +333,22 @@ impl<O: ObjectStore> ShardedObjects<O> {
                 other => return Ok(other),
             }
         }
+    }
+
+    /// The failures of a conflict with each key's value read again at its home: a
+    /// conflict names a locked key with the value under its lock, which is stale once
+    /// the lock's transaction was settled.
+    fn refreshed(&self, failures: Vec<CasFailure>) -> StoreResult<Vec<CasFailure>> {
+        let keys: Vec<&str> = failures.iter().map(|f| f.key.as_str()).collect();
+        let values = self.sharded_reads(&keys)?;
+        Ok(failures
+            .iter()
+            .zip(values)
+            .map(|(f, current)| CasFailure {
+                key: f.key.clone(),
+                current,
+            })
+            .collect())
     }
 
     /// Reads `keys` at their homes with the lock of each: a lock of a decided (or

@@ -891,17 +891,30 @@ impl Sim {
                 });
             }
         };
-        if matches!(outcome, CommitOutcome::Conflict(_)) {
-            let now = self.fabric.isolates[iso].now(self.time);
-            for met in cc.locks_met() {
-                let r = self.run_resolver(Resolver::for_lock(met.shard, met.lock.clone(), now));
-                self.log(format!(
-                    "#{id} met a lock of txn {} on shard {}: {r:?}",
-                    short(&met.lock.txn),
-                    met.shard
-                ));
+        let outcome = match outcome {
+            CommitOutcome::Conflict(failures) if !cc.locks_met().is_empty() => {
+                let now = self.fabric.isolates[iso].now(self.time);
+                for met in cc.locks_met() {
+                    let r = self.run_resolver(Resolver::for_lock(met.shard, met.lock.clone(), now));
+                    self.log(format!(
+                        "#{id} met a lock of txn {} on shard {}: {r:?}",
+                        short(&met.lock.txn),
+                        met.shard
+                    ));
+                }
+                // The conflict named the locked keys with the values under their locks:
+                // read them again, now that the locks are settled.
+                let keys: Vec<String> = failures.iter().map(|f| f.key.clone()).collect();
+                let values = self.read_settled(iso, &keys);
+                CommitOutcome::Conflict(
+                    keys.into_iter()
+                        .zip(values)
+                        .map(|(key, current)| nexus_store::CasFailure { key, current })
+                        .collect(),
+                )
             }
-        }
+            other => other,
+        };
         self.settle(id, iso, batch, outcome)
     }
 
