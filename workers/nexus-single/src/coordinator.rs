@@ -598,7 +598,7 @@ mod class {
             let (_, head) = s.index_progress().map_err(|e| e.detail())?;
             // Archives are shard 0's log (spec/shards.md, "Not done here"): only it
             // restores from them.
-            if head == 0 && self.shard() == 0 {
+            if head == 0 && self.archives() {
                 let bucket = self
                     .env
                     .bucket(crate::R2_BINDING)
@@ -638,6 +638,18 @@ mod class {
                 .filter(|v| !v.is_empty());
             let id = match configured {
                 Some(v) => v,
+                // Every shard names shard 0's id (`meta/deployment` is replicated).
+                None if self.shard() > 0 => self
+                    .env
+                    .durable_object(crate::DO_BINDING)
+                    .and_then(|ns| {
+                        ns.id_from_name(crate::COORDINATOR_NAME)
+                            .map(|id| id.to_string())
+                    })
+                    .map_err(|e| StoreError::Backend(format!("shard 0's id: {e}")))?
+                    .chars()
+                    .take(32)
+                    .collect(),
                 None => self.state.id().to_string().chars().take(32).collect(),
             };
             let id: nexus_core::Deployment = id.parse().map_err(|e| {
@@ -654,6 +666,13 @@ mod class {
         /// Which shard this object is (from its name; 0 for today's one coordinator).
         fn shard(&self) -> usize {
             crate::shards::shard_of_name(self.state.id().name().as_deref())
+        }
+
+        /// Whether this coordinator archives its log: one coordinator only (archives
+        /// over N shards are not done: spec/shards.md, "Not done here").
+        fn archives(&self) -> bool {
+            self.shard() == 0
+                && crate::shards::ShardConfig::from_env(&self.env).is_ok_and(|c| c.n() == 1)
         }
 
         /// Resolves the stale cross-shard parts this shard holds (`xpart/` rows), the
@@ -906,7 +925,7 @@ mod class {
                     worker::console_warn!("sweep alarm not set: {e}");
                 }
             }
-            if self.appended.replace(false) && self.shard() == 0 {
+            if self.appended.replace(false) && self.archives() {
                 let settings = ArchiveSettings::from_env(&self.env);
                 let due = self
                     .store()
@@ -973,8 +992,7 @@ mod class {
                 }
             }
             let settings = ArchiveSettings::from_env(&self.env);
-            // Archives hold shard 0's log only (spec/shards.md).
-            if self.shard() == 0 {
+            if self.archives() {
                 match archive::archive_due(&store, &kv, &bucket, &settings, now_ms).await {
                     Ok(done) => {
                         for key in &done.snapshots {

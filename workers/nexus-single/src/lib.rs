@@ -312,6 +312,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         }
         "/__test/archive" => return testing::archive_route(&env, url.query()).await,
         "/__test/wipe" => return testing::wipe_route(&env, url.query()).await,
+        "/__test/parts" => return testing::parts_route(&env, url.query()).await,
         "/__test/events" => {
             let read = events::READ_UPTO.load(std::sync::atomic::Ordering::Relaxed);
             return Response::from_json(&serde_json::json!({ "read_upto": read }));
