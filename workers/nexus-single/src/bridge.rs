@@ -679,6 +679,6 @@ impl Host {
             .get(shard)
             .ok_or_else(|| backend("coordinator", format!("no shard {shard}")))?;
         self.count(|c| c.do_calls += 1);
-        shards::call_stub(stub, path, request).await
+        shards::call_stub(stub, shard, path, request).await
     }
 }

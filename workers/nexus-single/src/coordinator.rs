@@ -526,6 +526,9 @@ mod class {
         /// Whether the last call stored a cross-shard part (a prewrite): the alarm
         /// must be armed to settle it if its transaction stalls.
         parts_held: Cell<bool>,
+        /// The shard index the Worker's calls name ([`crate::shards::SHARD_HEADER`]),
+        /// for when the object does not see its own name.
+        shard_hint: Cell<Option<usize>>,
         /// When the alarm this instance set fires (ms since the epoch), if it did.
         alarm_at: Cell<Option<u64>>,
         /// Whether the store is being opened (and restored): other calls wait.
@@ -665,7 +668,10 @@ mod class {
 
         /// Which shard this object is (from its name; 0 for today's one coordinator).
         fn shard(&self) -> usize {
-            crate::shards::shard_of_name(self.state.id().name().as_deref())
+            match self.state.id().name() {
+                Some(name) => crate::shards::shard_of_name(Some(&name)),
+                None => self.shard_hint.get().unwrap_or(0),
+            }
         }
 
         /// Whether this coordinator archives its log: one coordinator only (archives
@@ -685,7 +691,8 @@ mod class {
             }
             let config = crate::shards::ShardConfig::from_env(&self.env)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
-            let me = self.shard();
+            // Its own calls go to its storage whatever its index.
+            let me = crate::shards::THIS_SHARD;
             let now = now_ms();
             let plan = nexus_shard::sweep_ttl(me, &rows, now, config.lock_ttl_ms)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -888,6 +895,7 @@ mod class {
                 index_behind: Cell::new(false),
                 appended: Cell::new(false),
                 parts_held: Cell::new(false),
+                shard_hint: Cell::new(None),
                 alarm_at: Cell::new(None),
                 opening: Cell::new(false),
                 restore_failed: RefCell::new(None),
@@ -897,6 +905,15 @@ mod class {
 
         async fn fetch(&self, mut req: Request) -> WorkerResult<Response> {
             let path = req.path();
+            if let Some(i) = req
+                .headers()
+                .get(crate::shards::SHARD_HEADER)
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+            {
+                self.shard_hint.set(Some(i));
+            }
             let body = req.bytes().await?;
             match path.as_str() {
                 RESTORE_PATH => return self.restore_call().await,

@@ -155,16 +155,28 @@ pub fn shard_of_name(name: Option<&str>) -> usize {
         .unwrap_or(0)
 }
 
-/// One `POST path` to a coordinator stub with a JSON body, its JSON answer (any status
-/// but 200 is an error carrying the body).
+/// The header that tells a coordinator which shard it is (sent to shards `i > 0`: an
+/// object reached through another Worker may not see its own name).
+pub const SHARD_HEADER: &str = "x-nexus-shard";
+
+/// One `POST path` to shard `shard`'s stub with a JSON body, its JSON answer (any
+/// status but 200 is an error carrying the body).
 pub async fn call_stub<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
     stub: &Stub,
+    shard: usize,
     path: &str,
     request: &Q,
 ) -> StoreResult<A> {
     let body = serde_json::to_string(request).map_err(|e| backend("coordinator", e))?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
+    if shard > 0 {
+        let headers = worker::Headers::new();
+        headers
+            .set(SHARD_HEADER, &shard.to_string())
+            .map_err(|e| backend("coordinator", e))?;
+        init.with_headers(headers);
+    }
     let req = Request::new_with_init(&format!("https://coordinator{path}"), &init)
         .map_err(|e| backend("coordinator", e))?;
     let mut resp = stub
@@ -181,14 +193,18 @@ pub async fn call_stub<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| backend("coordinator answer", e))
 }
 
-/// `/read` of state keys on a stub.
-pub async fn read_keys(stub: &Stub, keys: Vec<String>) -> StoreResult<Vec<Option<Vec<u8>>>> {
+/// `/read` of state keys on shard `shard`'s stub.
+pub async fn read_keys(
+    stub: &Stub,
+    shard: usize,
+    keys: Vec<String>,
+) -> StoreResult<Vec<Option<Vec<u8>>>> {
     let n = keys.len();
     let req = ReadRequest {
         keys,
         ..ReadRequest::default()
     };
-    let reply: ReadReply = call_stub(stub, READ_PATH, &req).await?;
+    let reply: ReadReply = call_stub(stub, shard, READ_PATH, &req).await?;
     if reply.values.len() != n {
         return Err(backend(
             "coordinator read",
@@ -198,14 +214,23 @@ pub async fn read_keys(stub: &Stub, keys: Vec<String>) -> StoreResult<Vec<Option
     Ok(reply.values.into_iter().map(|v| v.map(|h| h.0)).collect())
 }
 
-/// `/commit` of a protocol commit on a stub (its index: none to add).
-pub async fn commit_on(stub: &Stub, commit: &nexus_store::Commit) -> StoreResult<CommitOutcome> {
-    let reply: CommitReply = call_stub(stub, COMMIT_PATH, &CommitRequest::new(commit)).await?;
+/// `/commit` of a protocol commit on shard `shard`'s stub (its index: none to add).
+pub async fn commit_on(
+    stub: &Stub,
+    shard: usize,
+    commit: &nexus_store::Commit,
+) -> StoreResult<CommitOutcome> {
+    let req = CommitRequest::new(commit);
+    let reply: CommitReply = call_stub(stub, shard, COMMIT_PATH, &req).await?;
     Ok(reply.outcome())
 }
 
+/// The shard index a coordinator's sweep gives its own shard when it does not know its
+/// index: its calls go to the local storage.
+pub const THIS_SHARD: usize = usize::MAX;
+
 /// Runs a resolver to its end over the shards' stubs: `local` answers the calls to
-/// the shard it runs on (the coordinator's own storage), `stub(i)` gives the others'.
+/// shard `me` (the coordinator's own storage), `stub(i)` gives the others'.
 /// A failed call counts as [`Lost`] (every resolver call is idempotent) and is sent
 /// again, at most [`MAX_SHARD_STEPS`] calls in all.
 pub async fn run_resolver<L, S>(
@@ -229,7 +254,7 @@ where
                     local.get_states(&refs)
                 } else {
                     match stub(shard) {
-                        Ok(s) => read_keys(&s, keys).await,
+                        Ok(s) => read_keys(&s, shard, keys).await,
                         Err(e) => Err(backend("stub", e)),
                     }
                 };
@@ -240,7 +265,7 @@ where
                     local.commit(&commit)
                 } else {
                     match stub(shard) {
-                        Ok(s) => commit_on(&s, &commit).await,
+                        Ok(s) => commit_on(&s, shard, &commit).await,
                         Err(e) => Err(backend("stub", e)),
                     }
                 };

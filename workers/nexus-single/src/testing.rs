@@ -320,7 +320,7 @@ pub async fn parts_route(env: &Env, query: Option<&str>) -> Result<Response> {
         ..Default::default()
     };
     let reply: crate::protocol::ReadReply =
-        crate::shards::call_stub(&stub, crate::protocol::READ_PATH, &req)
+        crate::shards::call_stub(&stub, shard, crate::protocol::READ_PATH, &req)
             .await
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
     Response::from_json(&serde_json::json!({ "parts": reply.lists.concat() }))
