@@ -82,6 +82,20 @@ impl std::fmt::Debug for Governor {
     }
 }
 
+/// The `503 governance_pending` refusal of [`Governor::gate`], for a host whose
+/// governor runs elsewhere (the Worker's governance object): `why` is its
+/// [`Governor::failure`].
+pub fn governance_pending(why: String) -> ApiError {
+    ApiError::new(
+        ErrorCode::GovernancePending,
+        format!(
+            "the contract's Hints are not committed ({why}): proposals and claims \
+             are refused until they are"
+        ),
+    )
+    .with("message", why)
+}
+
 /// Why catching up stopped (the next call tries again).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("contract governance: {0}")]
@@ -138,14 +152,7 @@ impl Governor {
         }
         match self.failure() {
             None => Ok(()),
-            Some(why) => Err(ApiError::new(
-                ErrorCode::GovernancePending,
-                format!(
-                    "the contract's Hints are not committed ({why}): proposals and claims \
-                     are refused until they are"
-                ),
-            )
-            .with("message", why)),
+            Some(why) => Err(governance_pending(why)),
         }
     }
 
@@ -227,21 +234,25 @@ impl Governor {
             // Only a whole catch-up repairs a failure (it re-reads what was missed).
             return Ok(Next::CatchUp);
         }
-        let Some(rec) = committed else {
-            // A batch's records are not handed over: it may have committed Facts.
-            return Ok(if matches!(route, Route::SubmitFact | Route::Batch) {
-                Next::CatchUp
-            } else {
-                Next::Nothing
-            });
-        };
-        if !matches!(rec.content(), Content::Fact(_)) {
-            // Intents, claims and Hints change no Fact: nothing to evaluate.
-            return Ok(Next::Nothing);
-        }
         // The evaluator takes Facts in log order with their commit times, which the
         // log has: concurrent writes hand theirs over here in any order.
-        Ok(Next::CatchUp)
+        Ok(if Self::may_commit_facts(route, committed) {
+            Next::CatchUp
+        } else {
+            Next::Nothing
+        })
+    }
+
+    /// Whether a committed write on `route` (which submitted `committed`, if the host
+    /// knows it) may have committed a Fact, so that the contract must evaluate: a
+    /// Fact's submission, or a batch (its items are not handed over). Intents, claims
+    /// and Hints change no Fact. The rule of [`observe`](Self::observe), for hosts
+    /// whose governor runs elsewhere (the Worker's governance object).
+    pub fn may_commit_facts(route: Route, committed: Option<&Record>) -> bool {
+        match committed {
+            Some(rec) => matches!(rec.content(), Content::Fact(_)),
+            None => matches!(route, Route::SubmitFact | Route::Batch),
+        }
     }
 
     /// Takes the commit-order lock (before `state`).
@@ -257,48 +268,276 @@ impl Governor {
             .map_err(|_| GovernError("a previous catch-up panicked".into()))
     }
 
-    /// Commits `delta` (or, when reconciling, every Hint of the evaluator); the caller
-    /// holds `flushing`, not `state`.
-    fn commit(
+    /// Brings the contract's Hints up to date with the commit log. `run` executes a
+    /// job as the host does (reads against the store, writes through its write path)
+    /// and answers its response. Answers the response of the Hint commit, if one was
+    /// needed. A thin loop over [`CatchUp`], for hosts that may block.
+    pub fn catch_up(
         &self,
-        contract: FihHash,
-        delta: HintDelta,
-        run: &mut impl FnMut(Job) -> Response,
+        limits: &Limits,
+        mut run: impl FnMut(Job) -> Response,
     ) -> Result<Option<Response>, GovernError> {
-        let update = {
-            let state = self.lock()?;
-            if state.reconcile {
-                HintUpdate {
-                    contract,
-                    replace_all: true,
-                    max_active: self.max_hints,
-                    remove: Vec::new(),
-                    add: state
-                        .eval
-                        .as_ref()
-                        .map(|e| e.hints().cloned().collect())
-                        .unwrap_or_default(),
-                }
-            } else if delta.is_empty() {
-                return Ok(None);
-            } else {
-                HintUpdate {
-                    contract,
-                    replace_all: false,
-                    max_active: self.max_hints,
-                    remove: delta.removed,
-                    add: delta.added,
-                }
+        let mut c = self.start(limits);
+        loop {
+            match c.poll() {
+                CatchUpStep::Run(job) => c.feed(run(job)),
+                CatchUpStep::Done(result) => return result,
+            }
+        }
+    }
+
+    /// The same catch-up as [`catch_up`](Self::catch_up), as a sans-IO state machine
+    /// for hosts that cannot block (the Worker's governance object awaits each job):
+    /// [`CatchUp::poll`] names the next job to run, [`CatchUp::feed`] takes its
+    /// answer. It holds the governor's locks until it is done (or dropped), so a host
+    /// runs one at a time.
+    pub fn start<'g>(&'g self, limits: &Limits) -> CatchUp<'g> {
+        let mut c = CatchUp {
+            gov: self,
+            limits: limits.clone(),
+            order: None,
+            state: None,
+            phase: Phase::Head,
+            delta: HintDelta::default(),
+            result: None,
+        };
+        match self.order() {
+            Ok(order) => c.order = Some(order),
+            Err(e) => c.finish(Err(e)),
+        }
+        if c.result.is_none() {
+            match self.lock() {
+                Ok(state) => c.state = Some(state),
+                Err(e) => c.finish(Err(e)),
+            }
+        }
+        c
+    }
+}
+
+/// What a [`CatchUp`] needs next.
+#[derive(Debug)]
+pub enum CatchUpStep {
+    /// Run this job as the host runs its own (reads against the store, writes through
+    /// its write path) and [`feed`](CatchUp::feed) its answer.
+    Run(Job),
+    /// Finished (recorded in [`Governor::failure`]): the response of the Hint commit,
+    /// if one was needed, or why catching up stopped (the next catch-up tries again).
+    Done(Result<Option<Response>, GovernError>),
+}
+
+/// Where a [`CatchUp`] is: which job's answer it waits for.
+enum Phase {
+    /// [`Job::contract_head`].
+    Head,
+    /// [`Job::get_contract`] of the contract `c`, the log then read up to `log_head`.
+    Contract { c: Current, log_head: u64 },
+    /// [`Job::log`] pages of the log up to `log_head`.
+    Log { c: Current, log_head: u64 },
+    /// [`Job::apply_hints`] of `job` (a full replacement when `replaced_all`).
+    Commit { job: Job, replaced_all: bool },
+    /// Nothing.
+    Finished,
+}
+
+/// One catch-up of a [`Governor`] (see [`Governor::start`]): the evaluation rules of
+/// [`Governor::catch_up`], with the host's I/O left out.
+pub struct CatchUp<'g> {
+    gov: &'g Governor,
+    limits: Limits,
+    /// The commit-order lock, held to the end.
+    order: Option<std::sync::MutexGuard<'g, ()>>,
+    /// The evaluator's state, held while the log is read (not across the Hint commit).
+    state: Option<std::sync::MutexGuard<'g, State>>,
+    phase: Phase,
+    delta: HintDelta,
+    result: Option<Result<Option<Response>, GovernError>>,
+}
+
+impl std::fmt::Debug for CatchUp<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatchUp").finish_non_exhaustive()
+    }
+}
+
+impl CatchUp<'_> {
+    /// The next job to run, or the outcome. Once it answered [`CatchUpStep::Done`],
+    /// it answers an error.
+    pub fn poll(&mut self) -> CatchUpStep {
+        if let Some(result) = self.result.take() {
+            self.phase = Phase::Finished;
+            return CatchUpStep::Done(result);
+        }
+        match &self.phase {
+            Phase::Head => CatchUpStep::Run(Job::contract_head()),
+            Phase::Contract { .. } => CatchUpStep::Run(Job::get_contract()),
+            Phase::Log { .. } => {
+                let cursor = self.state.as_ref().map_or(0, |s| s.cursor);
+                CatchUpStep::Run(Job::log(cursor + 1, PAGE))
+            }
+            Phase::Commit { job, .. } => CatchUpStep::Run(job.clone()),
+            Phase::Finished => {
+                CatchUpStep::Done(Err(GovernError("the catch-up already finished".into())))
+            }
+        }
+    }
+
+    /// The answer of the job [`poll`](Self::poll) named.
+    pub fn feed(&mut self, r: Response) {
+        if self.result.is_some() {
+            return;
+        }
+        let phase = std::mem::replace(&mut self.phase, Phase::Finished);
+        let next = match phase {
+            Phase::Head => self.head(&r),
+            Phase::Contract { c, log_head } => self.contract(&r, c, log_head),
+            Phase::Log { c, log_head } => self.page(&r, c, log_head),
+            Phase::Commit { replaced_all, .. } => self.committed(r, replaced_all),
+            Phase::Finished => return,
+        };
+        match next {
+            Ok(phase) => self.phase = phase,
+            Err(e) => self.finish(Err(e)),
+        }
+    }
+
+    /// Releases the locks and records the outcome (the next [`poll`](Self::poll)
+    /// answers it).
+    fn finish(&mut self, result: Result<Option<Response>, GovernError>) {
+        self.state = None;
+        self.order = None;
+        self.phase = Phase::Finished;
+        self.result = Some(self.gov.settle(result));
+    }
+
+    fn state(&mut self) -> Result<&mut State, GovernError> {
+        if self.state.is_none() {
+            self.state = Some(self.gov.lock()?);
+        }
+        match self.state.as_deref_mut() {
+            Some(s) => Ok(s),
+            None => Err(GovernError("the evaluator's state is not held".into())),
+        }
+    }
+
+    fn head(&mut self, r: &Response) -> Result<Phase, GovernError> {
+        let head = ok_json("contract head", r)?;
+        let current: Option<Current> = serde_json::from_value(head["current"].clone())
+            .map_err(|e| GovernError(format!("contract head: {e}")))?;
+        let log_head = head["head"].as_u64().unwrap_or(0);
+        let state = self.state()?;
+        if current != state.current {
+            state.current = current;
+            state.eval = None;
+            state.cursor = 0;
+            state.reconcile = true;
+            if let Some(c) = current {
+                return Ok(Phase::Contract { c, log_head });
+            }
+        }
+        let Some(c) = current else {
+            state.reconcile = false;
+            self.gov.idle.store(true, Ordering::SeqCst);
+            self.finish(Ok(None));
+            return Ok(Phase::Finished);
+        };
+        self.read_log(c, log_head)
+    }
+
+    fn contract(&mut self, r: &Response, c: Current, log_head: u64) -> Result<Phase, GovernError> {
+        let body = ok_json("GET /v1/contract", r)?;
+        let source = body["source"].as_str().unwrap_or_default();
+        let contract = Contract::parse_with_limits("contract.nex", source, &self.limits)
+            .map_err(|e| GovernError(format!("stored contract {}: {e}", c.hash)))?;
+        self.state()?.eval = Some(Evaluator::new(Arc::new(contract)));
+        self.read_log(c, log_head)
+    }
+
+    /// The next log page while the cursor is short of `log_head`, else the commit.
+    fn read_log(&mut self, c: Current, log_head: u64) -> Result<Phase, GovernError> {
+        self.gov.idle.store(false, Ordering::SeqCst);
+        if self.state()?.cursor < log_head {
+            Ok(Phase::Log { c, log_head })
+        } else {
+            self.commit(c)
+        }
+    }
+
+    fn page(&mut self, r: &Response, c: Current, log_head: u64) -> Result<Phase, GovernError> {
+        let page = ok_json("log", r)?;
+        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        if entries.is_empty() {
+            return self.commit(c);
+        }
+        let limits = self.limits.clone();
+        let mut delta = HintDelta::default();
+        let state = self.state()?;
+        for e in entries {
+            let seq = e["seq"].as_u64().unwrap_or(state.cursor + 1);
+            state.cursor = state.cursor.max(seq);
+            let Some(rec) = e.get("record") else { continue };
+            let at = e["at"].as_u64().unwrap_or(0);
+            if rec["kind"] != "fact" {
+                continue;
+            }
+            let bytes = serde_json::to_vec(rec).unwrap_or_default();
+            // The host's own log: hashes are rechecked, signatures were checked on
+            // acceptance.
+            let rec = Record::from_stored_json(&bytes, &limits)
+                .map_err(|e| GovernError(format!("log entry {seq}: {e}")))?;
+            if let (Content::Fact(f), Some(eval)) = (rec.content(), state.eval.as_mut()) {
+                delta.extend(eval.add_fact(rec.hash(), f, at));
+            }
+        }
+        self.delta.extend(delta);
+        self.read_log(c, log_head)
+    }
+
+    /// The commit of `delta` (or, when reconciling, of every Hint of the evaluator),
+    /// without the evaluator's state held; done when there is nothing to commit.
+    fn commit(&mut self, c: Current) -> Result<Phase, GovernError> {
+        let max_active = self.gov.max_hints;
+        let delta = std::mem::take(&mut self.delta);
+        let state = self.state()?;
+        let update = if state.reconcile {
+            HintUpdate {
+                contract: c.hash,
+                replace_all: true,
+                max_active,
+                remove: Vec::new(),
+                add: state
+                    .eval
+                    .as_ref()
+                    .map(|e| e.hints().cloned().collect())
+                    .unwrap_or_default(),
+            }
+        } else if delta.is_empty() {
+            self.finish(Ok(None));
+            return Ok(Phase::Finished);
+        } else {
+            HintUpdate {
+                contract: c.hash,
+                replace_all: false,
+                max_active,
+                remove: delta.removed,
+                add: delta.added,
             }
         };
-        let replaced_all = update.replace_all;
-        let r = run(Job::apply_hints(update));
-        let mut state = self.lock()?;
+        self.state = None;
+        Ok(Phase::Commit {
+            replaced_all: update.replace_all,
+            job: Job::apply_hints(update),
+        })
+    }
+
+    fn committed(&mut self, r: Response, replaced_all: bool) -> Result<Phase, GovernError> {
+        let state = self.state()?;
         if r.status / 100 == 2 {
             if replaced_all {
                 state.reconcile = false;
             }
-            Ok(Some(r))
+            self.finish(Ok(Some(r)));
+            Ok(Phase::Finished)
         } else {
             // Try again, wholesale, at the next call.
             state.reconcile = true;
@@ -308,77 +547,5 @@ impl Governor {
                 String::from_utf8_lossy(&r.body)
             )))
         }
-    }
-
-    /// Brings the contract's Hints up to date with the commit log. `run` executes a
-    /// job as the host does (reads against the store, writes through its write path)
-    /// and answers its response. Answers the response of the Hint commit, if one was
-    /// needed.
-    pub fn catch_up(
-        &self,
-        limits: &Limits,
-        run: impl FnMut(Job) -> Response,
-    ) -> Result<Option<Response>, GovernError> {
-        self.settle(self.catch_up_inner(limits, run))
-    }
-
-    fn catch_up_inner(
-        &self,
-        limits: &Limits,
-        mut run: impl FnMut(Job) -> Response,
-    ) -> Result<Option<Response>, GovernError> {
-        let _order = self.order()?;
-        let mut state = self.lock()?;
-        let head = ok_json("contract head", &run(Job::contract_head()))?;
-        let current: Option<Current> = serde_json::from_value(head["current"].clone())
-            .map_err(|e| GovernError(format!("contract head: {e}")))?;
-        let log_head = head["head"].as_u64().unwrap_or(0);
-        if current != state.current {
-            state.current = current;
-            state.eval = None;
-            state.cursor = 0;
-            state.reconcile = true;
-            if let Some(c) = current {
-                let r = run(Job::get_contract());
-                let body = ok_json("GET /v1/contract", &r)?;
-                let source = body["source"].as_str().unwrap_or_default();
-                let contract = Contract::parse_with_limits("contract.nex", source, limits)
-                    .map_err(|e| GovernError(format!("stored contract {}: {e}", c.hash)))?;
-                state.eval = Some(Evaluator::new(Arc::new(contract)));
-            }
-        }
-        let Some(c) = current else {
-            state.reconcile = false;
-            self.idle.store(true, Ordering::SeqCst);
-            return Ok(None);
-        };
-        self.idle.store(false, Ordering::SeqCst);
-        let mut delta = HintDelta::default();
-        while state.cursor < log_head {
-            let page = ok_json("log", &run(Job::log(state.cursor + 1, PAGE)))?;
-            let entries = page["entries"].as_array().cloned().unwrap_or_default();
-            if entries.is_empty() {
-                break;
-            }
-            for e in entries {
-                let seq = e["seq"].as_u64().unwrap_or(state.cursor + 1);
-                state.cursor = state.cursor.max(seq);
-                let Some(rec) = e.get("record") else { continue };
-                let at = e["at"].as_u64().unwrap_or(0);
-                if rec["kind"] != "fact" {
-                    continue;
-                }
-                let bytes = serde_json::to_vec(rec).unwrap_or_default();
-                // The host's own log: hashes are rechecked, signatures were checked on
-                // acceptance.
-                let rec = Record::from_stored_json(&bytes, limits)
-                    .map_err(|e| GovernError(format!("log entry {seq}: {e}")))?;
-                if let (Content::Fact(f), Some(eval)) = (rec.content(), state.eval.as_mut()) {
-                    delta.extend(eval.add_fact(rec.hash(), f, at));
-                }
-            }
-        }
-        drop(state);
-        self.commit(c.hash, delta, &mut run)
     }
 }

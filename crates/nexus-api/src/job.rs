@@ -791,13 +791,31 @@ impl Job {
             Op::Submit(r, _) => Some(r.author()),
             Op::Act(a, _) => Some(a.author()),
             Op::Deploy { record, .. } => Some(record.author()),
-            // A batch counts as one write of its first item's author.
+            // A batch: its first item's author (see `authors` for all of them).
             Op::Batch(items) => items.first().and_then(|op| match op {
                 Op::Submit(r, _) => Some(r.author()),
                 Op::Act(a, _) => Some(a.author()),
                 _ => None,
             }),
             _ => None,
+        }
+    }
+
+    /// Every signer of the job's records and actions, one per item (a batch names
+    /// each item's author, repeats included; other writes their one author; reads and
+    /// the host's own jobs none): what a host's per-author rate limit takes a token
+    /// from for each.
+    pub fn authors(&self) -> Vec<&nexus_core::AuthorKey> {
+        match &self.op {
+            Op::Batch(items) => items
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Submit(r, _) => Some(r.author()),
+                    Op::Act(a, _) => Some(a.author()),
+                    _ => None,
+                })
+                .collect(),
+            _ => self.author().into_iter().collect(),
         }
     }
 

@@ -90,7 +90,7 @@ pub use events::{
     Concerns, EVENTS_PAGE, EventFilter, EventsQuery, HEARTBEAT_FRAME, HEARTBEAT_SECS, RETRY_FRAME,
     Verdict, answered_record, entry_frame, page_entries, record_request,
 };
-pub use governor::{GovernError, Governor, Next};
+pub use governor::{CatchUp, CatchUpStep, GovernError, Governor, Next, governance_pending};
 pub use job::{
     DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, MAX_JOB_ROUNDS, Outcome,
     PROVENANCE_DEPTH, PROVENANCE_MAX_RECORDS, Prepared, body_too_large, prepare, served_route,
@@ -297,10 +297,7 @@ impl Api {
     /// with `reason: governance` while the contract's Hints are not committed
     /// ([`Governor::failure`]), else `ok`.
     pub fn governed_health(&self, ok: Response) -> Response {
-        match self.governor.failure() {
-            Some(why) => degraded(ok, "governance", Some(why)),
-            None => ok,
-        }
+        governed_health(ok, self.governor.failure())
     }
 
     /// [`prepare`], answering `GET /metrics` from this API's metrics.
@@ -425,6 +422,16 @@ pub fn health_response(health: &StoreHealth, ok: Response) -> Response {
 
 /// `503 degraded` for `reason`, keeping the log head of the health answer `ok` (which
 /// is answered as it is when it is not a `200` naming the head).
+/// The `GET /v1/health` answer given the health job's answer `ok` and the governor's
+/// [`Governor::failure`] (which a host may hold elsewhere, as the Worker's governance
+/// object does): `503 degraded` with `reason: governance` while there is one.
+pub fn governed_health(ok: Response, failure: Option<String>) -> Response {
+    match failure {
+        Some(why) => degraded(ok, "governance", Some(why)),
+        None => ok,
+    }
+}
+
 fn degraded(ok: Response, reason: &str, message: Option<String>) -> Response {
     if ok.status != 200 {
         return ok;

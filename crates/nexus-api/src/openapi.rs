@@ -394,7 +394,6 @@ fn provenance() {}
         (status = 403, description = "upgrade_refused (the version in force does not allow this key, or lacks its approval quorum), author_not_allowed", body = ErrorBody),
         (status = 409, description = "stale_contract (names current and expected): nothing changed; conflict", body = ErrorBody),
         (status = 413, description = "body_too_large", body = ErrorBody),
-        (status = 501, description = "not_implemented: the host runs no contract governance (the Cloudflare Worker, for now)", body = ErrorBody),
     ))]
 fn deploy_contract() {}
 

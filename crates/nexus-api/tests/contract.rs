@@ -464,3 +464,81 @@ fn a_stewards_flood_hides_only_its_own_approval() {
     assert_eq!(up.status, 201, "{}", up.json);
     assert_eq!(up.json["approvals"].as_array().map(Vec::len), Some(2));
 }
+
+/// The catch-up as a state machine (what the Worker's governance object drives): a
+/// fresh governor asks for the contract head, the contract, the log and then one Hint
+/// commit, in that order; a job that fails part-way ends it with the failure recorded
+/// (the gate refuses until a later catch-up succeeds); a catch-up dropped part-way
+/// holds no lock; once done it only answers an error.
+#[test]
+fn the_catch_up_state_machine_asks_for_each_job_in_turn() {
+    use nexus_api::{CatchUpStep, Governor, Route};
+    let h = Harness::open();
+    let lead = key(1);
+    let d = post_deploy(&h, deploy(&lead, &budget(1, &lead), None, NOW));
+    assert_eq!(d.status, 201);
+    assert_eq!(failed_run(&h, &lead, "lab/a", 1).status, 201);
+    let before = h.get("/v1/hints").json;
+    assert_eq!(before["hints"].as_array().unwrap().len(), 1);
+
+    let gov = Governor::new();
+    let run = |j: &nexus_api::Job| h.api.run_job(&h.store, j, NOW);
+    // Dropped after its first step: nothing is held.
+    let mut c = gov.start(&limits());
+    assert!(matches!(c.poll(), CatchUpStep::Run(j) if j.route() == Route::GetContract));
+    drop(c);
+
+    // Drives a catch-up, answering the jobs of route `fail` with an error; answers
+    // the outcome and the routes of the jobs it ran.
+    let drive = |fail: Option<Route>| {
+        let mut c = gov.start(&limits());
+        let mut routes = Vec::new();
+        let result = loop {
+            match c.poll() {
+                CatchUpStep::Run(j) => {
+                    routes.push(j.route());
+                    c.feed(if Some(j.route()) == fail {
+                        nexus_api::storage_error("injected")
+                    } else {
+                        run(&j)
+                    });
+                }
+                CatchUpStep::Done(r) => break r,
+            }
+        };
+        assert!(matches!(c.poll(), CatchUpStep::Done(Err(_))), "done once");
+        (result, routes)
+    };
+    // A log page that fails: the catch-up ends, recorded, and the gate refuses.
+    let (result, routes) = drive(Some(Route::Log));
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(routes, [Route::GetContract, Route::GetContract, Route::Log]);
+    assert!(gov.failure().is_some_and(|f| f.contains("injected")));
+    let refused = gov.gate(Route::Claim).unwrap_err().to_response();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json_body()["error"]["code"], "governance_pending");
+    assert!(
+        gov.gate(Route::SubmitFact).is_ok(),
+        "only proposals and claims wait"
+    );
+
+    // The next catch-up reads the log again and commits the Hints wholesale (here
+    // the same ones): the failure is cleared.
+    let (result, routes) = drive(None);
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        routes,
+        [Route::GetContract, Route::Log, Route::SubmitHint],
+        "head, log, the Hint commit (the contract was read before)"
+    );
+    assert_eq!(gov.failure(), None);
+    assert!(gov.gate(Route::Claim).is_ok());
+    assert_eq!(h.get("/v1/hints").json, before);
+    // Caught up: one read, nothing to commit.
+    let mut c = gov.start(&limits());
+    let CatchUpStep::Run(j) = c.poll() else {
+        panic!("the head first")
+    };
+    c.feed(run(&j));
+    assert!(matches!(c.poll(), CatchUpStep::Done(Ok(None))));
+}

@@ -144,7 +144,7 @@ enum Phase {
 /// * One participant: the **fast path**, one call carrying the commit (and, with more
 ///   than one shard, the check that none of its keys is locked).
 /// * More: the **cross-shard protocol** (spec/shards.md): prewrite each secondary in
-///   ascending order, commit the primary (the highest participant; the commit point),
+///   ascending order, commit the primary ([`Split::primary`]; the commit point),
 ///   release each secondary. A conflict in a prewrite or the primary aborts: the
 ///   primary's `txn/{txn}` row is set `aborted`, the prepared secondaries dropped.
 ///   Each phase is idempotent under the txn id, so a [`Lost`] answer is sent again.

@@ -96,7 +96,8 @@ impl<T> Resolving<T> {
                     ShardStep::Done(result) => {
                         counts.add_resolver(r, Some(&result));
                         self.current = None;
-                        result?;
+                        // Settled (or gone) unless young and undecided.
+                        self.resolved |= !matches!(result?, Resolution::Young { .. });
                     }
                 }
                 continue;
@@ -104,10 +105,7 @@ impl<T> Resolving<T> {
             let Some((shard, lock)) = self.left.pop() else {
                 return Ok(None);
             };
-            if lock.is_stale_after(now, ttl) {
-                self.resolved = true;
-                self.current = Some(Resolver::for_lock(shard, lock, now).with_ttl(ttl));
-            }
+            self.current = Some(Resolver::for_lock(shard, lock, now).with_ttl(ttl));
         }
     }
 
@@ -137,10 +135,10 @@ enum CommitState {
 }
 
 /// One commit over the shards to its end, as a sans-IO state machine: a
-/// [`CrossCommit`]; when it is refused having met other transactions' locks, the stale
-/// ones are resolved ([`Resolver`]) and the commit runs again (at most
-/// [`MAX_RESOLVE_ROUNDS`] times, each attempt with a fresh txn id); a young lock, or
-/// still meeting locks after that, is the conflict.
+/// [`CrossCommit`]; when it is refused having met other transactions' locks, those
+/// that can be settled (decided, or stale) are ([`Resolver`]) and the commit runs
+/// again (at most [`MAX_RESOLVE_ROUNDS`] times, each attempt with a fresh txn id); only
+/// young undecided locks, or still meeting locks after that, is the conflict.
 ///
 /// [`poll`](Self::poll) says what to send ([`ShardStep::Call`]: one single-shard
 /// commit; [`ShardStep::Read`]: one read, for a resolver), [`feed`](Self::feed) and
@@ -308,17 +306,18 @@ struct At {
 #[derive(Debug, Clone)]
 enum ReadState {
     Reading,
-    Resolve(Resolving<()>),
+    Resolve(Resolving<Vec<Option<Vec<u8>>>>),
     Finished(Result<Vec<Option<Vec<u8>>>, CrossError>),
     Spent,
 }
 
 /// Reads of state keys over the shards, as a sans-IO state machine: each key at its
 /// home shard, with its `lock/` row beside it when it can be locked (more than one
-/// shard); a stale lock met is resolved ([`Resolver`]) and the keys read again (at
-/// most [`MAX_RESOLVE_ROUNDS`] rounds; then read as the shards hold them). A young
-/// lock does not hold a read up: the value read is the last committed one (a prepared
-/// part writes nothing before its release).
+/// shard); the transaction of a lock met is settled first when it is decided or stale
+/// ([`Resolver`]) and the keys read again (at most [`MAX_RESOLVE_ROUNDS`] rounds; then
+/// read as the shards hold them), so a read never serves a value from before a commit
+/// point. A lock of a young undecided transaction does not hold a read up: the value
+/// read is the last committed one (a prepared part writes nothing before its release).
 ///
 /// [`pending_reads`](Self::pending_reads) names every read of the current round (one
 /// per shard involved: a host may send them concurrently); [`poll`](Self::poll) names
@@ -419,18 +418,15 @@ impl ShardedRead {
         self.answers[b].as_ref()?.get(i).cloned().flatten()
     }
 
-    /// Every answer of the round is in: the values, or the stale locks to resolve.
+    /// Every answer of the round is in: the values, or the locks to settle first.
     fn settle(&mut self) -> ReadState {
-        let mut stale = Vec::new();
+        let mut met = Vec::new();
         for (key, at) in self.keys.iter().zip(&self.at) {
             let Some(bytes) = at.lock.and_then(|i| self.batch_value(at.shard, i)) else {
                 continue;
             };
             match Lock::decode(&bytes) {
-                Ok(lock) if lock.is_stale_after(self.now, self.ttl) => {
-                    stale.push((at.shard, lock));
-                }
-                Ok(_) => {}
+                Ok(lock) => met.push((at.shard, lock)),
                 Err(e) => {
                     return ReadState::Finished(Err(CrossError::Corrupt {
                         shard: at.shard,
@@ -440,15 +436,15 @@ impl ShardedRead {
                 }
             }
         }
-        if stale.is_empty() {
-            let values = self
-                .at
-                .iter()
-                .map(|at| self.batch_value(at.shard, at.value))
-                .collect();
+        let values: Vec<Option<Vec<u8>>> = self
+            .at
+            .iter()
+            .map(|at| self.batch_value(at.shard, at.value))
+            .collect();
+        if met.is_empty() {
             return ReadState::Finished(Ok(values));
         }
-        ReadState::Resolve(Resolving::new((), stale))
+        ReadState::Resolve(Resolving::new(values, met))
     }
 
     /// What to do next.
@@ -470,9 +466,14 @@ impl ShardedRead {
                     }
                     Ok(Some(ShardStep::Done(()))) => {}
                     Err(e) => self.state = ReadState::Finished(Err(e)),
+                    Ok(None) if !r.resolved => {
+                        // Only young undecided transactions: what was read stands.
+                        let values = std::mem::take(&mut r.fallback);
+                        self.state = ReadState::Finished(Ok(values));
+                    }
                     Ok(None) => {
                         self.round += 1;
-                        // Still meeting stale locks: read as the shards hold it.
+                        // Still meeting locks: read as the shards hold it.
                         let with_locks = self.round < MAX_RESOLVE_ROUNDS;
                         self.plan(with_locks);
                         self.state = ReadState::Reading;

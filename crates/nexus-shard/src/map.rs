@@ -103,6 +103,8 @@ pub struct Split {
     /// Write-once keys (`rec/{hash}`) read present on shards that take no part: their
     /// checks were dropped, and the merged order puts the commit after their creation.
     pub after: Vec<String>,
+    /// The primary: the participant that takes the commit point ([`Split::primary`]).
+    pub primary: usize,
 }
 
 impl Split {
@@ -111,9 +113,13 @@ impl Split {
         self.parts.keys().copied().collect()
     }
 
-    /// The primary: the highest participant (the commit point of a cross-shard commit).
+    /// The primary: the participant that takes the commit point of a cross-shard
+    /// commit (the one shard of a single-shard one). It is chosen by a hash of the
+    /// commit ([`choose_primary`]), not by shard index: a secondary takes two calls and
+    /// the primary one, so always choosing the highest participant would load the low
+    /// shards more.
     pub fn primary(&self) -> usize {
-        self.parts.keys().next_back().copied().unwrap_or(0)
+        self.primary
     }
 
     /// The secondaries: every participant but the primary, ascending.
@@ -132,6 +138,16 @@ impl Split {
     pub fn calls(&self) -> usize {
         (2 * self.parts.len()).saturating_sub(1).max(1)
     }
+}
+
+/// The primary of `commit` among `participants` (ascending, not empty): the one a
+/// hash of the commit's content picks, so that commits spread their commit points
+/// evenly over the shards they span (and the same commit always picks the same one).
+pub fn choose_primary(commit: &Commit, participants: &[usize]) -> usize {
+    let id = crate::protocol::TxnId::derive(commit, 0, 0);
+    let h = u64::from_str_radix(id.0.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+    let k = participants.len().max(1) as u64;
+    participants.get((h % k) as usize).copied().unwrap_or(0)
 }
 
 fn hashed_shard(key: &str, n: usize) -> Option<usize> {
@@ -183,8 +199,8 @@ impl ShardMap {
     /// a write-once key read present on a shard that takes no part dropped (into
     /// [`Split::after`]); a commit with no participant at all goes to shard 0.
     ///
-    /// A replicated key's read check goes to the primary alone (the highest
-    /// participant; the one shard of a single-shard commit): each write of that key is
+    /// A replicated key's read check goes to the primary alone ([`Split::primary`];
+    /// the one shard of a single-shard commit): each write of that key is
     /// a commit over every shard, so at the primary's commit point the key there is
     /// either unlocked and equal to every replica, or locked by a write in flight (and
     /// the check of its lock refuses the commit). The secondaries need not lock it, so
@@ -249,7 +265,8 @@ impl ShardMap {
             parts.entry(s).or_default();
         }
         let mut after = Vec::new();
-        let primary = participants.iter().next_back().copied().unwrap_or(0);
+        let ordered: Vec<usize> = participants.iter().copied().collect();
+        let primary = choose_primary(commit, &ordered);
         for r in &commit.reads {
             match self.placement(&r.key) {
                 // Checked at the commit point only: every write of a replicated key
@@ -272,6 +289,7 @@ impl ShardMap {
             parts,
             log: commit.log.clone(),
             after,
+            primary,
         })
     }
 }
@@ -290,6 +308,29 @@ mod tests {
             expected: expected.map(|v| v.as_bytes().to_vec()),
             new: new.map(|v| v.as_bytes().to_vec()),
         }
+    }
+
+    #[test]
+    fn primaries_spread_over_the_participants() {
+        let map = ShardMap::new(2).expect("map");
+        let mut primaries = [0usize; 2];
+        for j in 0..200u64 {
+            let commit = Commit::new(
+                vec![
+                    cas(&format!("intent/{}", h(2 * j)), None, Some("a")),
+                    cas(&format!("intent/{}", h(2 * j + 1)), None, Some("a")),
+                ],
+                vec![],
+            );
+            let split = map.split(&commit).expect("split");
+            assert_eq!(split.participants(), vec![0, 1]);
+            assert_eq!(
+                split.primary(),
+                map.split(&commit).expect("split").primary()
+            );
+            primaries[split.primary()] += 1;
+        }
+        assert!(primaries.iter().all(|&n| n > 70), "{primaries:?}");
     }
 
     #[test]
@@ -331,8 +372,10 @@ mod tests {
         // Shards 1 and 2 write; shard 0 validates an absent read; shard 3's present
         // record read is dropped.
         assert_eq!(split.participants(), vec![0, 1, 2]);
-        assert_eq!(split.primary(), 2);
-        assert_eq!(split.secondaries(), vec![0, 1]);
+        let p = split.primary();
+        assert!(split.participants().contains(&p));
+        let others: Vec<usize> = [0, 1, 2].into_iter().filter(|&s| s != p).collect();
+        assert_eq!(split.secondaries(), others);
         assert_eq!(split.after, vec![parent]);
         assert_eq!(split.calls(), 5);
         // The replicated read is checked on the primary alone.
@@ -343,8 +386,11 @@ mod tests {
                 .filter(|r| r.key == "hints/active")
                 .count()
         };
-        assert_eq!((hint_reads(0), hint_reads(1), hint_reads(2)), (0, 0, 1));
-        assert_eq!(split.parts[&0].reads.len(), 1);
+        for s in 0..3 {
+            assert_eq!(hint_reads(s), usize::from(s == p), "shard {s}");
+        }
+        // Shard 0 validates its absent record (and the Hints if it is the primary).
+        assert_eq!(split.parts[&0].reads.len(), 1 + usize::from(p == 0));
         // A write of a replicated key takes every shard.
         let hints = Commit::new(vec![cas("hints/active", Some("[]"), Some("[x]"))], vec![]);
         let split = map.split(&hints).expect("split");

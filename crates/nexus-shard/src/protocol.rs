@@ -159,7 +159,7 @@ pub struct XPart {
     pub txn: TxnId,
     /// The shard of its commit point.
     pub primary: usize,
-    /// Every participant of the transaction, ascending (the primary last).
+    /// Every participant of the transaction, ascending (the primary among them).
     pub participants: Vec<usize>,
     /// When it was prepared (ms): the time of every lock it holds.
     pub at: u64,

@@ -12,8 +12,10 @@ use crate::protocol::{
 /// How a [`Resolver`] settled a part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
-    /// The lock is younger than [`LOCK_TTL_MS`]: its transaction may still be running.
-    /// Try again after `until` (ms).
+    /// The transaction is undecided (its primary has no `txn/{txn}` row) and younger
+    /// than [`LOCK_TTL_MS`]: its coordinator may still be running. It has not reached
+    /// its commit point, so what the shard holds under its locks is current: a reader
+    /// may use it; a writer must wait. Try again after `until` (ms).
     Young {
         /// When the lock becomes stale.
         until: u64,
@@ -31,7 +33,9 @@ pub enum Resolution {
 enum Phase {
     /// Read the part row.
     ReadPart(Lock),
-    /// Ask (and if undecided, decide) the primary's `txn/{txn}` row.
+    /// Read the primary's `txn/{txn}` row (a young part: settle it if decided).
+    Peek,
+    /// Ask (and if undecided, decide) the primary's `txn/{txn}` row (a stale part).
     Decide,
     /// Apply the committed part.
     Forward,
@@ -44,10 +48,14 @@ enum Phase {
 /// machine (the same step style as [`crate::CrossCommit`]):
 ///
 /// 1. (from a lock) read the secondary's `xpart/{txn}` row: gone → [`Resolution::Gone`];
-/// 2. younger than [`LOCK_TTL_MS`] → [`Resolution::Young`];
-/// 3. on the primary, `txn/{txn}`: absent → `aborted` by compare-and-swap (so the
-///    stalled coordinator's primary commit can never apply), else read as it is;
-/// 4. committed → release the part (roll forward); aborted → drop it (roll back).
+/// 2. on the primary, `txn/{txn}`: if the part is older than [`LOCK_TTL_MS`], absent →
+///    `aborted` by compare-and-swap (so the stalled coordinator's primary commit can
+///    never apply); if younger, only read it: absent → [`Resolution::Young`];
+/// 3. committed → release the part (roll forward); aborted → drop it (roll back).
+///
+/// So a reader that meets a lock of a transaction that already committed applies it
+/// at once (it never serves the value from before a commit point it could see), and
+/// only an undecided transaction past its TTL is aborted.
 ///
 /// Every call is idempotent; a [`Lost`] answer is sent again.
 #[derive(Debug, Clone)]
@@ -109,9 +117,7 @@ impl Resolver {
         let phase = if part.is_stale_after(self.now, self.ttl) {
             Phase::Decide
         } else {
-            Phase::Finished(Ok(Resolution::Young {
-                until: part.at.saturating_add(self.ttl),
-            }))
+            Phase::Peek
         };
         self.part = Some(part);
         phase
@@ -129,6 +135,10 @@ impl Resolver {
             (Phase::ReadPart(lock), _) => ShardStep::Read {
                 shard: self.shard,
                 keys: vec![xpart_key(&lock.txn)],
+            },
+            (Phase::Peek, Some(part)) => ShardStep::Read {
+                shard: part.primary,
+                keys: vec![txn_key(&part.txn)],
             },
             (Phase::Decide, Some(part)) => ShardStep::Call {
                 shard: part.primary,
@@ -155,6 +165,9 @@ impl Resolver {
 
     /// The values of the last [`ShardStep::Read`], in the order of its keys.
     pub fn feed_read(&mut self, shard: usize, values: Result<Vec<Option<Vec<u8>>>, Lost>) {
+        if self.phase == Phase::Peek {
+            return self.peeked(shard, values);
+        }
         let Phase::ReadPart(lock) = &self.phase else {
             return;
         };
@@ -170,6 +183,26 @@ impl Resolver {
                 Ok(part) if part.txn == lock.txn => self.check_age(part),
                 Ok(_) => self.corrupt(shard, key, "the row names another txn".into()),
                 Err(e) => self.corrupt(shard, key, e.to_string()),
+            },
+        };
+    }
+
+    fn peeked(&mut self, shard: usize, values: Result<Vec<Option<Vec<u8>>>, Lost>) {
+        let Some(part) = &self.part else { return };
+        if shard != part.primary {
+            return;
+        }
+        self.calls += 1;
+        let Ok(values) = values else { return };
+        let txn_row = txn_key(&part.txn);
+        self.phase = match values.into_iter().next().flatten() {
+            None => Phase::Finished(Ok(Resolution::Young {
+                until: part.at.saturating_add(self.ttl),
+            })),
+            Some(v) => match TxnState::decode(&v) {
+                Ok(TxnState::Committed) => Phase::Forward,
+                Ok(TxnState::Aborted) => Phase::Back,
+                Err(e) => self.corrupt(shard, txn_row, e.to_string()),
             },
         };
     }

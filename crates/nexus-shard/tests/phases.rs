@@ -12,17 +12,25 @@ use nexus_store::{Commit, CommitOutcome, ObjectStore};
 
 const N: usize = 2;
 
-/// A commit over shards 0 and 1: claims an Intent on each.
+/// A commit over shards 0 and 1: claims an Intent on each. Of the candidates (which
+/// differ in their Intents only) it is the first whose primary is shard 1, so that the
+/// tests below can name the secondary (0) and the primary (1).
 fn two_shard_commit() -> (Commit, String, String) {
-    let (a, b) = (key("intent/", N, 0, 0), key("intent/", N, 1, 0));
-    let commit = Commit::new(
-        vec![
-            cas(&a, Some("available"), Some("claimed")),
-            cas(&b, Some("available"), Some("claimed")),
-        ],
-        vec![b"entry".to_vec()],
-    );
-    (commit, a, b)
+    let map = ShardMap::new(N).expect("map");
+    (0..)
+        .map(|j| {
+            let (a, b) = (key("intent/", N, 0, j), key("intent/", N, 1, j));
+            let commit = Commit::new(
+                vec![
+                    cas(&a, Some("available"), Some("claimed")),
+                    cas(&b, Some("available"), Some("claimed")),
+                ],
+                vec![b"entry".to_vec()],
+            );
+            (commit, a, b)
+        })
+        .find(|(c, _, _)| map.split(c).expect("split").primary() == 1)
+        .expect("some commit has primary 1")
 }
 
 fn setup() -> (Vec<nexus_store::MemoryStore>, Commit, String, String) {
@@ -383,4 +391,78 @@ fn a_write_of_a_replicated_key_spans_every_shard_and_a_read_of_it_stays_local() 
     drive(&mut cc, &s, |_| Fault::Deliver)
         .expect("finished")
         .expect("applied");
+}
+
+/// A [`ShardedObjects`] over two shards whose `stall_at`-th call (from 0) stalls as
+/// `fault` says.
+fn stalling(
+    stall_at: usize,
+    fault: Fault,
+) -> nexus_shard::ShardedObjects<nexus_store::MemoryStore> {
+    let store = nexus_shard::ShardedObjects::new(stores(N)).expect("shards");
+    let mut calls = 0;
+    store.set_faults(Some(Box::new(move |_, _| {
+        calls += 1;
+        if calls - 1 == stall_at {
+            fault
+        } else {
+            Fault::Deliver
+        }
+    })));
+    store
+}
+
+#[test]
+fn a_read_that_meets_a_lock_of_a_committed_txn_rolls_it_forward_at_once() {
+    let (_, commit, a, b) = setup();
+    // Calls 0 and 1 are the puts; the commit's prewrite is call 2, its primary 3,
+    // which applies before the coordinator stops.
+    let store = stalling(3, Fault::StallAfter);
+    for k in [&a, &b] {
+        assert!(store.put_state(k, None, b"available").expect("put"));
+    }
+    assert!(store.commit(&commit).is_err(), "the coordinator stalled");
+    store.set_faults(None);
+    // The primary committed; shard 0's part is still locked, well within its TTL. A
+    // read does not serve the value from before the commit point: it applies the part.
+    assert_eq!(
+        store.get_state(&a).expect("read").as_deref(),
+        Some(&b"claimed"[..])
+    );
+    assert!(pending_rows(&store.shards()[0]).is_empty());
+    assert_eq!(store.stats().resolved, 1);
+}
+
+#[test]
+fn a_read_that_meets_a_lock_of_an_undecided_young_txn_serves_the_value_before_it() {
+    let (_, commit, a, b) = setup();
+    let store = stalling(3, Fault::Stall);
+    for k in [&a, &b] {
+        assert!(store.put_state(k, None, b"available").expect("put"));
+    }
+    // Call 2 prewrote shard 0; call 3 (the primary) never went out.
+    assert!(store.commit(&commit).is_err());
+    store.set_faults(None);
+    assert_eq!(
+        store.get_state(&a).expect("read").as_deref(),
+        Some(&b"available"[..])
+    );
+    assert_eq!(pending_rows(&store.shards()[0]).len(), 2, "still locked");
+    // A writer of the locked key is refused while the lock is young...
+    let other = Commit::new(vec![cas(&a, Some("available"), Some("withdrawn"))], vec![]);
+    assert!(matches!(
+        store.commit(&other).expect("commit"),
+        CommitOutcome::Conflict(_)
+    ));
+    // ...and goes through once it is stale (the txn is aborted on the way).
+    store.advance(LOCK_TTL_MS + 1);
+    assert!(matches!(
+        store.commit(&other).expect("commit"),
+        CommitOutcome::Applied { .. }
+    ));
+    assert!(pending_rows(&store.shards()[0]).is_empty());
+    assert_eq!(
+        store.get_state(&b).expect("read").as_deref(),
+        Some(&b"available"[..])
+    );
 }

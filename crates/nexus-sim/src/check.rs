@@ -15,7 +15,11 @@ use std::fmt;
 use nexus_api::{Api, ApiConfig, Request};
 use nexus_client::{VerifyOptions, verify_export_with};
 use nexus_core::{Action, Effect, FihHash, Limits};
-use nexus_store::{MemoryStore, StoreSnapshot};
+use nexus_shard::protocol::{LOCK_PREFIX, XPART_PREFIX};
+use nexus_shard::{Placement, ProtocolEntry, ShardMap, merge_order};
+use nexus_store::{
+    Commit, LOG_HEAD_KEY, MemoryStore, ObjectStore, Snapshot, StoreSnapshot, log_key, parse_head,
+};
 use serde_json::Value;
 
 use crate::history::{Answer, Call, History, ReqKind};
@@ -41,6 +45,10 @@ pub enum Violation {
     DoubleClaim(String),
     /// A write answered 2xx is not in the log.
     LostWrite(String),
+    /// The shards do not add up to one deployment: their logs do not merge, a key
+    /// lives off its home shard, the replicas of a replicated key differ, or a lock
+    /// outlived the final sweep.
+    Shards(String),
 }
 
 impl fmt::Display for Violation {
@@ -57,6 +65,7 @@ impl fmt::Display for Violation {
             }
             Violation::DoubleClaim(e) => write!(f, "double claim: {e}"),
             Violation::LostWrite(e) => write!(f, "acknowledged write lost: {e}"),
+            Violation::Shards(e) => write!(f, "sharded state is wrong: {e}"),
         }
     }
 }
@@ -75,7 +84,14 @@ pub struct Verdict {
 /// Judges `history` (see the module docs).
 pub fn check(history: &History) -> Verdict {
     let mut violations = Vec::new();
-    let (export, entries) = match export(history) {
+    let states = match merged_states(history) {
+        Ok(states) => states,
+        Err(v) => {
+            violations.extend(v);
+            history.states.clone()
+        }
+    };
+    let (export, entries) = match export(history, states) {
         Ok(e) => e,
         Err(e) => {
             violations.push(Violation::Export(e));
@@ -104,13 +120,85 @@ pub fn check(history: &History) -> Verdict {
     }
 }
 
-/// The log through `GET /v1/log` over the final fabric (KV converged), as lines of an
-/// export and as values.
-fn export(history: &History) -> Result<(String, Vec<Value>), String> {
+/// The deployment's states as one store: with one coordinator its own; with several,
+/// one log holding the shard logs in their merged order ([`merge_order`], protocol
+/// entries left out, as an export of a sharded deployment carries them) and every
+/// other key from its home shard. Checks on the way that the shards add up.
+fn merged_states(history: &History) -> Result<BTreeMap<String, Vec<u8>>, Vec<Violation>> {
+    if history.other_shards.is_empty() {
+        return Ok(history.states.clone());
+    }
+    let shards: Vec<&BTreeMap<String, Vec<u8>>> = std::iter::once(&history.states)
+        .chain(&history.other_shards)
+        .collect();
+    let fail = |e: String| vec![Violation::Shards(e)];
+    let map = ShardMap::new(shards.len()).map_err(|e| fail(e.to_string()))?;
+    let mut logs = Vec::with_capacity(shards.len());
+    for states in &shards {
+        let head = states
+            .get(LOG_HEAD_KEY)
+            .map_or(Ok(0), |v| parse_head(v))
+            .map_err(|e| fail(e.to_string()))?;
+        let log: Vec<(u64, Vec<u8>)> = (1..=head)
+            .map(|seq| (seq, states.get(&log_key(seq)).cloned().unwrap_or_default()))
+            .collect();
+        logs.push(log);
+    }
+    let order = merge_order(&logs).map_err(|e| fail(e.to_string()))?;
+    let store = MemoryStore::new();
+    for (s, seq) in order {
+        let entry = &logs[s][(seq - 1) as usize].1;
+        match ProtocolEntry::decode(entry) {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => return Err(fail(format!("shard {s} seq {seq}: {e}"))),
+        }
+        store
+            .commit(&Commit::new(vec![], vec![entry.clone()]))
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let mut states = store.snapshot().map_err(|e| fail(e.to_string()))?.states;
+    let mut problems = Vec::new();
+    for (s, shard) in shards.iter().enumerate() {
+        for (k, v) in *shard {
+            match map.placement(k) {
+                Placement::Local => {
+                    if k.starts_with(LOCK_PREFIX) || k.starts_with(XPART_PREFIX) {
+                        problems.push(format!("shard {s} still holds {k} after the final sweep"));
+                    }
+                }
+                Placement::Shard(home) if home == s => {
+                    states.insert(k.clone(), v.clone());
+                }
+                Placement::Shard(home) => {
+                    problems.push(format!("{k} is on shard {s}, its home is {home}"));
+                }
+                Placement::Replicated => {
+                    if shards[0].get(k) != Some(v) {
+                        problems.push(format!("the replicas of {k} on shards 0 and {s} differ"));
+                    }
+                    states.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(states)
+    } else {
+        Err(problems.into_iter().map(Violation::Shards).collect())
+    }
+}
+
+/// The log through `GET /v1/log` over the final fabric (KV converged) with object
+/// states `states`, as lines of an export and as values.
+fn export(
+    history: &History,
+    states: BTreeMap<String, Vec<u8>>,
+) -> Result<(String, Vec<Value>), String> {
     let store = MemoryStore::from_snapshot(StoreSnapshot {
         kv: history.kv.clone(),
         blobs: history.blobs.clone(),
-        states: history.states.clone(),
+        states,
     });
     let api = Api::new(ApiConfig {
         open: true,

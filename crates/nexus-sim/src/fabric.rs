@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use nexus_api::{Api, ApiConfig};
 use nexus_iobuf::ListQuery;
+use nexus_shard::ShardMap;
 use nexus_store::{Commit, CommitOutcome, StoreResult, apply_commit, list_range};
 
 /// A deliberately broken coordinator, to show that the checker catches what it breaks.
@@ -207,12 +208,48 @@ impl Isolate {
 /// The whole fabric.
 #[derive(Debug)]
 pub struct Fabric {
-    /// The coordinator.
-    pub coordinator: Coordinator,
+    /// The coordinator shards (one: the single coordinator of today's Worker).
+    pub coordinators: Vec<Coordinator>,
+    /// Where each key lives over the coordinators.
+    pub map: ShardMap,
     /// Workers KV.
     pub kv: Kv,
     /// R2.
     pub r2: R2,
     /// The isolates.
     pub isolates: Vec<Isolate>,
+}
+
+impl Fabric {
+    /// Reads states (one `/read` call per shard involved), each key from its home.
+    pub fn read(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        if self.coordinators.len() == 1 {
+            return self.coordinators[0].read(keys);
+        }
+        keys.iter()
+            .map(|k| self.coordinators[self.map.home(k)].states.get(k).cloned())
+            .collect()
+    }
+
+    /// Lists state keys over the shards (each key from its home).
+    pub fn list(&self, q: &ListQuery) -> Vec<String> {
+        if self.coordinators.len() == 1 {
+            return self.coordinators[0].list(q);
+        }
+        let mut keys: Vec<String> = self
+            .coordinators
+            .iter()
+            .enumerate()
+            .flat_map(|(s, c)| {
+                let map = self.map;
+                list_range(&c.states, &q.prefix, q.start_after.as_deref(), usize::MAX)
+                    .into_iter()
+                    .filter(move |k| map.home(k) == s)
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.truncate(q.limit);
+        keys
+    }
 }

@@ -189,8 +189,11 @@ pub struct History {
     pub calls: Vec<Call>,
     /// Every Intent proposed (answered or not), by hash.
     pub intents: BTreeMap<FihHash, IntentInfo>,
-    /// The coordinator's states at the end (commit log included).
+    /// The coordinator's states at the end (commit log included); with several
+    /// shards, shard 0's.
     pub states: BTreeMap<String, Vec<u8>>,
+    /// The states of shards 1.. at the end (empty with one coordinator).
+    pub other_shards: Vec<BTreeMap<String, Vec<u8>>>,
     /// KV once converged.
     pub kv: BTreeMap<String, Vec<u8>>,
     /// R2 at the end.

@@ -47,6 +47,7 @@ pub mod fabric;
 pub mod history;
 pub mod model;
 pub mod sim;
+pub mod throughput;
 pub mod wgl;
 pub mod workload;
 

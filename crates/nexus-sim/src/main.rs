@@ -4,9 +4,14 @@
 //! nexus-sim --seed N [--trace]     one history; its trace on a violation (or --trace)
 //! nexus-sim --seeds N [--from S]   seeds S..S+N; stops at the first violation
 //!   --faults all|none|a,b,…        faults (default all): lost-response, reset, kv-lag,
-//!                                  lost-index, lapse, skew, evict
+//!                                  lost-index, lapse, skew, evict, stall
 //!   --broken strip-reads|ignore-expected   a deliberately broken coordinator
 //!   --requests N                   requests per history (default: drawn from the seed)
+//!   --shards N                     coordinator shards (default 1); with more, commits
+//!                                  that span shards run nexus-shard's protocol
+//! nexus-sim --throughput [--service-ms S] [--rtt-ms R] [--batch-share F] [--duration-s D]
+//!           [--clients C]     (C clients per shard, default 16)
+//!                                  the throughput model of N = 1, 2, 4, 8 shards
 //! ```
 
 use std::collections::BTreeMap;
@@ -17,6 +22,8 @@ use nexus_sim::{Broken, Faults, Options, SimError, run_seed};
 
 struct Args {
     seed: Option<u64>,
+    /// The throughput model instead of seeds (`--throughput`), with its settings.
+    model: Option<nexus_sim::throughput::ModelConfig>,
     seeds: u64,
     from: u64,
     trace: bool,
@@ -26,12 +33,14 @@ struct Args {
 
 fn usage() -> &'static str {
     "usage: nexus-sim (--seed N [--trace] | --seeds N [--from S] [--keep-going]) \
-     [--faults all|none|LIST] [--broken strip-reads|ignore-expected] [--requests N]"
+     [--faults all|none|LIST] [--broken strip-reads|ignore-expected] [--requests N] [--shards N]\n\
+     or: nexus-sim --throughput [--service-ms S] [--rtt-ms R] [--batch-share F] [--duration-s D] [--clients C]"
 }
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         seed: None,
+        model: None,
         seeds: 100,
         from: 0,
         trace: false,
@@ -56,6 +65,30 @@ fn parse() -> Result<Args, String> {
                 args.options.broken = Broken::parse(&v)
                     .ok_or_else(|| SimError::UnknownBroken(v.clone()).to_string())?;
             }
+            "--throughput" => args.model = Some(args.model.unwrap_or_default()),
+            "--service-ms" | "--rtt-ms" | "--batch-share" | "--duration-s" | "--clients" => {
+                let v = value()?;
+                let x: f64 = v.parse().map_err(|e| format!("{flag} {v}: {e}"))?;
+                if !x.is_finite() || x < 0.0 {
+                    return Err(format!("{flag} takes a number ≥ 0"));
+                }
+                let m = args.model.get_or_insert_with(Default::default);
+                match flag.as_str() {
+                    "--service-ms" => m.service_ms = x,
+                    "--rtt-ms" => m.rtt_ms = x,
+                    "--batch-share" => m.batch_share = x.min(1.0),
+                    "--clients" => m.clients_per_shard = (x as usize).clamp(1, 1_000),
+                    _ => m.duration_ms = x * 1_000.0,
+                }
+            }
+            "--shards" => {
+                let n = number(value()?)?;
+                let n = usize::try_from(n).map_err(|e| format!("--shards: {e}"))?;
+                if n == 0 || n > nexus_shard::MAX_SHARDS {
+                    return Err(format!("--shards takes 1 to {}", nexus_shard::MAX_SHARDS));
+                }
+                args.options.shards = n;
+            }
             "--requests" => {
                 let n = number(value()?)?;
                 args.options.requests =
@@ -76,6 +109,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(model) = args.model {
+        println!(
+            "throughput model: {} ms per call at a shard object, {} ms round trip, {:.0}% \
+             batches of two Intents, {} clients per shard, {} s measured after {} s \
+             (simulated time)\n",
+            model.service_ms,
+            model.rtt_ms,
+            model.batch_share * 100.0,
+            model.clients_per_shard,
+            model.duration_ms / 1_000.0,
+            model.warmup_ms / 1_000.0
+        );
+        print!("{}", nexus_sim::throughput::table(&model, &[1, 2, 4, 8]));
+        return ExitCode::SUCCESS;
+    }
     if let Some(seed) = args.seed {
         let run = run_seed(seed, &args.options);
         if args.trace && run.verdict.violations.is_empty() {
@@ -94,6 +142,7 @@ fn main() -> ExitCode {
     let (mut requests, mut entries, mut steps, mut failed) = (0u64, 0u64, 0u64, Vec::new());
     let mut largest = 0usize;
     let mut tally: BTreeMap<String, u64> = BTreeMap::new();
+    let mut injected: BTreeMap<&'static str, u64> = BTreeMap::new();
     for seed in args.from..args.from.saturating_add(args.seeds) {
         let run = run_seed(seed, &args.options);
         requests += run.history.calls.len() as u64;
@@ -102,6 +151,9 @@ fn main() -> ExitCode {
             *tally.entry(key).or_default() += 1;
         }
         largest = largest.max(run.history.calls.len());
+        for (fault, n) in &run.history.injected {
+            *injected.entry(fault).or_default() += n;
+        }
         entries += run.verdict.log_entries;
         steps += run.history.steps;
         if !run.verdict.violations.is_empty() {
@@ -126,13 +178,14 @@ fn main() -> ExitCode {
     let secs = started.elapsed().as_secs_f64();
     let n = args.seeds.max(1);
     println!(
-        "{} seed(s) from {} with faults {} (coordinator {}): {} violating; {requests} requests \
+        "{} seed(s) from {} with faults {} (coordinator {}, {} shard(s)): {} violating; {requests} requests \
          ({:.1} per history, largest {largest}), {entries} log entries ({:.1} per history), \
          {steps} steps; {secs:.1} s, {:.1} seeds/s",
         args.seeds,
         args.from,
         args.options.faults.to_arg(),
         args.options.broken.name(),
+        args.options.shards,
         failed.len(),
         requests as f64 / n as f64,
         entries as f64 / n as f64,
@@ -140,6 +193,8 @@ fn main() -> ExitCode {
     );
     let answers: Vec<String> = tally.iter().map(|(k, n)| format!("{k}: {n}")).collect();
     println!("answers: {}", answers.join(", "));
+    let faults: Vec<String> = injected.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    println!("faults injected: {}", faults.join(", "));
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -7,6 +7,9 @@ use std::rc::Rc;
 
 use nexus_api::{Prepared, Request, Response};
 use nexus_iobuf::{Driver, FlushError, FlushStage, IoBufferSession, Misses, StateSource, Step};
+use nexus_shard::{
+    CrossCommit, CrossError, LOCK_TTL_MS, Lost, Resolution, Resolver, ShardMap, ShardStep,
+};
 use nexus_store::{BatchPut, CommitOutcome, LOG_HEAD_KEY, PutPhase, StoreError, Tier, WriteBatch};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -39,10 +42,14 @@ pub struct Faults {
     pub skew: bool,
     /// An isolate is recycled: its state cache starts empty.
     pub evict: bool,
+    /// With several shards: a coordinating isolate dies between the calls of a
+    /// cross-shard commit (before a call, or right after it applied), leaving its
+    /// transaction to the resolvers and alarms.
+    pub stall: bool,
 }
 
 /// Names of the faults, as `--faults` takes them.
-pub const FAULT_NAMES: [&str; 7] = [
+pub const FAULT_NAMES: [&str; 8] = [
     "lost-response",
     "reset",
     "kv-lag",
@@ -50,6 +57,7 @@ pub const FAULT_NAMES: [&str; 7] = [
     "lapse",
     "skew",
     "evict",
+    "stall",
 ];
 
 /// Longest KV propagation delay, ms.
@@ -68,6 +76,7 @@ impl Faults {
             lapse: true,
             skew: true,
             evict: true,
+            stall: true,
         }
     }
 
@@ -81,10 +90,11 @@ impl Faults {
             lapse: false,
             skew: false,
             evict: false,
+            stall: false,
         }
     }
 
-    fn flags(&mut self) -> [&mut bool; 7] {
+    fn flags(&mut self) -> [&mut bool; 8] {
         [
             &mut self.lost_response,
             &mut self.reset,
@@ -93,6 +103,7 @@ impl Faults {
             &mut self.lapse,
             &mut self.skew,
             &mut self.evict,
+            &mut self.stall,
         ]
     }
 
@@ -141,6 +152,9 @@ pub struct Options {
     pub broken: Broken,
     /// Requests per history (retries not counted); `None`: drawn from the seed.
     pub requests: Option<usize>,
+    /// Coordinator shards (1: today's single coordinator; at most
+    /// [`nexus_shard::MAX_SHARDS`]).
+    pub shards: usize,
 }
 
 impl Default for Options {
@@ -150,6 +164,7 @@ impl Default for Options {
             faults: Faults::all(),
             broken: Broken::None,
             requests: None,
+            shards: 1,
         }
     }
 }
@@ -166,6 +181,9 @@ impl Options {
         }
         if let Some(n) = self.requests {
             cmd.push_str(&format!(" --requests {n}"));
+        }
+        if self.shards > 1 {
+            cmd.push_str(&format!(" --shards {}", self.shards));
         }
         cmd
     }
@@ -204,8 +222,17 @@ where
 enum Progress {
     /// The driver runs; the next pick polls it.
     Driving(Box<dyn Drive>),
+    /// The driver's batch is being committed over the shards, one call per pick.
+    Crossing(Box<Crossing>),
     /// The host finished with this answer; the next pick delivers it.
     Answered(Response),
+}
+
+/// A batch committing over the shards: its driver waits for the outcome.
+struct Crossing {
+    driver: Box<dyn Drive>,
+    cc: CrossCommit,
+    batch: WriteBatch,
 }
 
 struct InFlight {
@@ -232,6 +259,8 @@ struct Sim {
     next_id: usize,
     trace: Vec<String>,
     injected: BTreeMap<&'static str, u64>,
+    /// Transaction nonces handed out (unique per commit attempt).
+    nonces: u64,
 }
 
 /// Runs the history of `seed` with `options` to its end (every request answered).
@@ -242,15 +271,20 @@ pub fn run(seed: u64, options: &Options) -> History {
     let isolates = rng.gen_range(1..=4);
     let agents = rng.gen_range(2..=5);
     let requests = options.requests.unwrap_or_else(|| rng.gen_range(20..=60));
+    let shards = options.shards.clamp(1, nexus_shard::MAX_SHARDS);
     let fabric = Fabric {
-        coordinator: Coordinator {
-            // The deployment id the Worker's coordinator writes on first use.
-            states: BTreeMap::from([(
-                nexus_core::storage::keys::DEPLOYMENT.to_owned(),
-                crate::workload::DEPLOYMENT.as_bytes().to_vec(),
-            )]),
-            broken: options.broken,
-        },
+        // The deployment id the Worker's coordinator writes on first use (replicated:
+        // on every shard).
+        coordinators: (0..shards)
+            .map(|_| Coordinator {
+                states: BTreeMap::from([(
+                    nexus_core::storage::keys::DEPLOYMENT.to_owned(),
+                    crate::workload::DEPLOYMENT.as_bytes().to_vec(),
+                )]),
+                broken: options.broken,
+            })
+            .collect(),
+        map: ShardMap::new(shards).unwrap_or_default(),
         kv: Kv::default(),
         r2: R2::default(),
         isolates: (0..isolates)
@@ -270,6 +304,7 @@ pub fn run(seed: u64, options: &Options) -> History {
         next_id: 0,
         trace: Vec::new(),
         injected: BTreeMap::new(),
+        nonces: 0,
     };
     let skews: Vec<i64> = sim.fabric.isolates.iter().map(|i| i.skew).collect();
     let agent_skews: Vec<i64> = sim.workload.agents.iter().map(|a| a.skew).collect();
@@ -280,11 +315,20 @@ pub fn run(seed: u64, options: &Options) -> History {
         options.broken.name()
     ));
     sim.run();
+    sim.settle_all();
+    let mut shard_states: Vec<BTreeMap<String, Vec<u8>>> = sim
+        .fabric
+        .coordinators
+        .into_iter()
+        .map(|c| c.states)
+        .collect();
+    let states = shard_states.remove(0);
     History {
         seed,
         calls: sim.calls,
         intents: sim.workload.info,
-        states: sim.fabric.coordinator.states,
+        states,
+        other_shards: shard_states,
         kv: sim.fabric.kv.converged(),
         blobs: sim.fabric.r2.blobs,
         trace: sim.trace,
@@ -322,6 +366,10 @@ impl Sim {
                 self.time += jump;
                 self.inject("lapse");
                 self.log(format!("clock jumps {jump} ms (leases lapse)"));
+            }
+            if self.sharded() && self.rng.gen_bool(0.02) {
+                let s = self.rng.gen_range(0..self.fabric.coordinators.len());
+                self.alarm(s, self.time);
             }
             if self.chance(faults.evict, 0.01) {
                 let i = self.rng.gen_range(0..self.fabric.isolates.len());
@@ -389,6 +437,10 @@ impl Sim {
         let placeholder = Progress::Answered(nexus_api::storage_error("placeholder"));
         let mut driver = match std::mem::replace(&mut self.in_flight[i].progress, placeholder) {
             Progress::Driving(driver) => driver,
+            Progress::Crossing(c) => {
+                self.in_flight[i].progress = self.cross_step(id, isolate, *c);
+                return;
+            }
             Progress::Answered(response) => {
                 let done = self.in_flight.swap_remove(i);
                 self.deliver(done, response);
@@ -410,6 +462,12 @@ impl Sim {
                 };
                 self.log(format!("#{id} {line}"));
                 Progress::Driving(driver)
+            }
+            Step::Commit(batch)
+                if self.sharded()
+                    && !(batch.commit.is_empty() && batch.commit.reads.is_empty()) =>
+            {
+                self.begin_cross(id, isolate, driver, batch)
             }
             Step::Commit(batch) => {
                 let result = self.flush(id, isolate, &batch);
@@ -552,13 +610,17 @@ impl Sim {
                 "coordinator: the Durable Object was reset during /read".into(),
             ));
         }
-        let coordinator = &self.fabric.coordinator;
-        let values = coordinator.read(&misses.state_keys);
+        let values = if self.sharded() {
+            self.read_settled(iso, &misses.state_keys)
+        } else {
+            self.fabric.read(&misses.state_keys)
+        };
+        let fabric = &self.fabric;
         let states: Vec<(String, Option<Vec<u8>>)> =
             misses.state_keys.iter().cloned().zip(values).collect();
         session.object_buf().hydrate_batch(states.iter().cloned());
         for q in &misses.state_lists {
-            session.object_buf().hydrate_list(q, coordinator.list(q));
+            session.object_buf().hydrate_list(q, fabric.list(q));
         }
         self.fabric.isolates[iso].remember(states);
         Ok(StateSource::Store)
@@ -604,30 +666,17 @@ impl Sim {
                 self.log(format!("#{id} commit: coordinator reset BEFORE applying"));
                 return Err(commit_failed("reset before the commit applied"));
             }
-            let outcome =
-                self.fabric
-                    .coordinator
-                    .commit(commit)
-                    .map_err(|source| FlushError::Store {
-                        stage: FlushStage::Commit,
-                        source,
-                    })?;
+            let outcome = self.fabric.coordinators[0]
+                .commit(commit)
+                .map_err(|source| FlushError::Store {
+                    stage: FlushStage::Commit,
+                    source,
+                })?;
             self.log(format!(
                 "#{id} commit ({} op(s), {} read check(s)): {}",
                 commit.ops.len(),
                 commit.reads.len(),
-                match &outcome {
-                    CommitOutcome::Applied { first_seq } =>
-                        format!("applied, first seq {first_seq:?}"),
-                    CommitOutcome::Conflict(f) => format!(
-                        "conflict on {}",
-                        f.iter()
-                            .map(|f| f.key.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    other => format!("{other:?}"),
-                }
+                outcome_line(&outcome)
             ));
             if reset {
                 self.inject("reset");
@@ -640,6 +689,20 @@ impl Sim {
             }
             outcome
         };
+        self.settle(id, iso, batch, outcome)
+    }
+
+    /// What follows a commit's outcome, as the Worker does it: the isolate's cache
+    /// learns what the commit read and wrote (or the conflict's current values); after
+    /// an applied commit the index entries (which may be lost) and the deletes.
+    fn settle(
+        &mut self,
+        id: usize,
+        iso: usize,
+        batch: &WriteBatch,
+        outcome: CommitOutcome,
+    ) -> Result<CommitOutcome, FlushError> {
+        let commit = &batch.commit;
         let cache = &mut self.fabric.isolates[iso];
         match &outcome {
             CommitOutcome::Applied { .. } => {
@@ -681,6 +744,267 @@ impl Sim {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// The sharded fabric: commits over several coordinators ([`nexus_shard`]).
+impl Sim {
+    fn sharded(&self) -> bool {
+        self.fabric.coordinators.len() > 1
+    }
+
+    /// Starts committing `batch` over the shards: the puts before the commit point,
+    /// then a [`CrossCommit`] whose calls the next picks send, one each.
+    fn begin_cross(
+        &mut self,
+        id: usize,
+        iso: usize,
+        mut driver: Box<dyn Drive>,
+        batch: WriteBatch,
+    ) -> Progress {
+        for p in batch.puts_in(PutPhase::BeforeCommit) {
+            self.put(p);
+        }
+        let now = self.fabric.isolates[iso].now(self.time);
+        self.nonces += 1;
+        match CrossCommit::new(&self.fabric.map, &batch.commit, now, self.nonces) {
+            Ok(cc) => {
+                let parts = cc.split().participants();
+                self.log(format!(
+                    "#{id} commit over shard(s) {parts:?}{}",
+                    if parts.len() > 1 {
+                        format!(
+                            ": txn {}, primary {}",
+                            short(cc.txn()),
+                            cc.split().primary()
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+                Progress::Crossing(Box::new(Crossing { driver, cc, batch }))
+            }
+            Err(e) => {
+                driver.committed(Err(FlushError::Store {
+                    stage: FlushStage::Commit,
+                    source: e.into(),
+                }));
+                Progress::Driving(driver)
+            }
+        }
+    }
+
+    /// One call of a commit over the shards (or its end), with the faults of a call:
+    /// the coordinating isolate dies (stall), the shard resets before or after
+    /// applying (the answer is lost: the protocol sends again).
+    fn cross_step(&mut self, id: usize, iso: usize, c: Crossing) -> Progress {
+        let Crossing {
+            mut driver,
+            mut cc,
+            batch,
+        } = c;
+        let (shard, commit) = match cc.poll() {
+            ShardStep::Call { shard, commit } => (shard, commit),
+            ShardStep::Read { .. } => {
+                return Progress::Crossing(Box::new(Crossing { driver, cc, batch }));
+            }
+            ShardStep::Done(result) => {
+                let result = self.cross_done(id, iso, &batch, &cc, result);
+                driver.committed(result);
+                return Progress::Driving(driver);
+            }
+        };
+        let faults = self.options.faults;
+        if self.chance(faults.stall, 0.01) {
+            let applied = self.rng.gen_bool(0.5);
+            if applied {
+                let _ = self.fabric.coordinators[shard].commit(&commit);
+            }
+            self.inject("stall");
+            self.log(format!(
+                "#{id} the coordinating isolate dies {} its call to shard {shard}: txn {} stalls",
+                if applied { "right after" } else { "before" },
+                short(cc.txn())
+            ));
+            driver.committed(Err(commit_failed("the isolate died mid-commit")));
+            return Progress::Driving(driver);
+        }
+        let reset = self.chance(faults.reset, 0.04);
+        if reset && self.rng.gen_bool(0.5) {
+            self.inject("reset");
+            self.log(format!(
+                "#{id} shard {shard} reset BEFORE applying: the answer is lost"
+            ));
+            cc.feed(shard, Err(Lost));
+            return Progress::Crossing(Box::new(Crossing { driver, cc, batch }));
+        }
+        let outcome = match self.fabric.coordinators[shard].commit(&commit) {
+            Ok(o) => o,
+            Err(source) => {
+                driver.committed(Err(FlushError::Store {
+                    stage: FlushStage::Commit,
+                    source,
+                }));
+                return Progress::Driving(driver);
+            }
+        };
+        self.log(format!(
+            "#{id} shard {shard}: {} ({} op(s), {} read check(s))",
+            outcome_line(&outcome),
+            commit.ops.len(),
+            commit.reads.len()
+        ));
+        if reset {
+            self.inject("reset");
+            self.log(format!(
+                "#{id} shard {shard} reset AFTER the call: its answer is lost"
+            ));
+            cc.feed(shard, Err(Lost));
+        } else {
+            cc.feed(shard, Ok(outcome));
+        }
+        Progress::Crossing(Box::new(Crossing { driver, cc, batch }))
+    }
+
+    /// A commit over the shards finished: settle it as a single commit is; a conflict
+    /// on stale locks first resolves them (the retry will find them gone).
+    fn cross_done(
+        &mut self,
+        id: usize,
+        iso: usize,
+        batch: &WriteBatch,
+        cc: &CrossCommit,
+        result: Result<CommitOutcome, CrossError>,
+    ) -> Result<CommitOutcome, FlushError> {
+        let outcome = match result {
+            Ok(o) => o,
+            Err(CrossError::OutcomeUnknown { shard }) => {
+                self.log(format!(
+                    "#{id} shard {shard}'s answer was lost: outcome unknown"
+                ));
+                return Err(commit_failed("reset after the commit: reply lost"));
+            }
+            Err(e) => {
+                return Err(FlushError::Store {
+                    stage: FlushStage::Commit,
+                    source: StoreError::Backend(e.to_string()),
+                });
+            }
+        };
+        if matches!(outcome, CommitOutcome::Conflict(_)) {
+            let now = self.fabric.isolates[iso].now(self.time);
+            for met in cc.locks_met() {
+                let r = self.run_resolver(Resolver::for_lock(met.shard, met.lock.clone(), now));
+                self.log(format!(
+                    "#{id} met a lock of txn {} on shard {}: {r:?}",
+                    short(&met.lock.txn),
+                    met.shard
+                ));
+            }
+        }
+        self.settle(id, iso, batch, outcome)
+    }
+
+    /// Reads `keys` at their homes as a sharded host must: with each key's lock row;
+    /// a lock of a decided (or stale) transaction is settled and the keys read again,
+    /// one of an undecided young transaction leaves the value standing.
+    fn read_settled(&mut self, iso: usize, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        let now = self.fabric.isolates[iso].now(self.time);
+        for _ in 0..4 {
+            let locks: Vec<(usize, nexus_shard::Lock)> = keys
+                .iter()
+                .filter_map(|k| {
+                    let s = self.fabric.map.home(k);
+                    let v = self.fabric.coordinators[s]
+                        .states
+                        .get(&nexus_shard::protocol::lock_key(k))?;
+                    Some((s, nexus_shard::Lock::decode(v).ok()?))
+                })
+                .collect();
+            let mut settled = false;
+            for (s, lock) in locks {
+                let txn = short(&lock.txn);
+                let r = self.run_resolver(Resolver::for_lock(s, lock, now));
+                self.log(format!(
+                    "a read met a lock of txn {txn} on shard {s}: {r:?}"
+                ));
+                settled |= !matches!(r, Ok(Resolution::Young { .. }));
+            }
+            if !settled {
+                break;
+            }
+        }
+        self.fabric.read(keys)
+    }
+
+    /// Runs a resolver against the shards (its calls are not faulted: a resolver that
+    /// dies is one that never ran, and the next reader or alarm runs another).
+    fn run_resolver(&mut self, mut r: Resolver) -> Result<Resolution, String> {
+        for _ in 0..64 {
+            match r.poll() {
+                ShardStep::Read { shard, keys } => {
+                    let values = self.fabric.coordinators[shard].read(&keys);
+                    r.feed_read(shard, Ok(values));
+                }
+                ShardStep::Call { shard, commit } => {
+                    match self.fabric.coordinators[shard].commit(&commit) {
+                        Ok(o) => r.feed(shard, Ok(o)),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                ShardStep::Done(result) => return result.map_err(|e| e.to_string()),
+            }
+        }
+        Err("the resolver did not finish".to_owned())
+    }
+
+    /// Shard `s`'s alarm at `now`: resolves its stale parts.
+    fn alarm(&mut self, s: usize, now: u64) {
+        let rows: Vec<(String, Vec<u8>)> = self.fabric.coordinators[s]
+            .states
+            .range(nexus_shard::protocol::XPART_PREFIX.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(nexus_shard::protocol::XPART_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        match nexus_shard::sweep(s, &rows, now) {
+            Ok(plan) => {
+                for r in plan.resolvers {
+                    let result = self.run_resolver(r);
+                    self.log(format!("alarm of shard {s}: {result:?}"));
+                }
+            }
+            Err(e) => self.log(format!("alarm of shard {s}: {e}")),
+        }
+    }
+
+    /// After the last answer: time passes beyond every lock's TTL and every shard's
+    /// alarm runs, so no transaction is left pending.
+    fn settle_all(&mut self) {
+        if !self.sharded() {
+            return;
+        }
+        self.time += LOCK_TTL_MS + 2 * SKEW_MS;
+        for s in 0..self.fabric.coordinators.len() {
+            self.alarm(s, self.time);
+        }
+    }
+}
+
+/// A commit's outcome for the trace.
+fn outcome_line(outcome: &CommitOutcome) -> String {
+    match outcome {
+        CommitOutcome::Applied { first_seq } => format!("applied, first seq {first_seq:?}"),
+        CommitOutcome::Conflict(f) => format!(
+            "conflict on {}",
+            f.iter()
+                .map(|f| f.key.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => format!("{other:?}"),
     }
 }
 

@@ -122,7 +122,7 @@ fn without_faults_nothing_is_unknown() {
 
 #[test]
 fn faults_parse_and_print_as_the_reproduction_takes_them() {
-    for arg in ["all", "none", "reset,kv-lag", "lost-response"] {
+    for arg in ["all", "none", "reset,kv-lag", "lost-response", "stall"] {
         let f = Faults::parse(arg).expect("known faults");
         assert_eq!(f.to_arg(), arg);
     }
@@ -131,5 +131,64 @@ fn faults_parse_and_print_as_the_reproduction_takes_them() {
     assert_eq!(
         repro,
         "cargo run -p nexus-sim --release -- --seed 12345 --faults all"
+    );
+}
+
+/// Seeds of the sharded runs in CI (each about as costly as an unsharded one).
+const SHARDED_SEEDS: u64 = 150;
+
+/// Runs `SHARDED_SEEDS` seeds over `shards` coordinator shards with every fault
+/// (stalled cross-shard commits included).
+fn sharded(shards: usize) {
+    let options = Options {
+        shards,
+        ..Options::default()
+    };
+    let mut stalled = 0;
+    for seed in 0..SHARDED_SEEDS {
+        let run = run_seed(seed, &options);
+        assert!(run.verdict.violations.is_empty(), "{}", run.report());
+        assert_eq!(run.history.other_shards.len(), shards - 1);
+        stalled += run.history.injected.get("stall").copied().unwrap_or(0);
+    }
+    assert!(
+        stalled > 0,
+        "no cross-shard commit stalled in {SHARDED_SEEDS} seeds"
+    );
+}
+
+#[test]
+fn every_fault_two_shards() {
+    sharded(2);
+}
+
+#[test]
+fn every_fault_four_shards() {
+    sharded(4);
+}
+
+#[test]
+fn every_fault_eight_shards() {
+    sharded(8);
+}
+
+#[test]
+fn a_sharded_seed_gives_the_same_history_byte_for_byte() {
+    let options = Options {
+        shards: 4,
+        ..Options::default()
+    };
+    for seed in [3, 99] {
+        let (a, b) = (run_seed(seed, &options), run_seed(seed, &options));
+        assert_eq!(a.history.trace, b.history.trace, "seed {seed}");
+        assert_eq!(
+            a.history.other_shards, b.history.other_shards,
+            "seed {seed}"
+        );
+        assert_eq!(a.verdict.export, b.verdict.export, "seed {seed}");
+    }
+    assert_eq!(
+        options.repro(7),
+        "cargo run -p nexus-sim --release -- --seed 7 --faults all --shards 4"
     );
 }

@@ -245,8 +245,7 @@ fn error_bodies_are_byte_identical_to_nexus_api() {
             "{method} {target}"
         );
     }
-    // No contract governance runs on the Worker: a deployment is refused, clearly,
-    // rather than accepted and never evaluated.
+    // A deployment carries its costs too: its commit, and nothing refused.
     let source = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../examples/contracts/budget.nex"),
@@ -263,13 +262,16 @@ fn error_bodies_are_byte_identical_to_nexus_api() {
     let deploy = post_json(&dev.url, "/v1/contract", &deployment.to_json(), &[]);
     assert_eq!(
         deploy.status,
-        501,
+        201,
         "{}",
         String::from_utf8_lossy(&deploy.body)
     );
-    assert_eq!(error_code(&deploy), "not_implemented");
-    let body: serde_json::Value = serde_json::from_slice(&deploy.body).expect("json");
-    assert_eq!(body["error"]["route"], "POST /v1/contract");
+    assert_eq!(
+        deploy.metrics.get("commits"),
+        Some(&1),
+        "{:?}",
+        deploy.metrics
+    );
 }
 
 #[test]
@@ -468,6 +470,7 @@ fn test_hooks_are_not_in_the_deployed_build() {
         "/__test/tiers",
         "/__test/wipe",
         "/__test/archive",
+        "/__test/governance",
     ] {
         let r = raw(&dev.url, "POST", hook, b"", &[]);
         assert_eq!(
@@ -1265,10 +1268,9 @@ fn serves_the_explorer_at_the_root() {
     assert_eq!(error_code(&r), "no_route");
 }
 
-/// `nexus demo --server` on the Worker: the swarm runs through the same API (no
-/// contract runs there, so nothing is denied and failing chunks run out of tries), the
-/// summary is a function of the seed on this host too, and the log verifies with
-/// `--replay`.
+/// `nexus demo --server` on the Worker: the swarm runs through the same API under the
+/// demo's contract (the governance object denies the cursed regions), the summary is
+/// the one the embedded host gives for the seed, and the log verifies with `--replay`.
 #[test]
 #[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
 fn the_demo_swarm_runs_on_the_worker_and_its_summary_is_the_seeds() {
@@ -1283,8 +1285,16 @@ fn the_demo_swarm_runs_on_the_worker_and_its_summary_is_the_seeds() {
     };
     let first = run();
     assert_eq!(first["verified"], true, "{first}");
-    assert_eq!(first["governed"], false, "{first}");
-    assert_eq!(first["denied_regions"], json!([]), "{first}");
+    assert_eq!(first["governed"], true, "{first}");
+    assert!(
+        !first["denied_regions"].as_array().expect("list").is_empty(),
+        "{first}"
+    );
+    let embedded: Value = serde_json::from_str(&nexus_worker_test::nexus(&[
+        "demo", "--agents", "4", "--work", "0ms", "--lease", "1s", "--seed", "5", "--json",
+    ]))
+    .expect("one JSON document");
+    assert_eq!(first, embedded, "the host does not change the summary");
     assert_eq!(
         first["crashed"].as_array().map(Vec::len),
         Some(2),
@@ -1749,4 +1759,84 @@ fn over_four_shards_a_commit_stalled_after_its_prewrite_is_resolved() {
         let (now, _) = intent_state(&dev.url, &intent);
         assert_eq!(now["state"], "resolved", "{now}");
     }
+}
+
+/// Fail closed (spec/contract.md, "On the Worker"): while the governance object's
+/// catch-ups fail (the test build's `/__test/governance?fail=1`), a committed Fact's
+/// Hints are not committed, so proposals and claims answer `503 governance_pending`
+/// and `/v1/health` answers `503 degraded` (`reason: governance`), as on the native
+/// host; other writes and reads go on. Once catch-ups succeed again, the next gated
+/// write repairs the Hints first: the Fact's deny Hint is in force and the claim of an
+/// Intent it denies is refused with it, health is ok again.
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn governance_fails_closed_on_the_worker_and_recovers() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dev = WranglerDev::start(Build::Test, state.path());
+    let c = client(&dev);
+    let agent = key();
+    let k = agent.key();
+    let tag = format!("failclosed/t{}", &agent.author().to_string()[..8]);
+    let topic = format!("{tag}/chem");
+    let lead = conformance::contract::lead();
+    let source = conformance::contract::budget(&tag, 1, &lead.author().to_string());
+    let (status, body) = conformance::contract::deploy(&c, &source, None);
+    assert_eq!(status, 201, "{body}");
+    let waiting = builders::propose(k, &format!("{topic}/later"), json!({}), &[]).expect("intent");
+    c.submit(&waiting).expect("admitted");
+
+    let fail = |on: bool| {
+        let r = raw(
+            &dev.url,
+            "GET",
+            &format!("/__test/governance?fail={}", u8::from(on)),
+            b"",
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    };
+    fail(true);
+    // The Fact commits (its answer is 2xx); its Hints do not.
+    conformance::contract::failed_run(&c, k, &topic, 1);
+    assert!(c.hints().expect("hints").is_empty(), "no Hint committed");
+    let claim = builders::claim(k, &dep(&dev), waiting.hash(), 30_000).expect("claim");
+    let e = c.claim(&claim).expect_err("fails closed");
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(503), Some("governance_pending")),
+        "{e}"
+    );
+    let more = builders::propose(k, &format!("{tag}/other"), json!({}), &[]).expect("intent");
+    let e = c.submit(&more).expect_err("fails closed");
+    assert_eq!(e.code(), Some("governance_pending"), "{e}");
+    let health = raw(&dev.url, "GET", "/v1/health", b"", &[]);
+    assert_eq!(health.status, 503);
+    let h: Value = serde_json::from_slice(&health.body).expect("json");
+    assert_eq!(
+        (&h["status"], &h["reason"]),
+        (&json!("degraded"), &json!("governance")),
+        "{h}"
+    );
+    assert!(
+        h["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("test hook")),
+        "{h}"
+    );
+    // Reads and ungated writes go on.
+    let fact = builders::fact(k, &format!("{tag}/note"), json!({}), &[], None).expect("fact");
+    c.submit(&fact).expect("a Fact is not gated");
+
+    fail(false);
+    // The claim's gate retries the catch-up, which commits the deny Hint first.
+    let e = c.claim(&claim).expect_err("denied by the repaired Hint");
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(403), Some("inadmissible")),
+        "{e}"
+    );
+    assert_eq!(c.hints().expect("hints").len(), 1);
+    assert_eq!(c.health().expect("health").status, "ok");
+    c.submit(&more)
+        .expect("admitted again (not under the denied topic)");
 }

@@ -184,24 +184,45 @@ impl Rate {
 /// One keyed token-bucket limiter, or none.
 struct Buckets<K: Hash + Eq + Clone> {
     limiter: Option<DefaultKeyedRateLimiter<K>>,
+    /// What a full bucket holds.
+    burst: u32,
 }
 
 impl<K: Hash + Eq + Clone> Buckets<K> {
     fn new(rate: Rate) -> Self {
         Self {
             limiter: rate.quota().map(RateLimiter::keyed),
+            burst: if rate.burst == 0 {
+                rate.per_second
+            } else {
+                rate.burst
+            },
         }
     }
 
     /// `Err(ms)`: over the limit, the next request is allowed in `ms`.
     fn check(&self, key: &K) -> Result<(), u64> {
+        self.check_n(key, 1)
+    }
+
+    /// Takes `n` tokens at once, or none (`Err(ms)`: they are there in `ms`). A request
+    /// needing more than a full bucket takes the whole bucket, so that it can pass.
+    fn check_n(&self, key: &K, n: u32) -> Result<(), u64> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        limiter.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(limiter.clock().now());
-            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
-        })
+        let Some(n) = NonZeroU32::new(n.min(self.burst)) else {
+            return Ok(());
+        };
+        match limiter.check_key_n(key, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(limiter.clock().now());
+                Err(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1))
+            }
+            // `n` is at most the burst: cannot happen; refuse for a second.
+            Err(_) => Err(1_000),
+        }
     }
 
     fn forget_idle(&self) {
@@ -236,9 +257,22 @@ impl RateLimits {
         }
     }
 
-    /// Takes one token of `author`'s bucket; `Err(ms)` when it is empty.
-    pub fn check_author(&self, author: &AuthorKey) -> Result<(), u64> {
-        self.authors.check(author)
+    /// Takes one token per signed item of a write from its author's bucket, all or
+    /// nothing per author (`Err(ms)`: the first author short of tokens has them in
+    /// `ms`; the authors checked before it keep their tokens spent). An author with
+    /// more items than a full bucket holds needs the whole bucket.
+    pub fn check_authors(&self, authors: &[&AuthorKey]) -> Result<(), u64> {
+        let mut counts: Vec<(&AuthorKey, u32)> = Vec::new();
+        for a in authors {
+            match counts.iter_mut().find(|(k, _)| k == a) {
+                Some((_, n)) => *n = n.saturating_add(1),
+                None => counts.push((a, 1)),
+            }
+        }
+        for (author, n) in counts {
+            self.authors.check_n(author, n)?;
+        }
+        Ok(())
     }
 
     /// Takes one token of the bucket of `ip` (an IPv6 address counts as its /64, which
@@ -274,9 +308,9 @@ mod tests {
     use super::*;
     use nexus_core::SigningKey;
 
-    #[test]
-    fn a_bucket_allows_its_burst_then_says_when() {
-        let limits = RateLimits::new(
+    /// Authors at 1 a second, 3 at once; addresses unlimited.
+    fn authors_limited() -> RateLimits {
+        RateLimits::new(
             Rate {
                 per_second: 1,
                 burst: 3,
@@ -285,21 +319,43 @@ mod tests {
                 per_second: 0,
                 burst: 0,
             },
-        );
+        )
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_says_when() {
+        let limits = authors_limited();
         let a = SigningKey::from_seed(&[1; 32]).author();
         let b = SigningKey::from_seed(&[2; 32]).author();
         for _ in 0..3 {
-            assert_eq!(limits.check_author(&a), Ok(()));
+            assert_eq!(limits.check_authors(&[&a]), Ok(()));
         }
-        let wait = limits.check_author(&a).expect_err("burst spent");
+        let wait = limits.check_authors(&[&a]).expect_err("burst spent");
         assert!((1..=1_000).contains(&wait), "{wait}");
-        assert_eq!(limits.check_author(&b), Ok(()), "buckets are per key");
+        assert_eq!(limits.check_authors(&[&b]), Ok(()), "buckets are per key");
         for _ in 0..100 {
             assert_eq!(
                 limits.check_address("10.0.0.1".parse().expect("ip")),
                 Ok(())
             );
         }
+    }
+
+    #[test]
+    fn a_batch_takes_its_items_tokens_at_once_or_none() {
+        let limits = authors_limited();
+        let a = SigningKey::from_seed(&[1; 32]).author();
+        let b = SigningKey::from_seed(&[2; 32]).author();
+        assert_eq!(limits.check_authors(&[&a]), Ok(()));
+        // Three items of `a` with two tokens left: refused, and nothing is spent.
+        assert!(limits.check_authors(&[&a, &a, &b, &a]).is_err());
+        assert_eq!(limits.check_authors(&[&a, &b, &a]), Ok(()));
+        assert!(limits.check_authors(&[&a]).is_err(), "both spent");
+        // More items than a full bucket holds need the whole bucket, and pass then.
+        assert!(limits.check_authors(&[&b; 5]).is_err(), "b has 2 of 3 left");
+        let c = SigningKey::from_seed(&[3; 32]).author();
+        assert_eq!(limits.check_authors(&[&c; 5]), Ok(()));
+        assert!(limits.check_authors(&[&c]).is_err(), "the whole bucket");
     }
 
     #[test]

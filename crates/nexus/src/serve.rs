@@ -629,9 +629,8 @@ async fn handle(
         }
         Prepared::Job(job) if job.is_write() => {
             let route = job.route();
-            if let Some(author) = job.author()
-                && let Err(wait_ms) = state.limits.check_author(author)
-            {
+            // One token per signed item (a batch takes one per item).
+            if let Err(wait_ms) = state.limits.check_authors(&job.authors()) {
                 return limited(&state, route, "author", wait_ms, started);
             }
             if let Err(e) = gate(&state, route).await {

@@ -4,6 +4,7 @@
 //! by compare-and-swap after which the proposal is admitted, and the history.
 
 mod common;
+mod conformance;
 
 use std::path::Path;
 
@@ -12,43 +13,13 @@ use nexus_client::{Client, builders};
 use nexus_core::SigningKey;
 use serde_json::json;
 
+/// The conformance suite's budget contract under `lab/**`.
 fn budget(threshold: u32, upgrader: &str) -> String {
-    format!(
-        r#"contract = "lab-budget"
-
-[upgrade]
-keys = ["{upgrader}"]
-
-[[rule]]
-name = "failure-budget"
-topic = "lab/**"
-where = "has(fact.resolves) && fact.body.status == 'failed'"
-group = "fact.topic"
-threshold = {threshold}
-within = "24h"
-emit = {{ effect = "deny", topic = "${{group}}/**", reason = "failure budget spent under ${{group}}" }}
-"#
-    )
+    conformance::contract::budget("lab", threshold, upgrader)
 }
 
 fn failed_run(c: &Client, k: &SigningKey, topic: &str, n: u64) {
-    let i = builders::propose(k, topic, json!({"n": n}), &[]).expect("intent");
-    c.submit(&i).expect("propose");
-    let lease = c
-        .claim(
-            &builders::claim(k, &c.deployment().expect("deployment"), i.hash(), 30_000)
-                .expect("claim"),
-        )
-        .expect("claimed");
-    let f = builders::fact(
-        k,
-        topic,
-        json!({"status": "failed"}),
-        &[i.hash()],
-        Some((i.hash(), lease.token)),
-    )
-    .expect("fact");
-    c.submit(&f).expect("resolve");
+    conformance::contract::failed_run(c, k, topic, n);
 }
 
 fn log_head(c: &Client) -> u64 {
@@ -87,7 +58,7 @@ fn deploy_refuse_upgrade_through_the_server_and_cli() {
     std::fs::write(&v1, budget(2, &lead)).expect("write");
     let ok = nexus_ok(&["contract", "check", v1.to_str().expect("path")], &env);
     assert!(
-        ok.starts_with("ok: contract \"lab-budget\" (1 rules)"),
+        ok.starts_with("ok: contract \"conformance-budget\" (1 rules)"),
         "{ok}"
     );
 

@@ -116,6 +116,11 @@ fn until_served<T>(
     }
 }
 
+/// An open server whose authors may write once a second, 3 at once.
+fn author_limited(dir: &Path) -> Server {
+    Server::start_with(dir, true, &["--author-rate", "1", "--author-burst", "3"])
+}
+
 fn propose(c: &Client, key: &SigningKey, n: u64) -> Result<(), nexus_client::ClientError> {
     let intent = builders::propose(key, "limits/test", json!({ "n": n }), &[]).expect("sign");
     c.submit(&intent).map(|_| ())
@@ -224,11 +229,7 @@ fn the_connection_cap_answers_503_then_closes() {
 #[test]
 fn a_rate_limited_author_gets_429_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with(
-        dir.path(),
-        true,
-        &["--author-rate", "1", "--author-burst", "3"],
-    );
+    let server = author_limited(dir.path());
     let c = server.client();
     let alice = SigningKey::from_seed(&[62; 32]);
     let bob = SigningKey::from_seed(&[63; 32]);
@@ -261,6 +262,33 @@ fn a_rate_limited_author_gets_429_and_recovers() {
     until_served(&[Some(429)], || propose(&c, &alice, 5));
     assert!(metric(&c, "nexus_rate_limited_total{scope=\"author\"}") >= 2);
     assert!(metric(&c, "nexus_errors_total{code=\"rate_limited\"}") >= 2);
+}
+
+/// A batch takes one token per item, all at once or none: with a token spent, a batch
+/// of three of the author's items (a burst of 3) is refused whole and spends nothing;
+/// one of two commits; once the bucket is full again, three fit.
+#[test]
+fn a_batch_takes_a_token_per_item() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = author_limited(dir.path());
+    let c = server.client();
+    let carol = SigningKey::from_seed(&[64; 32]);
+    let item = |n: u64| {
+        nexus_client::http::BatchItem::Record(
+            builders::propose(&carol, "limits/batch", json!({ "n": n }), &[]).expect("sign"),
+        )
+    };
+    propose(&c, &carol, 100).expect("one token");
+    let three: Vec<_> = (0..3).map(item).collect();
+    let e = c.batch(&three).expect_err("3 items, 2 tokens");
+    let api = e.api().expect("an API error");
+    assert_eq!((api.status, api.code.as_str()), (429, "rate_limited"));
+    assert_eq!(api.detail("scope"), Some(&json!("author")));
+    assert_eq!(c.health().expect("health").log_head, 1, "nothing stored");
+    let two: Vec<_> = (10..12).map(item).collect();
+    assert_eq!(c.batch(&two).expect("2 items, 2 tokens").len(), 2);
+    let done = until_served(&[Some(429)], || c.batch(&three));
+    assert_eq!(done.len(), 3);
 }
 
 #[test]

@@ -80,6 +80,8 @@ pub struct Counters {
     pub commits: u32,
     /// Commits refused because a state had changed ([`DriveStats::conflicts`]).
     pub conflicts: u32,
+    /// Calls to the governance Durable Object (`crate::governance`).
+    pub gov_calls: u32,
 }
 
 /// Test-only faults a request may ask for (honoured only in a `test-hooks` build).
@@ -175,6 +177,11 @@ impl Host {
     /// What the request cost so far.
     pub fn counters(&self) -> Counters {
         self.counters.get()
+    }
+
+    /// Counts one call to the governance Durable Object for this request.
+    pub fn count_governance_call(&self) {
+        self.count(|c| c.gov_calls += 1);
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {

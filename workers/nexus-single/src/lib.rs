@@ -38,6 +38,7 @@ pub mod archive;
 pub mod bridge;
 pub mod coordinator;
 pub mod events;
+pub mod governance;
 pub mod kv;
 pub mod protocol;
 pub mod r2;
@@ -52,13 +53,14 @@ use std::sync::OnceLock;
 use worker::{Context, Date, Env, Headers, Request, Response, Result, event};
 
 use nexus_api::{
-    Api, ApiConfig, Prepared, ReadAccess, Route, body_too_large, not_implemented, route_for,
-    served_route, storage_error,
+    Api, ApiConfig, Governor, Prepared, ReadAccess, Route, body_too_large, route_for, served_route,
+    storage_error,
 };
 use nexus_core::AuthorKey;
 
 pub use bridge::{Counters, Faults, Host};
 pub use coordinator::NexusCoordinatorDO;
+pub use governance::NexusGovernanceDO;
 
 /// The KV namespace binding.
 pub const KV_BINDING: &str = "NEXUS_KV";
@@ -69,7 +71,8 @@ pub const DO_BINDING: &str = "COORDINATOR";
 /// Name of the one coordinator instance (a single shard).
 pub const COORDINATOR_NAME: &str = "coordinator";
 /// Response header with the request's costs: `wall_ms=…;kv_reads=…;kv_lists=…;kv_writes=…;
-/// r2_reads=…;r2_writes=…;do_calls=…;commits=…;conflicts=…;rounds=…;attempts=…`.
+/// r2_reads=…;r2_writes=…;do_calls=…;commits=…;conflicts=…;rounds=…;attempts=…;
+/// gov_calls=…` (`gov_calls`: calls to the governance Durable Object).
 pub const METRICS_HEADER: &str = "x-nexus-metrics";
 
 /// The rate-limit binding that counts writes per author key (Workers Rate Limiting:
@@ -83,6 +86,11 @@ pub const AUTHOR_LIMIT_RETRY_S: u64 = 10;
 static API: OnceLock<Api> = OnceLock::new();
 /// Who may read, from the `NEXUS_READ_TOKENS` secret.
 static READ_ACCESS: OnceLock<ReadAccess> = OnceLock::new();
+
+/// The API of this isolate, configured from `env` on first use.
+pub(crate) fn api(env: &Env) -> &'static Api {
+    API.get_or_init(|| Api::new(config(env)))
+}
 
 fn read_access(env: &Env) -> ReadAccess {
     let tokens = env
@@ -241,7 +249,7 @@ fn into_worker_with(
     headers.set(
         METRICS_HEADER,
         &format!(
-            "wall_ms={wall_ms};kv_reads={};kv_lists={};kv_writes={};r2_reads={};r2_writes={};do_calls={};commits={};conflicts={};rounds={};attempts={}",
+            "wall_ms={wall_ms};kv_reads={};kv_lists={};kv_writes={};r2_reads={};r2_writes={};do_calls={};commits={};conflicts={};rounds={};attempts={};gov_calls={}",
             costs.kv_reads,
             costs.kv_lists,
             costs.kv_writes,
@@ -251,7 +259,8 @@ fn into_worker_with(
             costs.commits,
             costs.conflicts,
             costs.rounds,
-            costs.attempts
+            costs.attempts,
+            costs.gov_calls
         ),
     )?;
     Ok(Response::from_bytes(r.body.clone())?
@@ -280,19 +289,57 @@ fn explorer_asset(asset: nexus_explorer::Asset, head: bool) -> Result<Response> 
 /// Whether a signed write's author is over the per-author limit of the
 /// [`AUTHOR_LIMIT_BINDING`] binding. Without the binding, or when it fails, the write
 /// is not limited (logged): the limit protects capacity, it does not decide anything.
+///
+/// The binding counts calls, not weights: a batch asks once for each distinct author of
+/// its items (the native host takes one token per item).
 async fn over_author_limit(env: &Env, job: &nexus_api::Job) -> bool {
-    let Some(author) = job.author().filter(|_| job.is_write()) else {
+    if !job.is_write() {
         return false;
-    };
+    }
+    let mut authors = job.authors();
+    authors.sort_unstable();
+    authors.dedup();
+    if authors.is_empty() {
+        return false;
+    }
     let Ok(limiter) = env.rate_limiter(AUTHOR_LIMIT_BINDING) else {
         return false;
     };
-    match limiter.limit(author.to_string()).await {
-        Ok(outcome) => !outcome.success,
-        Err(e) => {
-            worker::console_warn!("{AUTHOR_LIMIT_BINDING}: {e}");
-            false
+    for author in authors {
+        match limiter.limit(author.to_string()).await {
+            Ok(outcome) if !outcome.success => return true,
+            Ok(_) => {}
+            Err(e) => worker::console_warn!("{AUTHOR_LIMIT_BINDING}: {e}"),
         }
+    }
+    false
+}
+
+/// Runs `job` through the bridge under the contract's governance
+/// ([`governance`]): a proposal or claim fails closed (`503 governance_pending`) while
+/// the contract's Hints are not committed; a committed write is shown to the
+/// contract's evaluator before it is answered; health reports a governance failure.
+async fn run_governed(
+    env: &Env,
+    api: &Api,
+    host: &Host,
+    job: &nexus_api::Job,
+) -> nexus_api::Response {
+    let route = job.route();
+    if job.is_write()
+        && Governor::is_gated(route)
+        && let Err(e) = governance::gate(env, host, route).await
+    {
+        return e.to_response();
+    }
+    let r = host.run(api, job, Date::now().as_millis()).await;
+    if job.is_write() && r.status / 100 == 2 {
+        governance::after_write(env, host, route, job.record()).await;
+        r
+    } else if route == Route::Health {
+        governance::health(env, host, r).await
+    } else {
+        r
     }
 }
 
@@ -301,7 +348,7 @@ async fn over_author_limit(env: &Env, job: &nexus_api::Job) -> bool {
 #[event(fetch)]
 pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let started = Date::now().as_millis();
-    let api = API.get_or_init(|| Api::new(config(&env)));
+    let api = api(&env);
     let url = req.url()?;
     let method = req.method().to_string();
     #[cfg(feature = "test-hooks")]
@@ -313,6 +360,15 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         "/__test/archive" => return testing::archive_route(&env, url.query()).await,
         "/__test/wipe" => return testing::wipe_route(&env, url.query()).await,
         "/__test/parts" => return testing::parts_route(&env, url.query()).await,
+        "/__test/governance" => {
+            // `?fail=1` makes every catch-up of the governance object fail, `?fail=0`
+            // stops it.
+            let fail = url.query().is_some_and(|q| q.contains("fail=1"));
+            return match governance::set_failing(&env, fail).await {
+                Ok(status) => Response::from_json(&status),
+                Err(e) => Response::error(e, 500),
+            };
+        }
         "/__test/events" => {
             let read = events::READ_UPTO.load(std::sync::atomic::Ordering::Relaxed);
             return Response::from_json(&serde_json::json!({ "read_upto": read }));
@@ -401,18 +457,6 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             api.metrics().response(),
             Counters::default(),
         ),
-        // A deployed contract would never be evaluated here (no Governor runs on this
-        // host): refuse the deployment rather than accept a contract that governs
-        // nothing. Reading the contract in force still works.
-        Prepared::Job(job) if job.route() == Route::DeployContract => (
-            Route::DeployContract,
-            not_implemented(
-                Route::DeployContract,
-                "the Worker runs no contract governance yet (design: a governance Durable \
-                 Object, phase 4); deploy contracts to a `nexus serve` host",
-            ),
-            Counters::default(),
-        ),
         Prepared::Job(job) if over_author_limit(&env, &job).await => {
             api.metrics().record_rate_limited("author");
             let r = nexus_api::rate_limited("author", AUTHOR_LIMIT_RETRY_S * 1_000).to_response();
@@ -429,7 +473,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         }
         Prepared::Job(job) => match host(&env, faults(&req)) {
             Ok(host) => {
-                let mut r = host.run(api, &job, Date::now().as_millis()).await;
+                let mut r = run_governed(&env, api, &host, &job).await;
                 if job.route() == Route::Health {
                     r = shards::with_shard_count(r, host.shards());
                 }

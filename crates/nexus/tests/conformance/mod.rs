@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod batch;
+pub mod contract;
 pub mod hints;
 pub mod tlog;
 
@@ -110,6 +111,7 @@ pub fn run_conformance_over(base_url: &str, one_log: bool) {
     let lc = lifecycle(&c, &tag, &alice, &bob, &carol);
     errors(&c, &tag, &alice, &bob, &carol, &lc);
     batch::check(&c, &tag, &alice, &bob, &carol);
+    contract::governance(&c, &tag, &carol);
     if let Some(before) = before {
         tlog::check(&c, &before, &tlog::checkpoint(&c));
     }
