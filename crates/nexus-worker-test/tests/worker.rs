@@ -1712,8 +1712,8 @@ fn over_four_shards_a_commit_stalled_after_its_prewrite_is_resolved() {
     let (alice, bob) = (key(), key());
     let stall = [("x-nexus-fault", "stall-after-prewrite")];
     for (round, by_alarm) in [(0, true), (1, false)] {
-        // The Intent on shard 1 (the secondary: its keys are locked by the prewrite),
-        // the Fact on shard 2 (the primary, never reached).
+        // The Intent on shard 1, the Fact on shard 2: the prewrite locks the keys of
+        // the secondary, the commit point on the primary is never reached.
         let intent = intent_on(&alice, &format!("worker/stall/{round}"), 1, 4);
         assert_eq!(
             post_json(&dev.url, "/v1/intents", &intent.to_json(), &[]).status,
@@ -1730,14 +1730,21 @@ fn over_four_shards_a_commit_stalled_after_its_prewrite_is_resolved() {
             post_json(&dev.url, "/v1/facts", &fact.to_json(), &stall),
             500,
         );
-        assert_eq!(parts(&dev.url, 1).len(), 1, "the prepared part stays");
+        // The prepared part stays on the secondary (the primary is the participant
+        // a hash of the commit picks: either shard).
+        let held: Vec<usize> = [1, 2]
+            .into_iter()
+            .filter(|&s| !parts(&dev.url, s).is_empty())
+            .collect();
+        assert_eq!(held.len(), 1, "one prepared part: {held:?}");
+        let secondary = held[0];
         // A young lock holds nothing up for readers: the last committed state.
         let (now, _) = intent_state(&dev.url, &intent);
         assert_eq!(now["state"], "claimed", "{now}");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         if by_alarm {
             // Nobody touches the keys: the shard's alarm settles the part.
-            while !parts(&dev.url, 1).is_empty() {
+            while !parts(&dev.url, secondary).is_empty() {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "the alarm never swept"
@@ -1745,12 +1752,17 @@ fn over_four_shards_a_commit_stalled_after_its_prewrite_is_resolved() {
                 std::thread::sleep(Duration::from_millis(200));
             }
         } else {
-            // Past the TTL a reader resolves it (unless the alarm came first).
+            // Past the TTL a reader of a locked key resolves it (unless the alarm
+            // came first): the Intent's keys, or the Fact's marker.
             std::thread::sleep(Duration::from_millis(1_100));
             let (now, r) = intent_state(&dev.url, &intent);
             assert_eq!(now["state"], "claimed", "{now}");
-            eprintln!("read after the TTL: {:?}", r.metrics);
-            assert!(parts(&dev.url, 1).is_empty());
+            let record = get(&dev.url, &format!("/v1/records/{}", fact.hash()));
+            eprintln!(
+                "reads after the TTL (part on shard {secondary}): {:?}, {:?}",
+                r.metrics, record.metrics
+            );
+            assert!(parts(&dev.url, secondary).is_empty());
         }
         // Rolled back: the Fact is not stored, the Intent still Bob's; sent again, it
         // resolves the Intent.
