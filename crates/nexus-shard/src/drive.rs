@@ -609,6 +609,70 @@ pub fn merge_listings(
 mod tests {
     use super::*;
 
+    use nexus_store::{CasOp, MemoryStore, ObjectStore};
+
+    fn key(first: u64) -> String {
+        format!("intent/{first:016x}{}", "0".repeat(48))
+    }
+
+    #[test]
+    fn a_cross_shard_commit_names_its_phases_and_reads_go_one_per_shard() {
+        let map = ShardMap::new(4).expect("map");
+        let stores: Vec<MemoryStore> = (0..4).map(|_| MemoryStore::new()).collect();
+        let claim = |k: String| CasOp {
+            key: k,
+            expected: None,
+            new: Some(b"claimed".to_vec()),
+        };
+        let commit = Commit::new(vec![claim(key(1)), claim(key(2))], vec![b"e".to_vec()]);
+        let mut m = ShardedCommit::new(&map, &commit, 1_000, 7).expect("commit");
+        let mut kinds = Vec::new();
+        let outcome = loop {
+            match m.poll() {
+                ShardStep::Call { shard, commit } => {
+                    kinds.push(m.pending().expect("a commit's own call"));
+                    let answer = stores[shard].commit(&commit).expect("commit");
+                    m.feed(shard, Ok(answer));
+                }
+                ShardStep::Read { .. } => panic!("no lock to resolve"),
+                ShardStep::Done(r) => break r.expect("outcome"),
+            }
+        };
+        assert!(
+            matches!(outcome, CommitOutcome::Applied { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            kinds,
+            vec![CallKind::Prewrite, CallKind::Primary, CallKind::Release]
+        );
+        assert_eq!(m.counts().cross_shard_calls, 3);
+
+        let (k1, k2, k3) = (key(1), key(2), key(3));
+        let mut r = ShardedRead::new(&map, &[&k1, &k2, &k3, "contract/head"], 2_000).expect("read");
+        let reads = r.pending_reads();
+        let shards: Vec<usize> = reads.iter().map(|(s, _)| *s).collect();
+        assert_eq!(shards, vec![0, 1, 2, 3], "one read per shard involved");
+        assert_eq!(
+            reads[1].1,
+            vec![k1.clone(), lock_key(&k1)],
+            "with the lock row"
+        );
+        // Answered in any order (a host sends them concurrently).
+        for (shard, keys) in reads.into_iter().rev() {
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            r.feed_read(shard, Ok(stores[shard].get_states(&refs).expect("read")));
+        }
+        let ShardStep::Done(values) = r.poll() else {
+            panic!("every read answered, no lock met")
+        };
+        let claimed = Some(b"claimed".to_vec());
+        assert_eq!(
+            values.expect("values"),
+            vec![claimed.clone(), claimed, None, None]
+        );
+    }
+
     #[test]
     fn listings_ask_the_shards_that_can_hold_the_prefix() {
         let map = ShardMap::new(4).expect("map");
