@@ -230,6 +230,22 @@ impl ReadSet {
     }
 }
 
+/// The `type`s of the log entries of the sharding protocol (`nexus_shard`'s
+/// `ProtocolEntry`, spec/shards.md): a shard's log holds them beside the core's
+/// [`LogEntry`]s, and the core's log readings skip them.
+pub const SHARD_PROTOCOL_TYPES: [&str; 5] = ["prepared", "commit", "release", "abort", "after"];
+
+/// Whether `bytes` is a log entry of the sharding protocol ([`SHARD_PROTOCOL_TYPES`]).
+pub fn is_shard_protocol_entry(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<Typed<'_>>(bytes)
+        .is_ok_and(|t| SHARD_PROTOCOL_TYPES.contains(&t.kind.as_ref()))
+}
+
 /// One entry of the commit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -445,7 +461,8 @@ pub trait ColdStorage {
         after: Option<&str>,
         limit: usize,
     ) -> CoreResult<Page>;
-    /// Commit log entries from sequence number `from`, at most `limit`.
+    /// Commit log entries from sequence number `from`, at most `limit` (entries of
+    /// the sharding protocol in that range skipped: [`is_shard_protocol_entry`]).
     fn log_entries(&self, from: u64, limit: usize) -> CoreResult<Vec<(u64, LogEntry)>>;
 }
 
@@ -1530,8 +1547,13 @@ where
         for ((seq, key), v) in (from..=to).zip(&keys).zip(values) {
             let v =
                 v.ok_or_else(|| CoreError::Store(corrupt(key, "log entry missing below head")))?;
-            let entry = serde_json::from_slice(&v)
-                .map_err(|e| CoreError::Store(corrupt(key, &e.to_string())))?;
+            let entry = match serde_json::from_slice(&v) {
+                Ok(entry) => entry,
+                // An entry of the sharding protocol (a shard's log over N coordinator
+                // shards, spec/shards.md): not the core's; skipped.
+                Err(_) if is_shard_protocol_entry(&v) => continue,
+                Err(e) => return Err(CoreError::Store(corrupt(key, &e.to_string()))),
+            };
             out.push((seq, entry));
         }
         Ok(out)

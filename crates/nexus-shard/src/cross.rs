@@ -100,6 +100,31 @@ pub struct CrossStats {
     pub shards: usize,
 }
 
+/// Which phase the call a [`CrossCommit`] asks for belongs to ([`CrossCommit::pending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// The one call of a single-shard commit (its commit point).
+    Fast,
+    /// A secondary's prewrite.
+    Prewrite,
+    /// The primary's commit (the commit point of a cross-shard commit).
+    Primary,
+    /// A secondary's release, after the commit point.
+    Release,
+    /// The `aborted` mark on the primary.
+    AbortTxn,
+    /// A prepared secondary's part dropped.
+    Drop,
+}
+
+impl CallKind {
+    /// Whether this call is the commit's commit point (the one call whose applying
+    /// makes the commit applied).
+    pub fn is_commit_point(self) -> bool {
+        matches!(self, Self::Fast | Self::Primary)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Fast,
@@ -283,6 +308,19 @@ impl CrossCommit {
     ) -> ShardStep<Result<CommitOutcome, CrossError>> {
         self.phase = Phase::Spent;
         ShardStep::Done(r)
+    }
+
+    /// The phase of the call [`poll`](Self::poll) asks for (`None` when finished).
+    pub fn pending(&self) -> Option<CallKind> {
+        Some(match &self.phase {
+            Phase::Fast => CallKind::Fast,
+            Phase::Prewrite(_) => CallKind::Prewrite,
+            Phase::Primary => CallKind::Primary,
+            Phase::Release(_) => CallKind::Release,
+            Phase::AbortTxn => CallKind::AbortTxn,
+            Phase::Drop(_) => CallKind::Drop,
+            Phase::Finished(_) | Phase::Spent => return None,
+        })
     }
 
     /// The shard the pending call goes to (`None` when finished).

@@ -36,20 +36,22 @@
 //! ```
 
 mod cross;
+mod drive;
 mod map;
 mod merge;
 pub mod protocol;
 mod resolve;
 mod sharded;
 
-pub use cross::{CrossCommit, CrossError, CrossStats, Lost, MetLock, ShardStep};
+pub use cross::{CallKind, CrossCommit, CrossError, CrossStats, Lost, MetLock, ShardStep};
+pub use drive::{DriveCounts, ShardedCommit, ShardedRead, merge_listings};
 pub use map::{
     HASHED_PREFIXES, LOCAL_PREFIXES, MAX_SHARDS, Part, Placement, REPLICATED, ShardError, ShardMap,
     Split, WRITE_ONCE_PREFIX,
 };
 pub use merge::{MergeError, merge_order};
 pub use protocol::{LOCK_TTL_MS, Lock, ProtocolEntry, TxnId, TxnState, XPart};
-pub use resolve::{Resolution, Resolver, Sweep, part_rows, sweep};
+pub use resolve::{Resolution, Resolver, Sweep, part_rows, sweep, sweep_ttl};
 pub use sharded::{
     Fault, FaultHook, MAX_CALLS, MAX_RESOLVE_ROUNDS, MergedEntry, ShardStats, ShardedObjects,
 };

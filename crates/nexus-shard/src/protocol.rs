@@ -128,7 +128,12 @@ impl Lock {
 
     /// Whether the lock is older than [`LOCK_TTL_MS`] at `now`.
     pub fn is_stale(&self, now: u64) -> bool {
-        now >= self.at.saturating_add(LOCK_TTL_MS)
+        self.is_stale_after(now, LOCK_TTL_MS)
+    }
+
+    /// Whether the lock is older than `ttl` (ms) at `now` (a host's configured TTL).
+    pub fn is_stale_after(&self, now: u64, ttl: u64) -> bool {
+        now >= self.at.saturating_add(ttl)
     }
 }
 
@@ -238,7 +243,12 @@ impl XPart {
 
     /// Whether the part is older than [`LOCK_TTL_MS`] at `now`.
     pub fn is_stale(&self, now: u64) -> bool {
-        self.lock().is_stale(now)
+        self.is_stale_after(now, LOCK_TTL_MS)
+    }
+
+    /// Whether the part is older than `ttl` (ms) at `now`.
+    pub fn is_stale_after(&self, now: u64, ttl: u64) -> bool {
+        self.lock().is_stale_after(now, ttl)
     }
 }
 

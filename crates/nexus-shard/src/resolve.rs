@@ -62,6 +62,7 @@ enum Phase {
 pub struct Resolver {
     shard: usize,
     now: u64,
+    ttl: u64,
     part: Option<XPart>,
     phase: Phase,
     calls: usize,
@@ -73,6 +74,7 @@ impl Resolver {
         Self {
             shard,
             now,
+            ttl: LOCK_TTL_MS,
             part: None,
             phase: Phase::ReadPart(lock),
             calls: 0,
@@ -81,9 +83,16 @@ impl Resolver {
 
     /// Resolves `part`, read from `shard`'s `xpart/` rows, at `now`.
     pub fn for_part(shard: usize, part: XPart, now: u64) -> Self {
+        Self::for_part_ttl(shard, part, now, LOCK_TTL_MS)
+    }
+
+    /// [`for_part`](Self::for_part) with a lock TTL of `ttl` ms instead of
+    /// [`LOCK_TTL_MS`].
+    pub fn for_part_ttl(shard: usize, part: XPart, now: u64, ttl: u64) -> Self {
         let mut r = Self {
             shard,
             now,
+            ttl,
             part: None,
             phase: Phase::Decide,
             calls: 0,
@@ -92,13 +101,20 @@ impl Resolver {
         r
     }
 
+    /// The same resolver with a lock TTL of `ttl` ms instead of [`LOCK_TTL_MS`] (a
+    /// host's configured TTL; set before the first poll).
+    pub fn with_ttl(mut self, ttl: u64) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
     /// Calls and reads sent so far (re-sends count).
     pub fn calls(&self) -> usize {
         self.calls
     }
 
     fn check_age(&mut self, part: XPart) -> Phase {
-        let phase = if part.is_stale(self.now) {
+        let phase = if part.is_stale_after(self.now, self.ttl) {
             Phase::Decide
         } else {
             Phase::Peek
@@ -181,7 +197,7 @@ impl Resolver {
         let txn_row = txn_key(&part.txn);
         self.phase = match values.into_iter().next().flatten() {
             None => Phase::Finished(Ok(Resolution::Young {
-                until: part.at.saturating_add(LOCK_TTL_MS),
+                until: part.at.saturating_add(self.ttl),
             })),
             Some(v) => match TxnState::decode(&v) {
                 Ok(TxnState::Committed) => Phase::Forward,
@@ -261,6 +277,16 @@ pub struct Sweep {
 /// and the next alarm while any part remains (the earliest time a young part goes
 /// stale; `now + LOCK_TTL_MS` to check again on the stale ones).
 pub fn sweep(shard: usize, rows: &[(String, Vec<u8>)], now: u64) -> Result<Sweep, CrossError> {
+    sweep_ttl(shard, rows, now, LOCK_TTL_MS)
+}
+
+/// [`sweep`] with a lock TTL of `ttl` ms instead of [`LOCK_TTL_MS`].
+pub fn sweep_ttl(
+    shard: usize,
+    rows: &[(String, Vec<u8>)],
+    now: u64,
+    ttl: u64,
+) -> Result<Sweep, CrossError> {
     let mut out = Sweep::default();
     for (key, value) in rows {
         if !key.starts_with(XPART_PREFIX) {
@@ -271,11 +297,12 @@ pub fn sweep(shard: usize, rows: &[(String, Vec<u8>)], now: u64) -> Result<Sweep
             key: key.clone(),
             reason: e.to_string(),
         })?;
-        let at = if part.is_stale(now) {
-            out.resolvers.push(Resolver::for_part(shard, part, now));
-            now.saturating_add(LOCK_TTL_MS)
+        let at = if part.is_stale_after(now, ttl) {
+            out.resolvers
+                .push(Resolver::for_part_ttl(shard, part, now, ttl));
+            now.saturating_add(ttl)
         } else {
-            part.at.saturating_add(LOCK_TTL_MS)
+            part.at.saturating_add(ttl)
         };
         out.next_alarm = Some(out.next_alarm.map_or(at, |a: u64| a.min(at)));
     }

@@ -5,15 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nexus_store::{
-    BlobStore, CasFailure, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, MAX_KEY_LEN,
-    ObjectStore, StoreError, StoreResult, check_commit, check_key, check_writable_state_key,
-    log_key, parse_head,
+    BlobStore, CasOp, Commit, CommitOutcome, KeyValueStore, LOG_HEAD_KEY, ObjectStore, StoreError,
+    StoreResult, check_commit, check_writable_state_key, log_key, parse_head,
 };
 
-use crate::cross::{CrossCommit, CrossError, Lost, ShardStep};
-use crate::map::{Placement, ShardError, ShardMap};
+use crate::cross::{CrossError, Lost, ShardStep};
+use crate::drive::{DriveCounts, ShardedCommit, ShardedRead, merge_listings};
+use crate::map::{ShardError, ShardMap};
 use crate::merge::merge_order;
-use crate::protocol::{LOCK_PREFIX, Lock, is_protocol_key, lock_key};
 use crate::resolve::{Resolution, Resolver, part_rows, sweep};
 
 /// What the transport does to one call to a shard ([`ShardedObjects::set_faults`]).
@@ -102,6 +101,37 @@ impl<O> std::fmt::Debug for ShardedObjects<O> {
 pub const MAX_CALLS: usize = 256;
 /// Most times a commit that met stale locks resolves them and starts again.
 pub const MAX_RESOLVE_ROUNDS: usize = 4;
+/// Most steps one commit or read (with its resolutions) may take here.
+const MAX_STEPS: usize = MAX_CALLS * (MAX_RESOLVE_ROUNDS + 1) * 4;
+
+/// A sans-IO machine of this crate, as [`ShardedObjects`] drives it.
+trait Machine {
+    type Out;
+    fn poll(&mut self) -> ShardStep<Result<Self::Out, CrossError>>;
+    fn feed(&mut self, shard: usize, answer: Result<CommitOutcome, Lost>);
+    fn feed_read(&mut self, shard: usize, values: Result<Vec<Option<Vec<u8>>>, Lost>);
+}
+
+macro_rules! machine {
+    ($t:ty, $out:ty) => {
+        impl Machine for $t {
+            type Out = $out;
+            fn poll(&mut self) -> ShardStep<Result<$out, CrossError>> {
+                <$t>::poll(self)
+            }
+            fn feed(&mut self, shard: usize, answer: Result<CommitOutcome, Lost>) {
+                <$t>::feed(self, shard, answer)
+            }
+            fn feed_read(&mut self, shard: usize, values: Result<Vec<Option<Vec<u8>>>, Lost>) {
+                <$t>::feed_read(self, shard, values)
+            }
+        }
+    };
+}
+
+machine!(ShardedCommit, CommitOutcome);
+machine!(ShardedRead, Vec<Option<Vec<u8>>>);
+machine!(Resolver, Resolution);
 
 fn backend(e: CrossError) -> StoreError {
     match e {
@@ -239,46 +269,42 @@ impl<O: ObjectStore> ShardedObjects<O> {
         }
     }
 
-    /// Runs one [`CrossCommit`] to its end.
-    fn drive(&self, cc: &mut CrossCommit) -> StoreResult<Result<CommitOutcome, CrossError>> {
-        for _ in 0..MAX_CALLS {
-            match cc.poll() {
+    /// Runs a sans-IO machine to its end, answering its steps from the shards.
+    fn drive<M: Machine>(&self, m: &mut M) -> StoreResult<M::Out> {
+        for _ in 0..MAX_STEPS {
+            match m.poll() {
                 ShardStep::Call { shard, commit } => {
                     let answer = self.call(shard, &commit)?;
-                    cc.feed(shard, answer);
+                    m.feed(shard, answer);
                 }
-                // A commit never reads; answer with nothing so it cannot hang.
-                ShardStep::Read { .. } => {}
-                ShardStep::Done(r) => return Ok(r),
+                ShardStep::Read { shard, keys } => {
+                    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    let values = self.store(shard)?.get_states(&refs)?;
+                    m.feed_read(shard, Ok(values));
+                }
+                ShardStep::Done(r) => return r.map_err(backend),
             }
         }
         Err(StoreError::Backend(format!(
-            "commit gave up after {MAX_CALLS} calls (answers kept being lost)"
+            "gave up after {MAX_STEPS} calls (answers kept being lost)"
         )))
+    }
+
+    fn add_counts(&self, c: DriveCounts) {
+        self.count(|s| {
+            s.single_shard += c.single_shard;
+            s.single_shard_calls += c.single_shard_calls;
+            s.cross_shard += c.cross_shard;
+            s.cross_shard_calls += c.cross_shard_calls;
+            s.resolved += c.resolved;
+            s.resolver_calls += c.resolver_calls;
+        });
     }
 
     /// Runs a resolver to its end.
     pub fn run_resolver(&self, mut r: Resolver) -> StoreResult<Resolution> {
         let before = r.calls();
-        let result = (|| {
-            for _ in 0..MAX_CALLS {
-                match r.poll() {
-                    ShardStep::Read { shard, keys } => {
-                        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        let values = self.store(shard)?.get_states(&refs)?;
-                        r.feed_read(shard, Ok(values));
-                    }
-                    ShardStep::Call { shard, commit } => {
-                        let answer = self.call(shard, &commit)?;
-                        r.feed(shard, answer);
-                    }
-                    ShardStep::Done(result) => return result.map_err(backend),
-                }
-            }
-            Err(StoreError::Backend(format!(
-                "resolver gave up after {MAX_CALLS} calls"
-            )))
-        })();
+        let result = self.drive(&mut r);
         let calls = (r.calls() - before) as u64;
         self.count(|s| {
             s.resolver_calls += calls;
@@ -292,119 +318,25 @@ impl<O: ObjectStore> ShardedObjects<O> {
         result
     }
 
-    /// Settles the transaction of a lock met on a shard if it can be settled (it is
-    /// decided, or stale); whether the lock is gone.
-    fn resolve(&self, shard: usize, lock: Lock) -> StoreResult<bool> {
-        let r = self.run_resolver(Resolver::for_lock(shard, lock, self.now()))?;
-        Ok(!matches!(r, Resolution::Young { .. }))
-    }
-
+    /// A commit over the shards: [`ShardedCommit`] run synchronously.
     fn sharded_commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {
-        let mut round = 0;
-        loop {
-            let nonce = self.inner.nonce.fetch_add(1, Ordering::SeqCst);
-            let mut cc = CrossCommit::new(self.map(), commit, self.now(), nonce)?;
-            let result = self.drive(&mut cc);
-            let calls = cc.stats().calls as u64;
-            let single = cc.split().is_single_shard();
-            self.count(|s| {
-                if single {
-                    s.single_shard += 1;
-                    s.single_shard_calls += calls;
-                } else {
-                    s.cross_shard += 1;
-                    s.cross_shard_calls += calls;
-                }
-            });
-            match result?.map_err(backend)? {
-                CommitOutcome::Conflict(f) if !cc.locks_met().is_empty() => {
-                    let mut resolved = false;
-                    for met in cc.locks_met() {
-                        resolved |= self.resolve(met.shard, met.lock.clone())?;
-                    }
-                    if round >= MAX_RESOLVE_ROUNDS {
-                        return Ok(CommitOutcome::Conflict(self.refreshed(f)?));
-                    }
-                    if !resolved {
-                        return Ok(CommitOutcome::Conflict(f));
-                    }
-                    round += 1;
-                }
-                other => return Ok(other),
-            }
-        }
+        let nonce = self
+            .inner
+            .nonce
+            .fetch_add(MAX_RESOLVE_ROUNDS as u64 + 1, Ordering::SeqCst);
+        let mut m = ShardedCommit::new(self.map(), commit, self.now(), nonce)?;
+        let result = self.drive(&mut m);
+        self.add_counts(m.counts());
+        result
     }
 
-    /// The failures of a conflict with each key's value read again at its home: a
-    /// conflict names a locked key with the value under its lock, which is stale once
-    /// the lock's transaction was settled.
-    fn refreshed(&self, failures: Vec<CasFailure>) -> StoreResult<Vec<CasFailure>> {
-        let keys: Vec<&str> = failures.iter().map(|f| f.key.as_str()).collect();
-        let values = self.sharded_reads(&keys)?;
-        Ok(failures
-            .iter()
-            .zip(values)
-            .map(|(f, current)| CasFailure {
-                key: f.key.clone(),
-                current,
-            })
-            .collect())
-    }
-
-    /// Reads `keys` at their homes with the lock of each: a lock of a decided (or
-    /// stale) transaction is settled first and the keys read again, so a read never
-    /// serves a value from before a commit point; a lock of an undecided young
-    /// transaction leaves the value standing (that transaction has not committed).
+    /// Reads `keys` at their homes, resolving the stale locks met: [`ShardedRead`] run
+    /// synchronously.
     fn sharded_reads(&self, keys: &[&str]) -> StoreResult<Vec<Option<Vec<u8>>>> {
-        let map = self.map();
-        for _ in 0..MAX_RESOLVE_ROUNDS {
-            let mut batches: Vec<Vec<String>> = vec![Vec::new(); map.shards()];
-            let mut at: Vec<(usize, usize, Option<usize>)> = Vec::with_capacity(keys.len());
-            for key in keys {
-                check_key(key)?;
-                let s = map.home(key);
-                let value = batches[s].len();
-                batches[s].push((*key).to_owned());
-                let lockable = map.placement(key) != Placement::Local
-                    && !is_protocol_key(key)
-                    && key.len() + LOCK_PREFIX.len() <= MAX_KEY_LEN;
-                let lock = lockable.then(|| {
-                    batches[s].push(lock_key(key));
-                    batches[s].len() - 1
-                });
-                at.push((s, value, lock));
-            }
-            let mut read: Vec<Vec<Option<Vec<u8>>>> = Vec::with_capacity(batches.len());
-            for (s, batch) in batches.iter().enumerate() {
-                if batch.is_empty() {
-                    read.push(Vec::new());
-                    continue;
-                }
-                let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-                read.push(self.store(s)?.get_states(&refs)?);
-            }
-            let mut resolved = false;
-            for (key, &(s, _, lock)) in keys.iter().zip(&at) {
-                let Some(bytes) = lock.and_then(|i| read[s].get(i).cloned().flatten()) else {
-                    continue;
-                };
-                let lock = Lock::decode(&bytes).map_err(|e| StoreError::Corrupt {
-                    key: lock_key(key),
-                    reason: e.to_string(),
-                })?;
-                resolved |= self.resolve(s, lock)?;
-            }
-            if !resolved {
-                return Ok(at
-                    .iter()
-                    .map(|&(s, v, _)| read[s].get(v).cloned().flatten())
-                    .collect());
-            }
-        }
-        // Still meeting stale locks after resolving: read as the shards hold it.
-        keys.iter()
-            .map(|k| self.store(map.home(k))?.get_state(k))
-            .collect()
+        let mut m = ShardedRead::new(self.map(), keys, self.now())?;
+        let result = self.drive(&mut m);
+        self.add_counts(m.counts());
+        result
     }
 
     /// Resolves every stale part on every shard (what the shards' alarms do); returns
@@ -520,30 +452,23 @@ impl<O: ObjectStore> ObjectStore for ShardedObjects<O> {
         if map.shards() == 1 {
             return self.store(0)?.list_states(prefix, start_after, limit);
         }
-        let mut out = Vec::new();
-        for s in 0..map.shards() {
+        let mut answers = Vec::new();
+        for s in map.list_shards(prefix) {
             let store = self.store(s)?;
             let mut after = start_after.map(str::to_owned);
-            let mut kept = 0;
-            while kept < limit {
+            let mut kept = Vec::new();
+            while kept.len() < limit {
                 let page = store.list_states(prefix, after.as_deref(), limit)?;
                 let full = page.len() == limit;
                 after = page.last().cloned();
-                for key in page {
-                    if map.home(&key) == s {
-                        out.push(key);
-                        kept += 1;
-                    }
-                }
+                kept.extend(page.into_iter().filter(|k| map.home(k) == s));
                 if !full || after.is_none() {
                     break;
                 }
             }
+            answers.push(kept);
         }
-        out.sort();
-        out.dedup();
-        out.truncate(limit);
-        Ok(out)
+        Ok(merge_listings(answers, start_after, limit))
     }
 
     fn commit(&self, commit: &Commit) -> StoreResult<CommitOutcome> {

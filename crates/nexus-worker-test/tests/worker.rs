@@ -138,6 +138,15 @@ fn conformance_suite_passes_against_the_worker() {
 
 #[test]
 #[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn conformance_suite_passes_against_the_worker_over_four_shards() {
+    let (_state, dev) = over_four_shards(Build::Deploy, &[]);
+    // Every case but those of the one log's order (per shard over N shards).
+    conformance::run_conformance_over(&dev.url, false);
+    conformance::run_conformance_over(&format!("{}/", dev.url), false);
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
 fn without_a_usable_log_key_the_worker_signs_no_checkpoint_but_serves_proofs() {
     for secret in ["", "not hex"] {
         let state = tempfile::tempdir().expect("tempdir");
@@ -506,9 +515,42 @@ fn test_hooks_are_not_in_the_deployed_build() {
 #[test]
 #[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
 fn two_workers_race_a_claim_200_times_one_winner_each() {
+    race_claims_200_times(1);
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn over_four_shards_two_workers_race_claims_200_times_one_winner_each() {
+    race_claims_200_times(4);
+}
+
+/// A Worker over 4 coordinator shards serving `build`, with `vars` besides, and the
+/// directory of its state (dropped with it).
+fn over_four_shards(build: Build, vars: &[(&str, &str)]) -> (tempfile::TempDir, WranglerDev) {
     let state = tempfile::tempdir().expect("tempdir");
-    let a = WranglerDev::start(Build::Deploy, state.path());
-    let mut b = WranglerDev::start_with("wrangler.peer.toml", Build::Deploy, state.path(), &[]);
+    let mut all = vec![("NEXUS_SHARDS", "4")];
+    all.extend_from_slice(vars);
+    let dev = WranglerDev::start_with("wrangler.toml", build, state.path(), &all);
+    (state, dev)
+}
+
+/// The shard of a hash over `n` shards (spec/shards.md: its first 16 hex digits).
+fn shard_of(hash: &nexus_core::FihHash, n: u64) -> usize {
+    let text = hash.to_string();
+    (u64::from_str_radix(&text[..16], 16).expect("hex") % n) as usize
+}
+
+/// Two Workers over `shards` coordinator shards race for each of 200 Intents.
+fn race_claims_200_times(shards: u64) {
+    let state = tempfile::tempdir().expect("tempdir");
+    let n = shards.to_string();
+    let vars = [("NEXUS_SHARDS", n.as_str())];
+    let a = WranglerDev::start_with("wrangler.toml", Build::Deploy, state.path(), &vars);
+    let mut b = WranglerDev::start_with("wrangler.peer.toml", Build::Deploy, state.path(), &vars);
+    let health = raw(&a.url, "GET", "/v1/health", b"", &[]);
+    let health: Value = serde_json::from_slice(&health.body).expect("health");
+    assert_eq!(health["shards"], json!(shards), "{health}");
+    let mut spread = vec![0u32; usize::try_from(shards).expect("shards")];
     let (ca, cb) = (client(&a), client(&b));
     let (alice, bob, carol) = (key(), key(), key());
     let mut wins = [0u32; 2];
@@ -523,6 +565,7 @@ fn two_workers_race_a_claim_200_times_one_winner_each() {
             (&cb, &ca)
         };
         proposer.submit(&intent).expect("propose");
+        spread[shard_of(&intent.hash(), shards)] += 1;
         let seen = other
             .record(&intent.hash().to_string())
             .expect("seen by the other");
@@ -584,10 +627,17 @@ fn two_workers_race_a_claim_200_times_one_winner_each() {
         );
         assert_eq!(e.token(), Some(1), "round {round}");
     }
-    eprintln!("wins through worker A / B: {wins:?}");
+    eprintln!("wins through worker A / B: {wins:?}; Intents per shard: {spread:?}");
     // Every round committed one proposal and one claim, in one log.
     let head = ca.health().expect("health").log_head;
-    assert_eq!(head, 400);
+    if shards == 1 {
+        assert_eq!(head, 400);
+    } else {
+        // Shard 0's log (spec/shards.md, "The API over N shards"): a proposal and a
+        // claim of each of its Intents.
+        assert_eq!(head, 2 * u64::from(spread[0]));
+        assert!(spread.iter().all(|&k| k > 0), "{spread:?}");
+    }
     assert_eq!(cb.health().expect("health").log_head, head);
     // B has no coordinator of its own: with A stopped, B cannot reach one.
     drop(a);
@@ -1479,6 +1529,248 @@ fn a_wiped_coordinator_restores_itself_from_its_archives() {
         Some(windows + 1),
         "{after}"
     );
+}
+
+/// `r`, which must have answered `status`.
+fn answered(r: Raw, status: u16) -> Raw {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    r
+}
+
+/// `GET target`.
+fn get(url: &str, target: &str) -> Raw {
+    raw(url, "GET", target, b"", &[])
+}
+
+/// That no shard holds `record`: `GET /v1/records/{hash}` answers 404.
+fn assert_not_stored(url: &str, record: &nexus_core::Record) {
+    let got = get(url, &format!("/v1/records/{}", record.hash()));
+    assert_eq!(got.status, 404, "{}", String::from_utf8_lossy(&got.body));
+}
+
+/// The first record `make(k)` (k = 0, 1, …) whose hash falls on `shard` of `n`.
+fn on_shard(shard: usize, n: u64, make: impl Fn(u64) -> nexus_core::Record) -> nexus_core::Record {
+    (0u64..)
+        .map(make)
+        .find(|r| shard_of(&r.hash(), n) == shard)
+        .expect("some k")
+}
+
+/// An Intent by `author` under `topic` whose hash falls on `shard` of `n`.
+fn intent_on(author: &KeyFile, topic: &str, shard: usize, n: u64) -> nexus_core::Record {
+    on_shard(shard, n, |k| {
+        builders::propose(author.key(), topic, json!({ "k": k }), &[]).expect("intent")
+    })
+}
+
+/// A Fact by `author` resolving `intent` (token 1) whose hash falls on `shard` of `n`.
+fn fact_on(
+    author: &KeyFile,
+    intent: &nexus_core::Record,
+    shard: usize,
+    n: u64,
+) -> nexus_core::Record {
+    on_shard(shard, n, |k| {
+        let resolves = Some((intent.hash(), 1));
+        builders::fact(
+            author.key(),
+            "worker/shards",
+            json!({ "k": k }),
+            &[intent.hash()],
+            resolves,
+        )
+        .expect("fact")
+    })
+}
+
+fn intent_state(url: &str, intent: &nexus_core::Record) -> (Value, Raw) {
+    let r = get(url, &format!("/v1/intents/{}", intent.hash()));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v: Value = serde_json::from_slice(&r.body).expect("json");
+    (v["state"].clone(), r)
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn over_four_shards_commits_take_their_calls_and_batches_are_atomic() {
+    let (_state, dev) = over_four_shards(Build::Deploy, &[]);
+    let (alice, bob) = (key(), key());
+    // A claim touches its Intent's shard only: one call. A Fact resolving an Intent of
+    // another shard: prewrite, commit point, release.
+    let intent = intent_on(&alice, "worker/shards", 1, 4);
+    let created = answered(
+        post_json(&dev.url, "/v1/intents", &intent.to_json(), &[]),
+        201,
+    );
+    let claim = builders::claim(bob.key(), &dep(&dev), intent.hash(), 30_000).expect("claim");
+    let target = format!("/v1/intents/{}/claim", intent.hash());
+    let claimed = answered(post_json(&dev.url, &target, &claim.to_json(), &[]), 200);
+    let fact = fact_on(&bob, &intent, 3, 4);
+    let resolved = answered(post_json(&dev.url, "/v1/facts", &fact.to_json(), &[]), 201);
+    eprintln!(
+        "coordinator calls: propose {}, claim {}, cross-shard resolve {}",
+        created.metrics["do_calls"], claimed.metrics["do_calls"], resolved.metrics["do_calls"]
+    );
+    assert_eq!(claimed.metrics["do_calls"], 1, "{:?}", claimed.metrics);
+    assert_eq!(resolved.metrics["do_calls"], 3, "{:?}", resolved.metrics);
+    let (state_now, _) = intent_state(&dev.url, &intent);
+    assert_eq!(state_now["state"], "resolved", "{state_now}");
+    assert_eq!(state_now["fact"], fact.hash().to_string(), "{state_now}");
+
+    // A batch over three shards: a claim (shard 0), the Fact resolving it (shard 2), a
+    // follow-up that derives from the Fact (shard 1).
+    let second = intent_on(&alice, "worker/shards", 0, 4);
+    assert_eq!(
+        post_json(&dev.url, "/v1/intents", &second.to_json(), &[]).status,
+        201
+    );
+    let claim = builders::claim(bob.key(), &dep(&dev), second.hash(), 30_000).expect("claim");
+    let fact = fact_on(&bob, &second, 2, 4);
+    let next = on_shard(1, 4, |k| {
+        builders::propose(
+            bob.key(),
+            "worker/shards/next",
+            json!({ "k": k }),
+            &[fact.hash()],
+        )
+        .expect("follow-up")
+    });
+    let batch = json!({"items": [
+        {"action": claim.to_value()},
+        {"record": fact.to_value()},
+        {"record": next.to_value()},
+    ]});
+    let done = answered(
+        post_json(
+            &dev.url,
+            "/v1/batch",
+            &serde_json::to_vec(&batch).expect("json"),
+            &[],
+        ),
+        200,
+    );
+    eprintln!(
+        "coordinator calls: batch over 3 shards {}",
+        done.metrics["do_calls"]
+    );
+    let (state_now, _) = intent_state(&dev.url, &second);
+    assert_eq!(state_now["state"], "resolved", "{state_now}");
+    let follow = get(&dev.url, &format!("/v1/records/{}", next.hash()));
+    assert_eq!(
+        follow.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&follow.body)
+    );
+
+    // A failing batch stores nothing on any shard: a new Intent (shard 3) and a Fact
+    // resolving an Intent already resolved (item 1).
+    let fresh = intent_on(&alice, "worker/shards/fresh", 3, 4);
+    let late = fact_on(&alice, &second, 2, 4);
+    let batch = json!({"items": [{"record": fresh.to_value()}, {"record": late.to_value()}]});
+    answered(
+        post_json(
+            &dev.url,
+            "/v1/batch",
+            &serde_json::to_vec(&batch).expect("json"),
+            &[],
+        ),
+        409,
+    );
+    for r in [&fresh, &late] {
+        assert_not_stored(&dev.url, r);
+    }
+    let listed = get(&dev.url, "/v1/intents?topic=worker/shards/fresh");
+    let listed: Value = serde_json::from_slice(&listed.body).expect("json");
+    assert_eq!(listed["intents"], json!([]), "{listed}");
+    // Listings fan out over the shards and merge: both first Intents, in one page.
+    let page = get(&dev.url, "/v1/intents?topic=worker/shards");
+    let page: Value = serde_json::from_slice(&page.body).expect("json");
+    let hashes: Vec<&str> = page["intents"]
+        .as_array()
+        .expect("intents")
+        .iter()
+        .filter_map(|i| i["record"]["hash"].as_str())
+        .collect();
+    for r in [&intent, &second] {
+        assert!(hashes.contains(&r.hash().to_string().as_str()), "{page}");
+    }
+}
+
+/// Shard `shard`'s cross-shard parts (test hook).
+fn parts(url: &str, shard: usize) -> Vec<Value> {
+    let r = get(url, &format!("/__test/parts?shard={shard}"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v: Value = serde_json::from_slice(&r.body).expect("json");
+    v["parts"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs the built Worker and wrangler (scripts/test runs it)"]
+fn over_four_shards_a_commit_stalled_after_its_prewrite_is_resolved() {
+    let (_state, dev) = over_four_shards(Build::Test, &[("NEXUS_LOCK_TTL_MS", "1000")]);
+    let (alice, bob) = (key(), key());
+    let stall = [("x-nexus-fault", "stall-after-prewrite")];
+    for (round, by_alarm) in [(0, true), (1, false)] {
+        // The Intent on shard 1, the Fact on shard 2: the prewrite locks the keys of
+        // the secondary, the commit point on the primary is never reached.
+        let intent = intent_on(&alice, &format!("worker/stall/{round}"), 1, 4);
+        assert_eq!(
+            post_json(&dev.url, "/v1/intents", &intent.to_json(), &[]).status,
+            201
+        );
+        let claim = builders::claim(bob.key(), &dep(&dev), intent.hash(), 60_000).expect("claim");
+        let target = format!("/v1/intents/{}/claim", intent.hash());
+        assert_eq!(
+            post_json(&dev.url, &target, &claim.to_json(), &[]).status,
+            200
+        );
+        let fact = fact_on(&bob, &intent, 2, 4);
+        answered(
+            post_json(&dev.url, "/v1/facts", &fact.to_json(), &stall),
+            500,
+        );
+        // The prepared part stays on the secondary (the primary is the participant
+        // a hash of the commit picks: either shard).
+        let held: Vec<usize> = [1, 2]
+            .into_iter()
+            .filter(|&s| !parts(&dev.url, s).is_empty())
+            .collect();
+        assert_eq!(held.len(), 1, "one prepared part: {held:?}");
+        let secondary = held[0];
+        // A young lock holds nothing up for readers: the last committed state.
+        let (now, _) = intent_state(&dev.url, &intent);
+        assert_eq!(now["state"], "claimed", "{now}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        if by_alarm {
+            // Nobody touches the keys: the shard's alarm settles the part.
+            while !parts(&dev.url, secondary).is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the alarm never swept"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        } else {
+            // Past the TTL a reader of a locked key resolves it (unless the alarm
+            // came first): the Intent's keys, or the Fact's marker.
+            std::thread::sleep(Duration::from_millis(1_100));
+            let (now, r) = intent_state(&dev.url, &intent);
+            assert_eq!(now["state"], "claimed", "{now}");
+            let record = get(&dev.url, &format!("/v1/records/{}", fact.hash()));
+            eprintln!(
+                "reads after the TTL (part on shard {secondary}): {:?}, {:?}",
+                r.metrics, record.metrics
+            );
+            assert!(parts(&dev.url, secondary).is_empty());
+        }
+        // Rolled back: the Fact is not stored, the Intent still Bob's; sent again, it
+        // resolves the Intent.
+        assert_not_stored(&dev.url, &fact);
+        answered(post_json(&dev.url, "/v1/facts", &fact.to_json(), &[]), 201);
+        let (now, _) = intent_state(&dev.url, &intent);
+        assert_eq!(now["state"], "resolved", "{now}");
+    }
 }
 
 /// Fail closed (spec/contract.md, "On the Worker"): while the governance object's

@@ -23,7 +23,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use worker::{Bucket, KvStore, Method, Request, RequestInit, Stub};
+use worker::{Bucket, KvStore, Stub};
 
 use nexus_api::{Api, Job, Response};
 use nexus_core::storage::keys::INDEX_PREFIX;
@@ -32,11 +32,16 @@ use nexus_iobuf::{
 };
 use nexus_store::{BatchPut, CommitOutcome, PutPhase, StoreError, StoreResult, Tier, WriteBatch};
 
+use nexus_shard::{
+    CallKind, CrossError, Lost, ShardMap, ShardStep, ShardedCommit, ShardedRead, merge_listings,
+};
+
 use crate::kv::{self, backend};
 use crate::protocol::{
     COMMIT_PATH, CommitReply, CommitRequest, ListSpec, READ_PATH, ReadReply, ReadRequest,
 };
 use crate::r2::{self, RECORD_PREFIX};
+use crate::shards;
 
 /// Whether a key-value listing is of the index, which the coordinator keeps (see
 /// `crate::coordinator`): its prefix lies inside `x/`.
@@ -89,6 +94,10 @@ pub struct Faults {
     pub drop_index_writes: bool,
     /// KV answers every record (`r/…`) as absent, as a location KV has not reached yet.
     pub kv_misses_records: bool,
+    /// A cross-shard commit stops after its prewrites (header
+    /// `x-nexus-fault: stall-after-prewrite`), as if the Worker died there: its locks
+    /// stay for a reader, a later commit or the shard's alarm to resolve.
+    pub stall_after_prewrite: bool,
 }
 
 /// The Worker's bindings, with per-request counters (the binding calls are counted
@@ -97,7 +106,12 @@ pub struct Faults {
 pub struct Host {
     kv: KvStore,
     blobs: Bucket,
-    coordinator: Stub,
+    /// Shard `i`'s coordinator stub (one: today's single coordinator).
+    shards: Vec<Stub>,
+    map: ShardMap,
+    lock_ttl_ms: u64,
+    /// The request's host time (ms): the time of its locks.
+    now: Cell<u64>,
     faults: Faults,
     counters: Cell<Counters>,
     /// Puts before the commit that an earlier attempt of this request already made,
@@ -132,16 +146,32 @@ fn cache_put(entries: impl IntoIterator<Item = (String, Option<Vec<u8>>)>) {
 }
 
 impl Host {
-    /// A host over the given bindings.
-    pub fn new(kv: KvStore, blobs: Bucket, coordinator: Stub, faults: Faults) -> Self {
-        Self {
+    /// A host over the given bindings: `shards[i]` is shard `i`'s coordinator stub (at
+    /// least one), locks older than `lock_ttl_ms` count as stalled.
+    pub fn new(
+        kv: KvStore,
+        blobs: Bucket,
+        shards: Vec<Stub>,
+        lock_ttl_ms: u64,
+        faults: Faults,
+    ) -> StoreResult<Self> {
+        let map = ShardMap::new(shards.len()).map_err(|e| backend("shards", e))?;
+        Ok(Self {
             kv,
             blobs,
-            coordinator,
+            shards,
+            map,
+            lock_ttl_ms,
+            now: Cell::new(0),
             faults,
             counters: Cell::new(Counters::default()),
             written: RefCell::new(HashMap::new()),
-        }
+        })
+    }
+
+    /// The number of coordinator shards.
+    pub fn shards(&self) -> usize {
+        self.map.shards()
     }
 
     /// What the request cost so far.
@@ -172,6 +202,7 @@ impl Host {
     /// answer that commits nothing is only given on states read from the coordinator
     /// (the driver asks again with `cache_ok: false`).
     pub async fn run(&self, api: &Api, job: &Job, now: u64) -> Response {
+        self.now.set(now);
         let mut driver = job.driver(&api.config().limits, now, job.is_write());
         let result = loop {
             match driver.poll() {
@@ -292,21 +323,15 @@ impl Host {
         if misses.state_keys.is_empty() && misses.state_lists.is_empty() && index_lists.is_empty() {
             return Ok(());
         }
+        if self.map.shards() > 1 {
+            return self.hydrate_sharded(session, misses, &index_lists).await;
+        }
         let req = ReadRequest {
             keys: misses.state_keys.clone(),
             lists: misses.state_lists.iter().map(ListSpec::from).collect(),
             index_lists: index_lists.iter().copied().map(ListSpec::from).collect(),
         };
-        let reply: ReadReply = self.call(READ_PATH, &req).await?;
-        if reply.values.len() != req.keys.len()
-            || reply.lists.len() != req.lists.len()
-            || reply.index_lists.len() != req.index_lists.len()
-        {
-            return Err(backend(
-                "coordinator read",
-                "answer does not match the request",
-            ));
-        }
+        let reply = self.read_call(0, &req).await?;
         let states: Vec<(String, Option<Vec<u8>>)> = req
             .keys
             .into_iter()
@@ -322,6 +347,211 @@ impl Host {
             session.kv_buf().hydrate_list(q, keys);
         }
         Ok(())
+    }
+
+    /// [`hydrate_states`](Self::hydrate_states) over N shards: the state keys through
+    /// a [`ShardedRead`] (each key at its home with its `lock/` row; stale locks
+    /// resolved and read again), the listings fanned out to the shards that can hold
+    /// them and merged. The first round is one `/read` per shard involved, all
+    /// concurrently, each carrying that shard's keys and listings.
+    async fn hydrate_sharded(
+        &self,
+        session: &IoBufferSession,
+        misses: &Misses,
+        index_lists: &[&ListQuery],
+    ) -> StoreResult<()> {
+        let keys: Vec<&str> = misses.state_keys.iter().map(String::as_str).collect();
+        let mut reads =
+            ShardedRead::new(&self.map, &keys, self.now.get())?.with_ttl(self.lock_ttl_ms);
+        let n = self.map.shards();
+        let mut requests: Vec<ReadRequest> = vec![ReadRequest::default(); n];
+        for (shard, keys) in reads.pending_reads() {
+            requests[shard].keys = keys;
+        }
+        // Where each listing's answers are: (shard, index in that shard's request).
+        let mut state_at: Vec<Vec<(usize, usize)>> = Vec::new();
+        for q in &misses.state_lists {
+            let mut at = Vec::new();
+            for shard in self.map.list_shards(&q.prefix) {
+                at.push((shard, requests[shard].lists.len()));
+                requests[shard].lists.push(ListSpec::from(q));
+            }
+            state_at.push(at);
+        }
+        let mut index_at: Vec<Vec<(usize, usize)>> = Vec::new();
+        for q in index_lists {
+            // Index entries sit with the commit that wrote them: any shard.
+            let at = (0..n)
+                .map(|shard| {
+                    requests[shard].index_lists.push(ListSpec::from(*q));
+                    (shard, requests[shard].index_lists.len() - 1)
+                })
+                .collect();
+            index_at.push(at);
+        }
+        let calls = requests.iter().enumerate().filter(|(_, r)| {
+            !(r.keys.is_empty() && r.lists.is_empty() && r.index_lists.is_empty())
+        });
+        let replies = futures_util::future::join_all(
+            calls.map(|(shard, req)| async move { (shard, self.read_call(shard, req).await) }),
+        )
+        .await;
+        let mut answers: Vec<Option<ReadReply>> = vec![None; n];
+        for (shard, reply) in replies {
+            let reply = reply?;
+            let req = &requests[shard];
+            if !req.keys.is_empty() {
+                let values = reply
+                    .values
+                    .iter()
+                    .map(|v| v.clone().map(|h| h.0))
+                    .collect();
+                reads.feed_read(shard, Ok(values));
+            }
+            answers[shard] = Some(reply);
+        }
+        let values = self.finish_reads(&mut reads).await?;
+        let states: Vec<(String, Option<Vec<u8>>)> =
+            misses.state_keys.iter().cloned().zip(values).collect();
+        cache_put(states.iter().cloned());
+        session.object_buf().hydrate_batch(states);
+        let take = |at: &[(usize, usize)], index: bool| {
+            at.iter()
+                .map(|&(shard, i)| {
+                    let reply = answers[shard].as_ref();
+                    let list = reply.and_then(|r| {
+                        if index {
+                            r.index_lists.get(i)
+                        } else {
+                            r.lists.get(i)
+                        }
+                    });
+                    (shard, list.cloned().unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+        };
+        for (q, at) in misses.state_lists.iter().zip(&state_at) {
+            let keys =
+                self.map
+                    .merge_state_listings(take(at, false), q.start_after.as_deref(), q.limit);
+            session.object_buf().hydrate_list(q, keys);
+        }
+        for (q, at) in index_lists.iter().zip(&index_at) {
+            let answers = take(at, true).into_iter().map(|(_, keys)| keys);
+            let keys = merge_listings(answers, q.start_after.as_deref(), q.limit);
+            session.kv_buf().hydrate_list(q, keys);
+        }
+        Ok(())
+    }
+
+    /// Runs a [`ShardedRead`] on from where its first round was fed: reads not
+    /// answered, resolutions of stale locks, reads again.
+    async fn finish_reads(&self, reads: &mut ShardedRead) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        for _ in 0..shards::MAX_SHARD_STEPS {
+            match reads.poll() {
+                ShardStep::Done(r) => return r.map_err(|e| backend("sharded read", e)),
+                ShardStep::Read { shard, keys } => {
+                    let values = self.read_on(shard, keys).await;
+                    reads.feed_read(shard, values.map_err(|_| Lost));
+                }
+                ShardStep::Call { shard, commit } => {
+                    let answer = self.commit_on(shard, CommitRequest::new(&commit)).await;
+                    reads.feed(shard, answer.map_err(|_| Lost));
+                }
+            }
+        }
+        Err(backend("sharded read", "gave up (calls kept failing)"))
+    }
+
+    /// `/read` of state keys on one shard.
+    async fn read_on(&self, shard: usize, keys: Vec<String>) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        let req = ReadRequest {
+            keys,
+            ..ReadRequest::default()
+        };
+        let reply = self.read_call(shard, &req).await?;
+        Ok(reply.values.into_iter().map(|v| v.map(|h| h.0)).collect())
+    }
+
+    /// One `/read` on one shard, its answer checked against the request's shape.
+    async fn read_call(&self, shard: usize, req: &ReadRequest) -> StoreResult<ReadReply> {
+        let reply: ReadReply = self.call(shard, READ_PATH, req).await?;
+        if reply.values.len() != req.keys.len()
+            || reply.lists.len() != req.lists.len()
+            || reply.index_lists.len() != req.index_lists.len()
+        {
+            return Err(backend(
+                "coordinator read",
+                "answer does not match the request",
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// `/commit` on one shard.
+    async fn commit_on(&self, shard: usize, req: CommitRequest) -> StoreResult<CommitOutcome> {
+        let reply: CommitReply = self.call(shard, COMMIT_PATH, &req).await?;
+        Ok(reply.outcome())
+    }
+
+    /// The commit over N shards: a [`ShardedCommit`] driven over the stubs, one
+    /// `/commit` per call. The index entries travel with the commit point (the fast
+    /// path's one call, or the primary's commit): they are written in the transaction
+    /// that makes the records committed, on the shard whose log holds the records'
+    /// entries (so that shard's index catch-up can restore them). A failed call is
+    /// [`Lost`]: sent again where the phase is idempotent, else the commit's outcome
+    /// is unknown and the call's error is the answer (as with one coordinator).
+    async fn commit_sharded(
+        &self,
+        commit: &nexus_store::Commit,
+        index: Vec<String>,
+    ) -> StoreResult<CommitOutcome> {
+        let nonce = (worker::js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
+        let mut m = ShardedCommit::new(&self.map, commit, self.now.get(), nonce)
+            .map_err(|e| backend("commit", e))?
+            .with_ttl(self.lock_ttl_ms);
+        let mut last_error: Option<StoreError> = None;
+        for _ in 0..shards::MAX_SHARD_STEPS {
+            let step = m.poll();
+            // After a poll that asks for a call, the phase of that call.
+            let kind = m.pending();
+            match step {
+                ShardStep::Done(Ok(outcome)) => return Ok(outcome),
+                ShardStep::Done(Err(CrossError::OutcomeUnknown { .. })) => {
+                    return Err(
+                        last_error.unwrap_or_else(|| backend("commit", "the outcome is unknown"))
+                    );
+                }
+                ShardStep::Done(Err(e)) => return Err(backend("commit", e)),
+                ShardStep::Read { shard, keys } => {
+                    let values = self.read_on(shard, keys).await;
+                    m.feed_read(shard, values.map_err(|_| Lost));
+                }
+                ShardStep::Call { shard, commit } => {
+                    let mut req = CommitRequest::new(&commit);
+                    if kind.is_some_and(CallKind::is_commit_point) {
+                        req.index = (!self.faults.drop_index_writes).then(|| index.clone());
+                        req.fail_after_ops = self.faults.fail_commit_after_ops;
+                    }
+                    let answer = self.commit_on(shard, req).await;
+                    let answer = answer.map_err(|e| {
+                        last_error = Some(e);
+                        Lost
+                    });
+                    m.feed(shard, answer);
+                    if self.faults.stall_after_prewrite
+                        && kind == Some(CallKind::Prewrite)
+                        && m.pending() != Some(CallKind::Prewrite)
+                    {
+                        return Err(backend(
+                            "commit",
+                            "the Worker stopped after the prewrites (test fault)",
+                        ));
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| backend("commit", "gave up (calls kept failing)")))
     }
 
     async fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()> {
@@ -380,12 +610,16 @@ impl Host {
             .collect();
         let outcome = if commit.is_empty() && commit.reads.is_empty() && index.is_empty() {
             CommitOutcome::Applied { first_seq: None }
+        } else if self.map.shards() > 1 {
+            self.commit_sharded(commit, index)
+                .await
+                .map_err(at(FlushStage::Commit))?
         } else {
             let mut req = CommitRequest::new(commit);
             req.index = (!self.faults.drop_index_writes).then_some(index);
             req.fail_after_ops = self.faults.fail_commit_after_ops;
             let reply: CommitReply = self
-                .call(COMMIT_PATH, &req)
+                .call(0, COMMIT_PATH, &req)
                 .await
                 .map_err(at(FlushStage::Commit))?;
             reply.outcome()
@@ -440,30 +674,18 @@ impl Host {
         Ok(outcome)
     }
 
-    /// One call to the coordinator.
+    /// One call to shard `shard`'s coordinator.
     async fn call<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
         &self,
+        shard: usize,
         path: &str,
         request: &Q,
     ) -> StoreResult<A> {
-        let body = serde_json::to_string(request).map_err(|e| backend("coordinator", e))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.into()));
-        let req = Request::new_with_init(&format!("https://coordinator{path}"), &init)
-            .map_err(|e| backend("coordinator", e))?;
+        let stub = self
+            .shards
+            .get(shard)
+            .ok_or_else(|| backend("coordinator", format!("no shard {shard}")))?;
         self.count(|c| c.do_calls += 1);
-        let mut resp = self
-            .coordinator
-            .fetch_with_request(req)
-            .await
-            .map_err(|e| backend("coordinator", e))?;
-        let bytes = resp.bytes().await.map_err(|e| backend("coordinator", e))?;
-        if resp.status_code() != 200 {
-            return Err(backend(
-                "coordinator",
-                String::from_utf8_lossy(&bytes).into_owned(),
-            ));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| backend("coordinator answer", e))
+        shards::call_stub(stub, shard, path, request).await
     }
 }

@@ -523,6 +523,12 @@ mod class {
         /// Whether the last call appended to the log: the alarm must be armed for
         /// its window.
         appended: Cell<bool>,
+        /// Whether the last call stored a cross-shard part (a prewrite): the alarm
+        /// must be armed to settle it if its transaction stalls.
+        parts_held: Cell<bool>,
+        /// The shard index the Worker's calls name ([`crate::shards::SHARD_HEADER`]),
+        /// for when the object does not see its own name.
+        shard_hint: Cell<Option<usize>>,
         /// When the alarm this instance set fires (ms since the epoch), if it did.
         alarm_at: Cell<Option<u64>>,
         /// Whether the store is being opened (and restored): other calls wait.
@@ -593,7 +599,9 @@ mod class {
         async fn open_or_restore(&self) -> Result<SqlStates, String> {
             let s = SqlStates::open(&self.state).map_err(|e| e.detail())?;
             let (_, head) = s.index_progress().map_err(|e| e.detail())?;
-            if head == 0 {
+            // Archives are shard 0's log (spec/shards.md, "Not done here"): only it
+            // restores from them.
+            if head == 0 && self.archives() {
                 let bucket = self
                     .env
                     .bucket(crate::R2_BINDING)
@@ -633,6 +641,18 @@ mod class {
                 .filter(|v| !v.is_empty());
             let id = match configured {
                 Some(v) => v,
+                // Every shard names shard 0's id (`meta/deployment` is replicated).
+                None if self.shard() > 0 => self
+                    .env
+                    .durable_object(crate::DO_BINDING)
+                    .and_then(|ns| {
+                        ns.id_from_name(crate::COORDINATOR_NAME)
+                            .map(|id| id.to_string())
+                    })
+                    .map_err(|e| StoreError::Backend(format!("shard 0's id: {e}")))?
+                    .chars()
+                    .take(32)
+                    .collect(),
                 None => self.state.id().to_string().chars().take(32).collect(),
             };
             let id: nexus_core::Deployment = id.parse().map_err(|e| {
@@ -644,6 +664,60 @@ mod class {
                 id.as_str().as_bytes(),
             )?;
             Ok(())
+        }
+
+        /// Which shard this object is (from its name; 0 for today's one coordinator).
+        fn shard(&self) -> usize {
+            match self.state.id().name() {
+                Some(name) => crate::shards::shard_of_name(Some(&name)),
+                None => self.shard_hint.get().unwrap_or(0),
+            }
+        }
+
+        /// Whether this coordinator archives its log: one coordinator only (archives
+        /// over N shards are not done: spec/shards.md, "Not done here").
+        fn archives(&self) -> bool {
+            self.shard() == 0
+                && crate::shards::ShardConfig::from_env(&self.env).is_ok_and(|c| c.n() == 1)
+        }
+
+        /// Resolves the stale cross-shard parts this shard holds (`xpart/` rows), the
+        /// resolver's calls to other shards through their stubs. Answers when the
+        /// alarm must run again for the parts that remain (`None`: none remain).
+        async fn sweep_parts(&self, store: &SqlStates) -> StoreResult<Option<u64>> {
+            let rows = nexus_shard::part_rows(store)?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let config = crate::shards::ShardConfig::from_env(&self.env)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            // Its own calls go to its storage whatever its index.
+            let me = crate::shards::THIS_SHARD;
+            let now = now_ms();
+            let plan = nexus_shard::sweep_ttl(me, &rows, now, config.lock_ttl_ms)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            // Alarms are at least once: re-arm before the work, so a sweep that dies
+            // part-way runs again.
+            if let Some(at) = plan.next_alarm {
+                self.arm(at.saturating_sub(now))
+                    .await
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+            }
+            let namespace = self
+                .env
+                .durable_object(crate::DO_BINDING)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            for r in plan.resolvers {
+                let stub = |i: usize| config.stub(&namespace, i);
+                match crate::shards::run_resolver(r, me, store, stub).await {
+                    Ok(done) => worker::console_log!("stale cross-shard part settled: {done:?}"),
+                    Err(e) => worker::console_warn!("stale cross-shard part not settled: {e}"),
+                }
+            }
+            let rows = nexus_shard::part_rows(store)?;
+            let left = nexus_shard::sweep_ttl(me, &rows, now_ms(), config.lock_ttl_ms)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            Ok(left.next_alarm.map(|at| at.saturating_sub(now_ms())))
         }
 
         /// Makes sure the alarm fires within `delay_ms` (an earlier one stays).
@@ -717,13 +791,21 @@ mod class {
                     store.fail_next_commit_after(req.fail_after_ops);
                     let index = req.index.take();
                     let (outcome, behind) = store
-                        .commit_indexed(&req.commit(), index)
+                        .commit_indexed(&req.clone().commit(), index)
                         .map_err(|e| e.detail())?;
                     if behind {
                         self.index_behind.set(true);
                     }
                     if matches!(outcome, CommitOutcome::Applied { first_seq: Some(_) }) {
                         self.appended.set(true);
+                    }
+                    if matches!(outcome, CommitOutcome::Applied { .. })
+                        && req.ops.iter().any(|op| {
+                            op.new.is_some()
+                                && op.key.starts_with(nexus_shard::protocol::XPART_PREFIX)
+                        })
+                    {
+                        self.parts_held.set(true);
                     }
                     let reply = CommitReply::new(&outcome)
                         .ok_or_else(|| format!("unsupported commit outcome {outcome:?}"))?;
@@ -812,6 +894,8 @@ mod class {
                 store: RefCell::new(None),
                 index_behind: Cell::new(false),
                 appended: Cell::new(false),
+                parts_held: Cell::new(false),
+                shard_hint: Cell::new(None),
                 alarm_at: Cell::new(None),
                 opening: Cell::new(false),
                 restore_failed: RefCell::new(None),
@@ -821,6 +905,15 @@ mod class {
 
         async fn fetch(&self, mut req: Request) -> WorkerResult<Response> {
             let path = req.path();
+            if let Some(i) = req
+                .headers()
+                .get(crate::shards::SHARD_HEADER)
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+            {
+                self.shard_hint.set(Some(i));
+            }
             let body = req.bytes().await?;
             match path.as_str() {
                 RESTORE_PATH => return self.restore_call().await,
@@ -842,7 +935,14 @@ mod class {
                 self.index_behind.set(true);
                 worker::console_warn!("index catch-up not scheduled: {e}");
             }
-            if self.appended.replace(false) {
+            if self.parts_held.replace(false) {
+                let ttl = crate::shards::ShardConfig::from_env(&self.env)
+                    .map_or(nexus_shard::LOCK_TTL_MS, |c| c.lock_ttl_ms);
+                if let Err(e) = self.arm(ttl).await {
+                    worker::console_warn!("sweep alarm not set: {e}");
+                }
+            }
+            if self.appended.replace(false) && self.archives() {
                 let settings = ArchiveSettings::from_env(&self.env);
                 let due = self
                     .store()
@@ -900,19 +1000,29 @@ mod class {
                     soon(retry);
                 }
             }
-            let settings = ArchiveSettings::from_env(&self.env);
-            match archive::archive_due(&store, &kv, &bucket, &settings, now_ms).await {
-                Ok(done) => {
-                    for key in &done.snapshots {
-                        worker::console_log!("snapshot written: {key}");
-                    }
-                    if let Some(ms) = done.due_in {
-                        soon(ms);
-                    }
-                }
+            match self.sweep_parts(&store).await {
+                Ok(Some(ms)) => soon(ms),
+                Ok(None) => {}
                 Err(e) => {
-                    worker::console_warn!("archive failed, retrying later: {e}");
+                    worker::console_warn!("sweep failed, retrying later: {e}");
                     soon(retry);
+                }
+            }
+            let settings = ArchiveSettings::from_env(&self.env);
+            if self.archives() {
+                match archive::archive_due(&store, &kv, &bucket, &settings, now_ms).await {
+                    Ok(done) => {
+                        for key in &done.snapshots {
+                            worker::console_log!("snapshot written: {key}");
+                        }
+                        if let Some(ms) = done.due_in {
+                            soon(ms);
+                        }
+                    }
+                    Err(e) => {
+                        worker::console_warn!("archive failed, retrying later: {e}");
+                        soon(retry);
+                    }
                 }
             }
             if let Some(ms) = next {

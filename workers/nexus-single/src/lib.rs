@@ -43,6 +43,7 @@ pub mod kv;
 pub mod protocol;
 pub mod r2;
 pub mod repair;
+pub mod shards;
 #[cfg(feature = "test-hooks")]
 pub mod testing;
 
@@ -201,17 +202,16 @@ async fn admin_restore(req: &Request, env: &Env) -> Result<Response> {
 }
 
 pub(crate) fn host(env: &Env, faults: Faults) -> Result<Host> {
-    let namespace = env.durable_object(DO_BINDING)?;
-    let stub = match var(env, "NEXUS_DO_LOCATION").filter(|l| !l.is_empty()) {
-        Some(hint) => namespace.get_by_name_with_location_hint(COORDINATOR_NAME, &hint)?,
-        None => namespace.get_by_name(COORDINATOR_NAME)?,
-    };
-    Ok(Host::new(
+    let shards =
+        shards::ShardConfig::from_env(env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    Host::new(
         env.kv(KV_BINDING)?,
         env.bucket(R2_BINDING)?,
-        stub,
+        shards.stubs(env)?,
+        shards.lock_ttl_ms,
         faults,
-    ))
+    )
+    .map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
 #[cfg(feature = "test-hooks")]
@@ -222,6 +222,7 @@ fn faults(req: &Request) -> Faults {
             .and_then(|v| v.parse().ok()),
         drop_index_writes: header("x-nexus-test-drop-index").is_some(),
         kv_misses_records: header("x-nexus-test-kv-misses-records").is_some(),
+        stall_after_prewrite: header("x-nexus-fault").as_deref() == Some("stall-after-prewrite"),
     }
 }
 
@@ -358,6 +359,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         }
         "/__test/archive" => return testing::archive_route(&env, url.query()).await,
         "/__test/wipe" => return testing::wipe_route(&env, url.query()).await,
+        "/__test/parts" => return testing::parts_route(&env, url.query()).await,
         "/__test/governance" => {
             // `?fail=1` makes every catch-up of the governance object fail, `?fail=0`
             // stops it.
@@ -471,7 +473,10 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         }
         Prepared::Job(job) => match host(&env, faults(&req)) {
             Ok(host) => {
-                let r = run_governed(&env, api, &host, &job).await;
+                let mut r = run_governed(&env, api, &host, &job).await;
+                if job.route() == Route::Health {
+                    r = shards::with_shard_count(r, host.shards());
+                }
                 (job.route(), r, host.counters())
             }
             Err(e) => (

@@ -300,3 +300,28 @@ pub async fn wipe_route(env: &Env, query: Option<&str>) -> Result<Response> {
     }
     crate::call_coordinator(env, crate::COORDINATOR_NAME, crate::protocol::WIPE_PATH).await
 }
+
+/// `GET /__test/parts?shard=i`: the `xpart/` rows (cross-shard parts awaiting their
+/// release or resolution) that shard `i` holds, `{"parts": [key…]}`.
+pub async fn parts_route(env: &Env, query: Option<&str>) -> Result<Response> {
+    let shard = query
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("shard=")))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0);
+    let config = crate::shards::ShardConfig::from_env(env)
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let stub = config.stub(&env.durable_object(crate::DO_BINDING)?, shard)?;
+    let req = crate::protocol::ReadRequest {
+        lists: vec![crate::protocol::ListSpec {
+            prefix: nexus_shard::protocol::XPART_PREFIX.to_owned(),
+            start_after: None,
+            limit: 1_000,
+        }],
+        ..Default::default()
+    };
+    let reply: crate::protocol::ReadReply =
+        crate::shards::call_stub(&stub, shard, crate::protocol::READ_PATH, &req)
+            .await
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    Response::from_json(&serde_json::json!({ "parts": reply.lists.concat() }))
+}

@@ -35,16 +35,20 @@ pub fn check(c: &Client, tag: &str, alice: &KeyFile, bob: &KeyFile, carol: &KeyF
             other => panic!("a record's result: {other:?}"),
         })
         .collect();
-    assert_eq!(seqs, vec![Some(start + 1), Some(start + 2)]);
+    if super::one_log() {
+        assert_eq!(seqs, vec![Some(start + 1), Some(start + 2)]);
+    }
     match &results[2] {
         BatchResult::Lease(l) => assert_eq!((l.intent, l.token), (a.hash(), 1)),
         other => panic!("a claim's result: {other:?}"),
     }
-    let page = c.log(start + 1, Some(10)).expect("log");
-    assert_eq!(page.head, start + 3, "one entry per item");
-    assert_eq!(page.entries[0]["record"]["hash"], a.hash().to_string());
-    assert_eq!(page.entries[1]["record"]["hash"], b.hash().to_string());
-    assert_eq!(page.entries[2]["action"], claim.to_value());
+    if super::one_log() {
+        let page = c.log(start + 1, Some(10)).expect("log");
+        assert_eq!(page.head, start + 3, "one entry per item");
+        assert_eq!(page.entries[0]["record"]["hash"], a.hash().to_string());
+        assert_eq!(page.entries[1]["record"]["hash"], b.hash().to_string());
+        assert_eq!(page.entries[2]["action"], claim.to_value());
+    }
 
     // Resolve `a` and propose two follow-ups that derive from the resolving Fact.
     let f = builders::fact(
