@@ -143,6 +143,16 @@ fn conformance_suite_passes_against_the_worker_over_four_shards() {
     // Every case but those of the one log's order (per shard over N shards).
     conformance::run_conformance_over(&dev.url, false);
     conformance::run_conformance_over(&format!("{}/", dev.url), false);
+    // Governance reads one shard's log: a deployment is refused rather than half
+    // governed.
+    let lead = conformance::contract::lead();
+    let source = conformance::contract::budget("four", 2, &lead.author().to_string());
+    let body = conformance::contract::deployment(&lead, &source, None).to_json();
+    let r = raw(&dev.url, "POST", "/v1/contract", &body, &[]);
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (501, "not_implemented")
+    );
 }
 
 #[test]
