@@ -92,8 +92,9 @@ pub use events::{
 };
 pub use governor::{CatchUp, CatchUpStep, GovernError, Governor, Next, governance_pending};
 pub use job::{
-    DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, MAX_JOB_ROUNDS, Outcome,
-    PROVENANCE_DEPTH, PROVENANCE_MAX_RECORDS, Prepared, body_too_large, prepare, served_route,
+    DEFAULT_ROUNDS, INTENT_SCAN, Job, LIST_LIMIT, LOG_LIMIT, MAX_BATCH_ITEMS, MAX_JOB_ROUNDS,
+    Outcome, PROVENANCE_DEPTH, PROVENANCE_MAX_RECORDS, Prepared, body_too_large, prepare,
+    served_route,
 };
 pub use metrics::{LATENCY_BUCKETS_US, Metrics};
 pub use nexus_wire::ErrorCode;

@@ -32,7 +32,7 @@ use crate::Global;
 use crate::cli::{client, load_key, out, parse_duration, resolve};
 
 /// Most steps of one plan: the server's limit per batch.
-pub const MAX_STEPS: usize = 64;
+const MAX_STEPS: usize = nexus_api::MAX_BATCH_ITEMS;
 
 /// Reads the plan at `path` (`-`: standard input), signs it and commits it.
 pub fn run(g: &Global, path: &Path) -> Result<()> {
